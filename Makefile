@@ -1,0 +1,28 @@
+# Two entry points: `make run` (the main job) and `make test` (the test suite).
+# Both create .venv when missing and (re)install the project into it; idempotent.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# The main job: classification suite, smoke preset, on $BENCH_DATA_DIR (or the cache);
+# falls back to the built-in synthetic datasets, loudly, when no real data is found.
+run: $(STAMP)
+	$(BIN)/bench run --suite classification --preset smoke --fallback-synthetic
+	$(BIN)/bench leaderboard --suite classification
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,1 @@
+"""Baselines (timm classifiers, ...), one module per family (registered on import)."""

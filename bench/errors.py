@@ -1,0 +1,13 @@
+"""Errors the user can act on; the CLI prints them without a traceback."""
+
+
+class BenchError(Exception):
+    """A problem with the user's input or environment, explained in the message."""
+
+
+class DataError(BenchError):
+    """Missing, corrupt or inconsistent data; the message names the file or row at fault."""
+
+
+class TrainingError(BenchError):
+    """A unit failed during training (NaN loss, out of memory, ...)."""

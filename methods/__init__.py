@@ -1,0 +1,1 @@
+"""Diffusion methods, one module per method family (registered on import)."""
