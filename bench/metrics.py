@@ -65,9 +65,9 @@ def _macro(score_fn):
     return lambda y, p, task: score_fn(y, predictions(p, task), average="macro", zero_division=0)
 
 
-METRICS.add("precision_macro", Metric("precision_macro", _macro(skm.precision_score), True, ALL_TASKS, "macro precision (0 for a never-predicted class)"))
-METRICS.add("recall_macro", Metric("recall_macro", _macro(skm.recall_score), True, ALL_TASKS, "macro recall (sensitivity)"))
-METRICS.add("f1_macro", Metric("f1_macro", _macro(skm.f1_score), True, ALL_TASKS, "macro F1"))
+metric("precision_macro", "macro precision (0 for a never-predicted class)")(_macro(skm.precision_score))
+metric("recall_macro", "macro recall (sensitivity)")(_macro(skm.recall_score))
+metric("f1_macro", "macro F1")(_macro(skm.f1_score))
 
 
 @metric("auroc", "AUROC: binary positive-class, macro one-vs-rest, multilabel mean of per-label")

@@ -94,18 +94,6 @@ METRICS = Registry("metric")
 SUITES = Registry("suite")
 
 
-def register_method(name: str, description: str = ""):
-    return lambda cls: METHODS.add(name, cls, description)
-
-
-def register_dataset(name: str, description: str = ""):
-    return lambda fn: DATASETS.add(name, fn, description)
-
-
-def register_metric(name: str, description: str = ""):
-    return lambda fn: METRICS.add(name, fn, description)
-
-
 _discovered = False
 
 

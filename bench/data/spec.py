@@ -145,3 +145,14 @@ class DatasetSource:
     load: "Callable[..., DatasetBundle]"
     description: str = ""
     synthetic: bool = False
+
+
+def register_dataset(name: str, task: str, description: str = "", synthetic: bool = False):
+    """Decorator for a loader ``fn(data_dir=None, download=None) -> DatasetBundle``."""
+    from bench.registry import DATASETS
+
+    def wrap(fn):
+        DATASETS.add(name, DatasetSource(name, task, fn, description or (fn.__doc__ or "").strip(), synthetic), description)
+        return fn
+
+    return wrap

@@ -1,0 +1,138 @@
+"""timm image classifiers as baselines: ResNet, ResNeXt, ViT, Swin, PVT, ... by name.
+
+Defaults follow the MedMNIST v2 benchmark protocol (Yang et al. 2023): from scratch,
+Adam lr 1e-3, lr x0.1 at 50 % and 75 % of training, cross-entropy (BCE for
+multilabel), model selected on validation AUROC. ``pretrained=True`` needs a local
+``weights_file`` (ImageNet weights cannot be fetched offline); the classifier head is
+re-initialised for the task.
+
+Small inputs (28 px) need an adapter, recorded in the config: ``input_size`` resizes
+on the device; ``small_input_stem`` swaps a ResNet's 7x7/2 stem and max-pool for a
+3x3/1 conv (the "ResNet-18 (28)" of MedMNIST v2). ``model_kwargs`` go to
+``timm.create_model`` (e.g. ``patch_size: 8`` for a ViT on 32 px inputs).
+timm has no ShuffleNet V2; use another small model (e.g. ``timm:mobilenetv3_small_100``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from bench.data.spec import SplitData
+from bench.errors import BenchError
+from bench.method import ClassificationMethod, MethodSpec, RunContext
+from bench.registry import METHODS, UnknownNameError
+from bench.training import SupervisedSettings, predict_probs, train_supervised
+
+
+@dataclass
+class TimmClassifierConfig:
+    model: str = "resnet18"
+    pretrained: bool = False
+    weights_file: str | None = None
+    input_size: int | None = None  # None: the data's own size
+    small_input_stem: bool = False
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    lr_milestones: tuple[float, ...] = (0.5, 0.75)
+    lr_gamma: float = 0.1
+    selection_metric: str = "auroc"
+    hflip: bool = False
+
+
+def build_timm_model(cfg: TimmClassifierConfig, in_chans: int, num_classes: int) -> nn.Module:
+    import timm
+
+    if cfg.pretrained and not cfg.weights_file:
+        raise BenchError(
+            f"{cfg.model}: pretrained=True needs weights_file (a local timm/ImageNet checkpoint); "
+            "hub downloads are not attempted"
+        )
+    kwargs = dict(cfg.model_kwargs)
+    if cfg.input_size and any(family in cfg.model for family in ("vit", "swin")):
+        kwargs.setdefault("img_size", cfg.input_size)
+    try:
+        model = timm.create_model(cfg.model, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    except RuntimeError as exc:  # timm: "Unknown model (...)"
+        raise BenchError(f"timm cannot build {cfg.model!r}: {exc}") from exc
+    if cfg.weights_file:
+        _load_weights(model, cfg.weights_file)
+    if cfg.small_input_stem:
+        if not (hasattr(model, "conv1") and hasattr(model, "maxpool")):
+            raise BenchError(f"small_input_stem applies to ResNet-style models, not {cfg.model}")
+        model.conv1 = nn.Conv2d(in_chans, model.conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+    return model
+
+
+def _load_weights(model: nn.Module, path: str) -> None:
+    """Load a local checkpoint, skipping the classifier head and shape mismatches."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError) as exc:
+        raise BenchError(f"cannot read weights_file {path}: {exc}") from exc
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise BenchError(f"weights_file {path}: no tensor matches {model.__class__.__name__}")
+    model.load_state_dict(usable, strict=False)
+
+
+class TimmClassifier(ClassificationMethod):
+    """timm classifier trained from scratch (MedMNIST v2 protocol)."""
+
+    Config = TimmClassifierConfig
+
+    def fit(self, train: SplitData, val: SplitData, ctx: RunContext) -> dict:
+        cfg = self.config
+        self.model = build_timm_model(cfg, self.spec.channels, self.spec.num_classes).to(ctx.device)
+        settings = SupervisedSettings(
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            lr_milestones=tuple(cfg.lr_milestones),
+            lr_gamma=cfg.lr_gamma,
+            selection_metric=cfg.selection_metric,
+            input_size=cfg.input_size,
+            hflip=cfg.hflip,
+        )
+        return train_supervised(self.model, train, val, ctx, settings, self.spec.task)
+
+    def predict(self, split: SplitData, ctx: RunContext) -> np.ndarray:
+        return predict_probs(self.model, split, ctx, self.config.input_size, self.spec.task == "multilabel")
+
+
+NAMED = {
+    "resnet18": "ResNet-18",
+    "resnet50": "ResNet-50",
+    "resnet101": "ResNet-101",
+    "resnext50_32x4d": "ResNeXt-50 32x4d",
+    "vit_tiny_patch16_224": "ViT-Tiny/16",
+    "vit_small_patch16_224": "ViT-Small/16",
+    "vit_base_patch16_224": "ViT-Base/16",
+    "swin_tiny_patch4_window7_224": "Swin-T",
+    "pvt_v2_b0": "PVT-v2-b0",
+    "efficientnet_b0": "EfficientNet-B0",
+    "mobilenetv3_small_100": "MobileNetV3-Small",
+}
+for _name, _title in NAMED.items():
+    METHODS.add(_name, MethodSpec(TimmClassifier, {"model": _name}, f"{_title} (timm), from scratch"), f"{_title} (timm), from scratch")
+
+
+def _timm_spec(model: str) -> MethodSpec:
+    import difflib
+
+    import timm
+
+    if not timm.is_model(model):
+        close = difflib.get_close_matches(model, timm.list_models(), n=3)
+        hint = f"; did you mean {', '.join('timm:' + c for c in close)}?" if close else ""
+        raise UnknownNameError(f"timm has no model {model!r}{hint}")
+    return MethodSpec(TimmClassifier, {"model": model}, f"timm {model}")
+
+
+METHODS.add_prefix("timm", _timm_spec, "any timm classifier by name, e.g. timm:convnext_atto")

@@ -1,0 +1,128 @@
+"""The `bench` command: run, leaderboard, list, fetch."""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from bench.errors import BenchError
+
+
+def _csv(value: str) -> list[str]:
+    return [v for v in value.replace(",", " ").split() if v]
+
+
+def cmd_run(args) -> int:
+    from bench.runner import run_suite
+
+    outcomes = run_suite(
+        args.suite,
+        args.preset,
+        datasets=args.datasets,
+        methods=args.methods,
+        seeds=[int(s) for s in args.seeds] if args.seeds else None,
+        data_dir=args.data_dir,
+        results_dir=args.results_dir,
+        work_dir=args.work_dir,
+        download=True if args.download else None,
+        fallback_synthetic=args.fallback_synthetic,
+        precision=args.precision,
+        cpu=args.cpu,
+        progress=not args.no_progress,
+    )
+    failed = [o for o in outcomes if o["status"] == "failed"]
+    done = [o for o in outcomes if o["status"] == "ok"]
+    skipped = len(outcomes) - len(failed) - len(done)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(f"{len(done)} units run, {skipped} already complete, {len(failed)} failed; records in {args.results_dir}/")
+        for o in failed:
+            print(f"  FAILED {o['unit']}: {o['error']} ({o['record']})")
+    return 1 if failed else 0
+
+
+def cmd_leaderboard(args) -> int:
+    from bench.leaderboard import write_leaderboard
+
+    paths = write_leaderboard(args.suite, results_dir=args.results_dir, out_dir=args.out_dir, reference=args.reference, test=args.test)
+    for p in paths:
+        print(f"wrote {p}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from bench.registry import DATASETS, METHODS, METRICS, SUITES
+
+    registry = {"methods": METHODS, "datasets": DATASETS, "metrics": METRICS, "suites": SUITES}[args.what]
+    entries = registry.entries()
+    width = max(len(e.name) for e in entries)
+    for e in entries:
+        print(f"{e.name:<{width}}  {e.description}")
+    return 0
+
+
+def cmd_fetch(args) -> int:
+    from bench.data.load import load_bundle
+
+    for name in args.datasets:
+        bundle = load_bundle(name, data_dir=args.data_dir, download=True)
+        for path, md5 in bundle.files.items():
+            print(f"{name}: {path} (MD5 {md5})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench", description="Benchmark harness for diffusion-based medical image analysis.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run (or resume) a suite: datasets x methods x seeds")
+    r.add_argument("--suite", required=True, help="suite name (bench list suites) or a YAML path")
+    r.add_argument("--preset", default="smoke", help="budget preset of the suite (smoke, full, ...)")
+    r.add_argument("--datasets", type=_csv, help="only these datasets (comma-separated)")
+    r.add_argument("--methods", type=_csv, help="only these methods (comma-separated); any registered name")
+    r.add_argument("--seeds", type=_csv, help="seeds (default: the suite's)")
+    r.add_argument("--data-dir", help="where data files are looked for first (then $BENCH_DATA_DIR, then the cache)")
+    r.add_argument("--results-dir", default="results")
+    r.add_argument("--work-dir", default="runs", help="checkpoints and scratch (not records)")
+    r.add_argument("--download", action="store_true", help="download missing data files (MD5-verified)")
+    r.add_argument("--fallback-synthetic", action="store_true", help="run on the built-in SYNTHETIC datasets when real data is missing")
+    r.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="auto: bf16 autocast on GPU, fp32 on CPU")
+    r.add_argument("--cpu", action="store_true", help="force CPU even when a GPU is present")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.set_defaults(func=cmd_run)
+
+    lb = sub.add_parser("leaderboard", help="rebuild leaderboards/<suite>.md and .csv from records")
+    lb.add_argument("--suite", required=True)
+    lb.add_argument("--results-dir", default="results")
+    lb.add_argument("--out-dir", default="leaderboards")
+    lb.add_argument("--reference", help="reference method of the paired tests (default: the suite's)")
+    lb.add_argument("--test", choices=("ttest", "wilcoxon"), default="ttest", help="paired test over seeds")
+    lb.set_defaults(func=cmd_leaderboard)
+
+    ls = sub.add_parser("list", help="list registered methods, datasets, metrics or suites")
+    ls.add_argument("what", choices=("methods", "datasets", "metrics", "suites"))
+    ls.set_defaults(func=cmd_list)
+
+    f = sub.add_parser("fetch", help="download dataset files into the cache (needs internet)")
+    f.add_argument("datasets", nargs="+")
+    f.add_argument("--data-dir")
+    f.set_defaults(func=cmd_fetch)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.filterwarnings("once")
+    try:
+        return args.func(args)
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted; complete units are kept and a rerun resumes", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

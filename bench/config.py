@@ -1,0 +1,100 @@
+"""Suites: small declarative YAML files loaded into typed dataclasses.
+
+A suite names its datasets, methods, seeds, the reference method of its leaderboard
+and its presets. A preset is a training budget plus per-method option overrides.
+One ``include:`` level is allowed (the included file's keys are the defaults).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.errors import BenchError
+from bench.method import Budget
+from bench.registry import SUITES
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    budget: Budget
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    task: str
+    datasets: list[Any]
+    methods: list[MethodEntry]
+    seeds: list[int]
+    reference: str | None
+    presets: dict[str, Preset]
+    path: Path
+
+    def preset(self, name: str) -> Preset:
+        if name not in self.presets:
+            raise BenchError(f"suite {self.name!r} has no preset {name!r} (has {sorted(self.presets)})")
+        return self.presets[name]
+
+    def options_for(self, method: MethodEntry, preset: Preset) -> dict[str, Any]:
+        return {**method.options, **preset.method_options.get(method.name, {})}
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise BenchError(f"cannot read suite file {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BenchError(f"suite file {path} must hold a mapping")
+    return data
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """A registered suite name (``bench/suites/<name>.yaml``) or a path to a YAML file."""
+    path = Path(name_or_path)
+    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
+        path = SUITES.get(name_or_path)
+    data = _read_yaml(path)
+    if "include" in data:
+        base = _read_yaml(path.parent / data.pop("include"))
+        if "include" in base:
+            raise BenchError(f"{path}: included suites may not include again (one level only)")
+        data = {**base, **data}
+    unknown = set(data) - {"description", "task", "datasets", "methods", "seeds", "reference", "presets"}
+    if unknown:
+        raise BenchError(f"suite file {path}: unknown keys {sorted(unknown)}")
+    for key in ("datasets", "methods", "presets"):
+        if not data.get(key):
+            raise BenchError(f"suite file {path}: '{key}' is missing or empty")
+    methods = [MethodEntry(m) if isinstance(m, str) else MethodEntry(m["name"], dict(m.get("options", {}))) for m in data["methods"]]
+    presets = {}
+    for pname, p in data["presets"].items():
+        p = p or {}
+        try:
+            budget = Budget(**p.get("budget", {}))
+        except TypeError as exc:
+            raise BenchError(f"suite file {path}: preset {pname!r}: bad budget ({exc})") from exc
+        presets[pname] = Preset(pname, budget, {k: dict(v) for k, v in (p.get("methods") or {}).items()})
+    return Suite(
+        name=path.stem,
+        description=data.get("description", ""),
+        task=data.get("task", "classification"),
+        datasets=list(data["datasets"]),
+        methods=methods,
+        seeds=[int(s) for s in data.get("seeds", [0])],
+        reference=data.get("reference"),
+        presets=presets,
+        path=path,
+    )

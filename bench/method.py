@@ -1,0 +1,107 @@
+"""The method interface every registered method implements, and how one is built.
+
+A method is a class with a typed ``Config`` dataclass (defaults = the paper's values)
+and a task. Classification methods implement ``fit(train, val, ctx)`` (model selection
+on ``val`` only, never on test) and ``predict(split, ctx) -> probabilities [N, C]``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+from bench.data.spec import DatasetSpec, SplitData
+from bench.errors import BenchError
+from bench.registry import METHODS
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much training a preset allows (the same for every method of a suite run)."""
+
+    epochs: int = 1
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    max_steps: int | None = None  # optional cap on optimiser steps (smoke runs)
+
+
+@dataclass
+class RunContext:
+    accelerator: Any
+    seed: int
+    budget: Budget
+    checkpoint_dir: Path
+    log: Callable[[str], None] = print
+    progress: bool = True
+
+    @property
+    def device(self):
+        return self.accelerator.device
+
+
+class Method:
+    """Base class; subclasses set ``task``, ``Config`` and implement the task's verbs."""
+
+    task: ClassVar[str] = "classification"
+    Config: ClassVar[type] = object
+
+    def __init__(self, config, spec: DatasetSpec):
+        self.config = config
+        self.spec = spec
+
+
+class ClassificationMethod(Method):
+    task = "classification"
+
+    def fit(self, train: SplitData, val: SplitData, ctx: RunContext) -> dict[str, Any]:
+        """Train; select the model on `val`; return what was selected (best epoch, value)."""
+        raise NotImplementedError
+
+    def predict(self, split: SplitData, ctx: RunContext) -> np.ndarray:
+        """Class probabilities [N, C] (softmax rows, or per-label sigmoids for multilabel)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registry entry: the class plus default overrides (e.g. which timm model)."""
+
+    cls: type
+    defaults: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def make_config(self, overrides: dict[str, Any] | None = None):
+        values = {**self.defaults, **(overrides or {})}
+        known = {f.name for f in dataclasses.fields(self.cls.Config)}
+        for key in values:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise BenchError(f"{self.cls.__name__}: unknown option {key!r}{hint} (options: {sorted(known)})")
+        return self.cls.Config(**values)
+
+
+def register_method(name: str, description: str = "", **defaults):
+    """Class decorator: ``@register_method("diffmic_v2")``."""
+
+    def wrap(cls):
+        METHODS.add(name, MethodSpec(cls, defaults, description or (cls.__doc__ or "").strip().splitlines()[0]))
+        return cls
+
+    return wrap
+
+
+def config_dict(config) -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+
+
+def config_hash(method: str, config: dict[str, Any], budget: Budget) -> str:
+    """Stable short hash of what defines a run's settings (the seed is kept apart)."""
+    payload = json.dumps({"method": method, "config": config, "budget": dataclasses.asdict(budget)}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:10]

@@ -1,0 +1,262 @@
+"""Run a suite: expand datasets x methods x seeds, skip complete units, run the rest.
+
+Under ``accelerate launch`` with several processes, whole units are dealt out to the
+ranks (unit i goes to rank i mod world size); each unit trains on one process, so its
+numbers are those of a single-process run with the same seed, and its record is
+written once, by its owner. The outcomes are gathered on rank 0 for the summary.
+A unit that fails (NaN loss, out of memory, bad data) is recorded as failed and the
+suite goes on; nothing already written is touched.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from bench.config import Preset, Suite, load_suite
+from bench.data.load import dataset_source
+from bench.data.spec import DatasetBundle, DatasetSpec
+from bench.errors import BenchError, DataError, TrainingError
+from bench.method import MethodSpec, RunContext, config_dict, config_hash
+from bench.metrics import compute_all, per_class
+from bench.provenance import environment, peak_memory, reset_peak_memory
+from bench.records import is_complete, unit_stem, write_record
+from bench.registry import METHODS
+
+SYNTHETIC_TWINS = {"binary": "synthetic_lesions", "multiclass": "synthetic_severity", "ordinal": "synthetic_severity"}
+
+
+@dataclass
+class Unit:
+    dataset: str
+    method: str
+    seed: int
+    config: dict[str, Any]
+    config_hash: str
+    stem: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset}/{self.method}/seed{self.seed}"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def make_accelerator(precision: str = "auto", cpu: bool = False):
+    from accelerate import Accelerator
+
+    use_cpu = cpu or not torch.cuda.is_available()
+    if precision == "auto":
+        precision = "fp32" if use_cpu else "bf16"
+    return Accelerator(cpu=use_cpu, mixed_precision="bf16" if precision == "bf16" else "no"), precision
+
+
+def resolve_datasets(suite: Suite, only: list[str] | None, data_dir, download, fallback_synthetic: bool, log):
+    """Load each dataset once; on missing data, use a synthetic twin if allowed."""
+    bundles: dict[str, DatasetBundle] = {}
+    errors: dict[str, str] = {}
+    for entry in suite.datasets:
+        source = dataset_source(entry)
+        if only and source.name not in only:
+            continue
+        try:
+            bundles[source.name] = source.load(data_dir=data_dir, download=download)
+        except DataError as exc:
+            twin = SYNTHETIC_TWINS.get(source.task)
+            if not (fallback_synthetic and twin):
+                errors[source.name] = str(exc)
+                continue
+            log(f"NO REAL DATA for {source.name}: {exc}\n  -> running on the SYNTHETIC dataset {twin} instead (not medical data).")
+            if twin not in bundles:
+                bundles[twin] = dataset_source(twin).load()
+    return bundles, errors
+
+
+def plan_units(suite: Suite, preset: Preset, dataset_names, methods_only, seeds, results_dir) -> tuple[list[Unit], dict[str, MethodSpec]]:
+    specs, units = {}, []
+    entries = [m for m in suite.methods if not methods_only or m.name in methods_only]
+    for name in methods_only or []:
+        if name not in {m.name for m in suite.methods}:
+            entries.append(dataclasses.replace(suite.methods[0], name=name, options={}))
+    if not entries:
+        raise BenchError(f"no methods selected from suite {suite.name!r}")
+    for entry in entries:
+        spec = METHODS.get(entry.name)  # unknown names fail here, before any training
+        config = config_dict(spec.make_config(suite.options_for(entry, preset)))
+        chash = config_hash(entry.name, config, preset.budget)
+        specs[entry.name] = spec
+        for dataset in dataset_names:
+            for seed in seeds:
+                units.append(Unit(dataset, entry.name, seed, config, chash, unit_stem(results_dir, suite.name, dataset, entry.name, chash, seed)))
+    return units, specs
+
+
+def check_probs(probs: np.ndarray, n: int, spec: DatasetSpec, method: str) -> np.ndarray:
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.shape != (n, spec.num_classes):
+        raise TrainingError(f"{method}.predict returned shape {probs.shape}, expected ({n}, {spec.num_classes})")
+    if not np.isfinite(probs).all():
+        raise TrainingError(f"{method}.predict returned non-finite scores")
+    if probs.min() < -1e-6 or probs.max() > 1 + 1e-6:
+        raise TrainingError(f"{method}.predict must return probabilities in [0, 1]")
+    return probs
+
+
+def run_unit(unit: Unit, spec: MethodSpec, bundle: DatasetBundle, suite: Suite, preset: Preset, accelerator, work_dir: Path, progress: bool) -> dict[str, Any]:
+    from accelerate.utils import set_seed
+
+    set_seed(unit.seed, deterministic=True)
+    method = spec.cls(spec.make_config(unit.config), bundle.spec)
+    checkpoint_dir = unit_stem(work_dir, suite.name, unit.dataset, unit.method, unit.config_hash, unit.seed)
+    ctx = RunContext(accelerator, unit.seed, preset.budget, checkpoint_dir, tqdm.write, progress)
+    ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    reset_peak_memory(accelerator.device)
+    splits = bundle.splits
+    t0 = time.perf_counter()
+    selection = method.fit(splits["train"], splits["val"], ctx) or {}
+    train_s = time.perf_counter() - t0
+    probs = {"val": check_probs(method.predict(splits["val"], ctx), len(splits["val"]), bundle.spec, unit.method)}
+    t1 = time.perf_counter()
+    probs["test"] = check_probs(method.predict(splits["test"], ctx), len(splits["test"]), bundle.spec, unit.method)
+    infer_s = time.perf_counter() - t1
+    task = bundle.spec.task
+    arrays = {}
+    for s in ("val", "test"):
+        arrays[f"{s}_probs"] = probs[s].astype(np.float32)
+        arrays[f"{s}_labels"] = splits[s].labels
+        arrays[f"{s}_ids"] = np.array(splits[s].ids)
+    seen = selection.get("train_images_seen", 0)
+    return {
+        "metrics": {s: compute_all(splits[s].labels, probs[s], task) for s in ("val", "test")},
+        "per_class": {"test": per_class(splits["test"].labels, probs["test"], task)},
+        "selection": selection,
+        "timings": {
+            "train_s": train_s,
+            "train_images_per_s": seen / selection.get("train_compute_s", train_s) if seen else None,
+            "inference_images_per_s": len(splits["test"]) / infer_s if infer_s > 0 else None,
+        },
+        "memory": peak_memory(accelerator.device),
+        "_arrays": arrays,
+    }
+
+
+def base_record(unit: Unit, suite: Suite, preset: Preset, bundle: DatasetBundle | None, env: dict) -> dict[str, Any]:
+    data = None
+    if bundle is not None:
+        data = {
+            "split_hash": bundle.split_hash,
+            "files": bundle.files,
+            "duplicates_across_splits": bundle.duplicates_across_splits,
+            "n": {k: len(v) for k, v in bundle.splits.items()},
+            "source": bundle.spec.source,
+            "synthetic": bundle.spec.synthetic,
+            "licence": bundle.spec.licence,
+        }
+    return {
+        "suite": suite.name,
+        "preset": preset.name,
+        "dataset": unit.dataset,
+        "method": unit.method,
+        "seed": unit.seed,
+        "config_hash": unit.config_hash,
+        "config": unit.config,
+        "budget": dataclasses.asdict(preset.budget),
+        "task": bundle.spec.task if bundle else None,
+        "class_names": list(bundle.spec.class_names) if bundle else None,
+        "data": data,
+        "provenance": env,
+    }
+
+
+def run_suite(
+    suite_name: str,
+    preset_name: str = "smoke",
+    *,
+    datasets: list[str] | None = None,
+    methods: list[str] | None = None,
+    seeds: list[int] | None = None,
+    data_dir: str | None = None,
+    results_dir: str | Path = "results",
+    work_dir: str | Path = "runs",
+    download: bool | None = None,
+    fallback_synthetic: bool = False,
+    precision: str = "auto",
+    cpu: bool = False,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Run (or resume) a suite; return one outcome per unit (all ranks' on rank 0)."""
+    from accelerate.utils import gather_object
+
+    accelerator, precision = make_accelerator(precision, cpu)
+    main = accelerator.is_main_process
+    log = (lambda msg: tqdm.write(msg)) if main else (lambda msg: None)
+    suite = load_suite(suite_name)
+    preset = suite.preset(preset_name)
+    results_dir, work_dir = Path(results_dir), Path(work_dir)
+    bundles, data_errors = resolve_datasets(suite, datasets, data_dir, download, fallback_synthetic, log)
+    if datasets:
+        missing = set(datasets) - set(bundles) - set(data_errors)
+        if missing:
+            raise BenchError(f"datasets {sorted(missing)} are not in suite {suite.name!r}")
+    names = list(bundles) + list(data_errors)
+    units, specs = plan_units(suite, preset, names, methods, seeds or suite.seeds, results_dir)
+    pending = [u for u in units if not is_complete(u.stem)]
+    accelerator.wait_for_everyone()  # every rank has decided what is pending before anyone writes
+    mine = pending[accelerator.process_index :: accelerator.num_processes]
+    log(f"suite {suite.name} / preset {preset.name}: {len(units)} units, {len(units) - len(pending)} complete, "
+        f"{len(pending)} to run on {accelerator.num_processes} process(es) [{accelerator.device}, {precision}]")
+    env = environment(accelerator.device, precision, accelerator.num_processes)
+    outcomes = []
+    bar = tqdm(mine, desc=f"rank {accelerator.process_index}" if accelerator.num_processes > 1 else "units", disable=None if progress else True, dynamic_ncols=True)
+    for unit in bar:
+        bar.set_postfix_str(unit.label)
+        outcomes.append(_run_and_record(unit, specs[unit.method], bundles.get(unit.dataset), data_errors.get(unit.dataset), suite, preset, accelerator, precision, env, work_dir, progress))
+        log(_outcome_line(outcomes[-1]))
+    accelerator.wait_for_everyone()
+    gathered = gather_object(outcomes) if accelerator.num_processes > 1 else outcomes
+    skipped = [{"unit": u.label, "status": "complete (skipped)", "record": str(u.stem.with_suffix(".json"))} for u in units if u not in pending]
+    return skipped + list(gathered)
+
+
+def _run_and_record(unit, spec, bundle, data_error, suite, preset, accelerator, precision, env, work_dir, progress) -> dict[str, Any]:
+    started = now()
+    t0 = time.perf_counter()
+    record = base_record(unit, suite, preset, bundle, {**env, "started": started})
+    try:
+        if bundle is None:
+            raise DataError(data_error)
+        result = run_unit(unit, spec, bundle, suite, preset, accelerator, work_dir, progress)
+        arrays = result.pop("_arrays")
+        result["timings"]["wall_s"] = time.perf_counter() - t0
+        record.update(status="ok", error=None, **result)
+    except (Exception, torch.cuda.OutOfMemoryError) as exc:  # noqa: BLE001 - a unit's failure must not stop the suite
+        arrays = None
+        record.update(status="failed", error={"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()})
+        record["timings"] = {"wall_s": time.perf_counter() - t0}
+    record["provenance"]["finished"] = now()
+    path = write_record(unit.stem, record, arrays)
+    return {
+        "unit": unit.label,
+        "status": record["status"],
+        "error": record["error"]["message"] if record["error"] else None,
+        "test": record.get("metrics", {}).get("test", {}),
+        "wall_s": record["timings"]["wall_s"],
+        "record": str(path),
+    }
+
+
+def _outcome_line(o: dict[str, Any]) -> str:
+    if o["status"] != "ok":
+        return f"  FAILED {o['unit']}: {o['error']}"
+    t = o["test"]
+    return f"  ok {o['unit']}: test acc {t.get('accuracy', float('nan')):.3f} auroc {t.get('auroc') or float('nan'):.3f} ({o['wall_s']:.0f}s)"
