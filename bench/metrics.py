@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 from sklearn import metrics as skm
+from sklearn.exceptions import UndefinedMetricWarning
 
 from bench.registry import METRICS
 
@@ -33,11 +34,15 @@ class Metric:
     def __call__(self, labels: np.ndarray, probs: np.ndarray, task: str) -> float:
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", category=skm._classification.UndefinedMetricWarning)
-                return float(self.fn(np.asarray(labels), np.asarray(probs, dtype=np.float64), task))
-        except ValueError as exc:  # sklearn: metric undefined for these labels
-            warnings.warn(f"metric {self.name} is undefined here ({exc}); reporting NaN")
-            return float("nan")
+                warnings.simplefilter("ignore", category=UndefinedMetricWarning)
+                value = float(self.fn(np.asarray(labels), np.asarray(probs, dtype=np.float64), task))
+        except ValueError as exc:  # sklearn raises for some undefined cases
+            value, why = float("nan"), str(exc)
+        else:
+            why = "e.g. only one class present"
+        if np.isnan(value):
+            warnings.warn(f"metric {self.name} is undefined here ({why}); reporting NaN")
+        return value
 
 
 def metric(name: str, description: str, higher_is_better: bool = True, tasks=ALL_TASKS):

@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from bench.leaderboard import write_leaderboard
+from bench.records import unit_stem, write_record
+from conftest import TINY_SUITE
+
+ACC = {  # method -> accuracy per seed (resnet18 is the tiny suite's reference)
+    "resnet18": [0.70, 0.72, 0.71],
+    "vit_tiny_patch16_224": [0.80, 0.83, 0.81],
+    "resnet50": [0.69, 0.74, 0.70],
+}
+
+
+def _write_records(results):
+    for method, accs in ACC.items():
+        for seed, acc in enumerate(accs):
+            record = {
+                "status": "ok", "suite": "tiny", "preset": "smoke", "dataset": "breastmnist", "method": method,
+                "seed": seed, "config_hash": "abc", "task": "binary", "class_names": ["m", "b"],
+                "metrics": {"test": {"accuracy": acc, "ece": 1 - acc, "auroc": float("nan") if method == "resnet50" else acc}},
+                "data": {"split_hash": "h", "files": {"/x/breastmnist.npz": "md5"}, "n": {"test": 156}, "duplicates_across_splits": 0, "synthetic": False},
+                "provenance": {"git_commit": "c0ffee", "git_dirty": False, "device": "cpu", "precision": "fp32",
+                               "packages": {"torch": "2.x"}, "started": f"2026-01-0{seed + 1}T00:00:00", "finished": f"2026-01-0{seed + 1}T01:00:00"},
+            }
+            write_record(unit_stem(results, "tiny", "breastmnist", method, "abc", seed), record, {"test_probs": np.zeros((1, 2))})
+
+
+def test_table_ranks_marks_and_is_rebuilt_identically(tmp_path):
+    _write_records(tmp_path / "results")
+    md_path, csv_path = write_leaderboard(TINY_SUITE, results_dir=tmp_path / "results", out_dir=tmp_path / "lb")
+    md = md_path.read_text()
+    row = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in md.splitlines() if line.startswith("| ") and "---" not in line}
+    header = row.pop("method")
+    acc, ece, auroc = header.index("accuracy"), header.index("ece"), header.index("auroc")
+    p_vit = sps.ttest_rel(ACC["vit_tiny_patch16_224"], ACC["resnet18"]).pvalue
+    assert p_vit < 0.01
+    assert row["vit_tiny_patch16_224"][acc] == "**0.813 ± 0.015*****"
+    assert row["resnet18 (ref)"][acc] == "<u>0.710 ± 0.010</u>"  # second; the reference gets no mark
+    p_r50 = sps.ttest_rel(ACC["resnet50"], ACC["resnet18"]).pvalue
+    assert p_r50 > 0.1 and row["resnet50"][acc] == "0.710 ± 0.026"
+    assert row["vit_tiny_patch16_224"][ece].startswith("**0.187")  # lower ECE is better
+    assert row["resnet50"][auroc] == "n/a" and row["resnet18 (ref)"][0] == "3"
+    assert "commit c0ffee" in md and "2026-01-01T00:00:00 to 2026-01-03T01:00:00" in md and "split hash `h`" in md
+    csv = csv_path.read_text()
+    assert f"{p_vit:.6g}" in csv
+    first = md_path.read_bytes()
+    write_leaderboard(TINY_SUITE, results_dir=tmp_path / "results", out_dir=tmp_path / "lb")
+    assert md_path.read_bytes() == first
+
+
+def test_no_records_is_a_clear_error(tmp_path):
+    with pytest.raises(Exception, match="no complete records for suite 'tiny'"):
+        write_leaderboard(TINY_SUITE, results_dir=tmp_path, out_dir=tmp_path / "lb")

@@ -1,0 +1,47 @@
+import pytest
+
+from bench.cli import main
+from bench.errors import BenchError
+from bench.registry import DATASETS, METHODS, METRICS, SUITES, UnknownNameError
+
+
+def test_discovery_finds_every_kind():
+    assert {"resnet18", "resnet50", "vit_tiny_patch16_224"} <= set(METHODS.names())
+    assert {"breastmnist", "retinamnist_224", "chestmnist_64", "synthetic_severity"} <= set(DATASETS.names())
+    assert {"accuracy", "auroc", "kappa_quadratic", "ece"} <= set(METRICS.names())
+    assert "classification" in SUITES.names()
+    # every 2D MedMNIST flag at every size, no 3D
+    assert sum(n.startswith("pathmnist") for n in DATASETS.names()) == 4
+    assert not any("3d" in n for n in DATASETS.names())
+
+
+@pytest.mark.parametrize("registry,typo,expected", [
+    (METHODS, "resnet19", "resnet18"),
+    (DATASETS, "breastmnst", "breastmnist"),
+    (METRICS, "acuracy", "accuracy"),
+])
+def test_unknown_name_suggests(registry, typo, expected):
+    with pytest.raises(UnknownNameError, match=f"did you mean '{expected}'"):
+        registry.get(typo)
+
+
+def test_timm_prefix_resolves_and_rejects():
+    spec = METHODS.get("timm:resnet10t")
+    assert spec.make_config().model == "resnet10t"
+    with pytest.raises(UnknownNameError, match="timm:resnet18"):
+        METHODS.get("timm:resnet18x")
+
+
+def test_unknown_method_option_is_named():
+    with pytest.raises(BenchError, match="unknown option 'input_sise'.*'input_size'"):
+        METHODS.get("resnet18").make_config({"input_sise": 32})
+
+
+def test_cli_list_and_unknown(capsys):
+    assert main(["list", "methods"]) == 0
+    out = capsys.readouterr().out
+    assert "resnet18" in out and "timm:<name>" in out
+    assert main(["list", "suites"]) == 0
+    assert "classification" in capsys.readouterr().out
+    assert main(["run", "--suite", "clasification"]) == 2
+    assert "did you mean 'classification'" in capsys.readouterr().err
