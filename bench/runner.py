@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bench.config import Preset, Suite, load_suite
+from bench.config import MethodEntry, Preset, Suite, load_suite
 from bench.data.load import dataset_source
 from bench.data.spec import DatasetBundle, DatasetSpec
 from bench.errors import BenchError, DataError, TrainingError
@@ -85,9 +85,7 @@ def resolve_datasets(suite: Suite, only: list[str] | None, data_dir, download, f
 def plan_units(suite: Suite, preset: Preset, dataset_names, methods_only, seeds, results_dir) -> tuple[list[Unit], dict[str, MethodSpec]]:
     specs, units = {}, []
     entries = [m for m in suite.methods if not methods_only or m.name in methods_only]
-    for name in methods_only or []:
-        if name not in {m.name for m in suite.methods}:
-            entries.append(dataclasses.replace(suite.methods[0], name=name, options={}))
+    entries += [MethodEntry(name) for name in methods_only or [] if name not in {m.name for m in suite.methods}]
     if not entries:
         raise BenchError(f"no methods selected from suite {suite.name!r}")
     for entry in entries:
@@ -198,8 +196,8 @@ def run_suite(
     from accelerate.utils import gather_object
 
     accelerator, precision = make_accelerator(precision, cpu)
-    main = accelerator.is_main_process
-    log = (lambda msg: tqdm.write(msg)) if main else (lambda msg: None)
+    log = tqdm.write if accelerator.is_main_process else (lambda msg: None)
+    rank = f"[rank {accelerator.process_index}] " if accelerator.num_processes > 1 else ""
     suite = load_suite(suite_name)
     preset = suite.preset(preset_name)
     results_dir, work_dir = Path(results_dir), Path(work_dir)
@@ -221,7 +219,7 @@ def run_suite(
     for unit in bar:
         bar.set_postfix_str(unit.label)
         outcomes.append(_run_and_record(unit, specs[unit.method], bundles.get(unit.dataset), data_errors.get(unit.dataset), suite, preset, accelerator, precision, env, work_dir, progress))
-        log(_outcome_line(outcomes[-1]))
+        tqdm.write(rank + _outcome_line(outcomes[-1]))
     accelerator.wait_for_everyone()
     gathered = gather_object(outcomes) if accelerator.num_processes > 1 else outcomes
     skipped = [{"unit": u.label, "status": "complete (skipped)", "record": str(u.stem.with_suffix(".json"))} for u in units if u not in pending]
@@ -259,4 +257,5 @@ def _outcome_line(o: dict[str, Any]) -> str:
     if o["status"] != "ok":
         return f"  FAILED {o['unit']}: {o['error']}"
     t = o["test"]
-    return f"  ok {o['unit']}: test acc {t.get('accuracy', float('nan')):.3f} auroc {t.get('auroc') or float('nan'):.3f} ({o['wall_s']:.0f}s)"
+    acc, auroc = (float("nan") if t.get(k) is None else t[k] for k in ("accuracy", "auroc"))
+    return f"  ok {o['unit']}: test acc {acc:.3f} auroc {auroc:.3f} ({o['wall_s']:.0f}s)"

@@ -1,4 +1,3 @@
-import json
 import os
 import signal
 import subprocess
@@ -17,7 +16,7 @@ from bench.records import load_predictions, load_records
 from bench.registry import METHODS
 from bench.runner import run_suite
 from bench.training import SupervisedSettings, train_supervised
-from baselines.timm_classifier import TimmClassifier, TimmClassifierConfig, build_timm_model
+from baselines.timm_classifier import TimmClassifierConfig, build_timm_model
 from conftest import REPO, TINY_SUITE
 
 BENCH = [sys.executable, "-m", "bench.cli"]
