@@ -35,9 +35,9 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
 
 
 def variant_labels(frame: pd.DataFrame) -> pd.Series:
-    """'method', or 'method [hash]' where one method ran with several configs."""
-    n_configs = frame.groupby("method")["config_hash"].nunique()
-    return frame.apply(lambda r: r["method"] if n_configs[r["method"]] == 1 else f"{r['method']} [{r['config_hash']}]", axis=1)
+    """'method', or 'method [hash]' where one method ran with several configs in one table."""
+    n_configs = frame.groupby(["preset", "dataset", "method"])["config_hash"].transform("nunique")
+    return frame["method"].where(n_configs == 1, frame["method"] + " [" + frame["config_hash"] + "]")
 
 
 def summarise(frame: pd.DataFrame, reference: str | None, test: str = "ttest") -> pd.DataFrame:

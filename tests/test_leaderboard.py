@@ -13,18 +13,18 @@ ACC = {  # method -> accuracy per seed (resnet18 is the tiny suite's reference)
 }
 
 
-def _write_records(results):
+def _write_records(results, preset="smoke", config_hash="abc"):
     for method, accs in ACC.items():
         for seed, acc in enumerate(accs):
             record = {
-                "status": "ok", "suite": "tiny", "preset": "smoke", "dataset": "breastmnist", "method": method,
-                "seed": seed, "config_hash": "abc", "task": "binary", "class_names": ["m", "b"],
+                "status": "ok", "suite": "tiny", "preset": preset, "dataset": "breastmnist", "method": method,
+                "seed": seed, "config_hash": config_hash, "task": "binary", "class_names": ["m", "b"],
                 "metrics": {"test": {"accuracy": acc, "ece": 1 - acc, "auroc": float("nan") if method == "resnet50" else acc}},
                 "data": {"split_hash": "h", "files": {"/x/breastmnist.npz": "md5"}, "n": {"test": 156}, "duplicates_across_splits": 0, "synthetic": False},
                 "provenance": {"git_commit": "c0ffee", "git_dirty": False, "device": "cpu", "precision": "fp32",
                                "packages": {"torch": "2.x"}, "started": f"2026-01-0{seed + 1}T00:00:00", "finished": f"2026-01-0{seed + 1}T01:00:00"},
             }
-            write_record(unit_stem(results, "tiny", "breastmnist", method, "abc", seed), record, {"test_probs": np.zeros((1, 2))})
+            write_record(unit_stem(results, "tiny", "breastmnist", method, config_hash, seed), record, {"test_probs": np.zeros((1, 2))})
 
 
 def test_table_ranks_marks_and_is_rebuilt_identically(tmp_path):
@@ -53,3 +53,11 @@ def test_table_ranks_marks_and_is_rebuilt_identically(tmp_path):
 def test_no_records_is_a_clear_error(tmp_path):
     with pytest.raises(Exception, match="no complete records for suite 'tiny'"):
         write_leaderboard(TINY_SUITE, results_dir=tmp_path, out_dir=tmp_path / "lb")
+
+
+def test_each_preset_gets_its_own_table_with_plain_method_names(tmp_path):
+    _write_records(tmp_path / "results")
+    _write_records(tmp_path / "results", preset="full", config_hash="def")
+    md = write_leaderboard(TINY_SUITE, results_dir=tmp_path / "results", out_dir=tmp_path / "lb")[0].read_text()
+    assert "## breastmnist (full)" in md and "## breastmnist (smoke)" in md
+    assert md.count("| resnet18 (ref) | 3 |") == 2 and "[abc]" not in md
