@@ -60,13 +60,6 @@ class Registry:
             return self._prefixes[prefix][0](rest)
         raise UnknownNameError(self._unknown_message(name))
 
-    def __contains__(self, name: str) -> bool:
-        try:
-            self.get(name)
-            return True
-        except UnknownNameError:
-            return False
-
     def entries(self) -> list[Entry]:
         discover()
         listed = sorted(self._entries.values(), key=lambda e: e.name)

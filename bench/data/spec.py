@@ -56,9 +56,6 @@ class SplitData:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, index: np.ndarray) -> "SplitData":
-        return SplitData(self.images[index], self.labels[index], [self.ids[i] for i in index])
-
 
 @dataclass
 class DatasetBundle:
@@ -144,15 +141,14 @@ class DatasetSource:
     task: str
     load: "Callable[..., DatasetBundle]"
     description: str = ""
-    synthetic: bool = False
 
 
-def register_dataset(name: str, task: str, description: str = "", synthetic: bool = False):
+def register_dataset(name: str, task: str, description: str = ""):
     """Decorator for a loader ``fn(data_dir=None, download=None) -> DatasetBundle``."""
     from bench.registry import DATASETS
 
     def wrap(fn):
-        DATASETS.add(name, DatasetSource(name, task, fn, description or (fn.__doc__ or "").strip(), synthetic), description)
+        DATASETS.add(name, DatasetSource(name, task, fn, description or (fn.__doc__ or "").strip()), description)
         return fn
 
     return wrap

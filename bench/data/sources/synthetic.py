@@ -16,8 +16,7 @@ from functools import partial
 
 import numpy as np
 
-from bench.data.spec import DatasetBundle, DatasetSource, DatasetSpec, SplitData, validate_bundle
-from bench.registry import DATASETS
+from bench.data.spec import DatasetBundle, DatasetSpec, SplitData, register_dataset, validate_bundle
 
 SIZE = 28
 SPLIT_SIZES = {"train": 600, "val": 100, "test": 200}
@@ -82,4 +81,4 @@ for _kind, _task, _desc in (
     ("lesions", "binary", "SYNTHETIC binary toy task (smooth vs irregular lesion), 28px grey; offline fallback"),
     ("severity", "ordinal", "SYNTHETIC ordinal toy task (5 severity grades), 28px RGB; offline fallback"),
 ):
-    DATASETS.add(f"synthetic_{_kind}", DatasetSource(f"synthetic_{_kind}", _task, partial(load_synthetic, _kind), _desc, True), _desc)
+    register_dataset(f"synthetic_{_kind}", _task, _desc)(partial(load_synthetic, _kind))
