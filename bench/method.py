@@ -39,6 +39,8 @@ class RunContext:
     checkpoint_dir: Path
     log: Callable[[str], None] = print
     progress: bool = True
+    cache_dir: Path | None = None  # shared across units: pretrained priors keyed by hash
+    data_id: str = ""  # identifies the data and its splits (the bundle's split hash)
 
     @property
     def device(self):
@@ -58,6 +60,11 @@ class Method:
 
 class ClassificationMethod(Method):
     task = "classification"
+
+    #: Per-sample outputs of the last ``predict`` call besides the probabilities (e.g.
+    #: CARD's prediction-interval width); saved in the record's .npz as ``{split}_{name}``
+    #: and summarised (mean) in the record.
+    extras: dict[str, np.ndarray] = {}
 
     def fit(self, train: SplitData, val: SplitData, ctx: RunContext) -> dict[str, Any]:
         """Train; select the model on `val`; return what was selected (best epoch, value)."""

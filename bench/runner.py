@@ -116,28 +116,32 @@ def run_unit(unit: Unit, spec: MethodSpec, bundle: DatasetBundle, suite: Suite, 
     set_seed(unit.seed, deterministic=True)
     method = spec.cls(spec.make_config(unit.config), bundle.spec)
     checkpoint_dir = unit_stem(work_dir, suite.name, unit.dataset, unit.method, unit.config_hash, unit.seed)
-    ctx = RunContext(accelerator, unit.seed, preset.budget, checkpoint_dir, tqdm.write, progress)
+    ctx = RunContext(accelerator, unit.seed, preset.budget, checkpoint_dir, tqdm.write, progress, work_dir / "cache", bundle.split_hash)
     ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     reset_peak_memory(accelerator.device)
     splits = bundle.splits
     t0 = time.perf_counter()
     selection = method.fit(splits["train"], splits["val"], ctx) or {}
     train_s = time.perf_counter() - t0
-    probs = {"val": check_probs(method.predict(splits["val"], ctx), len(splits["val"]), bundle.spec, unit.method)}
-    t1 = time.perf_counter()
-    probs["test"] = check_probs(method.predict(splits["test"], ctx), len(splits["test"]), bundle.spec, unit.method)
-    infer_s = time.perf_counter() - t1
+    probs, extras, infer_s = {}, {}, 0.0
+    for s in ("val", "test"):
+        t1 = time.perf_counter()
+        probs[s] = check_probs(method.predict(splits[s], ctx), len(splits[s]), bundle.spec, unit.method)
+        infer_s = time.perf_counter() - t1
+        extras[s] = dict(method.extras)
     task = bundle.spec.task
     arrays = {}
     for s in ("val", "test"):
         arrays[f"{s}_probs"] = probs[s].astype(np.float32)
         arrays[f"{s}_labels"] = splits[s].labels
         arrays[f"{s}_ids"] = np.array(splits[s].ids)
+        arrays.update({f"{s}_{name}": np.asarray(v) for name, v in extras[s].items()})
     seen = selection.get("train_images_seen", 0)
     return {
         "metrics": {s: compute_all(splits[s].labels, probs[s], task) for s in ("val", "test")},
         "per_class": {"test": per_class(splits["test"].labels, probs["test"], task)},
         "selection": selection,
+        "extras": {s: {name: float(np.mean(v)) for name, v in extras[s].items()} for s in ("val", "test") if extras[s]},
         "timings": {
             "train_s": train_s,
             "train_images_per_s": seen / selection.get("train_compute_s", train_s) if seen else None,

@@ -79,6 +79,100 @@ def make_optimizer(model: torch.nn.Module, s: SupervisedSettings, total_steps: i
     return opt, sched
 
 
+def plan_steps(n_train: int, batch_size: int, epochs: int, max_steps: int | None) -> tuple[int, int]:
+    """(total optimiser steps, epochs actually run) for a budget, honouring max_steps."""
+    steps_per_epoch = max(1, n_train // batch_size) if n_train > batch_size else 1
+    total = epochs * steps_per_epoch
+    if max_steps:
+        total = min(total, max_steps)
+    return total, math.ceil(total / steps_per_epoch)
+
+
+def random_flip_rotate(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random horizontal/vertical flips and 90-degree rotations, per image."""
+    n = x.shape[0]
+    draws = torch.randint(0, 2, (3, n), generator=generator).bool().to(x.device)
+    x = torch.where(draws[0, :, None, None, None], x.flip(-1), x)
+    x = torch.where(draws[1, :, None, None, None], x.flip(-2), x)
+    if x.shape[-1] == x.shape[-2]:
+        x = torch.where(draws[2, :, None, None, None], x.transpose(-1, -2), x)
+    return x
+
+
+def train_loop(
+    module: torch.nn.Module,
+    train_step: Callable[[np.ndarray], torch.Tensor],
+    evaluate: Callable[[], float],
+    ctx: RunContext,
+    *,
+    n_train: int,
+    batch_size: int,
+    total_steps: int,
+    epochs: int,
+    optimizer,
+    scheduler=None,
+    higher_is_better: bool = True,
+    metric_name: str = "score",
+    eval_every: int = 1,
+    desc: str = "train",
+) -> dict:
+    """The optimiser loop every method shares: batches, NaN check, validation every
+    `eval_every` epochs (and after the last), keeping `module`'s best weights.
+
+    `train_step(indices)` returns the loss of one batch; `evaluate()` scores the current
+    weights on the validation split. Raises TrainingError on a non-finite loss.
+    """
+    gen = torch.Generator().manual_seed(ctx.seed)
+    best = {"value": -math.inf, "epoch": None, "state": None}
+    history, step, seen, t_train = [], 0, 0, 0.0
+    bar = tqdm(total=total_steps, desc=desc, leave=False, disable=None if ctx.progress else True, dynamic_ncols=True)
+    for epoch in range(epochs):
+        module.train()
+        t0 = time.perf_counter()
+        losses = []
+        for idx in batches(n_train, batch_size, gen, drop_last=n_train > batch_size):
+            if step >= total_steps:
+                break
+            loss = train_step(idx)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"{desc}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            ctx.accelerator.backward(loss)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            step += 1
+            seen += len(idx)
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.3f}")
+        t_train += time.perf_counter() - t0
+        entry = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None}
+        if (epoch + 1) % eval_every == 0 or epoch + 1 == epochs:
+            module.eval()
+            value = float(evaluate())
+            entry[f"val_{metric_name}"] = value
+            score = value if higher_is_better else -value
+            if not math.isfinite(score):
+                score = -math.inf
+            if best["state"] is None or score > best["value"]:
+                best = {"value": score, "epoch": epoch + 1, "state": copy.deepcopy(module.state_dict()), "raw": value}
+        history.append(entry)
+    bar.close()
+    module.load_state_dict(best["state"])
+    module.eval()
+    return {
+        "selection_metric": metric_name,
+        "best_epoch": best["epoch"],
+        "best_val_value": best["raw"],
+        "epochs_run": epochs,
+        "steps": step,
+        "train_images_seen": seen,
+        "train_compute_s": t_train,
+        "history": history,
+    }
+
+
 def train_supervised(
     model: torch.nn.Module,
     train: SplitData,
@@ -96,57 +190,22 @@ def train_supervised(
     loss_fn = loss_fn or (F.binary_cross_entropy_with_logits if multilabel else F.cross_entropy)
     metric = METRICS.get(s.selection_metric)
     budget = ctx.budget
-    steps_per_epoch = math.ceil(len(train) / budget.batch_size)
-    total_steps = budget.epochs * steps_per_epoch
-    if budget.max_steps:
-        total_steps = min(total_steps, budget.max_steps)
-    epochs = math.ceil(total_steps / steps_per_epoch)
+    total_steps, epochs = plan_steps(len(train), budget.batch_size, budget.epochs, budget.max_steps)
     opt, sched = make_optimizer(model, s, total_steps)
-    gen = torch.Generator().manual_seed(ctx.seed)
-    best = {"value": -math.inf, "epoch": None, "state": None}
-    history, step, seen, t_train = [], 0, 0, 0.0
-    bar = tqdm(total=total_steps, desc="train", leave=False, disable=None if ctx.progress else True, dynamic_ncols=True)
-    for epoch in range(epochs):
-        model.train()
-        t0 = time.perf_counter()
-        for idx in batches(len(train), budget.batch_size, gen, drop_last=len(train) > budget.batch_size):
-            if step >= total_steps:
-                break
-            x = to_device_batch(train.images[idx], ctx.device, s.input_size)
-            if s.hflip:
-                flip = torch.rand(len(idx), generator=gen) < 0.5
-                x[flip.to(x.device)] = x[flip.to(x.device)].flip(-1)
-            y = targets_tensor(train.labels[idx], ctx.device, multilabel)
-            with ctx.accelerator.autocast():
-                loss = loss_fn(model(x).float(), y)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}")
-            opt.zero_grad(set_to_none=True)
-            ctx.accelerator.backward(loss)
-            opt.step()
-            sched.step()
-            step += 1
-            seen += len(idx)
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
-        t_train += time.perf_counter() - t0
-        probs = predict_probs(model, val, ctx, s.input_size, multilabel)
-        value = metric(val.labels, probs, task)
-        history.append({"epoch": epoch + 1, "loss": float(loss.item()), f"val_{s.selection_metric}": value})
-        score = value if metric.higher_is_better else -value
-        if not math.isfinite(score):
-            score = -math.inf
-        if best["state"] is None or score > best["value"]:
-            best = {"value": score, "epoch": epoch + 1, "state": copy.deepcopy(model.state_dict())}
-    bar.close()
-    model.load_state_dict(best["state"])
-    return {
-        "selection_metric": s.selection_metric,
-        "best_epoch": best["epoch"],
-        "best_val_value": history[best["epoch"] - 1][f"val_{s.selection_metric}"],
-        "epochs_run": epochs,
-        "steps": step,
-        "train_images_seen": seen,
-        "train_compute_s": t_train,
-        "history": history,
-    }
+    flips = torch.Generator().manual_seed(ctx.seed + 1)
+
+    def step(idx):
+        x = to_device_batch(train.images[idx], ctx.device, s.input_size)
+        if s.hflip:
+            flip = (torch.rand(len(idx), generator=flips) < 0.5).to(x.device)
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        y = targets_tensor(train.labels[idx], ctx.device, multilabel)
+        with ctx.accelerator.autocast():
+            return loss_fn(model(x).float(), y)
+
+    def evaluate():
+        return metric(val.labels, predict_probs(model, val, ctx, s.input_size, multilabel), task)
+
+    return train_loop(model, step, evaluate, ctx, n_train=len(train), batch_size=budget.batch_size,
+                      total_steps=total_steps, epochs=epochs, optimizer=opt, scheduler=sched,
+                      higher_is_better=metric.higher_is_better, metric_name=s.selection_metric)
