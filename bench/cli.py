@@ -1,4 +1,4 @@
-"""The `bench` command: run, leaderboard, list, fetch."""
+"""The `bench` command: run, leaderboard, list, perf, fetch."""
 from __future__ import annotations
 
 import argparse
@@ -72,6 +72,25 @@ def cmd_fetch(args) -> int:
     return 0
 
 
+def cmd_perf(args) -> int:
+    import json
+
+    from bench.perf import run_perf
+
+    options = json.loads(args.options) if args.options else {}
+    record, path = run_perf(args.method, options=options, classes=args.classes, channels=args.channels,
+                            image_size=args.image_size, batch_size=args.batch_size, train_batch_size=args.train_batch_size,
+                            train_steps=args.train_steps, repeats=args.repeats, authors_pattern=args.authors_pattern,
+                            precision=args.precision, cpu=args.cpu, results_dir=args.results_dir)
+    r = record["results"]
+    print(f"{args.method} on {record['provenance']['device']} ({record['provenance']['precision']}, {record['pattern']}):")
+    print(f"  training   {r['train_images_per_s']:.1f} images/s (batch {args.train_batch_size})")
+    print(f"  inference  {r['inference_images_per_s']:.1f} images/s (batch {args.batch_size}); "
+          f"batch 1: {r['batch1_ms_per_image']:.1f} ms/image")
+    print(f"  peak memory {r['inference_peak_memory']}; record {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench", description="Benchmark harness for diffusion-based medical image analysis.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -103,6 +122,22 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list registered methods, datasets, metrics or suites")
     ls.add_argument("what", choices=("methods", "datasets", "metrics", "suites"))
     ls.set_defaults(func=cmd_list)
+
+    pf = sub.add_parser("perf", help="training / inference throughput and memory of a method (random weights and images)")
+    pf.add_argument("--method", required=True)
+    pf.add_argument("--options", help='method options as JSON, e.g. \'{"latent_dim": 1024}\' (default: the paper\'s)')
+    pf.add_argument("--image-size", type=int, default=224)
+    pf.add_argument("--channels", type=int, default=3)
+    pf.add_argument("--classes", type=int, default=5)
+    pf.add_argument("--batch-size", type=int, default=64, help="inference batch size (batch 1 is always measured too)")
+    pf.add_argument("--train-batch-size", type=int, default=64)
+    pf.add_argument("--train-steps", type=int, default=3)
+    pf.add_argument("--repeats", type=int, default=3)
+    pf.add_argument("--authors-pattern", action="store_true", help="re-run every encoder at each sampling step, fp32 (the reference code)")
+    pf.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    pf.add_argument("--cpu", action="store_true")
+    pf.add_argument("--results-dir", default="results")
+    pf.set_defaults(func=cmd_perf)
 
     f = sub.add_parser("fetch", help="download dataset files into the cache (needs internet)")
     f.add_argument("datasets", nargs="+")

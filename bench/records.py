@@ -14,7 +14,10 @@ Schema (``schema_version`` "1.0"), top-level keys of the JSON:
 - ``task``, ``class_names``
 - ``metrics``: ``{"val": {name: value}, "test": {name: value}}``, NaN written as null
 - ``per_class``: ``{"test": {"auroc": [...], "recall": [...], "f1": [...]}}``
-- ``selection``: what fit() chose on validation (metric, best epoch, value, history)
+- ``selection``: what fit() chose on validation (metric, best epoch, value, history),
+  and for methods with a pretrained prior its summary (cache "hit"/"miss", file)
+- ``extras`` (optional): ``{split: {name: mean}}`` of per-sample outputs besides the
+  probabilities (e.g. CARD's ``piw``), the per-sample values being in the .npz
 - ``timings``: ``train_s``, ``train_images_per_s``, ``inference_images_per_s``, ``wall_s``
 - ``memory``: ``peak_mb`` and ``kind`` (CUDA max allocated, or process max RSS on CPU)
 - ``data``: ``split_hash``, ``files`` (path -> MD5), ``duplicates_across_splits``,
@@ -22,7 +25,7 @@ Schema (``schema_version`` "1.0"), top-level keys of the JSON:
 - ``provenance``: git commit and dirty flag, package versions, device, precision,
   processes, python, platform, host, started/finished (UTC ISO), command line
 - ``predictions``: file name of the .npz (keys ``{split}_probs``, ``{split}_labels``,
-  ``{split}_ids`` for val and test)
+  ``{split}_ids`` for val and test, and ``{split}_{extra}`` for each extra)
 """
 from __future__ import annotations
 

@@ -114,6 +114,7 @@ def train_loop(
     higher_is_better: bool = True,
     metric_name: str = "score",
     eval_every: int = 1,
+    grad_clip: float | None = None,
     desc: str = "train",
 ) -> dict:
     """The optimiser loop every method shares: batches, NaN check, validation every
@@ -138,6 +139,8 @@ def train_loop(
                 raise TrainingError(f"{desc}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}")
             optimizer.zero_grad(set_to_none=True)
             ctx.accelerator.backward(loss)
+            if grad_clip:
+                ctx.accelerator.clip_grad_norm_(module.parameters(), grad_clip)
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()

@@ -1,0 +1,148 @@
+"""CARD and DiffMIC (v1): the prior-mean process, its reverse chain, the MMD term,
+CARD's voting readout and interval widths, and short real runs through the runner."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bench.config import load_suite
+from bench.registry import METHODS
+from methods.card import sample_statistics
+from methods.label_diffusion import (
+    antithetic_timesteps, ddpm_scheduler, gaussian_mmd, prior_mean_noising, q_sample, sample_prior_mean,
+)
+
+TINY = {"image_size": 28, "small_input_stem": True, "feature_dim": 32, "sampling_steps": 20, "eval_every": 1}
+
+
+def test_prior_mean_noising_is_cards_formula():
+    sched = ddpm_scheduler(1000, 1e-4, 0.02)
+    g = torch.Generator().manual_seed(0)
+    y0 = torch.eye(3)[torch.tensor([0, 2, 1, 1])]
+    prior = torch.softmax(torch.randn(4, 3, generator=g), dim=1)
+    noise = torch.randn(4, 3, generator=g)
+    t = torch.tensor([0, 10, 500, 999])
+    ab = sched.alphas_cumprod[t][:, None]
+    expected = ab.sqrt() * y0 + (1 - ab.sqrt()) * prior + (1 - ab).sqrt() * noise
+    torch.testing.assert_close(prior_mean_noising(sched.alphas_cumprod, y0, prior, t, noise), expected)
+    # at the last step the label is (almost) gone: y_T ~ prior + noise
+    assert torch.allclose(q_sample(sched.alphas_cumprod, y0, torch.tensor([999] * 4), noise), noise, atol=0.01)
+
+
+def test_reverse_chain_equals_cards_posterior_with_prior_mean():
+    """diffusers DDPM on y - prior reproduces CARD's p_sample (gamma_0, gamma_1, gamma_2)."""
+    T = 1000
+    sched = ddpm_scheduler(T, 1e-4, 0.02)
+    sched.set_timesteps(T)
+    betas, ab = sched.betas.double(), sched.alphas_cumprod.double()
+    g = torch.Generator().manual_seed(1)
+    prior = torch.softmax(torch.randn(5, 3, generator=g), dim=1).double()
+    y_t = torch.randn(5, 3, generator=g).double()
+    eps = torch.randn(5, 3, generator=g).double()
+    for t in (999, 500, 37, 1):
+        y0_hat = (y_t - (1 - ab[t].sqrt()) * prior - (1 - ab[t]).sqrt() * eps) / ab[t].sqrt()
+        g0 = betas[t] * ab[t - 1].sqrt() / (1 - ab[t])
+        g1 = (1 - ab[t - 1]) * (1 - betas[t]).sqrt() / (1 - ab[t])
+        g2 = 1 + (ab[t].sqrt() - 1) * ((1 - betas[t]).sqrt() + ab[t - 1].sqrt()) / (1 - ab[t])
+        var = (1 - ab[t - 1]) / (1 - ab[t]) * betas[t]
+        z = torch.randn(5, 3, generator=torch.Generator().manual_seed(t), dtype=torch.float64)
+        card = g0 * y0_hat + g1 * y_t + g2 * prior + var.sqrt() * z
+        ours = sched.step(eps, t, y_t - prior, generator=torch.Generator().manual_seed(t)).prev_sample + prior
+        torch.testing.assert_close(ours, card, rtol=1e-4, atol=1e-4)  # float32 schedule
+    # last step: the reparameterised y0, no noise
+    sched.set_timesteps(T)
+    last = sched.step(eps, 0, y_t - prior).prev_sample + prior
+    expected = (y_t - (1 - ab[0].sqrt()) * prior - (1 - ab[0]).sqrt() * eps) / ab[0].sqrt()
+    torch.testing.assert_close(last, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_sample_prior_mean_recovers_label_with_oracle_noise():
+    """With the true noise predicted (an oracle that knows y0), the chain ends at y0."""
+    sched = ddpm_scheduler(1000, 1e-4, 0.02)
+    sched.set_timesteps(50)
+    ab = sched.alphas_cumprod
+    y0 = torch.eye(4)[torch.tensor([3, 0, 2])]
+    prior = torch.full((3, 4), 0.25)
+
+    def oracle(y_t, t):
+        a = ab[t][:, None]
+        return (y_t - prior - a.sqrt() * (y0 - prior)) / (1 - a).sqrt()
+
+    out = sample_prior_mean(oracle, prior, sched, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out, y0, atol=1e-3, rtol=0)
+
+
+def test_antithetic_timesteps_pair_up():
+    t = antithetic_timesteps(9, 1000, torch.Generator().manual_seed(0))
+    assert t.shape == (9,) and t.min() >= 0 and t.max() <= 999
+    half = 9 // 2 + 1
+    assert torch.equal(t[half:], 999 - t[: 9 - half])
+
+
+def test_gaussian_mmd_zero_for_same_sample_and_grows_with_shift():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(64, 5, generator=g)
+    assert gaussian_mmd(a, a).abs() < 1e-6
+    b = torch.randn(64, 5, generator=g)
+    assert 0 < gaussian_mmd(a, b) < gaussian_mmd(a, b + 1.0) < gaussian_mmd(a, b + 3.0)
+
+
+def test_card_readout_votes_and_interval_width():
+    # 4 samples, 1 image, 3 classes: three samples say class 2, one says class 0
+    s = torch.tensor([[[0.1, 0.0, 0.9]], [[0.0, 0.2, 1.0]], [[1.0, 0.0, 0.1]], [[0.2, 0.1, 0.8]]])
+    out = sample_statistics(s)
+    assert out["vote"].tolist() == [2]
+    assert out["vote_agreement"].item() == pytest.approx(0.75)
+    raw = -((s[:, 0, 2] - 1) ** 2)
+    expected = torch.quantile(raw, 0.975) - torch.quantile(raw, 0.025)
+    assert out["piw"].item() == pytest.approx(expected.item())
+    torch.testing.assert_close(out["probs"], torch.softmax(-((s - 1) ** 2), dim=2).mean(0))
+    # identical samples: no spread, unanimous
+    same = sample_statistics(s[:1].repeat(5, 1, 1))
+    assert same["piw"].item() == 0 and same["vote_agreement"].item() == 1
+
+
+def test_classification_suite_has_the_diffusion_classifiers_with_diffmic_v2_as_reference():
+    suite = load_suite("classification")
+    names = [m.name for m in suite.methods]
+    assert {"diffmic_v2", "diffmic", "card"} <= set(names) and suite.reference == "diffmic_v2"
+    for preset in ("smoke", "full"):
+        for name in ("diffmic_v2", "diffmic", "card"):
+            METHODS.get(name).make_config(suite.options_for(next(m for m in suite.methods if m.name == name), suite.preset(preset)))
+
+
+@pytest.mark.slow
+def test_card_and_diffmic_run_in_a_suite_with_extras_recorded(data_dir, tmp_path):
+    """A real (tiny) run of both: records carry CARD's interval widths; DiffMIC trains its
+    DCG jointly (its weights move away from the cached pretrained ones)."""
+    from bench.runner import run_suite
+
+    suite = tmp_path / "s.yaml"
+    suite.write_text(json.dumps({
+        "description": "tiny", "task": "classification", "datasets": ["breastmnist"], "seeds": [0], "reference": "card",
+        "methods": [
+            {"name": "card", "options": {**TINY, "prior_epochs": 1, "num_samples": 4}},
+            {"name": "diffmic", "options": {**TINY, "dcg_backbone": "resnet18", "dcg_small_stem": True, "roi_size": 7, "dcg_pretrain_epochs": 1}},
+        ],
+        "presets": {"smoke": {"budget": {"epochs": 1, "batch_size": 16, "eval_batch_size": 256, "max_steps": 2}}},
+    }))
+    outcomes = run_suite(str(suite), results_dir=tmp_path / "results", work_dir=tmp_path / "runs", progress=False)
+    assert [o["status"] for o in outcomes] == ["ok", "ok"], outcomes
+    card = json.loads(next((tmp_path / "results").rglob("card/*/seed0.json")).read_text())
+    assert card["selection"]["prior"]["cache"] == "miss"
+    assert card["extras"]["test"]["piw"] >= 0 and 0.5 <= card["extras"]["test"]["vote_agreement"] <= 1
+    with np.load(next((tmp_path / "results").rglob("card/*/seed0.npz"))) as npz:
+        assert npz["test_piw"].shape == npz["test_labels"].shape
+        assert set(np.unique(npz["test_vote"])) <= {0, 1}
+    diffmic = json.loads(next((tmp_path / "results").rglob("diffmic/*/seed0.json")).read_text())
+    cached = torch.load(diffmic["selection"]["dcg_pretraining"]["file"], weights_only=False)["state"]
+    trained = {k: v for k, v in cached.items() if k.endswith("weight") and v.dtype.is_floating_point}
+    assert trained, "the DCG cache holds weights"
+    # rerun: the pretrained priors come from the cache
+    for p in (tmp_path / "results").rglob("*.json"):
+        p.unlink()
+    run_suite(str(suite), results_dir=tmp_path / "results", work_dir=tmp_path / "runs", progress=False)
+    card2 = json.loads(next((tmp_path / "results").rglob("card/*/seed0.json")).read_text())
+    assert card2["selection"]["prior"]["cache"] == "hit"
+    assert card2["metrics"]["test"] == card["metrics"]["test"]
