@@ -62,7 +62,7 @@ def build_timm_model(cfg: TimmClassifierConfig, in_chans: int, num_classes: int)
     if cfg.weights_file:
         _load_weights(model, cfg.weights_file)
     if cfg.small_input_stem:
-        if not (hasattr(model, "conv1") and hasattr(model, "maxpool")):
+        if not (isinstance(getattr(model, "conv1", None), nn.Conv2d) and hasattr(model, "maxpool")):
             raise BenchError(f"small_input_stem applies to ResNet-style models, not {cfg.model}")
         model.conv1 = nn.Conv2d(in_chans, model.conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
         model.maxpool = nn.Identity()
