@@ -118,6 +118,7 @@ def render_markdown(suite, records, failed, summary: pd.DataFrame, reference: st
         if reference in methods:
             methods.remove(reference)
             methods.insert(0, reference)
+        no_reference = [] if reference in methods else ["", f"_No records of the reference `{reference}` for this table yet: no significance marks._"]
         cells = {m: _ranked_cells(table, m) for m in metrics}
         seeds = table[table["metric"] == metrics[0]].set_index("method")["n"]
         lines += [
@@ -134,6 +135,7 @@ def render_markdown(suite, records, failed, summary: pd.DataFrame, reference: st
         for m in methods:
             name = f"{m} (ref)" if m == reference else m
             lines.append(f"| {name} | {seeds.get(m, 0)} | " + " | ".join(cells[k].get(m, "n/a") for k in metrics) + " |")
+        lines += no_reference
     return "\n".join(lines) + "\n"
 
 

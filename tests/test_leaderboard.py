@@ -61,3 +61,10 @@ def test_each_preset_gets_its_own_table_with_plain_method_names(tmp_path):
     md = write_leaderboard(TINY_SUITE, results_dir=tmp_path / "results", out_dir=tmp_path / "lb")[0].read_text()
     assert "## breastmnist (full)" in md and "## breastmnist (smoke)" in md
     assert md.count("| resnet18 (ref) | 3 |") == 2 and "[abc]" not in md
+
+
+def test_a_table_without_reference_records_says_so(tmp_path):
+    _write_records(tmp_path / "results")
+    md = write_leaderboard(TINY_SUITE, results_dir=tmp_path / "results", out_dir=tmp_path / "lb", reference="diffmic_v2")[0].read_text()
+    assert "No records of the reference `diffmic_v2` for this table yet: no significance marks." in md
+    assert "0.813 ± 0.015**" in md and "0.813 ± 0.015*" not in md.replace("0.813 ± 0.015**", "")
