@@ -75,8 +75,7 @@ def run_perf(method: str, *, options: dict[str, Any] | None = None, classes: int
         return x if not size or size == image_size else torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear")
 
     result: dict[str, Any] = {}
-    trainable = [p for p in m.trainable_parameters()] if hasattr(m, "trainable_parameters") else list(m.net.parameters())
-    opt = torch.optim.Adam(trainable, lr=1e-4)
+    opt = torch.optim.Adam(m.net.parameters(), lr=1e-4)
     x_train = images(train_batch_size)
     y_train = torch.nn.functional.one_hot(torch.randint(0, classes, (train_batch_size,), generator=gen), classes).float().to(device)
 
