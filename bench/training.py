@@ -139,8 +139,8 @@ def train_loop(
                 raise TrainingError(f"{desc}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}")
             optimizer.zero_grad(set_to_none=True)
             ctx.accelerator.backward(loss)
-            if grad_clip:
-                ctx.accelerator.clip_grad_norm_(module.parameters(), grad_clip)
+            if grad_clip:  # over what this optimiser updates (`module` may hold other trained parts)
+                ctx.accelerator.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()

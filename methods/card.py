@@ -30,11 +30,11 @@ import torch
 import torch.nn as nn
 
 from bench.data.spec import SplitData
-from bench.errors import BenchError
 from bench.method import ClassificationMethod, RunContext, register_method
 from bench.metrics import METRICS
 from bench.training import plan_steps, random_flip_rotate, to_device_batch, train_loop
 from methods.label_diffusion import (
+    require_single_label,
     PooledEncoder, TimeScaledMLP, antithetic_timesteps, batched_inference, cached_pretraining, classification_loss,
     ddpm_scheduler, fit_prior, one_hot_targets, prior_mean_noising, sample_prior_mean, timm_trunk, warmup_cosine,
 )
@@ -111,8 +111,7 @@ class CARD(ClassificationMethod):
 
     def __init__(self, config, spec):
         super().__init__(config, spec)
-        if spec.task == "multilabel":
-            raise BenchError("card: multilabel data is not supported (CARD's readout is a softmax over classes)")
+        require_single_label("card", spec)
 
     def build(self, ctx: RunContext) -> None:
         cfg, C = self.config, self.spec.num_classes

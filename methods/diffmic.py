@@ -25,12 +25,12 @@ import torch
 import torch.nn as nn
 
 from bench.data.spec import SplitData
-from bench.errors import BenchError
 from bench.method import ClassificationMethod, RunContext, register_method
 from bench.metrics import METRICS
 from bench.training import plan_steps, random_flip_rotate, to_device_batch, train_loop
 from methods.card import CARDNet
 from methods.label_diffusion import (
+    require_single_label,
     DCG, antithetic_timesteps, batched_inference, cached_pretraining, classification_loss, ddpm_scheduler, fit_prior,
     gaussian_mmd, one_hot_targets, prior_mean_noising, sample_prior_mean, warmup_cosine,
 )
@@ -69,8 +69,7 @@ class DiffMIC(ClassificationMethod):
 
     def __init__(self, config, spec):
         super().__init__(config, spec)
-        if spec.task == "multilabel":
-            raise BenchError("diffmic: multilabel data is not supported (use diffmic_v2)")
+        require_single_label("diffmic", spec)
 
     def build(self, ctx: RunContext) -> None:
         cfg, C = self.config, self.spec.num_classes

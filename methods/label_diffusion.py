@@ -86,6 +86,11 @@ def prior_agreement(logits: torch.Tensor, y0: torch.Tensor, multilabel: bool) ->
     return (torch.softmax(logits, dim=1) * y0).sum(dim=1)
 
 
+def require_single_label(method: str, spec) -> None:
+    if spec.task == "multilabel":
+        raise BenchError(f"{method}: multilabel data is not supported (its readout is a softmax over classes; use diffmic_v2)")
+
+
 def prior_probabilities(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
     return torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)
 
