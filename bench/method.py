@@ -41,6 +41,7 @@ class RunContext:
     progress: bool = True
     cache_dir: Path | None = None  # shared across units: pretrained priors keyed by hash
     data_id: str = ""  # identifies the data and its splits (the bundle's split hash)
+    artifact_stem: Path | None = None  # files a method writes beside its record: f"{stem}.<what>.png"
 
     @property
     def device(self):

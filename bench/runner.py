@@ -116,7 +116,8 @@ def run_unit(unit: Unit, spec: MethodSpec, bundle: DatasetBundle, suite: Suite, 
     set_seed(unit.seed, deterministic=True)
     method = spec.cls(spec.make_config(unit.config), bundle.spec)
     checkpoint_dir = unit_stem(work_dir, suite.name, unit.dataset, unit.method, unit.config_hash, unit.seed)
-    ctx = RunContext(accelerator, unit.seed, preset.budget, checkpoint_dir, tqdm.write, progress, work_dir / "cache", bundle.split_hash)
+    ctx = RunContext(accelerator, unit.seed, preset.budget, checkpoint_dir, tqdm.write, progress, work_dir / "cache",
+                     bundle.split_hash, artifact_stem=unit.stem)
     ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     reset_peak_memory(accelerator.device)
     splits = bundle.splits

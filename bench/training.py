@@ -115,13 +115,15 @@ def train_loop(
     metric_name: str = "score",
     eval_every: int = 1,
     grad_clip: float | None = None,
+    after_step: Callable[[int], None] | None = None,
     desc: str = "train",
 ) -> dict:
     """The optimiser loop every method shares: batches, NaN check, validation every
     `eval_every` epochs (and after the last), keeping `module`'s best weights.
 
     `train_step(indices)` returns the loss of one batch; `evaluate()` scores the current
-    weights on the validation split. Raises TrainingError on a non-finite loss.
+    weights on the validation split; `after_step(step)` runs after each optimiser step
+    (e.g. an EMA update). Raises TrainingError on a non-finite loss.
     """
     gen = torch.Generator().manual_seed(ctx.seed)
     best = {"value": -math.inf, "epoch": None, "state": None}
@@ -145,6 +147,8 @@ def train_loop(
             if scheduler is not None:
                 scheduler.step()
             step += 1
+            if after_step is not None:
+                after_step(step)
             seen += len(idx)
             losses.append(loss.item())
             bar.update(1)

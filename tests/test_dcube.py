@@ -1,0 +1,187 @@
+"""D-Cube: the U-ViT, the contrastive and cycle losses, KS layer selection, "+Syn"
+rebalancing, and a short real run of D-Cube and syn:resnet18 through the runner."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bench.errors import BenchError
+from bench.registry import METHODS
+from methods.dcube import (
+    DCube, Stage1Config, UViT, contrastive_loss, cycle_loss, ks_layer_selection, partner_indices, plot_ks,
+    synthetic_counts, train_stage1,
+)
+from methods.label_diffusion import ddpm_scheduler
+
+TINY_STAGE1 = {"patch_size": 4, "dim": 32, "depth": 2, "heads": 2, "epochs": 1, "batch_size": 16, "eval_every": 1}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_unet(num_classes=3, size=8, chans=1, **kw):
+    torch.manual_seed(0)
+    return UViT(Stage1Config(**{**TINY_STAGE1, **kw}), size, chans, num_classes).eval()
+
+
+def test_contrastive_loss_pulls_same_class_together_and_pushes_others_past_the_margin():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(4, 5, 8, generator=g)
+    same, diff = torch.zeros(4), torch.ones(4)
+    assert torch.equal(contrastive_loss(a, a, same, 0.1), torch.zeros(4))  # identical, same class: 0
+    far = a + 1.0
+    torch.testing.assert_close(contrastive_loss(a, far, same, 0.1), torch.full((4,), 40.0))  # d = 5 * 8 * 1^2
+    # different classes: margin - d below the margin, 0 beyond it
+    close = a + 0.01
+    torch.testing.assert_close(contrastive_loss(a, close, diff, 0.1), torch.full((4,), 0.1 - 40 * 1e-4))
+    assert (contrastive_loss(a, close, diff, 0.1) > 0).all()
+    assert torch.equal(contrastive_loss(a, far, diff, 0.1), torch.zeros(4))
+    # "mean" averages per feature, so the same pair is now inside the margin
+    torch.testing.assert_close(contrastive_loss(a, a + 0.2, diff, 0.1, "mean"), torch.full((4,), 0.1 - 0.04))
+
+
+def test_partner_indices_draw_same_class_half_the_time():
+    labels = np.array([0] * 50 + [1] * 30 + [2] * 20)
+    rng = np.random.default_rng(0)
+    anchors = rng.integers(0, 100, 4000)
+    partners, different = partner_indices(labels, anchors, rng)
+    assert np.array_equal(labels[anchors] != labels[partners], different)
+    assert 0.46 < different.mean() < 0.54
+    _, none = partner_indices(np.zeros(10, dtype=int), np.arange(10), rng)
+    assert not none.any()
+
+
+def test_uvit_blocks_skips_and_class_conditioning():
+    unet = tiny_unet(depth=4)
+    assert unet.block_names() == ["in0", "in1", "mid", "out0", "out1"]
+    assert [b.skip_linear is not None for b in (*unet.in_blocks, unet.mid_block, *unet.out_blocks)] == [False] * 3 + [True] * 2
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([10, 900])
+    outs = unet.blocks(x, t)
+    assert len(outs) == 5 and all(o.shape == (2, 1 + 4, 32) for o in outs)
+    assert len(unet.blocks(x, t, upto=2)) == 3
+    with torch.no_grad():
+        eps0, eps1 = unet(x, t, torch.tensor([0, 0])), unet(x, t, torch.tensor([1, 1]))
+        soft = unet(x, t, probs=torch.eye(3)[[1, 1]])
+    assert eps0.shape == x.shape and not torch.allclose(eps0, eps1)
+    torch.testing.assert_close(soft, eps1)  # a one-hot soft label is the hard label
+
+
+def test_cycle_loss_has_a_gradient_in_the_paper_form_and_none_in_the_code_form():
+    unet = tiny_unet().requires_grad_(False)
+    alphas = ddpm_scheduler(1000, 1e-4, 0.02).alphas_cumprod
+    x = torch.randn(4, 1, 8, 8)
+    labels = torch.tensor([0, 1, 2, 0])
+    logits = torch.randn(4, 3, requires_grad=True)
+    paper = cycle_loss(unet, x, logits, labels, alphas, "paper", torch.Generator().manual_seed(0), 1000)
+    paper.backward()
+    assert paper.item() > 0 and logits.grad is not None and logits.grad.abs().sum() > 0
+    code = cycle_loss(unet, x, logits, labels, alphas, "code", torch.Generator().manual_seed(0), 1000)
+    assert not code.requires_grad and code.item() > 0
+    # a prediction equal to the truth costs nothing in either form
+    sure = (torch.nn.functional.one_hot(labels, 3) * 50.0).requires_grad_(True)
+    assert cycle_loss(unet, x, sure, labels, alphas, "code", torch.Generator().manual_seed(0), 1000).item() == 0
+    assert cycle_loss(unet, x, sure, labels, alphas, "paper", torch.Generator().manual_seed(0), 1000).item() < 1e-10
+
+
+def test_ks_selection_keeps_structured_layers_and_drops_gaussian_noise(tmp_path):
+    g = np.random.default_rng(0)
+    noise = g.standard_normal((64, 50, 32))
+    sparse = np.maximum(g.standard_normal((64, 50, 32)), 0)  # ReLU-like: half zeros
+    pattern = np.sin(np.linspace(0, 20, 50))[None, :, None] + 0.05 * g.standard_normal((64, 50, 32))
+    names = ["noise", "sparse", "pattern", "noise2"]
+    sel = ks_layer_selection([noise, sparse, pattern, g.standard_normal((64, 50, 32))], names, alpha=0.05, samples=1000)
+    assert sel["kept"] == [1, 2] and sel["kept_names"] == ["sparse", "pattern"] and sel["note"] is None
+    p = {l["name"]: l["p_value"] for l in sel["layers"]}
+    assert p["noise"] > 0.05 and p["noise2"] > 0.05 and p["sparse"] < 1e-6 and p["pattern"] < 1e-6
+    plot_ks(sel, tmp_path / "ks.png")
+    assert (tmp_path / "ks.png").stat().st_size > 1000
+    # nothing non-Gaussian: the least Gaussian layer is kept, and that is said
+    h = np.random.default_rng(1)
+    only_noise = ks_layer_selection([h.standard_normal((64, 50, 32)), h.standard_normal((64, 50, 32))], ["a", "b"])
+    assert len(only_noise["kept"]) == 1 and "no layer" in only_noise["note"]
+
+
+def test_feature_layer_choices_follow_the_authors_code():
+    spec = type("S", (), {"size": 8, "channels": 1, "num_classes": 3})()
+    cfg = METHODS.get("dcube").make_config({"stage1": {**TINY_STAGE1, "depth": 12}, "feature_layers": "code"})
+    m = DCube(cfg, spec)
+    unet = UViT(m.s1, 8, 1, 3)
+    assert m.fixed_layers(unet) == [6, 8, 9]  # mid block, out_blocks[1], out_blocks[2]
+    assert [unet.block_names()[i] for i in m.fixed_layers(unet)] == ["mid", "out1", "out2"]
+    m.config.feature_layers = "last"
+    assert m.fixed_layers(unet) == [12]
+    m.config.feature_layers = [0, 40]
+    with pytest.raises(BenchError, match="out of range"):
+        m.fixed_layers(unet)
+    with pytest.raises(BenchError, match="did you mean 'epochs'"):
+        METHODS.get("dcube").make_config({"stage1": {"epoch": 3}})
+
+
+def test_synthetic_counts_rebalance_as_requested():
+    counts = np.array([147, 399])
+    assert synthetic_counts(counts, 1.0, None).tolist() == [252, 0]
+    assert synthetic_counts(counts, 0.5, None).tolist() == [53, 0]
+    assert synthetic_counts(np.array([10, 20, 40]), 1.0, [5, 0, 1]).tolist() == [5, 0, 1]
+    with pytest.raises(BenchError, match="3 non-negative counts"):
+        synthetic_counts(np.array([10, 20, 40]), 1.0, [5, 0])
+
+
+def test_stage1_training_lowers_the_validation_noise_loss(data_dir):
+    from bench.data.load import dataset_source
+    from bench.data.spec import SplitData
+    from bench.method import Budget, RunContext
+    from bench.runner import make_accelerator
+
+    bundle = dataset_source("breastmnist").load(data_dir=str(data_dir))
+    tr, va = bundle.splits["train"], bundle.splits["val"]
+    train = SplitData(tr.images[:128], tr.labels[:128], tr.ids[:128])
+    val = SplitData(va.images[:64], va.labels[:64], va.ids[:64])
+    cfg = Stage1Config(**{**TINY_STAGE1, "epochs": 6, "lr": 1e-3})
+    torch.manual_seed(0)
+    unet = UViT(cfg, 28, 1, 2)
+    ctx = RunContext(make_accelerator("fp32", cpu=True)[0], 0, Budget(epochs=1, batch_size=16, eval_batch_size=64), data_dir, progress=False)
+    summary = train_stage1(unet, cfg, train, val, ctx, 28)
+    val_losses = [h["val_noise_mse"] for h in summary["history"]]
+    assert summary["steps"] == 6 * 8 and val_losses[-1] < 0.9 * val_losses[0]
+    assert summary["best_val_value"] == min(val_losses)
+
+
+@pytest.mark.slow
+def test_dcube_and_syn_run_in_a_suite_sharing_the_stage1_model(data_dir, tmp_path):
+    """Real BreastMNIST, tiny budgets: D-Cube records its KS selection and writes the
+    p-value plot beside the record; syn:resnet18 reuses D-Cube's cached stage-1 model
+    and balances the classes (147 malignant + 252 synthetic = 399 benign/normal)."""
+    from bench.runner import run_suite
+
+    stage1 = {**TINY_STAGE1, "epochs": 2}
+    suite = tmp_path / "s.yaml"
+    suite.write_text(json.dumps({
+        "description": "tiny", "task": "classification", "datasets": ["breastmnist"], "seeds": [0], "reference": "dcube",
+        "methods": [
+            {"name": "dcube", "options": {"stage1": stage1, "sub_model": "resnet18", "sub_small_stem": True}},
+            {"name": "syn:resnet18", "options": {"stage1": stage1, "sampler": "ddim", "sampling_steps": 4,
+                                                 "base_options": {"input_size": 32}}},
+        ],
+        "presets": {"smoke": {"budget": {"epochs": 1, "batch_size": 16, "eval_batch_size": 256, "max_steps": 3}}},
+    }))
+    outcomes = run_suite(str(suite), results_dir=tmp_path / "results", work_dir=tmp_path / "runs", progress=False)
+    assert [o["status"] for o in outcomes] == ["ok", "ok"], outcomes
+    dcube_path = next((tmp_path / "results").rglob("dcube/*/seed0.json"))
+    dcube = json.loads(dcube_path.read_text())
+    layers = dcube["selection"]["layers"]
+    assert [l["name"] for l in layers["layers"]] == ["in0", "mid", "out0"]
+    assert all(0 <= l["p_value"] <= 1 for l in layers["layers"]) and layers["kept"]
+    assert layers["kept"] == [l["index"] for l in layers["layers"] if l["p_value"] < 0.05] or layers["note"]
+    assert (dcube_path.parent / layers["plot"]).is_file()
+    assert dcube["selection"]["stage1"]["cache"] == "miss"
+    syn_path = next((tmp_path / "results").rglob("syn-resnet18/*/seed0.json"))
+    syn = json.loads(syn_path.read_text())["selection"]["synthetic"]
+    assert syn["stage1"]["cache"] == "hit" and syn["stage1"]["file"] == dcube["selection"]["stage1"]["file"]
+    assert syn["counts_before"] == [147, 399] and syn["added"] == [252, 0] and syn["counts_after"] == [399, 399]
+    assert (syn_path.parent / syn["samples_png"]).is_file()
