@@ -99,7 +99,8 @@ def register_method(name: str, description: str = "", **defaults):
     """Class decorator: ``@register_method("diffmic_v2")``."""
 
     def wrap(cls):
-        METHODS.add(name, MethodSpec(cls, defaults, description or (cls.__doc__ or "").strip().splitlines()[0]))
+        text = description or (cls.__doc__ or "").strip().splitlines()[0]
+        METHODS.add(name, MethodSpec(cls, defaults, text), text)
         return cls
 
     return wrap

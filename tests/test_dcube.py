@@ -152,6 +152,22 @@ def test_stage1_training_lowers_the_validation_noise_loss(data_dir):
     assert summary["best_val_value"] == min(val_losses)
 
 
+def test_classification_suite_lists_dcube_and_a_syn_variant_sharing_stage1_options():
+    from bench.config import load_suite
+    from bench.method import config_dict
+
+    suite = load_suite("classification")
+    entries = {m.name: m for m in suite.methods}
+    assert {"dcube", "syn:resnet18"} <= set(entries)
+    for preset in ("smoke", "full"):
+        p = suite.preset(preset)
+        dcube = METHODS.get("dcube").make_config(suite.options_for(entries["dcube"], p))
+        syn = METHODS.get("syn:resnet18").make_config(suite.options_for(entries["syn:resnet18"], p))
+        base = METHODS.get("resnet18").make_config(suite.options_for(entries["resnet18"], p))
+        assert dcube.stage1 == syn.stage1  # one cached stage-1 model serves both
+        assert syn.base_options == config_dict(base)  # +Syn trains the suite's own resnet18
+
+
 @pytest.mark.slow
 def test_dcube_and_syn_run_in_a_suite_sharing_the_stage1_model(data_dir, tmp_path):
     """Real BreastMNIST, tiny budgets: D-Cube records its KS selection and writes the

@@ -40,7 +40,9 @@ def test_unknown_method_option_is_named():
 def test_cli_list_and_unknown(capsys):
     assert main(["list", "methods"]) == 0
     out = capsys.readouterr().out
-    assert "resnet18" in out and "timm:<name>" in out
+    assert "resnet18" in out and "timm:<name>" in out and "syn:<name>" in out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    assert "U-ViT" in lines["dcube"] and "DiffMIC-v2" in lines["diffmic_v2"]  # each method's own description
     assert main(["list", "suites"]) == 0
     assert "classification" in capsys.readouterr().out
     assert main(["run", "--suite", "clasification"]) == 2
