@@ -2,7 +2,8 @@
 
 A method is a class with a typed ``Config`` dataclass (defaults = the paper's values)
 and a task. Classification methods implement ``fit(train, val, ctx)`` (model selection
-on ``val`` only, never on test) and ``predict(split, ctx) -> probabilities [N, C]``.
+on ``val`` only, never on test) and ``predict(split, ctx) -> probabilities [N, C]``;
+generation methods ``fit`` and ``sample(labels, ctx) -> uint8 images``.
 """
 from __future__ import annotations
 
@@ -73,6 +74,19 @@ class ClassificationMethod(Method):
 
     def predict(self, split: SplitData, ctx: RunContext) -> np.ndarray:
         """Class probabilities [N, C] (softmax rows, or per-label sigmoids for multilabel)."""
+        raise NotImplementedError
+
+
+class GenerationMethod(Method):
+    """Class-conditional image generators: ``fit`` on the training split (selection on
+    ``val`` only), then ``sample(labels)`` -> uint8 images [N, H, W, C] at the data's size."""
+
+    task = "generation"
+
+    def fit(self, train: SplitData, val: SplitData, ctx: RunContext) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def sample(self, labels: np.ndarray, ctx: RunContext) -> np.ndarray:
         raise NotImplementedError
 
 

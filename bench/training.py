@@ -33,6 +33,15 @@ def to_device_batch(images: np.ndarray, device, size: int | None = None) -> torc
     return x
 
 
+def from_device_batch(x: torch.Tensor, size: int | None = None) -> np.ndarray:
+    """The inverse: float [B, C, h, w] in [-1, 1] -> uint8 [B, size, size, C] on the CPU
+    (generated images back in the loaders' format; resized with antialiasing)."""
+    x = x.detach().float()
+    if size is not None and x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
 def batches(n: int, batch_size: int, generator: torch.Generator | None = None, drop_last: bool = False) -> Iterator[np.ndarray]:
     order = torch.randperm(n, generator=generator).numpy() if generator is not None else np.arange(n)
     stop = n - n % batch_size if drop_last and n >= batch_size else n

@@ -42,7 +42,7 @@ from bench.data.spec import SplitData
 from bench.errors import BenchError
 from bench.method import ClassificationMethod, MethodSpec, RunContext, config_dict, register_method
 from bench.registry import METHODS
-from bench.training import batches, plan_steps, to_device_batch, train_loop
+from bench.training import batches, from_device_batch, plan_steps, to_device_batch, train_loop
 from methods.label_diffusion import (
     cache_key, cached_pretraining, ddim_scheduler, ddpm_scheduler, feature_map, q_sample,
     require_single_label, timm_trunk,
@@ -614,13 +614,6 @@ def synthetic_counts(counts: np.ndarray, balance: float, add_per_class: list[int
     return np.maximum(target - counts, 0)
 
 
-def to_uint8(x: torch.Tensor, size: int) -> np.ndarray:
-    """[-1, 1] float [N, C, h, w] -> uint8 [N, size, size, C], as the loaders give."""
-    if x.shape[-1] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
 def save_grid(images: np.ndarray, labels: np.ndarray, path, per_class: int = 8) -> None:
     """A PNG with one row of up to `per_class` images per class present."""
     from PIL import Image
@@ -690,7 +683,7 @@ class SynAugmented(ClassificationMethod):
             gen = torch.Generator().manual_seed(ctx.seed + 23)
             x = sample_images(unet, labels, self.s1, ctx, sampler=cfg.sampler, steps=cfg.sampling_steps,
                               batch_size=cfg.sample_batch, generator=gen) if len(labels) else torch.zeros(0, self.spec.channels, self.spec.size, self.spec.size)
-            images, cache = to_uint8(x, self.spec.size), "miss"
+            images, cache = from_device_batch(x, self.spec.size), "miss"
             path.parent.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(path, images=images, labels=labels)
         augmented = SplitData(np.concatenate([train.images, images]), np.concatenate([train.labels, labels]),

@@ -1,0 +1,101 @@
+"""ODM and the conditional DM: the ordinal loss, its t/T weight, classifier-free
+guidance, ordered triples, and a short real training + sampling run."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from bench.errors import BenchError
+from bench.registry import METHODS
+from methods.odm import ODMConfig, guided_eps, odm_loss, ordered_triples, ordinal_loss
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class StubUNet(torch.nn.Module):
+    """eps = x * (1 + c) + c^2: the class moves the prediction along a curve (not a line)."""
+
+    def forward(self, x, t, class_labels):
+        c = class_labels.float()[:, None, None, None]
+        return SimpleNamespace(sample=x * (1 + c) + c ** 2)
+
+
+def test_ordinal_loss_is_zero_for_collinear_ordered_noises_and_positive_otherwise():
+    g = torch.Generator().manual_seed(0)
+    p, r = torch.randn(6, 3, 8, 8, generator=g), torch.randn(6, 3, 8, 8, generator=g)
+    alpha = torch.rand(6, generator=g)[:, None, None, None]
+    between = alpha * p + (1 - alpha) * r
+    assert ordinal_loss(p, between, r).max() < 1e-6
+    beyond = 1.5 * r - 0.5 * p  # on the line, but q outside the segment: order broken
+    off = between + torch.randn(6, 3, 8, 8, generator=g)
+    assert (ordinal_loss(p, beyond, r) > 1).all() and (ordinal_loss(p, off, r) > 1).all()
+    # eq. (6) read literally (squared distances): zero at a right angle at q, not on the line
+    q = torch.zeros(1, 2)
+    assert ordinal_loss(torch.tensor([[1.0, 0]]), q, torch.tensor([[0, 1.0]]), "squared").item() == pytest.approx(0)
+    assert ordinal_loss(torch.tensor([[-1.0, 0]]), q, torch.tensor([[1.0, 0]]), "squared").item() == pytest.approx(4)
+
+
+def test_ordinal_term_is_weighted_by_t_over_T():
+    cfg = ODMConfig(ordinal_weight=1.0, timesteps=1000)
+    x = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    triples = torch.tensor([[0, 2, 3]] * 3)  # eps_2 is off the segment from eps_0 to eps_3: loss > 0
+    t = torch.tensor([0, 500, 1000])
+    out = odm_loss(StubUNet(), x, t, torch.zeros(3, dtype=torch.long), torch.zeros_like(x), triples, cfg)
+    raw = ordinal_loss(*(StubUNet()(x, t, torch.full((3,), c)).sample for c in (0, 2, 3)))
+    torch.testing.assert_close(out["ordinal"], raw * torch.tensor([0.0, 0.5, 1.0]))
+    assert out["ordinal"][0] == 0 and out["ordinal"][2] > 0
+    torch.testing.assert_close(out["loss"], out["dm"] + out["ordinal"].mean())
+    dm = odm_loss(StubUNet(), x, t, torch.zeros(3, dtype=torch.long), torch.zeros_like(x), triples, ODMConfig(ordinal_weight=0.0))
+    torch.testing.assert_close(dm["loss"], out["dm"])
+
+
+def test_guidance_scale_zero_and_one_give_the_unconditional_and_conditional_predictions():
+    unet, x, t = StubUNet(), torch.randn(2, 1, 4, 4), torch.tensor([5, 7])
+    y, null = torch.tensor([1, 2]), 5
+    cond = unet(x, t, y).sample
+    uncond = unet(x, t, torch.full_like(y, null)).sample
+    torch.testing.assert_close(guided_eps(unet, x, t, y, null, 1.0), cond)
+    torch.testing.assert_close(guided_eps(unet, x, t, y, null, 0.0), uncond)
+    torch.testing.assert_close(guided_eps(unet, x, t, y, null, 2.0), uncond + 2 * (cond - uncond))
+
+
+def test_ordered_triples_are_increasing_and_cover_all_classes():
+    tr = ordered_triples(2000, 5, torch.Generator().manual_seed(0))
+    assert ((tr[:, 0] < tr[:, 1]) & (tr[:, 1] < tr[:, 2])).all() and tr.min() == 0 and tr.max() == 4
+    assert len({tuple(row) for row in tr.tolist()}) == 10  # all C(5, 3) triples occur
+    with pytest.raises(BenchError, match="at least 3 ordered classes"):
+        ordered_triples(4, 2, torch.Generator())
+
+
+def test_odm_trains_and_samples_on_real_retinamnist(data_dir):
+    from bench.data.load import dataset_source
+    from bench.data.spec import SplitData
+    from bench.method import Budget, RunContext
+    from bench.runner import make_accelerator
+
+    bundle = dataset_source("retinamnist").load(data_dir=str(data_dir))
+    tr, va = bundle.splits["train"], bundle.splits["val"]
+    train = SplitData(tr.images[:128], tr.labels[:128], tr.ids[:128])
+    val = SplitData(va.images[:32], va.labels[:32], va.ids[:32])
+    spec = METHODS.get("odm")
+    cfg = spec.make_config({"image_size": 16, "block_out_channels": [16, 32], "layers_per_block": 1, "norm_num_groups": 8,
+                            "attention_resolution": 8, "sampling_steps": 5, "lr": 1e-3})
+    m = spec.cls(cfg, bundle.spec)
+    ctx = RunContext(make_accelerator("fp32", cpu=True)[0], 0, Budget(epochs=6, batch_size=32, eval_batch_size=64), data_dir, progress=False)
+    summary = m.fit(train, val, ctx)
+    losses = [h["val_noise_mse"] for h in summary["history"]]
+    assert losses[-1] < 0.8 * losses[0]
+    images = m.sample(np.array([0, 1, 2, 3, 4, 4]), ctx)
+    assert images.dtype == np.uint8 and images.shape == (6, 28, 28, 3)
+    again = m.sample(np.array([0, 1, 2, 3, 4, 4]), ctx)
+    assert np.array_equal(images, again)  # seeded
+    with pytest.raises(BenchError, match="at least 3 ordered classes"):
+        spec.cls(cfg, SimpleNamespace(num_classes=2, name="breastmnist", channels=1)).fit(train, val, ctx)
+    assert METHODS.get("dm").make_config().ordinal_weight == 0
