@@ -1,7 +1,9 @@
 """Suites: small declarative YAML files loaded into typed dataclasses.
 
 A suite names its datasets, methods, seeds, the reference method of its leaderboard
-and its presets. A preset is a training budget plus per-method option overrides.
+and its presets. A preset is a training budget plus per-method option overrides (and
+overrides of the suite's ``evaluation`` options, e.g. the generation suite's sample
+counts and feature extractor).
 One ``include:`` level is allowed (the included file's keys are the defaults).
 """
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Preset:
     name: str
     budget: Budget
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)  # overrides the suite's
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class Suite:
     reference: str | None
     presets: dict[str, Preset]
     path: Path
+    evaluation: dict[str, Any] = field(default_factory=dict)  # task-specific scoring options (generation)
 
     def preset(self, name: str) -> Preset:
         if name not in self.presets:
@@ -49,6 +53,9 @@ class Suite:
 
     def options_for(self, method: MethodEntry, preset: Preset) -> dict[str, Any]:
         return {**method.options, **preset.method_options.get(method.name, {})}
+
+    def evaluation_for(self, preset: Preset) -> dict[str, Any]:
+        return {**self.evaluation, **preset.evaluation}
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -72,7 +79,7 @@ def load_suite(name_or_path: str) -> Suite:
         if "include" in base:
             raise BenchError(f"{path}: included suites may not include again (one level only)")
         data = {**base, **data}
-    unknown = set(data) - {"description", "task", "datasets", "methods", "seeds", "reference", "presets"}
+    unknown = set(data) - {"description", "task", "datasets", "methods", "seeds", "reference", "presets", "evaluation"}
     if unknown:
         raise BenchError(f"suite file {path}: unknown keys {sorted(unknown)}")
     for key in ("datasets", "methods", "presets"):
@@ -86,7 +93,7 @@ def load_suite(name_or_path: str) -> Suite:
             budget = Budget(**p.get("budget", {}))
         except TypeError as exc:
             raise BenchError(f"suite file {path}: preset {pname!r}: bad budget ({exc})") from exc
-        presets[pname] = Preset(pname, budget, {k: dict(v) for k, v in (p.get("methods") or {}).items()})
+        presets[pname] = Preset(pname, budget, {k: dict(v) for k, v in (p.get("methods") or {}).items()}, dict(p.get("evaluation") or {}))
     return Suite(
         name=path.stem,
         description=data.get("description", ""),
@@ -97,4 +104,5 @@ def load_suite(name_or_path: str) -> Suite:
         reference=data.get("reference"),
         presets=presets,
         path=path,
+        evaluation=dict(data.get("evaluation") or {}),
     )

@@ -19,7 +19,9 @@ from bench.records import load_records
 from bench.registry import METRICS
 from bench.stats import paired_ttest, significance_mark, wilcoxon
 
-METRIC_ORDER = ("accuracy", "balanced_accuracy", "auroc", "f1_macro", "precision_macro", "recall_macro", "kappa_quadratic", "ece")
+METRIC_ORDER = ("accuracy", "balanced_accuracy", "auroc", "f1_macro", "precision_macro", "recall_macro", "kappa_quadratic", "ece",
+                "fid", "kid_mean", "precision", "recall")
+NOT_RANKED = {"kid_std"}  # a spread, kept in the CSV only
 TESTS = {"ttest": paired_ttest, "wilcoxon": wilcoxon}
 
 
@@ -104,7 +106,8 @@ def render_markdown(suite, records, failed, summary: pd.DataFrame, reference: st
         f"- **Code**: commit {', '.join(commits)}.",
         f"- **Statistics**: mean ± sample std over seeds on the test split (model selected on validation). "
         f"Marks: paired {'t-test' if test == 'ttest' else 'Wilcoxon signed-rank test'} over matched seeds against "
-        f"`{reference}`: *** p < 0.01, ** p < 0.05, * p < 0.1. **Best** in bold, <u>second</u> underlined; ECE: lower is better.",
+        f"`{reference}`: *** p < 0.01, ** p < 0.05, * p < 0.1. **Best** in bold, <u>second</u> underlined; "
+        f"lower is better for {', '.join(sorted({m for m in summary['metric'] if not METRICS.get(m).higher_is_better} - NOT_RANKED)) or 'none'}.",
     ]
     if failed:
         lines.append(f"- **Failed units** (not in the tables): {len(failed)}: " + ", ".join(f"{r['dataset']}/{r['method']}/seed{r['seed']}" for r in failed))
@@ -113,7 +116,8 @@ def render_markdown(suite, records, failed, summary: pd.DataFrame, reference: st
     for (preset, dataset), table in summary.groupby(["preset", "dataset"], sort=True):
         recs = [r for r in records if r["dataset"] == dataset and r["preset"] == preset]
         data = recs[0].get("data") or {}
-        metrics = [m for m in METRIC_ORDER if m in set(table["metric"])] + sorted(set(table["metric"]) - set(METRIC_ORDER))
+        present = set(table["metric"]) - NOT_RANKED
+        metrics = [m for m in METRIC_ORDER if m in present] + sorted(present - set(METRIC_ORDER))
         methods = list(dict.fromkeys(table.sort_values("method")["method"]))
         if reference in methods:
             methods.remove(reference)
@@ -136,7 +140,35 @@ def render_markdown(suite, records, failed, summary: pd.DataFrame, reference: st
             name = f"{m} (ref)" if m == reference else m
             lines.append(f"| {name} | {seeds.get(m, 0)} | " + " | ".join(cells[k].get(m, "n/a") for k in metrics) + " |")
         lines += no_reference
+        lines += per_class_fid_table(recs, methods)
     return "\n".join(lines) + "\n"
+
+
+def per_class_fid_table(records: list[dict], methods: list[str]) -> list[str]:
+    """Generation records: FID per class (mean ± std over seeds), lowest bold (ODM Fig. 4)."""
+    rows = {}
+    for r in records:
+        fid = ((r.get("per_class") or {}).get("test") or {}).get("fid")
+        if fid is not None:
+            rows.setdefault(r["method"], []).append([np.nan if v is None else v for v in fid])
+    if not rows:
+        return []
+    classes = records[0].get("class_names") or [str(i) for i in range(len(next(iter(rows.values()))[0]))]
+    n_ref = (records[0].get("per_class") or {}).get("test", {}).get("n_reference")
+    means = {m: np.nanmean(np.array(v, dtype=float), axis=0) for m, v in rows.items()}
+    stds = {m: np.nanstd(np.array(v, dtype=float), axis=0, ddof=1) if len(v) > 1 else np.full(len(classes), np.nan) for m, v in rows.items()}
+    header = [f"{c} (n={n})" for c, n in zip(classes, n_ref)] if n_ref else list(classes)
+    lines = ["", "Per-class FID (lower is better; mean ± std over seeds; n = real images of the class in the reference split):", "",
+             "| method | " + " | ".join(header) + " |", "|---|" + "---|" * len(classes)]
+    for m in [m for m in methods if m in rows]:
+        cells = []
+        for j in range(len(classes)):
+            column = [means[k][j] for k in rows if np.isfinite(means[k][j])]
+            v = means[m][j]
+            text = "n/a" if not np.isfinite(v) else (f"{v:.2f} ± {stds[m][j]:.2f}" if np.isfinite(stds[m][j]) else f"{v:.2f}")
+            cells.append(f"**{text}**" if np.isfinite(v) and len(column) > 1 and v == min(column) else text)
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_leaderboard(suite_name: str, results_dir="results", out_dir="leaderboards", reference: str | None = None, test: str = "ttest") -> list[Path]:

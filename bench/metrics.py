@@ -138,3 +138,23 @@ def per_class(labels: np.ndarray, probs: np.ndarray, task: str) -> dict[str, lis
         "recall": [float(v) for v in skm.recall_score(labels, pred, **kwargs)],
         "f1": [float(v) for v in skm.f1_score(labels, pred, **kwargs)],
     }
+
+
+# Generation metrics are computed from features by bench.fidelity (torch-fidelity); they
+# are registered here for their names, descriptions and directions (leaderboards).
+GENERATION = ("generation",)
+
+
+def _from_features(*_):
+    raise TypeError("generation metrics are computed from image features by bench.fidelity, not from probabilities")
+
+
+for _name, _text, _higher in (
+    ("fid", "Frechet distance between generated and real feature statistics (torch-fidelity; lower is better)", False),
+    ("kid_mean", "kernel (polynomial) MMD between generated and real features, mean over subsets (lower is better)", False),
+    ("kid_std", "standard deviation of KID over subsets (spread, not a score)", False),
+    ("precision", "fraction of generated images inside the real k-NN manifold (k = 3; fidelity)", True),
+    ("recall", "fraction of real images inside the generated k-NN manifold (k = 3; diversity)", True),
+):
+    metric(_name, _text, higher_is_better=_higher, tasks=GENERATION)(_from_features)
+

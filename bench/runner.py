@@ -90,6 +90,8 @@ def plan_units(suite: Suite, preset: Preset, dataset_names, methods_only, seeds,
         raise BenchError(f"no methods selected from suite {suite.name!r}")
     for entry in entries:
         spec = METHODS.get(entry.name)  # unknown names fail here, before any training
+        if spec.cls.task != suite.task:
+            raise BenchError(f"method {entry.name!r} is a {spec.cls.task} method; suite {suite.name!r} is a {suite.task} suite")
         config = config_dict(spec.make_config(suite.options_for(entry, preset)))
         chash = config_hash(entry.name, config, preset.budget)
         specs[entry.name] = spec
@@ -110,7 +112,8 @@ def check_probs(probs: np.ndarray, n: int, spec: DatasetSpec, method: str) -> np
     return probs
 
 
-def run_unit(unit: Unit, spec: MethodSpec, bundle: DatasetBundle, suite: Suite, preset: Preset, accelerator, work_dir: Path, progress: bool) -> dict[str, Any]:
+def run_unit(unit: Unit, spec: MethodSpec, bundle: DatasetBundle, suite: Suite, preset: Preset, accelerator, work_dir: Path,
+             progress: bool, extractors: dict | None = None) -> dict[str, Any]:
     from accelerate.utils import set_seed
 
     set_seed(unit.seed, deterministic=True)
@@ -124,32 +127,64 @@ def run_unit(unit: Unit, spec: MethodSpec, bundle: DatasetBundle, suite: Suite, 
     t0 = time.perf_counter()
     selection = method.fit(splits["train"], splits["val"], ctx) or {}
     train_s = time.perf_counter() - t0
+    if method.task == "generation":
+        scored = score_generation(method, bundle, suite, preset, ctx, work_dir, extractors if extractors is not None else {})
+    else:
+        scored = score_classification(method, bundle, unit, ctx)
+    seen = selection.get("train_images_seen", 0)
+    n_out, out_s = scored.pop("_throughput")
+    return {
+        **scored,
+        "selection": selection,
+        "timings": {
+            "train_s": train_s,
+            "train_images_per_s": seen / selection.get("train_compute_s", train_s) if seen else None,
+            "inference_images_per_s": n_out / out_s if out_s > 0 else None,
+        },
+        "memory": peak_memory(accelerator.device),
+    }
+
+
+def score_classification(method, bundle: DatasetBundle, unit: Unit, ctx: RunContext) -> dict[str, Any]:
+    """Predict val and test; metrics, per-class metrics, method extras, arrays."""
+    splits, task = bundle.splits, bundle.spec.task
     probs, extras, infer_s = {}, {}, 0.0
     for s in ("val", "test"):
         t1 = time.perf_counter()
         probs[s] = check_probs(method.predict(splits[s], ctx), len(splits[s]), bundle.spec, unit.method)
         infer_s = time.perf_counter() - t1  # the test split's time is the one reported
         extras[s] = dict(method.extras)
-    task = bundle.spec.task
     arrays = {}
     for s in ("val", "test"):
         arrays[f"{s}_probs"] = probs[s].astype(np.float32)
         arrays[f"{s}_labels"] = splits[s].labels
         arrays[f"{s}_ids"] = np.array(splits[s].ids)
         arrays.update({f"{s}_{name}": np.asarray(v) for name, v in extras[s].items()})
-    seen = selection.get("train_images_seen", 0)
     return {
         "metrics": {s: compute_all(splits[s].labels, probs[s], task) for s in ("val", "test")},
         "per_class": {"test": per_class(splits["test"].labels, probs["test"], task)},
-        "selection": selection,
         "extras": {s: {name: float(np.mean(v)) for name, v in extras[s].items()} for s in ("val", "test") if extras[s]},
-        "timings": {
-            "train_s": train_s,
-            "train_images_per_s": seen / selection.get("train_compute_s", train_s) if seen else None,
-            "inference_images_per_s": len(splits["test"]) / infer_s if infer_s > 0 else None,
-        },
-        "memory": peak_memory(accelerator.device),
         "_arrays": arrays,
+        "_throughput": (len(splits["test"]), infer_s),
+    }
+
+
+def score_generation(method, bundle: DatasetBundle, suite: Suite, preset: Preset, ctx: RunContext, work_dir: Path,
+                     extractors: dict) -> dict[str, Any]:
+    """Sample and score against the reference split with the dataset's shared extractor."""
+    from bench.generation import GenerationEval, evaluate_generator, feature_extractor
+
+    settings = GenerationEval.from_options(suite.evaluation_for(preset))
+    key = (bundle.spec.name, bundle.split_hash, settings)
+    if key not in extractors:
+        extractors[key] = feature_extractor(settings, bundle, ctx.accelerator, work_dir / "cache", ctx.log)
+    result = evaluate_generator(method, bundle, ctx, settings, extractors[key])
+    return {
+        "metrics": result["metrics"],
+        "per_class": result["per_class"],
+        "evaluation": result["evaluation"],
+        "_arrays": result["arrays"],
+        "_throughput": (result["evaluation"]["n_generated"], result["sample_s"]),
     }
 
 
@@ -219,11 +254,11 @@ def run_suite(
     log(f"suite {suite.name} / preset {preset.name}: {len(units)} units, {len(units) - len(pending)} complete, "
         f"{len(pending)} to run on {accelerator.num_processes} process(es) [{accelerator.device}, {precision}]")
     env = environment(accelerator.device, precision, accelerator.num_processes)
-    outcomes = []
+    outcomes, extractors = [], {}
     bar = tqdm(mine, desc=f"rank {accelerator.process_index}" if accelerator.num_processes > 1 else "units", disable=None if progress else True, dynamic_ncols=True)
     for unit in bar:
         bar.set_postfix_str(unit.label)
-        outcomes.append(_run_and_record(unit, specs[unit.method], bundles.get(unit.dataset), data_errors.get(unit.dataset), suite, preset, accelerator, env, work_dir, progress))
+        outcomes.append(_run_and_record(unit, specs[unit.method], bundles.get(unit.dataset), data_errors.get(unit.dataset), suite, preset, accelerator, env, work_dir, progress, extractors))
         tqdm.write(rank + _outcome_line(outcomes[-1]))
     accelerator.wait_for_everyone()
     gathered = gather_object(outcomes) if accelerator.num_processes > 1 else outcomes
@@ -231,14 +266,14 @@ def run_suite(
     return skipped + list(gathered)
 
 
-def _run_and_record(unit, spec, bundle, data_error, suite, preset, accelerator, env, work_dir, progress) -> dict[str, Any]:
+def _run_and_record(unit, spec, bundle, data_error, suite, preset, accelerator, env, work_dir, progress, extractors=None) -> dict[str, Any]:
     started = now()
     t0 = time.perf_counter()
     record = base_record(unit, suite, preset, bundle, {**env, "started": started})
     try:
         if bundle is None:
             raise DataError(data_error)
-        result = run_unit(unit, spec, bundle, suite, preset, accelerator, work_dir, progress)
+        result = run_unit(unit, spec, bundle, suite, preset, accelerator, work_dir, progress, extractors)
         arrays = result.pop("_arrays")
         result["timings"]["wall_s"] = time.perf_counter() - t0
         record.update(status="ok", error=None, **result)
@@ -261,6 +296,5 @@ def _run_and_record(unit, spec, bundle, data_error, suite, preset, accelerator, 
 def _outcome_line(o: dict[str, Any]) -> str:
     if o["status"] != "ok":
         return f"  FAILED {o['unit']}: {o['error']}"
-    t = o["test"]
-    acc, auroc = (float("nan") if t.get(k) is None else t[k] for k in ("accuracy", "auroc"))
-    return f"  ok {o['unit']}: test acc {acc:.3f} auroc {auroc:.3f} ({o['wall_s']:.0f}s)"
+    shown = [f"{k} {o['test'][k]:.3f}" for k in ("accuracy", "auroc", "fid", "precision", "recall") if o["test"].get(k) is not None]
+    return f"  ok {o['unit']}: test {', '.join(shown) or 'n/a'} ({o['wall_s']:.0f}s)"

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from bench.data.spec import SplitData
 from bench.errors import BenchError
+from bench.images import save_class_grid
 from bench.method import ClassificationMethod, MethodSpec, RunContext, config_dict, register_method
 from bench.registry import METHODS
 from bench.training import batches, from_device_batch, plan_steps, to_device_batch, train_loop
@@ -614,22 +615,6 @@ def synthetic_counts(counts: np.ndarray, balance: float, add_per_class: list[int
     return np.maximum(target - counts, 0)
 
 
-def save_grid(images: np.ndarray, labels: np.ndarray, path, per_class: int = 8) -> None:
-    """A PNG with one row of up to `per_class` images per class present."""
-    from PIL import Image
-
-    rows = []
-    size, ch = images.shape[1], images.shape[3]
-    for c in np.unique(labels):
-        pick = images[labels == c][:per_class]
-        row = np.zeros((size, per_class * size, ch), dtype=np.uint8)
-        for i, im in enumerate(pick):
-            row[:, i * size:(i + 1) * size] = im
-        rows.append(row)
-    grid = np.concatenate(rows, axis=0)
-    Image.fromarray(grid[..., 0] if ch == 1 else grid).save(path)
-
-
 @dataclass
 class SynConfig:
     base: str = "resnet18"  # the wrapped method's registry name
@@ -692,9 +677,7 @@ class SynAugmented(ClassificationMethod):
                 "counts_after": np.bincount(augmented.labels, minlength=self.spec.num_classes).tolist(),
                 "sampler": cfg.sampler, "steps": cfg.sampling_steps, "cache": cache, "stage1": stage1}
         if ctx.artifact_stem is not None and len(labels):
-            grid = ctx.artifact_stem.parent / f"{ctx.artifact_stem.name}.synthetic.png"
-            grid.parent.mkdir(parents=True, exist_ok=True)
-            save_grid(images, labels, grid)
+            grid = save_class_grid(images, labels, ctx.artifact_stem.parent / f"{ctx.artifact_stem.name}.synthetic.png")
             info["samples_png"] = grid.name
         return augmented, info
 
