@@ -26,6 +26,13 @@ Schema (``schema_version`` "1.0"), top-level keys of the JSON:
   processes, python, platform, host, started/finished (UTC ISO), command line
 - ``predictions``: file name of the .npz (keys ``{split}_probs``, ``{split}_labels``,
   ``{split}_ids`` for val and test, and ``{split}_{extra}`` for each extra)
+
+Generation units (task "generation" suites) keep the same layout: ``metrics.test``
+holds FID, KID (mean, std), precision and recall of the generated images against the
+test split; ``per_class.test`` the FID per class and the image counts;
+``evaluation`` the scoring options and ``extractor_info`` (name, version = weights
+hash, what it was trained on); the .npz holds ``generated_images`` (uint8) and
+``generated_labels``.
 """
 from __future__ import annotations
 
