@@ -17,12 +17,7 @@ from methods.label_diffusion import ddpm_scheduler
 TINY_STAGE1 = {"patch_size": 4, "dim": 32, "depth": 2, "heads": 2, "epochs": 1, "batch_size": 16, "eval_every": 1}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_unet(num_classes=3, size=8, chans=1, **kw):

@@ -11,12 +11,7 @@ from bench.registry import METHODS
 from methods.odm import ODMConfig, guided_eps, odm_loss, ordered_triples, ordinal_loss
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class StubUNet(torch.nn.Module):
