@@ -153,14 +153,15 @@ def test_classification_suite_lists_dcube_and_a_syn_variant_sharing_stage1_optio
 
     suite = load_suite("classification")
     entries = {m.name: m for m in suite.methods}
-    assert {"dcube", "syn:resnet18"} <= set(entries)
+    assert {"dcube", "syn:resnet18", "syn:vit_tiny_patch16_224"} <= set(entries)
     for preset in ("smoke", "full"):
         p = suite.preset(preset)
         dcube = METHODS.get("dcube").make_config(suite.options_for(entries["dcube"], p))
-        syn = METHODS.get("syn:resnet18").make_config(suite.options_for(entries["syn:resnet18"], p))
-        base = METHODS.get("resnet18").make_config(suite.options_for(entries["resnet18"], p))
-        assert dcube.stage1 == syn.stage1  # one cached stage-1 model serves both
-        assert syn.base_options == config_dict(base)  # +Syn trains the suite's own resnet18
+        for base_name in ("resnet18", "vit_tiny_patch16_224"):
+            syn = METHODS.get(f"syn:{base_name}").make_config(suite.options_for(entries[f"syn:{base_name}"], p))
+            base = METHODS.get(base_name).make_config(suite.options_for(entries[base_name], p))
+            assert dcube.stage1 == syn.stage1  # one cached stage-1 model serves all
+            assert syn.base_options == config_dict(base)  # +Syn trains the suite's own baseline
 
 
 @pytest.mark.slow
