@@ -23,3 +23,16 @@ def save_class_grid(images: np.ndarray, labels: np.ndarray, path: Path, per_clas
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid[..., 0] if ch == 1 else grid).save(path)
     return path
+
+
+def save_strip(rows: list[np.ndarray], path: Path) -> Path:
+    """Float images [N, H, W, C] on [0, 1], one row per array (e.g. input, output,
+    target), N columns; values outside [0, 1] are clipped for display."""
+    from PIL import Image
+
+    tiles = [np.concatenate(list(np.clip(r, 0, 1)), axis=1) for r in rows]
+    grid = (np.concatenate(tiles, axis=0) * 255).round().astype(np.uint8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
+    return path

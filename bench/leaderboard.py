@@ -20,7 +20,7 @@ from bench.registry import METRICS
 from bench.stats import paired_ttest, significance_mark, wilcoxon
 
 METRIC_ORDER = ("accuracy", "balanced_accuracy", "auroc", "f1_macro", "precision_macro", "recall_macro", "kappa_quadratic", "ece",
-                "fid", "kid_mean", "precision", "recall")
+                "fid", "kid_mean", "precision", "recall", "rmse", "nmae", "psnr", "ssim")
 NOT_RANKED = {"kid_std"}  # a spread, kept in the CSV only
 TESTS = {"ttest": paired_ttest, "wilcoxon": wilcoxon}
 
@@ -129,7 +129,7 @@ def render_markdown(suite, records, failed, summary: pd.DataFrame, reference: st
             "",
             f"## {dataset} ({preset}){' — SYNTHETIC' if data.get('synthetic') else ''}",
             "",
-            f"Task {recs[0].get('task')}, {len(recs[0].get('class_names') or [])} classes; n = {data.get('n')}; split hash "
+            f"Task {recs[0].get('task')}, {_task_detail(recs[0])}; n = {data.get('n')}; split hash "
             f"`{data.get('split_hash')}`; exact duplicates across splits: {data.get('duplicates_across_splits')}; "
             f"files: {', '.join(f'{Path(k).name} (MD5 {v})' for k, v in (data.get('files') or {}).items()) or 'generated'}.",
             "",
@@ -141,7 +141,49 @@ def render_markdown(suite, records, failed, summary: pd.DataFrame, reference: st
             lines.append(f"| {name} | {seeds.get(m, 0)} | " + " | ".join(cells[k].get(m, "n/a") for k in metrics) + " |")
         lines += no_reference
         lines += per_class_fid_table(recs, methods)
+    if any(r.get("task") == "restoration" for r in records):
+        lines += survey_layout(summary, reference)
     return "\n".join(lines) + "\n"
+
+
+def _task_detail(record: dict) -> str:
+    if record.get("task") == "restoration":
+        return f"degradation {(record.get('evaluation') or {}).get('degradation')}, scores per image patch"
+    return f"{len(record.get('class_names') or [])} classes"
+
+
+def survey_layout(summary: pd.DataFrame, reference: str | None) -> list[str]:
+    """The survey's Tables 9 and 12 layout: methods x (dataset: NMAE|RMSE, PSNR, SSIM),
+    means over seeds, best of each column bold."""
+    lines = []
+    for title, metrics in (("Table 12 layout (denoising): RMSE, PSNR, SSIM", ("rmse", "psnr", "ssim")),
+                           ("Table 9 layout: NMAE, PSNR, SSIM", ("nmae", "psnr", "ssim"))):
+        table = summary[summary["metric"].isin(metrics)]
+        if table.empty:
+            continue
+        keys = sorted(set(zip(table["preset"], table["dataset"])))
+        methods = list(dict.fromkeys(table.sort_values("method")["method"]))
+        if reference in methods:
+            methods.remove(reference)
+            methods.insert(0, reference)
+        head = " | ".join(f"{d} ({p}) {m.upper()}" for p, d in keys for m in metrics)
+        lines += ["", f"## Survey {title}", "", f"| method | {head} |", "|---|" + "---|" * (len(keys) * len(metrics))]
+        best = {}
+        for (p, d) in keys:
+            for m in metrics:
+                col = table[(table["preset"] == p) & (table["dataset"] == d) & (table["metric"] == m)].set_index("method")["mean"]
+                if col.notna().any():
+                    best[(p, d, m)] = col.max() if METRICS.get(m).higher_is_better else col.min()
+        for meth in methods:
+            cells = []
+            for (p, d) in keys:
+                for m in metrics:
+                    row = table[(table["preset"] == p) & (table["dataset"] == d) & (table["metric"] == m) & (table["method"] == meth)]
+                    v = row["mean"].iloc[0] if len(row) else np.nan
+                    text = "n/a" if not np.isfinite(v) else (f"{v:.2f}" if m == "psnr" else f"{v:.4f}" if m == "rmse" else f"{v:.3f}")
+                    cells.append(f"**{text}**" if np.isfinite(v) and v == best.get((p, d, m)) else text)
+            lines.append(f"| {meth}{' (ref)' if meth == reference else ''} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def per_class_fid_table(records: list[dict], methods: list[str]) -> list[str]:

@@ -3,7 +3,8 @@
 A method is a class with a typed ``Config`` dataclass (defaults = the paper's values)
 and a task. Classification methods implement ``fit(train, val, ctx)`` (model selection
 on ``val`` only, never on test) and ``predict(split, ctx) -> probabilities [N, C]``;
-generation methods ``fit`` and ``sample(labels, ctx) -> uint8 images``.
+generation methods ``fit`` and ``sample(labels, ctx) -> uint8 images``; restoration
+methods ``fit`` on paired patches and ``restore(inputs, ctx) -> images``.
 """
 from __future__ import annotations
 
@@ -87,6 +88,20 @@ class GenerationMethod(Method):
         raise NotImplementedError
 
     def sample(self, labels: np.ndarray, ctx: RunContext) -> np.ndarray:
+        raise NotImplementedError
+
+
+class RestorationMethod(Method):
+    """Image-to-image methods (denoising, modality conversion): ``fit`` on paired
+    patches (selection on ``val`` only), then ``restore(inputs)`` -> outputs, float
+    [N, H, W, C] on the data range [0, 1]."""
+
+    task = "restoration"
+
+    def fit(self, train, val, ctx: RunContext) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def restore(self, inputs: np.ndarray, ctx: RunContext) -> np.ndarray:
         raise NotImplementedError
 
 

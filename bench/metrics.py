@@ -146,7 +146,7 @@ GENERATION = ("generation",)
 
 
 def _from_features(*_):
-    raise TypeError("generation metrics are computed from image features by bench.fidelity, not from probabilities")
+    raise TypeError("generation and restoration metrics are computed from images (bench.fidelity, bench.image_quality), not from probabilities")
 
 
 for _name, _text, _higher in (
@@ -157,4 +157,13 @@ for _name, _text, _higher in (
     ("recall", "fraction of real images inside the generated k-NN manifold (k = 3; diversity)", True),
 ):
     metric(_name, _text, higher_is_better=_higher, tasks=GENERATION)(_from_features)
+
+# Restoration metrics are computed per image by bench.image_quality (scikit-image).
+for _name, _text, _higher in (
+    ("psnr", "peak signal-to-noise ratio in dB on the declared data range (scikit-image)", True),
+    ("ssim", "structural similarity (scikit-image, 7 px window, per channel)", True),
+    ("nmae", "mean absolute error / data range (lower is better)", False),
+    ("rmse", "root mean squared error in data-range units (lower is better)", False),
+):
+    metric(_name, _text, higher_is_better=_higher, tasks=("restoration",))(_from_features)
 

@@ -129,6 +129,10 @@ def run_unit(unit: Unit, spec: MethodSpec, bundle: DatasetBundle, suite: Suite, 
     train_s = time.perf_counter() - t0
     if method.task == "generation":
         scored = score_generation(method, bundle, suite, preset, ctx, work_dir, extractors if extractors is not None else {})
+    elif method.task == "restoration":
+        from bench.restoration import score_restoration_unit
+
+        scored = score_restoration_unit(method, bundle, ctx)
     else:
         scored = score_classification(method, bundle, unit, ctx)
     seen = selection.get("train_images_seen", 0)
@@ -296,5 +300,6 @@ def _run_and_record(unit, spec, bundle, data_error, suite, preset, accelerator, 
 def _outcome_line(o: dict[str, Any]) -> str:
     if o["status"] != "ok":
         return f"  FAILED {o['unit']}: {o['error']}"
-    shown = [f"{k} {o['test'][k]:.3f}" for k in ("accuracy", "auroc", "fid", "precision", "recall") if o["test"].get(k) is not None]
+    shown = [f"{k} {o['test'][k]:.3f}" for k in ("accuracy", "auroc", "fid", "precision", "recall", "psnr", "ssim")
+             if o["test"].get(k) is not None]
     return f"  ok {o['unit']}: test {', '.join(shown) or 'n/a'} ({o['wall_s']:.0f}s)"

@@ -4,6 +4,7 @@ These methods diffuse the *label* (a one-hot or multi-hot vector, or a grid of t
 not the image. Shared here, so each method file only holds what is its own:
 
 - noise schedules (diffusers schedulers) and forward noising with per-element timesteps;
+  the diffusers DDPM U-Net of the image-diffusion methods (ODM, the restoration denoiser);
 - ``TimeScaledMLP``: the CARD head (linear layers scaled by a learned embedding of t,
   BatchNorm, softplus, image feature multiplied in after the first layer), which the
   DiffMIC-v2 authors also use point-wise on their N_p x N_p grid;
@@ -46,6 +47,22 @@ def ddpm_scheduler(timesteps: int, beta_start: float, beta_end: float):
 
     return DDPMScheduler(num_train_timesteps=timesteps, beta_start=beta_start, beta_end=beta_end,
                          beta_schedule="linear", clip_sample=False, variance_type="fixed_small")
+
+
+def diffusers_unet(size: int, in_channels: int, out_channels: int, block_out_channels, layers_per_block: int,
+                   attention_resolution: int, norm_num_groups: int, dropout: float, num_class_embeds: int | None = None):
+    """Ho et al.'s DDPM U-Net as diffusers ``UNet2DModel``: residual blocks, self-attention
+    at the level whose feature map is `attention_resolution` px, optional class embeddings."""
+    from diffusers import UNet2DModel
+
+    attn = [size // 2 ** i == attention_resolution for i in range(len(block_out_channels))]
+    return UNet2DModel(
+        sample_size=size, in_channels=in_channels, out_channels=out_channels, layers_per_block=layers_per_block,
+        block_out_channels=tuple(block_out_channels), norm_num_groups=norm_num_groups, dropout=dropout,
+        down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attn),
+        up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)),
+        num_class_embeds=num_class_embeds,
+    )
 
 
 def q_sample(alphas_cumprod: torch.Tensor, y0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

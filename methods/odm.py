@@ -31,7 +31,7 @@ from bench.data.spec import SplitData
 from bench.errors import BenchError
 from bench.method import GenerationMethod, RunContext, register_method
 from bench.training import batches, from_device_batch, plan_steps, to_device_batch, train_loop
-from methods.label_diffusion import ddim_scheduler, ddpm_scheduler, q_sample
+from methods.label_diffusion import ddim_scheduler, ddpm_scheduler, diffusers_unet, q_sample
 
 
 @dataclass
@@ -64,18 +64,9 @@ class ODMConfig:
 
 
 def build_unet(cfg: ODMConfig, channels: int, num_classes: int) -> nn.Module:
-    """diffusers UNet2DModel with num_classes + 1 class embeddings (the last = null)."""
-    from diffusers import UNet2DModel
-
-    levels = len(cfg.block_out_channels)
-    attn = [cfg.image_size // 2 ** i == cfg.attention_resolution for i in range(levels)]
-    return UNet2DModel(
-        sample_size=cfg.image_size, in_channels=channels, out_channels=channels, layers_per_block=cfg.layers_per_block,
-        block_out_channels=cfg.block_out_channels, norm_num_groups=cfg.norm_num_groups, dropout=cfg.dropout,
-        down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attn),
-        up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)),
-        num_class_embeds=num_classes + 1,
-    )
+    """The class-conditional U-Net, num_classes + 1 class embeddings (the last = null)."""
+    return diffusers_unet(cfg.image_size, channels, channels, cfg.block_out_channels, cfg.layers_per_block,
+                          cfg.attention_resolution, cfg.norm_num_groups, cfg.dropout, num_class_embeds=num_classes + 1)
 
 
 def ordinal_loss(eps_p: torch.Tensor, eps_q: torch.Tensor, eps_r: torch.Tensor, distance: str = "l2") -> torch.Tensor:

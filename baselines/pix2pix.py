@@ -1,0 +1,148 @@
+"""Pix2pix (Isola et al., CVPR 2017): a U-Net generator (4x4 stride-2 convs, skips,
+dropout 0.5 in the three innermost decoder blocks) and a PatchGAN discriminator on
+(input, output) pairs, trained with the GAN (binary cross-entropy) loss plus
+lambda_L1 = 100 times the L1 distance to the target; Adam 2e-4, betas (0.5, 0.999).
+The U-Net's depth follows the patch size (down to 1 x 1), so 32 px patches have 5
+levels where the paper's 256 px images have 8. Weights are selected on validation PSNR.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from bench.errors import BenchError, TrainingError
+from bench.method import RestorationMethod, RunContext, register_method
+from bench.restoration import restore_batched, to_device, validation_psnr
+from bench.training import batches, plan_steps
+
+
+@dataclass
+class Pix2pixConfig:
+    width: int = 64
+    lambda_l1: float = 100.0
+    lr: float = 2e-4
+    betas: tuple = (0.5, 0.999)
+    disc_layers: int = 3  # PatchGAN depth (3 = the paper's 70 x 70 receptive field)
+    eval_every: int = 1
+
+
+class UNetGenerator(nn.Module):
+    def __init__(self, channels: int, size: int, width: int):
+        super().__init__()
+        levels = int(math.log2(size))
+        if 2 ** levels != size or levels < 2:
+            raise BenchError(f"pix2pix: patch size must be a power of two >= 4, got {size}")
+        chans = [min(width * 2 ** i, width * 8) for i in range(levels)]
+        self.down = nn.ModuleList()
+        cin = channels
+        for i, c in enumerate(chans):
+            layers = [nn.LeakyReLU(0.2)] if i else []
+            layers.append(nn.Conv2d(cin, c, 4, stride=2, padding=1, bias=False))
+            if 0 < i < levels - 1:
+                layers.append(nn.BatchNorm2d(c))
+            self.down.append(nn.Sequential(*layers))
+            cin = c
+        self.up = nn.ModuleList()
+        for i in reversed(range(levels)):
+            cout = chans[i - 1] if i else channels
+            cin_up = chans[i] if i == levels - 1 else 2 * chans[i]
+            layers = [nn.ReLU(), nn.ConvTranspose2d(cin_up, cout, 4, stride=2, padding=1, bias=i == 0)]
+            if i:
+                layers.append(nn.BatchNorm2d(cout))
+                if i >= levels - 3:
+                    layers.append(nn.Dropout(0.5))
+            else:
+                layers.append(nn.Tanh())
+            self.up.append(nn.Sequential(*layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+        skips.pop()
+        for i, block in enumerate(self.up):
+            x = block(x if i == 0 else torch.cat([x, skips.pop()], dim=1))
+        return x
+
+
+class PatchDiscriminator(nn.Module):
+    def __init__(self, channels: int, width: int, layers: int):
+        super().__init__()
+        mods = [nn.Conv2d(2 * channels, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+        c = width
+        for i in range(1, layers):
+            n = min(width * 2 ** i, width * 8)
+            mods += [nn.Conv2d(c, n, 4, stride=2 if i < layers - 1 else 1, padding=1, bias=False), nn.BatchNorm2d(n), nn.LeakyReLU(0.2)]
+            c = n
+        mods.append(nn.Conv2d(c, 1, 4, stride=1, padding=1))
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([x, y], dim=1))
+
+
+@register_method("pix2pix", "Pix2pix: U-Net generator + PatchGAN, GAN + 100 x L1 loss")
+class Pix2pix(RestorationMethod):
+    Config = Pix2pixConfig
+
+    def fit(self, train, val, ctx: RunContext) -> dict:
+        cfg, ch = self.config, self.spec.channels
+        self.G = UNetGenerator(ch, self.spec.size, cfg.width).to(ctx.device)
+        D = PatchDiscriminator(ch, cfg.width, cfg.disc_layers).to(ctx.device)
+        opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+        opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+        budget = ctx.budget
+        total, epochs = plan_steps(len(train), budget.batch_size, budget.epochs, budget.max_steps)
+        gen = torch.Generator().manual_seed(ctx.seed + 47)
+        bce = F.binary_cross_entropy_with_logits
+        best = {"psnr": -math.inf, "epoch": None, "state": None}
+        history, step, seen, t0 = [], 0, 0, time.perf_counter()
+        for epoch in range(epochs):
+            self.G.train(), D.train()
+            losses = []
+            for idx in batches(len(train), budget.batch_size, gen, drop_last=len(train) > budget.batch_size):
+                if step >= total:
+                    break
+                x = to_device(train.inputs[idx], ctx.device) * 2 - 1  # the GAN works on [-1, 1]
+                y = to_device(train.targets[idx], ctx.device) * 2 - 1
+                with ctx.accelerator.autocast():
+                    fake = self.G(x)
+                    real_logits, fake_logits = D(x, y), D(x, fake.detach())
+                    d_loss = 0.5 * (bce(real_logits, torch.ones_like(real_logits)) + bce(fake_logits, torch.zeros_like(fake_logits)))
+                opt_d.zero_grad(set_to_none=True)
+                ctx.accelerator.backward(d_loss)
+                opt_d.step()
+                with ctx.accelerator.autocast():
+                    logits = D(x, fake)
+                    g_loss = bce(logits, torch.ones_like(logits)) + cfg.lambda_l1 * F.l1_loss(fake.float(), y)
+                opt_g.zero_grad(set_to_none=True)
+                ctx.accelerator.backward(g_loss)
+                opt_g.step()
+                if not (torch.isfinite(d_loss) and torch.isfinite(g_loss)):
+                    raise TrainingError(f"pix2pix: loss became non-finite (D {d_loss.item()}, G {g_loss.item()}) at step {step + 1}")
+                losses.append((d_loss.item(), g_loss.item()))
+                step += 1
+                seen += len(idx)
+            entry = {"epoch": epoch + 1, "d_loss": float(np.mean([l[0] for l in losses])) if losses else None,
+                     "g_loss": float(np.mean([l[1] for l in losses])) if losses else None}
+            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == epochs:
+                entry["val_psnr"] = validation_psnr(lambda a: self.restore(a, ctx), val)
+                if entry["val_psnr"] > best["psnr"]:
+                    best = {"psnr": entry["val_psnr"], "epoch": epoch + 1, "state": copy.deepcopy(self.G.state_dict())}
+            history.append(entry)
+        self.G.load_state_dict(best["state"])
+        self.G.eval()
+        return {"selection_metric": "psnr", "best_epoch": best["epoch"], "best_val_value": best["psnr"], "epochs_run": epochs,
+                "steps": step, "train_images_seen": seen, "train_compute_s": time.perf_counter() - t0, "history": history}
+
+    def restore(self, inputs: np.ndarray, ctx: RunContext) -> np.ndarray:
+        self.G.eval()
+        return restore_batched(lambda x: (self.G(x * 2 - 1) + 1) / 2, inputs, ctx)

@@ -1,0 +1,115 @@
+"""Restoration: paired data from real images with a declared degradation, splits by
+source image, per-image PSNR/SSIM/NMAE/RMSE (scikit-image), each method improving on
+the noisy input after a short run, and the suite end to end."""
+import json
+
+import numpy as np
+import pytest
+
+from bench.data.load import load_bundle
+from bench.errors import DataError
+from bench.image_quality import per_image_quality
+from bench.registry import METHODS
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+BREAST_NOISY = {"name": "breast_g20", "loader": "paired", "images": ["medmnist:breastmnist"],
+                "degradation": {"kind": "gaussian", "sigma": 0.2}, "patch": 16, "train_stride": 12, "max_patches_per_image": 4}
+TINY = {"dncnn": {"depth": 6, "width": 32},
+        "pix2pix": {"width": 16},
+        "diffusion_restorer": {"block_out_channels": [32, 64, 64], "layers_per_block": 1, "norm_num_groups": 8,
+                               "sampling_steps": 10, "eval_every": 10, "lr": 5e-4}}
+
+
+def test_psnr_ssim_agree_with_scikit_image_and_nmae_rmse_follow_their_definitions():
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    g = np.random.default_rng(0)
+    target = g.random((3, 16, 16, 1))
+    output = np.clip(target + g.normal(0, 0.05, target.shape), 0, 1)
+    q = per_image_quality(output, target, data_range=1.0)
+    for i in range(3):
+        assert q["psnr"][i] == pytest.approx(peak_signal_noise_ratio(target[i], output[i], data_range=1.0))
+        assert q["psnr"][i] == pytest.approx(10 * np.log10(1 / np.mean((output[i] - target[i]) ** 2)))
+        assert q["ssim"][i] == pytest.approx(structural_similarity(target[i], output[i], data_range=1.0, channel_axis=-1, win_size=7))
+        assert q["nmae"][i] == pytest.approx(np.abs(output[i] - target[i]).mean())
+        assert q["rmse"][i] == pytest.approx(np.sqrt(np.mean((output[i] - target[i]) ** 2)))
+    with np.errstate(divide="ignore"):  # PSNR of a perfect restoration is infinite
+        assert per_image_quality(target, target)["ssim"] == pytest.approx(1.0)
+    assert per_image_quality(2 * output, 2 * target, data_range=2.0)["psnr"] == pytest.approx(q["psnr"])
+
+
+def test_identity_restoration_scores_the_degradations_own_psnr():
+    bundle = load_bundle({"name": "pkg", "loader": "paired", "images": ["skimage"], "degradation": {"kind": "gaussian", "sigma": 0.1},
+                          "patch": 32, "max_patches_per_image": 16})
+    test = bundle.splits["test"]
+    identity = METHODS.get("identity").cls(None, bundle.spec).restore(test.inputs, None)
+    psnr = per_image_quality(identity, test.targets)["psnr"]
+    assert psnr.mean() == pytest.approx(20.0, abs=0.3)  # sigma 0.1 of the data range: 20 log10(1 / 0.1) dB
+
+
+def test_splits_keep_every_source_image_and_its_patches_out_of_training():
+    bundle = load_bundle({"name": "pkg", "loader": "paired", "images": ["skimage", "pydicom"],
+                          "degradation": {"kind": "poisson", "peak": 30}, "patch": 32, "train_stride": 16})
+    images = {s: set(split.images) for s, split in bundle.splits.items()}
+    assert all(images.values()) and not (images["train"] & images["test"]) and not (images["train"] & images["val"])
+    assert bundle.duplicates_across_splits == 0
+    # pydicom's MR slice in seven encodings is one image: no pixel-identical patch in two splits
+    hashes = {s: {t.tobytes() for t in split.targets} for s, split in bundle.splits.items()}
+    assert not (hashes["train"] & hashes["test"]) and not (hashes["train"] & hashes["val"])
+    again = load_bundle({"name": "pkg", "loader": "paired", "images": ["skimage", "pydicom"],
+                         "degradation": {"kind": "poisson", "peak": 30}, "patch": 32, "train_stride": 16})
+    assert again.split_hash == bundle.split_hash  # deterministic, noise included
+    with pytest.raises(DataError, match="declared degradation"):
+        load_bundle({"name": "x", "loader": "paired", "images": ["skimage"]})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,steps", [("dncnn", 40), ("pix2pix", 150), ("diffusion_restorer", 60)])
+def test_a_short_training_run_improves_psnr_over_the_noisy_input(name, steps, data_dir):
+    from pathlib import Path
+
+    from bench.data.paired import PairedSplit
+    from bench.method import Budget, RunContext
+    from bench.runner import make_accelerator
+
+    bundle = load_bundle(BREAST_NOISY, data_dir=str(data_dir))
+    tr, va, te = bundle.splits["train"], bundle.splits["val"], bundle.splits["test"]
+    train = PairedSplit(tr.inputs[:1024], tr.targets[:1024], tr.ids[:1024], tr.images[:1024])
+    val = PairedSplit(va.inputs[:32], va.targets[:32], va.ids[:32], va.images[:32])
+    spec = METHODS.get(name)
+    method = spec.cls(spec.make_config(TINY[name]), bundle.spec)
+    ctx = RunContext(make_accelerator("fp32", cpu=True)[0], 0, Budget(epochs=5, batch_size=32, eval_batch_size=256, max_steps=steps),
+                     Path(data_dir), progress=False)
+    method.fit(train, val, ctx)
+    held_out = te.inputs[:64]
+    noisy = per_image_quality(held_out, te.targets[:64])["psnr"].mean()
+    restored = per_image_quality(method.restore(held_out, ctx), te.targets[:64])["psnr"].mean()
+    assert restored > noisy + 0.5, (name, noisy, restored)
+
+
+@pytest.mark.slow
+def test_restoration_suite_records_per_image_scores_strips_and_the_survey_layout(data_dir, tmp_path):
+    from bench.leaderboard import write_leaderboard
+    from bench.runner import run_suite
+
+    suite = tmp_path / "rest.yaml"
+    suite.write_text(json.dumps({
+        "description": "tiny restoration", "task": "restoration", "seeds": [0], "reference": "dncnn",
+        "datasets": [{**BREAST_NOISY, "max_patches_per_image": 1}],
+        "methods": [{"name": "dncnn", "options": TINY["dncnn"]}, "identity"],
+        "presets": {"smoke": {"budget": {"epochs": 1, "batch_size": 32, "eval_batch_size": 256, "max_steps": 5}}},
+    }))
+    outcomes = run_suite(str(suite), results_dir=tmp_path / "results", work_dir=tmp_path / "runs", progress=False)
+    assert [o["status"] for o in outcomes] == ["ok", "ok"], outcomes
+    path = next((tmp_path / "results").rglob("identity/*/seed0.json"))
+    rec = json.loads(path.read_text())
+    assert rec["metrics"]["test"]["psnr"] == pytest.approx(rec["evaluation"]["input_scores_test"]["psnr"])
+    assert (path.parent / rec["evaluation"]["strip_png"]).is_file()
+    with np.load(path.with_suffix(".npz")) as npz:
+        assert npz["test_psnr"].shape == (156,) and npz["test_ids"].shape == (156,)
+    md, _ = write_leaderboard(str(suite), results_dir=tmp_path / "results", out_dir=tmp_path / "lb")
+    text = md.read_text()
+    assert "## Survey Table 12 layout (denoising): RMSE, PSNR, SSIM" in text
+    assert "| method | breast_g20 (smoke) RMSE | breast_g20 (smoke) PSNR | breast_g20 (smoke) SSIM |" in text
+    assert "| method | seeds | rmse | nmae | psnr | ssim |" in text
