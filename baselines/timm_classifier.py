@@ -25,6 +25,7 @@ from bench.data.spec import SplitData
 from bench.errors import BenchError
 from bench.method import ClassificationMethod, MethodSpec, RunContext
 from bench.registry import METHODS, UnknownNameError
+from bench.sweep import Param
 from bench.training import SupervisedSettings, predict_probs, train_supervised
 
 
@@ -87,6 +88,7 @@ class TimmClassifier(ClassificationMethod):
     """timm classifier trained from scratch (MedMNIST v2 protocol)."""
 
     Config = TimmClassifierConfig
+    SEARCH_SPACE = {"lr": Param("lr", low=1e-4, high=1e-2, log=True), "wd": Param("weight_decay", choices=(0.0, 1e-4, 1e-3))}
 
     def fit(self, train: SplitData, val: SplitData, ctx: RunContext) -> dict:
         cfg = self.config

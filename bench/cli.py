@@ -1,4 +1,4 @@
-"""The `bench` command: run, leaderboard, list, perf, fetch."""
+"""The `bench` command: run, leaderboard, sweep, list, perf, fetch."""
 from __future__ import annotations
 
 import argparse
@@ -48,6 +48,21 @@ def cmd_leaderboard(args) -> int:
     paths = write_leaderboard(args.suite, results_dir=args.results_dir, out_dir=args.out_dir, reference=args.reference, test=args.test)
     for p in paths:
         print(f"wrote {p}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from bench.sweep import run_sweep
+
+    out = run_sweep(args.method, args.dataset, _csv(args.params), suite_name=args.suite, preset_name=args.preset,
+                    trials=args.trials, storage=args.storage, study_name=args.study, seed=args.seed, metric=args.metric,
+                    grid=args.grid, worker=args.worker, data_dir=args.data_dir, results_dir=args.results_dir, work_dir=args.work_dir,
+                    progress=not args.no_progress)
+    print(f"study {out['study']}: {out['complete']} complete of {out['trials']} trials")
+    if "best" in out:
+        print(f"best: trial {out['best']['number']}, {out['best']['params']} -> {out['best']['value']:.4f}")
+    for path in out["files"]:
+        print(f"wrote {path}")
     return 0
 
 
@@ -118,6 +133,25 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--reference", help="reference method of the paired tests (default: the suite's)")
     lb.add_argument("--test", choices=("ttest", "wilcoxon"), default="ttest", help="paired test over seeds")
     lb.set_defaults(func=cmd_leaderboard)
+
+    sw = sub.add_parser("sweep", help="Optuna study over a method's declared search space (validation objective)")
+    sw.add_argument("method")
+    sw.add_argument("--dataset", required=True)
+    sw.add_argument("--params", required=True, help="declared parameters, comma-separated (e.g. np,k,h)")
+    sw.add_argument("--trials", type=int, help="total trials of the study (default: the grid size, or 20)")
+    sw.add_argument("--storage", help="Optuna RDB URL (default: sqlite in results/sweeps/)")
+    sw.add_argument("--study", help="study name (default: method-dataset-preset-params)")
+    sw.add_argument("--suite", default="classification")
+    sw.add_argument("--preset", default="smoke")
+    sw.add_argument("--seed", type=int, default=0)
+    sw.add_argument("--metric", help="validation metric to optimise (classification default: auroc)")
+    sw.add_argument("--grid", action="store_true", help="every combination of the parameters' choices")
+    sw.add_argument("--worker", type=int, default=0, help="number of this worker when several share --storage (0, 1, ...)")
+    sw.add_argument("--data-dir")
+    sw.add_argument("--results-dir", default="results")
+    sw.add_argument("--work-dir", default="runs")
+    sw.add_argument("--no-progress", action="store_true")
+    sw.set_defaults(func=cmd_sweep)
 
     ls = sub.add_parser("list", help="list registered methods, datasets, metrics or suites")
     ls.add_argument("what", choices=("methods", "datasets", "metrics", "suites"))

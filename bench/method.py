@@ -44,6 +44,7 @@ class RunContext:
     cache_dir: Path | None = None  # shared across units: pretrained priors keyed by hash
     data_id: str = ""  # identifies the data and its splits (the bundle's split hash)
     artifact_stem: Path | None = None  # files a method writes beside its record: f"{stem}.<what>.png"
+    on_eval: Callable[[int, float], None] | None = None  # each validation score (epoch, value): sweeps prune on it
 
     @property
     def device(self):

@@ -113,14 +113,14 @@ def check_probs(probs: np.ndarray, n: int, spec: DatasetSpec, method: str) -> np
 
 
 def run_unit(unit: Unit, spec: MethodSpec, bundle: DatasetBundle, suite: Suite, preset: Preset, accelerator, work_dir: Path,
-             progress: bool, extractors: dict | None = None) -> dict[str, Any]:
+             progress: bool, extractors: dict | None = None, on_eval=None) -> dict[str, Any]:
     from accelerate.utils import set_seed
 
     set_seed(unit.seed, deterministic=True)
     method = spec.cls(spec.make_config(unit.config), bundle.spec)
     checkpoint_dir = unit_stem(work_dir, suite.name, unit.dataset, unit.method, unit.config_hash, unit.seed)
     ctx = RunContext(accelerator, unit.seed, preset.budget, checkpoint_dir, tqdm.write, progress, work_dir / "cache",
-                     bundle.split_hash, artifact_stem=unit.stem)
+                     bundle.split_hash, artifact_stem=unit.stem, on_eval=on_eval)
     ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     reset_peak_memory(accelerator.device)
     splits = bundle.splits
@@ -270,17 +270,22 @@ def run_suite(
     return skipped + list(gathered)
 
 
-def _run_and_record(unit, spec, bundle, data_error, suite, preset, accelerator, env, work_dir, progress, extractors=None) -> dict[str, Any]:
+def _run_and_record(unit, spec, bundle, data_error, suite, preset, accelerator, env, work_dir, progress, extractors=None,
+                    passthrough: tuple = (), on_eval=None) -> dict[str, Any]:
+    """Run one unit and write its record, ok or failed; exceptions of a `passthrough`
+    type (a sweep's pruning) propagate instead, and nothing is written."""
     started = now()
     t0 = time.perf_counter()
     record = base_record(unit, suite, preset, bundle, {**env, "started": started})
     try:
         if bundle is None:
             raise DataError(data_error)
-        result = run_unit(unit, spec, bundle, suite, preset, accelerator, work_dir, progress, extractors)
+        result = run_unit(unit, spec, bundle, suite, preset, accelerator, work_dir, progress, extractors, on_eval)
         arrays = result.pop("_arrays")
         result["timings"]["wall_s"] = time.perf_counter() - t0
         record.update(status="ok", error=None, **result)
+    except passthrough:
+        raise
     except Exception as exc:  # noqa: BLE001 - a unit's failure (NaN, OOM, bad data) must not stop the suite
         arrays = None
         record.update(status="failed", error={"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()})

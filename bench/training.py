@@ -168,6 +168,8 @@ def train_loop(
             module.eval()
             value = float(evaluate())
             entry[f"val_{metric_name}"] = value
+            if ctx.on_eval is not None:
+                ctx.on_eval(epoch + 1, value)
             score = value if higher_is_better else -value
             if not math.isfinite(score):
                 score = -math.inf

@@ -43,6 +43,7 @@ from bench.errors import BenchError
 from bench.images import save_class_grid
 from bench.method import ClassificationMethod, MethodSpec, RunContext, config_dict, register_method
 from bench.registry import METHODS
+from bench.sweep import Param
 from bench.training import batches, from_device_batch, plan_steps, to_device_batch, train_loop
 from methods.label_diffusion import (
     cache_key, cached_pretraining, ddim_scheduler, ddpm_scheduler, feature_map, q_sample,
@@ -462,6 +463,13 @@ class DCubeConfig:
 @register_method("dcube", "D-Cube: frozen class-conditional U-ViT hyper-features, KS layer selection, CNN sub-features")
 class DCube(ClassificationMethod):
     Config = DCubeConfig
+    #: the paper tunes lambda_cyc per dataset (10, 100) and fixes alpha = 0.05, lambda_cr = 0.1
+    SEARCH_SPACE = {
+        "lambda_cyc": Param("cycle_weight", choices=(1.0, 10.0, 100.0)),
+        "alpha": Param("ks_alpha", choices=(0.01, 0.05, 0.1)),
+        "lambda_cr": Param("consistency_weight", choices=(0.0, 0.1, 1.0)),
+        "lr": Param("lr", low=1e-5, high=1e-3, log=True),
+    }
 
     def __init__(self, config, spec):
         super().__init__(config, spec)

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 
 from bench.data.spec import SplitData
 from bench.errors import BenchError
+from bench.sweep import Param
 from bench.method import ClassificationMethod, RunContext, register_method
 from bench.metrics import METRICS
 from bench.training import plan_steps, random_flip_rotate, to_device_batch, train_loop
@@ -231,6 +232,12 @@ class DiffMICv2(ClassificationMethod):
     """DiffMIC-v2: heterologous label diffusion with dual-granularity guidance."""
 
     Config = DiffMICv2Config
+    #: paper Fig. 4 (N_p 1..10) and Table V (K 2..10, H 2048..8192)
+    SEARCH_SPACE = {
+        "np": Param("num_points", low=1, high=10, integer=True),
+        "k": Param("num_rois", choices=(2, 4, 6, 8, 10)),
+        "h": Param("latent_dim", choices=(2048, 4096, 6144, 8192)),
+    }
 
     def __init__(self, config, spec):
         super().__init__(config, spec)

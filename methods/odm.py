@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from bench.data.spec import SplitData
 from bench.errors import BenchError
 from bench.method import GenerationMethod, RunContext, register_method
+from bench.sweep import Param
 from bench.training import batches, from_device_batch, plan_steps, to_device_batch, train_loop
 from methods.label_diffusion import ddim_scheduler, ddpm_scheduler, diffusers_unet, q_sample
 
@@ -120,6 +121,11 @@ class ConditionalDiffusion(GenerationMethod):
     """Class-conditional DDPM (diffusers UNet2DModel), with ODM's ordinal loss when its weight > 0."""
 
     Config = ODMConfig
+    SEARCH_SPACE = {
+        "ordinal_weight": Param("ordinal_weight", choices=(0.0, 0.5, 1.0, 2.0)),
+        "guidance": Param("guidance_scale", choices=(1.0, 1.5, 2.0, 3.0)),
+        "lr": Param("lr", low=1e-5, high=1e-3, log=True),
+    }
 
     def fit(self, train: SplitData, val: SplitData, ctx: RunContext) -> dict:
         cfg, C = self.config, self.spec.num_classes

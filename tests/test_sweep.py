@@ -1,0 +1,105 @@
+"""bench sweep: Optuna studies over declared search spaces, resumed from storage,
+shared by several processes, with a validation-only objective."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import optuna
+import pytest
+
+from bench.errors import BenchError
+from bench.sweep import declared_space, run_sweep
+from conftest import REPO, TINY_SUITE
+
+
+def sweep(tmp_path, trials, **kw):
+    return run_sweep("resnet18", "breastmnist", ["lr"], suite_name=TINY_SUITE, trials=trials,
+                     results_dir=tmp_path / "results", work_dir=tmp_path / "runs", **kw)
+
+
+def study(tmp_path, name="resnet18-breastmnist-smoke-lr"):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'results' / 'sweeps' / (name + '.db')}")
+
+
+def records(tmp_path):
+    return sorted((tmp_path / "results" / "sweeps").rglob("seed0.json"))
+
+
+@pytest.mark.slow
+def test_a_sweep_resumes_from_its_storage_without_repeating_trials(data_dir, tmp_path):
+    out = sweep(tmp_path, 2)
+    first = [(t.number, t.params, t.value) for t in study(tmp_path).trials]
+    assert out["complete"] == 2 and len(records(tmp_path)) == 2
+    out = sweep(tmp_path, 3)  # one more, the first two untouched
+    trials = study(tmp_path).trials
+    assert [(t.number, t.params, t.value) for t in trials[:2]] == first and len(trials) == 3
+    assert len(records(tmp_path)) == 3 and out["best"]["value"] == max(t.value for t in trials)
+    sweep(tmp_path, 3)  # complete: nothing runs
+    assert len(study(tmp_path).trials) == 3
+    md = (tmp_path / "results" / "sweeps" / "resnet18-breastmnist-smoke-lr.md").read_text()
+    assert "objective: validation auroc (maximize)" in md and md.count("| complete |") == 3
+    assert (tmp_path / "results" / "sweeps" / "resnet18-breastmnist-smoke-lr.history.png").is_file()
+    best = json.loads((tmp_path / "results" / "sweeps" / "resnet18-breastmnist-smoke-lr.best.json").read_text())
+    assert set(best["config"]) == {"lr"} and os.path.isfile(best["record"])
+
+
+@pytest.mark.slow
+def test_two_processes_on_one_sqlite_study_lose_no_trial(data_dir, tmp_path):
+    db = tmp_path / "shared.db"
+    cmd = [sys.executable, "-m", "bench.cli", "sweep", "resnet18", "--dataset", "breastmnist", "--params", "lr", "--trials", "4",
+           "--suite", TINY_SUITE, "--storage", f"sqlite:///{db}", "--study", "shared", "--no-progress",
+           "--results-dir", str(tmp_path / "results"), "--work-dir", str(tmp_path / "runs")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(cmd + ["--worker", str(w)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for w in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    trials = optuna.load_study(study_name="shared", storage=f"sqlite:///{db}").trials
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)  # pruning on validation is allowed
+    assert all(t.state in finished for t in trials), [(t.number, t.state) for t in trials]  # none failed or left running
+    assert len(trials) >= 4  # each process may start one trial before it sees the total reached
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) >= 2 and all(os.path.isfile(t.user_attrs["record"]) for t in complete)
+    assert len({t.user_attrs["record"] for t in trials}) == len(trials)  # the two workers proposed different trials
+
+
+@pytest.mark.slow
+def test_the_objective_never_reads_the_test_split(data_dir, tmp_path, monkeypatch):
+    """Same trials on data whose test split is scrambled: same objective values, while the
+    records' test metrics (computed for the record, not the objective) do change."""
+    import bench.data.load as load
+
+    sweep(tmp_path / "a", 3)
+    real_source = load.dataset_source
+
+    def scrambled(entry):
+        source = real_source(entry)
+
+        def load_scrambled(**kw):
+            bundle = source.load(**kw)
+            test = bundle.splits["test"]
+            rng = np.random.default_rng(0)
+            test.images[:] = rng.integers(0, 256, test.images.shape, dtype=np.uint8)
+            test.labels[:] = rng.permutation(test.labels)
+            return bundle
+
+        return type(source)(source.name, source.task, load_scrambled, source.description)
+
+    monkeypatch.setattr(load, "dataset_source", scrambled)
+    sweep(tmp_path / "b", 3)
+    a, b = study(tmp_path / "a").trials, study(tmp_path / "b").trials
+    assert [(t.params, t.value) for t in a] == [(t.params, t.value) for t in b]
+    test_a = [json.loads(p.read_text())["metrics"]["test"]["auroc"] for p in records(tmp_path / "a")]
+    test_b = [json.loads(p.read_text())["metrics"]["test"]["auroc"] for p in records(tmp_path / "b")]
+    assert test_a != test_b
+
+
+def test_declared_spaces_are_checked():
+    assert set(declared_space("diffmic_v2", ["np", "k", "h"])) == {"np", "k", "h"}
+    assert declared_space("diffmic_v2", ["np"])["np"].grid() == list(range(1, 11))
+    with pytest.raises(BenchError, match=r"unknown sweep parameters \['n_p'\].*declared: \['h', 'k', 'np'\]"):
+        declared_space("diffmic_v2", ["n_p"])
+    with pytest.raises(BenchError, match="declares no search space"):
+        declared_space("identity", ["x"])
