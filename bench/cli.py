@@ -1,4 +1,4 @@
-"""The `bench` command: run, leaderboard, sweep, list, perf, fetch."""
+"""The `bench` command: run, leaderboard, sweep, paper, reproduce, list, perf, fetch."""
 from __future__ import annotations
 
 import argparse
@@ -63,6 +63,30 @@ def cmd_sweep(args) -> int:
         print(f"best: trial {out['best']['number']}, {out['best']['params']} -> {out['best']['value']:.4f}")
     for path in out["files"]:
         print(f"wrote {path}")
+    return 0
+
+
+def cmd_paper(args) -> int:
+    from bench.paper import write_paper
+
+    print(f"wrote {write_paper(args.paper, args.table, args.results_dir, args.preset, args.out_dir)}")
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from bench.paper import reproduce
+
+    pairs = reproduce(args.paper, args.results_dir, args.preset)
+    if not pairs:
+        print(f"{args.paper}: no number of ours to compare yet (run the suites, then `bench paper {args.paper}`)")
+        return 1
+    width = max(len(p["method"]) for p in pairs)
+    for p in pairs:
+        print(f"Table {p['table']:<5} {p['paper_dataset'][:22]:<22} (ours {p['dataset']}) {p['method']:<{width}} {p['metric']:<9} "
+              f"paper {p['paper']:<8g} ours {p['ours']:<8.4g} (n={p['n_seeds']}, tol {p['tolerance']:g}): {p['verdict']}")
+    same = [p for p in pairs if p["same_dataset"]]
+    print(f"{sum(p['verdict'] == 'reproduces' for p in same)} of {len(same)} numbers on the paper's own datasets reproduce; "
+          f"{len(pairs) - len(same)} compared on stand-in datasets (not reproductions)")
     return 0
 
 
@@ -152,6 +176,20 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--work-dir", default="runs")
     sw.add_argument("--no-progress", action="store_true")
     sw.set_defaults(func=cmd_sweep)
+
+    pp = sub.add_parser("paper", help="regenerate a paper's tables from our records, the paper's numbers beside ours")
+    pp.add_argument("paper", help="diffmic-v2, dcube, odm or survey")
+    pp.add_argument("--table", help="one table id (e.g. IV)")
+    pp.add_argument("--preset", help="records of this preset (default: full if any, else smoke)")
+    pp.add_argument("--results-dir", default="results")
+    pp.add_argument("--out-dir", default="leaderboards")
+    pp.set_defaults(func=cmd_paper)
+
+    rp = sub.add_parser("reproduce", help="compare our numbers with a paper's, within stated tolerances")
+    rp.add_argument("paper")
+    rp.add_argument("--preset")
+    rp.add_argument("--results-dir", default="results")
+    rp.set_defaults(func=cmd_reproduce)
 
     ls = sub.add_parser("list", help="list registered methods, datasets, metrics or suites")
     ls.add_argument("what", choices=("methods", "datasets", "metrics", "suites"))

@@ -17,7 +17,7 @@ def tiny_suite(tmp_path, methods):
     path.write_text(json.dumps({
         "description": "tiny generation", "task": "generation", "datasets": ["retinamnist"], "seeds": [0], "reference": "odm",
         "methods": methods,
-        "evaluation": {"kid_subset_size": 20, "extractor_epochs": 1, "samples_per_class": 8},
+        "evaluation": {"kid_subset_size": 20, "extractor_epochs": 1, "extractor_small_stem": False, "samples_per_class": 8},
         "presets": {"smoke": {"budget": {"epochs": 1, "batch_size": 32, "eval_batch_size": 128, "max_steps": 2}}},
     }))
     return path

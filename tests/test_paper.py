@@ -1,0 +1,76 @@
+"""bench paper / bench reproduce: the papers' tables from fixture records, in the
+papers' layouts, with bold / underline / significance marks in the right cells."""
+import json
+
+import pytest
+
+from bench.errors import BenchError
+from bench.paper import build_paper, reproduce, write_paper
+
+
+def write_record(root, suite, dataset, method, seed, test, preset="smoke", config=None, sub=""):
+    chash = "h" + "".join(str(v) for v in (config or {}).values())
+    path = root / sub / suite / dataset / method.replace(":", "-") / chash / f"seed{seed}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"schema_version": "1.0", "status": "ok", "suite": suite, "preset": preset, "dataset": dataset,
+                                "method": method, "seed": seed, "config_hash": "h", "config": config or {},
+                                "metrics": {"test": test}}))
+
+
+@pytest.fixture
+def results(tmp_path):
+    """RetinaMNIST: DiffMIC-v2 best, DiffMIC second (~0.01 below), ResNet-18 far below, 3 seeds."""
+    for seed, jitter in enumerate((0.0, 0.004, -0.003)):
+        write_record(tmp_path, "classification", "retinamnist", "diffmic_v2", seed, {"accuracy": 0.60 + jitter, "f1_macro": 0.40 + jitter})
+        write_record(tmp_path, "classification", "retinamnist", "diffmic", seed, {"accuracy": 0.59 + jitter * 0.5, "f1_macro": 0.41 + jitter})
+        write_record(tmp_path, "classification", "retinamnist", "resnet18", seed, {"accuracy": 0.50 + jitter, "f1_macro": 0.30 + jitter})
+    return tmp_path
+
+
+def table_rows(text, heading):
+    block = text.split(heading, 1)[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
+    return {line.split(" | ")[0].strip("| "): [c.strip() for c in line.strip("|").split(" | ")[1:]]
+            for line in block.splitlines() if line.startswith("| ") and not line.startswith("|---")}
+
+
+def test_a_paper_table_renders_with_bold_underline_and_marks_in_the_right_cells(results):
+    text, pairs = build_paper("diffmic-v2", "I-II", results_dir=results)
+    rows = table_rows(text, "### APTOS2019 (ours: retinamnist)")
+    header = rows["metric"]  # printed as in the paper: methods across
+    assert header[:4] == ["ResNet18 (resnet18)", "ViT (vit_tiny_patch16_224)", "DiffMIC (diffmic)", "DiffMIC-v2 (diffmic_v2)"]
+    acc = dict(zip(header, rows["Accuracy (ours)"]))
+    assert acc["DiffMIC-v2 (diffmic_v2)"] == "**0.600 ± 0.004**"  # best, and the reference: no mark
+    assert acc["DiffMIC (diffmic)"].startswith("<u>0.590") and acc["DiffMIC (diffmic)"].endswith("</u>***")
+    assert acc["ResNet18 (resnet18)"].endswith("***") and acc["ViT (vit_tiny_patch16_224)"] == "not run"
+    assert dict(zip(header, rows["Accuracy (paper)"]))["DiffMIC-v2 (diffmic_v2)"] == "0.871"
+    f1 = dict(zip(header, rows["F1-score (ours)"]))
+    assert f1["DiffMIC (diffmic)"].startswith("**0.410")  # DiffMIC is best on F1: the bold moves
+    assert "RetinaMNIST (DeepDRiD fundus" in text and "### PMG2000 (no equivalent dataset here: paper numbers only)" in text
+    ablation, _ = build_paper("diffmic-v2", "IV", results_dir=results)
+    c1 = table_rows(ablation, "### PMG2000 (ours: retinamnist)")["C1 (no diffusion = ResNet18) (diffmic_v2_c1)"]
+    assert c1 == ["0.879", "not run", "0.881", "not run"]  # said, not left out
+    empty, _ = build_paper("odm", results_dir=results)
+    assert "_No run of ours yet for this table on retinamnist (suite `generation`" in empty
+    verdicts = {(p["method"], p["metric"]): p["verdict"] for p in reproduce("diffmic-v2", results_dir=results)}
+    assert verdicts[("DiffMIC-v2", "Accuracy")] == "differs, other dataset"  # 0.600 vs 0.871 on a stand-in dataset
+
+
+def test_sweep_tables_read_sweep_records_and_plot(results, tmp_path):
+    for n_p, acc in ((1, 0.55), (2, 0.58), (3, 0.57)):
+        write_record(results, "s", "retinamnist", "diffmic_v2", 0, {"accuracy": acc, "f1_macro": acc - 0.2}, sub="sweeps",
+                     config={"num_points": n_p, "num_rois": 6, "latent_dim": 128})
+    text, _ = build_paper("diffmic-v2", "Fig4", results_dir=results, out_dir=tmp_path)
+    rows = table_rows(text, "## Table Fig4")
+    assert rows["N_p"] == ["1", "2", "3"] and rows["Accuracy (ours)"] == ["0.550 (n=1)", "**0.580** (n=1)", "0.570 (n=1)"]
+    assert (tmp_path / "paper-diffmic_v2-Fig4-N_p.png").is_file()
+    k_table, _ = build_paper("diffmic-v2", "V", results_dir=results)
+    assert "| K | 2 | 4 | 6 | 8 | 10 |" in k_table and "0.935" in k_table  # the paper's row stays, ours at K = 6
+
+
+def test_unknown_papers_and_tables_are_named(results, tmp_path):
+    with pytest.raises(BenchError, match="did you mean 'dcube'"):
+        build_paper("dcub", results_dir=results)
+    with pytest.raises(BenchError, match="has no table 'XI'"):
+        build_paper("odm", "XI", results_dir=results)
+    path = write_paper("survey", results_dir=results, out_dir=tmp_path)
+    assert "## Table 12" in path.read_text() and "## Table 9" in path.read_text()
