@@ -1,4 +1,4 @@
-"""The `bench` command: run, leaderboard, sweep, paper, reproduce, list, perf, fetch."""
+"""The `bench` command: run, leaderboard, sweep, paper, reproduce, plots, list, perf, fetch."""
 from __future__ import annotations
 
 import argparse
@@ -87,6 +87,14 @@ def cmd_reproduce(args) -> int:
     same = [p for p in pairs if p["same_dataset"]]
     print(f"{sum(p['verdict'] == 'reproduces' for p in same)} of {len(same)} numbers on the paper's own datasets reproduce; "
           f"{len(pairs) - len(same)} compared on stand-in datasets (not reproductions)")
+    return 0
+
+
+def cmd_plots(args) -> int:
+    from bench.plots import write_plots
+
+    for path in write_plots(args.suite, args.results_dir, args.out_dir):
+        print(f"wrote {path}")
     return 0
 
 
@@ -190,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--preset")
     rp.add_argument("--results-dir", default="results")
     rp.set_defaults(func=cmd_reproduce)
+
+    pl = sub.add_parser("plots", help="ROC curves, confusion matrices, training curves, t-SNE of denoised labels")
+    pl.add_argument("--suite", default="classification")
+    pl.add_argument("--results-dir", default="results")
+    pl.add_argument("--out-dir", default="leaderboards/plots")
+    pl.set_defaults(func=cmd_plots)
 
     ls = sub.add_parser("list", help="list registered methods, datasets, metrics or suites")
     ls.add_argument("what", choices=("methods", "datasets", "metrics", "suites"))

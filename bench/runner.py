@@ -167,7 +167,8 @@ def score_classification(method, bundle: DatasetBundle, unit: Unit, ctx: RunCont
     return {
         "metrics": {s: compute_all(splits[s].labels, probs[s], task) for s in ("val", "test")},
         "per_class": {"test": per_class(splits["test"].labels, probs["test"], task)},
-        "extras": {s: {name: float(np.mean(v)) for name, v in extras[s].items()} for s in ("val", "test") if extras[s]},
+        "extras": {s: {name: float(np.mean(v)) for name, v in extras[s].items() if np.ndim(v) == 1}  # per-sample scalars
+                   for s in ("val", "test") if extras[s]},
         "_arrays": arrays,
         "_throughput": (len(splits["test"]), infer_s),
     }

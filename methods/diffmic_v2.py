@@ -103,6 +103,7 @@ class DiffMICv2Config:
     augment: bool = True  # random flips and 90-degree rotations
     eval_every: int = 5  # validation sampling every n epochs (the authors: 5)
     recompute_conditions: bool = False  # the authors' inference: encoders re-run every step
+    save_trajectory: bool = False  # keep the denoised label grid after every DDIM step (paper Fig. 5 t-SNE)
 
 
 def components(cfg: DiffMICv2Config) -> Components:
@@ -323,8 +324,9 @@ class DiffMICv2(ClassificationMethod):
 
     # ------------------------------------------------------------------- inference
     @torch.no_grad()
-    def sample_scores(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Class scores [B, C] for a batch: DDIM over the label grid, then the grid mean."""
+    def sample_scores(self, x: torch.Tensor, generator: torch.Generator, trajectory: list | None = None) -> torch.Tensor:
+        """Class scores [B, C] for a batch: DDIM over the label grid, then the grid mean.
+        With `trajectory`, the grid after each step is appended to it ([B, C * N_p^2])."""
         cfg = self.config
         dcg = self.dcg(x)
         if not self.comps.diffusion:
@@ -347,6 +349,8 @@ class DiffMICv2(ClassificationMethod):
             with self.ctx.accelerator.autocast():
                 eps = self.net(y, t_grid, cond).float()
             y = self.sampler.step(eps, t, y, eta=0.0).prev_sample
+            if trajectory is not None:
+                trajectory.append(y.flatten(1).float().cpu())
         return y.mean(dim=(2, 3))
 
     def predict(self, split: SplitData, ctx: RunContext) -> np.ndarray:
@@ -355,7 +359,18 @@ class DiffMICv2(ClassificationMethod):
         if self.net is not None:
             self.net.eval()
         gen = torch.Generator().manual_seed(ctx.seed + 4)  # same draws for every call: deterministic predictions
-        scores = batched_inference(lambda x: self.sample_scores(x, gen), split.images, ctx, self.config.image_size)
+        steps: list = []  # per batch, the grids after each step
+        keep = self.config.save_trajectory and self.comps.diffusion
+
+        def scores_of(x):
+            trajectory = [] if keep else None
+            out = self.sample_scores(x, gen, trajectory)
+            if keep:
+                steps.append(torch.stack(trajectory, dim=1))  # [B, steps, C * N_p^2]
+            return out
+
+        scores = batched_inference(scores_of, split.images, ctx, self.config.image_size)
+        self.extras = {"trajectory": torch.cat(steps).numpy().astype(np.float16)} if keep else {}
         if not self.comps.diffusion:
             return scores.numpy().astype(np.float64)
         return scores_to_probabilities(scores, self.multilabel).numpy().astype(np.float64)

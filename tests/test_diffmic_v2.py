@@ -240,6 +240,23 @@ def test_sample_init_authors_interpolates_random_priors_paper_adds_noise_to_m(in
     torch.testing.assert_close(y_T, expected)
 
 
+def test_saved_trajectory_holds_the_grid_after_every_step_ending_at_the_prediction(breast, tmp_path):
+    from methods.label_diffusion import scores_to_probabilities
+
+    ctx = make_ctx(tmp_path)
+    m = make_method(breast.spec, ctx, save_trajectory=True)
+    val = subset(breast.splits["val"], range(12))
+    probs = m.predict(val, ctx)
+    traj = m.extras["trajectory"]
+    assert traj.shape == (12, 10, 2 * 3 * 3)  # [images, DDIM steps, C x N_p x N_p]
+    final_scores = torch.from_numpy(traj[:, -1].astype(np.float32)).reshape(12, 2, 9).mean(-1)
+    np.testing.assert_allclose(scores_to_probabilities(final_scores, False).numpy(), probs, atol=5e-3)  # float16 storage
+    assert not np.allclose(traj[:, 0], traj[:, -1])  # the grid moves along the reverse process
+    m.config.save_trajectory = False
+    m.predict(val, ctx)
+    assert m.extras == {}
+
+
 def test_cached_conditions_give_the_same_predictions_as_recomputing_them(breast, tmp_path, monkeypatch):
     ctx = make_ctx(tmp_path)
     m = make_method(breast.spec, ctx)
