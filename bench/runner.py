@@ -263,7 +263,7 @@ def run_suite(
     bar = tqdm(mine, desc=f"rank {accelerator.process_index}" if accelerator.num_processes > 1 else "units", disable=None if progress else True, dynamic_ncols=True)
     for unit in bar:
         bar.set_postfix_str(unit.label)
-        outcomes.append(_run_and_record(unit, specs[unit.method], bundles.get(unit.dataset), data_errors.get(unit.dataset), suite, preset, accelerator, env, work_dir, progress, extractors))
+        outcomes.append(run_and_record(unit, specs[unit.method], bundles.get(unit.dataset), data_errors.get(unit.dataset), suite, preset, accelerator, env, work_dir, progress, extractors))
         tqdm.write(rank + _outcome_line(outcomes[-1]))
     accelerator.wait_for_everyone()
     gathered = gather_object(outcomes) if accelerator.num_processes > 1 else outcomes
@@ -271,7 +271,7 @@ def run_suite(
     return skipped + list(gathered)
 
 
-def _run_and_record(unit, spec, bundle, data_error, suite, preset, accelerator, env, work_dir, progress, extractors=None,
+def run_and_record(unit, spec, bundle, data_error, suite, preset, accelerator, env, work_dir, progress, extractors=None,
                     passthrough: tuple = (), on_eval=None) -> dict[str, Any]:
     """Run one unit and write its record, ok or failed; exceptions of a `passthrough`
     type (a sweep's pruning) propagate instead, and nothing is written."""

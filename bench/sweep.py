@@ -104,7 +104,7 @@ def run_sweep(method: str, dataset: str, params: list[str], *, suite_name: str =
     from bench.provenance import environment
     from bench.records import is_complete, read_json, unit_stem
     from bench.registry import METHODS
-    from bench.runner import Unit, _run_and_record, make_accelerator
+    from bench.runner import Unit, run_and_record, make_accelerator
 
     space = declared_space(method, params)
     suite = load_suite(suite_name)
@@ -156,7 +156,7 @@ def run_sweep(method: str, dataset: str, params: list[str], *, suite_name: str =
                 raise optuna.TrialPruned(f"pruned at epoch {step} (validation {value:.4f})")
 
         if not is_complete(stem):
-            outcome = _run_and_record(unit, spec, bundle, None, sweep_suite, preset, accelerator, env, Path(work_dir), progress,
+            outcome = run_and_record(unit, spec, bundle, None, sweep_suite, preset, accelerator, env, Path(work_dir), progress,
                                       passthrough=(optuna.TrialPruned,), on_eval=report)
             if outcome["status"] != "ok":
                 raise BenchError(f"trial {trial.number} failed: {outcome['error']}")
