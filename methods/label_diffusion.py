@@ -348,7 +348,11 @@ def cached_pretraining(kind: str, payload: dict[str, Any], model: nn.Module, tra
         model.load_state_dict(blob["state"])
         model.to(ctx.device).eval()
         return {**blob["summary"], "cache": "hit", "file": str(path)}
-    summary = train()
+    on_eval, ctx.on_eval = ctx.on_eval, None  # a sweep prunes on the method's own training, not on its pretraining
+    try:
+        summary = train()
+    finally:
+        ctx.on_eval = on_eval
     root.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save({"state": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "summary": summary, "payload": payload}, tmp)
