@@ -103,3 +103,18 @@ def test_declared_spaces_are_checked():
         declared_space("diffmic_v2", ["n_p"])
     with pytest.raises(BenchError, match="declares no search space"):
         declared_space("identity", ["x"])
+
+
+def test_pretraining_reports_nothing_to_the_pruner(tmp_path):
+    """cached_pretraining hides ctx.on_eval while a prior (DCG, CARD's f_phi, D-Cube's
+    stage 1) trains, so a trial's intermediate values are the method's own."""
+    import torch
+
+    from bench.method import Budget, RunContext
+    from methods.label_diffusion import cached_pretraining
+
+    reported = []
+    ctx = RunContext(None, 0, Budget(), tmp_path, cache_dir=tmp_path, on_eval=lambda step, v: reported.append(step))
+    seen_inside = []
+    cached_pretraining("x", {}, torch.nn.Linear(1, 1), lambda: seen_inside.append(ctx.on_eval) or {}, ctx)
+    assert seen_inside == [None] and ctx.on_eval is not None
