@@ -4,8 +4,8 @@ data, not code) beside ours.
 
 Each table names the suite whose records fill it, the metrics, and for every paper
 dataset the dataset we ran instead (named in the table; ``null`` where we have none).
-Our cells are mean ± std over seeds of the test metric, from the most complete preset
-(``full`` when it has records, else ``smoke``; the preset is named), best in bold and
+Our cells are mean ± std over seeds of the test metric, from the preset with the most
+records for that dataset (ties: ``full``; the preset is named), best in bold and
 second underlined among our methods, with paired t-test marks over matched seeds
 against the table's reference (*** p < 0.01, ** p < 0.05, * p < 0.1). Sweep tables
 (DiffMIC-v2 Table V, Fig. 4) read the trial records of ``bench sweep``. Tables without
@@ -55,10 +55,13 @@ class Cell:
 
 
 def _preset(records: list[dict], wanted: str | None) -> str | None:
-    presets = {r["preset"] for r in records}
+    """The forced preset, else the one with the most records here (ties: full first)."""
     if wanted:
-        return wanted if wanted in presets else None
-    return "full" if "full" in presets else ("smoke" if "smoke" in presets else (sorted(presets)[0] if presets else None))
+        return wanted
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r["preset"]] = counts.get(r["preset"], 0) + 1
+    return max(counts, key=lambda p: (counts[p], p == "full")) if counts else None
 
 
 def our_cells(records: list[dict], dataset: str, method: str, metric: str, preset: str | None) -> Cell | None:
@@ -100,12 +103,16 @@ def render_comparison(table: dict, records: list[dict], preset: str | None) -> t
         lines += ["", f"### {paper_ds}" + (f" (ours: {ours_ds})" if ours_ds else " (no equivalent dataset here: paper numbers only)")]
         if ds.get("note"):
             lines += ["", f"_{ds['note']}._"]
+        methods = {r.get("ours") for r in table["rows"]}
+        chosen = _preset([r for r in records if r["dataset"] == ours_ds and r["method"] in methods], preset)
+        if ours_ds:
+            lines += ["", f"Ours: suite `{table['suite']}`, preset `{chosen or 'none'}`, reference `{table.get('reference')}`."]
         cells = {}
         for row in table["rows"]:
             for label, metric in metrics.items():
-                cells[(row["label"], label)] = our_cells(records, ours_ds, row["ours"], metric, preset) if ours_ds and row.get("ours") else None
+                cells[(row["label"], label)] = our_cells(records, ours_ds, row["ours"], metric, chosen) if ours_ds and row.get("ours") else None
         if ours_ds and not any(cells.values()):
-            lines += ["", f"_No run of ours yet for this table on {ours_ds} (suite `{table['suite']}`, preset {preset or 'any'})._"]
+            lines += ["", f"_No run of ours yet for this table on {ours_ds} (suite `{table['suite']}`)._"]
         ref_row = next((r for r in table["rows"] if r.get("ours") == table.get("reference")), None)
         ranks = {}
         for label, metric in metrics.items():
@@ -231,9 +238,7 @@ def build_paper(key: str, table_id: str | None = None, results_dir="results", pr
             lines += render_sweep(t, Path(results_dir), out_dir)
             continue
         records = load_records(Path(results_dir), t["suite"], status="ok")
-        chosen = _preset(records, preset)
-        lines += ["", f"Suite `{t['suite']}`, preset `{chosen or 'none'}`, reference `{t.get('reference')}`."]
-        body, table_pairs = render_comparison(t, records, chosen)
+        body, table_pairs = render_comparison(t, records, preset)
         lines += body
         pairs += table_pairs
     return "\n".join(lines) + "\n", pairs
