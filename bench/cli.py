@@ -56,7 +56,7 @@ def cmd_sweep(args) -> int:
 
     out = run_sweep(args.method, args.dataset, _csv(args.params), suite_name=args.suite, preset_name=args.preset,
                     trials=args.trials, storage=args.storage, study_name=args.study, seed=args.seed, metric=args.metric,
-                    grid=args.grid, worker=args.worker, data_dir=args.data_dir, results_dir=args.results_dir, work_dir=args.work_dir,
+                    grid=args.grid, prune=args.prune, worker=args.worker, data_dir=args.data_dir, results_dir=args.results_dir, work_dir=args.work_dir,
                     progress=not args.no_progress)
     print(f"study {out['study']}: {out['complete']} complete of {out['trials']} trials")
     if "best" in out:
@@ -178,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--seed", type=int, default=0)
     sw.add_argument("--metric", help="validation metric to optimise (classification default: auroc)")
     sw.add_argument("--grid", action="store_true", help="every combination of the parameters' choices")
+    sw.add_argument("--prune", action=argparse.BooleanOptionalAction, default=None,
+                    help="median pruning on intermediate validation scores (default: on, off for --grid)")
     sw.add_argument("--worker", type=int, default=0, help="number of this worker when several share --storage (0, 1, ...)")
     sw.add_argument("--data-dir")
     sw.add_argument("--results-dir", default="results")

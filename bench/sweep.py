@@ -91,11 +91,13 @@ def _direction(metric: str | None, selection_metric: str | None) -> str:
 
 def run_sweep(method: str, dataset: str, params: list[str], *, suite_name: str = "classification", preset_name: str = "smoke",
               trials: int | None = None, storage: str | None = None, study_name: str | None = None, seed: int = 0,
-              metric: str | None = None, grid: bool = False, worker: int = 0, data_dir=None, results_dir="results",
-              work_dir="runs", progress: bool = False) -> dict[str, Any]:
+              metric: str | None = None, grid: bool = False, prune: bool | None = None, worker: int = 0, data_dir=None,
+              results_dir="results", work_dir="runs", progress: bool = False) -> dict[str, Any]:
     """Run (or resume) a study until it holds `trials` finished trials. Several workers
     share a study through `storage`; give each its own `worker` number so their
-    samplers propose different trials."""
+    samplers propose different trials. A grid is not pruned unless asked (its point is
+    the whole curve), and a grid point without a complete trial (pruned, failed) runs
+    again."""
     import optuna
 
     from bench.config import MethodEntry, load_suite
@@ -122,7 +124,9 @@ def run_sweep(method: str, dataset: str, params: list[str], *, suite_name: str =
     storage = open_storage(storage or f"sqlite:///{(root / f'{study_name}.db').resolve()}")
     selection_metric = getattr(spec.make_config(base), "selection_metric", None) if metric is None else None
     grid_space = {p: space[p].grid() for p in params} if grid else None
-    counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    # a grid point counts once it has a complete trial (optuna's grid sampler runs a
+    # pruned or failed point again); other studies count pruned trials as done
+    counted = (optuna.trial.TrialState.COMPLETE,) + (() if grid else (optuna.trial.TrialState.PRUNED,))
     try:
         done = len(optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False, states=counted))
     except KeyError:  # a new study
@@ -133,7 +137,8 @@ def run_sweep(method: str, dataset: str, params: list[str], *, suite_name: str =
     sampler = optuna.samplers.GridSampler(grid_space, seed=sampler_seed) if grid else optuna.samplers.TPESampler(seed=sampler_seed)
     study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True, sampler=sampler,
                                 direction=_direction(metric, selection_metric),
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+                                if (prune if prune is not None else not grid) else optuna.pruners.NopPruner())
     study.set_user_attr("method", method)
     study.set_user_attr("dataset", bundle.spec.name)
     study.set_user_attr("objective", f"validation {metric or 'selection value'}")

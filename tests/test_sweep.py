@@ -118,3 +118,21 @@ def test_pretraining_reports_nothing_to_the_pruner(tmp_path):
     seen_inside = []
     cached_pretraining("x", {}, torch.nn.Linear(1, 1), lambda: seen_inside.append(ctx.on_eval) or {}, ctx)
     assert seen_inside == [None] and ctx.on_eval is not None
+
+
+@pytest.mark.slow
+def test_a_grid_is_not_pruned_and_reruns_a_point_left_without_a_complete_trial(data_dir, tmp_path):
+    """A grid sweep's point is the whole curve: no pruning by default, and a grid point
+    whose only trial was pruned (e.g. by an earlier run with pruning) is run again."""
+    name = "resnet18-breastmnist-smoke-wd"
+    storage = f"sqlite:///{tmp_path / 'results' / 'sweeps' / (name + '.db')}"
+    (tmp_path / "results" / "sweeps").mkdir(parents=True)
+    earlier = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    earlier.add_trial(optuna.trial.create_trial(params={"wd": 0.001}, state=optuna.trial.TrialState.PRUNED,
+                                                distributions={"wd": optuna.distributions.CategoricalDistribution([0.0, 1e-4, 1e-3])}))
+    out = run_sweep("resnet18", "breastmnist", ["wd"], suite_name=TINY_SUITE, grid=True,
+                    results_dir=tmp_path / "results", work_dir=tmp_path / "runs")
+    trials = optuna.load_study(study_name=name, storage=storage).trials
+    complete = {t.params["wd"] for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
+    assert complete == {0.0, 1e-4, 1e-3} and out["complete"] == 3
+    assert not any(t.state == optuna.trial.TrialState.PRUNED for t in trials[1:])  # nothing pruned this time
