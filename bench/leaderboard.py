@@ -71,16 +71,17 @@ def summarise(frame: pd.DataFrame, reference: str | None, test: str = "ttest") -
 def _ranked_cells(table: pd.DataFrame, metric: str) -> dict[str, str]:
     rows = table[table["metric"] == metric].set_index("method")
     higher = METRICS.get(metric).higher_is_better
-    order = rows["mean"].dropna().sort_values(ascending=not higher).index.tolist()
+    # ranks by distinct shown value: ties share the bold (or underline); one distinct value ranks nothing
+    shown = sorted({round(v, 3) for v in rows["mean"].dropna()}, reverse=higher)
     cells = {}
     for method, r in rows.iterrows():
         if not np.isfinite(r["mean"]):
             cells[method] = "n/a"
             continue
         text = f"{r['mean']:.3f} ± {r['std']:.3f}" if np.isfinite(r["std"]) else f"{r['mean']:.3f}"
-        if order and method == order[0]:
+        if len(shown) > 1 and round(r["mean"], 3) == shown[0]:
             text = f"**{text}**"
-        elif len(order) > 1 and method == order[1]:
+        elif len(shown) > 1 and round(r["mean"], 3) == shown[1]:
             text = f"<u>{text}</u>"
         cells[method] = text + significance_mark(r["p_value"])
     return cells
