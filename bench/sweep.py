@@ -124,8 +124,7 @@ def run_sweep(method: str, dataset: str, params: list[str], *, suite_name: str =
     storage = open_storage(storage or f"sqlite:///{(root / f'{study_name}.db').resolve()}")
     selection_metric = getattr(spec.make_config(base), "selection_metric", None) if metric is None else None
     grid_space = {p: space[p].grid() for p in params} if grid else None
-    # a grid point counts once it has a complete trial (optuna's grid sampler runs a
-    # pruned or failed point again); other studies count pruned trials as done
+    # a grid point counts once it has a complete trial; other studies count pruned trials as done
     counted = (optuna.trial.TrialState.COMPLETE,) + (() if grid else (optuna.trial.TrialState.PRUNED,))
     try:
         done = len(optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False, states=counted))
@@ -168,10 +167,20 @@ def run_sweep(method: str, dataset: str, params: list[str], *, suite_name: str =
         return _objective_value(read_json(stem.with_suffix(".json")), metric)
 
     target = trials if trials is not None else (int(np.prod([len(v) for v in grid_space.values()])) if grid else 20)
+    if grid:  # the grid sampler takes pruned or failed points as visited: queue them again
+        import itertools
+
+        live = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+        have = {tuple(t.params.get(p, t.system_attrs.get("fixed_params", {}).get(p)) for p in params)
+                for t in study.get_trials(deepcopy=False, states=live)}
+        missing = [combo for combo in itertools.product(*grid_space.values()) if combo not in have]
+        for combo in missing:
+            study.enqueue_trial(dict(zip(params, combo)))
+        done = target - len(missing)  # distinct grid points with a trial (a point may have run twice)
     if done < target:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study.optimize(objective, n_trials=target - done, catch=(BenchError,),
-                       callbacks=[optuna.study.MaxTrialsCallback(target, states=counted)])
+                       callbacks=[] if grid else [optuna.study.MaxTrialsCallback(target, states=counted)])
     return write_outputs(study, root, params, space)
 
 

@@ -127,12 +127,14 @@ def test_a_grid_is_not_pruned_and_reruns_a_point_left_without_a_complete_trial(d
     name = "resnet18-breastmnist-smoke-wd"
     storage = f"sqlite:///{tmp_path / 'results' / 'sweeps' / (name + '.db')}"
     (tmp_path / "results" / "sweeps").mkdir(parents=True)
-    earlier = optuna.create_study(study_name=name, storage=storage, direction="maximize")
-    earlier.add_trial(optuna.trial.create_trial(params={"wd": 0.001}, state=optuna.trial.TrialState.PRUNED,
-                                                distributions={"wd": optuna.distributions.CategoricalDistribution([0.0, 1e-4, 1e-3])}))
+    earlier = optuna.create_study(study_name=name, storage=storage, direction="maximize",
+                                  sampler=optuna.samplers.GridSampler({"wd": [0.0, 1e-4, 1e-3]}))
+    pruned = earlier.ask()  # a grid trial (grid id set, so the grid sampler counts it as visited), then pruned
+    earlier.tell(pruned, state=optuna.trial.TrialState.PRUNED)
     out = run_sweep("resnet18", "breastmnist", ["wd"], suite_name=TINY_SUITE, grid=True,
                     results_dir=tmp_path / "results", work_dir=tmp_path / "runs")
     trials = optuna.load_study(study_name=name, storage=storage).trials
     complete = {t.params["wd"] for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
     assert complete == {0.0, 1e-4, 1e-3} and out["complete"] == 3
     assert not any(t.state == optuna.trial.TrialState.PRUNED for t in trials[1:])  # nothing pruned this time
+    assert len(trials) == 4  # no grid point evaluated twice
