@@ -132,7 +132,7 @@ def render_markdown(suite, records, failed, summary: pd.DataFrame, reference: st
             "",
             f"Task {recs[0].get('task')}, {_task_detail(recs[0])}; n = {data.get('n')}; split hash "
             f"`{data.get('split_hash')}`; exact duplicates across splits: {data.get('duplicates_across_splits')}; "
-            f"files: {', '.join(f'{Path(k).name} (MD5 {v})' for k, v in (data.get('files') or {}).items()) or 'generated'}.",
+            f"files: {', '.join(f'{Path(k).name} (MD5 {v})' for k, v in (data.get('files') or {}).items()) or 'none'}; source: {data.get('source') or 'n/a'}.",
             "",
             "| method | seeds | " + " | ".join(metrics) + " |",
             "|---|---|" + "---|" * len(metrics),
@@ -173,7 +173,7 @@ def survey_layout(summary: pd.DataFrame, reference: str | None) -> list[str]:
         for (p, d) in keys:
             for m in metrics:
                 col = table[(table["preset"] == p) & (table["dataset"] == d) & (table["metric"] == m)].set_index("method")["mean"]
-                if col.notna().any():
+                if col.notna().sum() > 1:  # a lone method is not "best"
                     best[(p, d, m)] = col.max() if METRICS.get(m).higher_is_better else col.min()
         for meth in methods:
             cells = []
