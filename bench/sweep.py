@@ -133,7 +133,9 @@ def run_sweep(method: str, dataset: str, params: list[str], *, suite_name: str =
     # a resumed study (or another worker) gets a fresh random stream, or TPE's start-up
     # trials would propose the first trials' values again
     sampler_seed = seed * 1_000_003 + done + 7919 * worker
-    sampler = optuna.samplers.GridSampler(grid_space, seed=sampler_seed) if grid else optuna.samplers.TPESampler(seed=sampler_seed)
+    # a grid runs as queued trials (below): optuna's GridSampler counts pruned points as
+    # visited and stops the study once every point was tried, so it cannot repair a grid
+    sampler = optuna.samplers.RandomSampler(seed=sampler_seed) if grid else optuna.samplers.TPESampler(seed=sampler_seed)
     study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True, sampler=sampler,
                                 direction=_direction(metric, selection_metric),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
@@ -167,7 +169,7 @@ def run_sweep(method: str, dataset: str, params: list[str], *, suite_name: str =
         return _objective_value(read_json(stem.with_suffix(".json")), metric)
 
     target = trials if trials is not None else (int(np.prod([len(v) for v in grid_space.values()])) if grid else 20)
-    if grid:  # the grid sampler takes pruned or failed points as visited: queue them again
+    if grid:  # every grid point without a complete (or running, or queued) trial is queued
         import itertools
 
         live = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
