@@ -175,10 +175,11 @@ def run_sweep(method: str, dataset: str, params: list[str], *, suite_name: str =
         live = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
         have = {tuple(t.params.get(p, t.system_attrs.get("fixed_params", {}).get(p)) for p in params)
                 for t in study.get_trials(deepcopy=False, states=live)}
-        missing = [combo for combo in itertools.product(*grid_space.values()) if combo not in have]
-        for combo in missing:
-            study.enqueue_trial(dict(zip(params, combo)))
-        done = target - len(missing)  # distinct grid points with a trial (a point may have run twice)
+        for combo in itertools.product(*grid_space.values()):
+            if combo not in have:
+                study.enqueue_trial(dict(zip(params, combo)))
+        queued = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+        done = target - queued  # the queued points are what is left (a point may have run twice before)
     if done < target:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study.optimize(objective, n_trials=target - done, catch=(BenchError,),
