@@ -115,14 +115,18 @@ class MethodSpec:
     description: str = ""
 
     def make_config(self, overrides: dict[str, Any] | None = None):
-        values = {**self.defaults, **(overrides or {})}
-        known = {f.name for f in dataclasses.fields(self.cls.Config)}
-        for key in values:
-            if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise BenchError(f"{self.cls.__name__}: unknown option {key!r}{hint} (options: {sorted(known)})")
-        return self.cls.Config(**values)
+        return build_config(self.cls.Config, {**self.defaults, **(overrides or {})}, self.cls.__name__)
+
+
+def build_config(config_cls: type, values: dict[str, Any], owner: str):
+    """``config_cls(**values)``; an unknown option is named, with the closest known one."""
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise BenchError(f"{owner}: unknown option {key!r}{hint} (options: {sorted(known)})")
+    return config_cls(**values)
 
 
 def register_method(name: str, description: str = "", **defaults):

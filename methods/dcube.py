@@ -28,7 +28,6 @@ Paper vs authors' code (medical-ai-cv/D-Cube), each behind an option:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +40,7 @@ import torch.nn.functional as F
 from bench.data.spec import SplitData
 from bench.errors import BenchError
 from bench.images import save_class_grid
-from bench.method import ClassificationMethod, MethodSpec, RunContext, config_dict, register_method
+from bench.method import ClassificationMethod, MethodSpec, RunContext, build_config, config_dict, register_method
 from bench.registry import METHODS
 from bench.sweep import Param
 from bench.training import batches, from_device_batch, plan_steps, to_device_batch, train_loop
@@ -89,12 +88,7 @@ class Stage1Config:
 def stage1_config(overrides: dict[str, Any] | Stage1Config) -> Stage1Config:
     if isinstance(overrides, Stage1Config):
         return overrides
-    known = {f.name for f in dataclasses.fields(Stage1Config)}
-    for key in overrides:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            raise BenchError(f"D-Cube stage1: unknown option {key!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
-    return Stage1Config(**overrides)
+    return build_config(Stage1Config, overrides, "D-Cube stage1")
 
 
 class UViTBlock(nn.Module):
