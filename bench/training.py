@@ -108,6 +108,13 @@ def random_flip_rotate(x: torch.Tensor, generator: torch.Generator) -> torch.Ten
     return x
 
 
+def augmented_batch(images: np.ndarray, idx: np.ndarray, ctx: RunContext, size: int | None, augment: bool,
+                    generator: torch.Generator) -> torch.Tensor:
+    """A training batch on the device, randomly flipped and rotated when `augment`."""
+    x = to_device_batch(images[idx], ctx.device, size)
+    return random_flip_rotate(x, generator) if augment else x
+
+
 def train_loop(
     module: torch.nn.Module,
     train_step: Callable[[np.ndarray], torch.Tensor],

@@ -32,7 +32,7 @@ import torch.nn as nn
 from bench.data.spec import SplitData
 from bench.method import ClassificationMethod, RunContext, register_method
 from bench.metrics import METRICS
-from bench.training import plan_steps, random_flip_rotate, to_device_batch, train_loop
+from bench.training import augmented_batch, plan_steps, train_loop
 from methods.label_diffusion import (
     require_single_label,
     PooledEncoder, TimeScaledMLP, antithetic_timesteps, batched_inference, cached_pretraining, classification_loss,
@@ -148,9 +148,7 @@ class CARD(ClassificationMethod):
         auroc = METRICS.get("auroc")
 
         def step(idx):
-            x = to_device_batch(train.images[idx], ctx.device, cfg.image_size)
-            if cfg.augment:
-                x = random_flip_rotate(x, gen)
+            x = augmented_batch(train.images, idx, ctx, cfg.image_size, cfg.augment, gen)
             y0 = one_hot_targets(train.labels[idx], C, False, ctx.device)
             with torch.no_grad():
                 prior = self.prior_probs(x)

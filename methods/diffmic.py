@@ -27,7 +27,7 @@ import torch.nn as nn
 from bench.data.spec import SplitData
 from bench.method import ClassificationMethod, RunContext, register_method
 from bench.metrics import METRICS
-from bench.training import plan_steps, random_flip_rotate, to_device_batch, train_loop
+from bench.training import augmented_batch, plan_steps, train_loop
 from methods.card import CARDNet
 from methods.label_diffusion import (
     require_single_label,
@@ -105,9 +105,7 @@ class DiffMIC(ClassificationMethod):
         auroc = METRICS.get("auroc")
 
         def step(idx):
-            x = to_device_batch(train.images[idx], ctx.device, cfg.image_size)
-            if cfg.augment:
-                x = random_flip_rotate(x, gen)
+            x = augmented_batch(train.images, idx, ctx, cfg.image_size, cfg.augment, gen)
             y0 = one_hot_targets(train.labels[idx], C, False, ctx.device)
             self.dcg.eval()
             with torch.no_grad():

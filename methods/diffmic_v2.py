@@ -46,7 +46,7 @@ from bench.errors import BenchError
 from bench.sweep import Param
 from bench.method import ClassificationMethod, RunContext, register_method
 from bench.metrics import METRICS
-from bench.training import plan_steps, random_flip_rotate, to_device_batch, train_loop
+from bench.training import augmented_batch, plan_steps, train_loop
 from methods.label_diffusion import (
     DCG, DCGOutput, MapEncoder, PooledEncoder, TimeScaledMLP, batched_inference, cached_pretraining,
     classification_loss, ddim_scheduler, fit_prior, one_hot_targets, prior_agreement, prior_probabilities,
@@ -309,9 +309,7 @@ class DiffMICv2(ClassificationMethod):
         metric = METRICS.get("auroc")
 
         def step(idx):
-            x = to_device_batch(train.images[idx], ctx.device, cfg.image_size)
-            if cfg.augment:
-                x = random_flip_rotate(x, gen)
+            x = augmented_batch(train.images, idx, ctx, cfg.image_size, cfg.augment, gen)
             return self.training_loss(x, one_hot_targets(train.labels[idx], self.spec.num_classes, self.multilabel, ctx.device), gen)
 
         def evaluate():

@@ -370,7 +370,7 @@ def fit_prior(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], 
     """Train a prior classifier with cross-entropy (Adam, constant lr), keeping the
     weights with the best validation AUROC. The suite's ``max_steps`` caps it too."""
     from bench.metrics import METRICS
-    from bench.training import plan_steps, random_flip_rotate, to_device_batch, train_loop
+    from bench.training import augmented_batch, plan_steps, train_loop
 
     multilabel = spec.task == "multilabel"
     total, n_epochs = plan_steps(len(train), batch_size, epochs, ctx.budget.max_steps)
@@ -379,9 +379,7 @@ def fit_prior(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], 
     auroc = METRICS.get("auroc")
 
     def step(idx):
-        x = to_device_batch(train.images[idx], ctx.device, image_size)
-        if augment:
-            x = random_flip_rotate(x, gen)
+        x = augmented_batch(train.images, idx, ctx, image_size, augment, gen)
         with ctx.accelerator.autocast():
             return loss_fn(x, one_hot_targets(train.labels[idx], spec.num_classes, multilabel, ctx.device))
 
