@@ -46,7 +46,7 @@ from bench.sweep import Param
 from bench.training import batches, from_device_batch, plan_steps, to_device_batch, train_loop
 from methods.label_diffusion import (
     cache_key, cached_pretraining, ddim_scheduler, ddpm_scheduler, feature_map, q_sample,
-    require_single_label, timm_trunk,
+    require_single_label, reverse_process, timm_trunk,
 )
 
 # ------------------------------------------------------------------------ stage-1 model
@@ -596,12 +596,12 @@ def sample_images(unet: UViT, labels: np.ndarray, cfg: Stage1Config, ctx: RunCon
     for idx in batches(len(labels), batch_size):
         y = torch.as_tensor(labels[idx], device=ctx.device).long()
         x = torch.randn((len(idx), unet.in_chans, size, size), generator=generator).to(ctx.device)
-        for t in scheduler.timesteps:
-            tt = torch.full((len(idx),), int(t), device=ctx.device, dtype=torch.long)
+
+        def eps(x_t, t, y=y):
             with ctx.accelerator.autocast():
-                eps = unet(x, tt, y).float()
-            x = scheduler.step(eps, t, x, generator=generator).prev_sample
-        out.append(x.clamp(-1, 1).cpu())
+                return unet(x_t, t, y)
+
+        out.append(reverse_process(eps, x, scheduler, generator).clamp(-1, 1).cpu())
     return torch.cat(out)
 
 

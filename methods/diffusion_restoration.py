@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from bench.errors import BenchError
 from bench.method import RestorationMethod, RunContext, register_method
 from bench.restoration import restore_batched, train_image_to_image
-from methods.label_diffusion import diffusers_unet
+from methods.label_diffusion import diffusers_unet, reverse_process
 
 SCHEDULES = {"cosine": "squaredcos_cap_v2", "linear": "linear"}
 
@@ -78,9 +78,7 @@ class DiffusionRestorer(RestorationMethod):
         def run(x):
             cond = x * 2 - 1
             z = torch.randn(cond.shape, generator=gen).to(cond.device)
-            for t in ddim.timesteps:
-                eps = self.unet(torch.cat([z, cond], dim=1), t).sample.float()
-                z = ddim.step(eps, t, z).prev_sample
+            z = reverse_process(lambda z_t, t: self.unet(torch.cat([z_t, cond], dim=1), t).sample, z, ddim)
             return (z.clamp(-1, 1) + 1) / 2
 
         return restore_batched(run, np.asarray(inputs), ctx)

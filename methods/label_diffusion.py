@@ -423,10 +423,18 @@ def sample_prior_mean(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tenso
     its chain exactly this one. `eps_fn(y_t, t)` predicts the noise; the scheduler's
     ``set_timesteps`` decides the steps (T = all of them, as in CARD)."""
     z = torch.randn(prior.shape, generator=generator).to(prior.device)
+    return reverse_process(lambda z_t, t: eps_fn(z_t + prior, t), z, scheduler, generator) + prior
+
+
+@torch.no_grad()
+def reverse_process(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor, scheduler,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """A diffusers scheduler's reverse chain from x_T over its ``timesteps``: at each,
+    ``eps_fn(x_t, t)`` (t: one long per sample) predicts the noise and the scheduler steps."""
     for t in scheduler.timesteps:
-        eps = eps_fn(z + prior, torch.full(prior.shape[:1], int(t), device=prior.device, dtype=torch.long)).float()
-        z = scheduler.step(eps, t, z, generator=generator).prev_sample
-    return z + prior
+        t_batch = torch.full(x.shape[:1], int(t), device=x.device, dtype=torch.long)
+        x = scheduler.step(eps_fn(x, t_batch).float(), t, x, generator=generator).prev_sample
+    return x
 
 
 def gaussian_mmd(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

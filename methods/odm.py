@@ -32,7 +32,7 @@ from bench.errors import BenchError
 from bench.method import GenerationMethod, RunContext, register_method
 from bench.sweep import Param
 from bench.training import batches, from_device_batch, plan_steps, to_device_batch, train_loop
-from methods.label_diffusion import ddim_scheduler, ddpm_scheduler, diffusers_unet, q_sample
+from methods.label_diffusion import ddim_scheduler, ddpm_scheduler, diffusers_unet, q_sample, reverse_process
 
 
 @dataclass
@@ -185,12 +185,12 @@ class ConditionalDiffusion(GenerationMethod):
         for idx in batches(len(labels), cfg.sample_batch):
             y = torch.as_tensor(np.asarray(labels)[idx], device=ctx.device).long()
             x = torch.randn((len(idx), self.spec.channels, cfg.image_size, cfg.image_size), generator=generator).to(ctx.device)
-            for t in scheduler.timesteps:
-                tt = torch.full((len(idx),), int(t), device=ctx.device, dtype=torch.long)
+
+            def eps(x_t, t, y=y):
                 with ctx.accelerator.autocast():
-                    eps = guided_eps(self.unet, x, tt, y, self.spec.num_classes, cfg.guidance_scale).float()
-                x = scheduler.step(eps, t, x).prev_sample
-            out.append(x.clamp(-1, 1).cpu())
+                    return guided_eps(self.unet, x_t, t, y, self.spec.num_classes, cfg.guidance_scale)
+
+            out.append(reverse_process(eps, x, scheduler).clamp(-1, 1).cpu())
         return from_device_batch(torch.cat(out), self.spec.size)
 
 
