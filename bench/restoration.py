@@ -57,24 +57,23 @@ def train_image_to_image(module: torch.nn.Module, loss_fn: Callable[[torch.Tenso
 
 
 def score_restoration_unit(method, bundle, ctx: RunContext, strip_count: int = 6) -> dict[str, Any]:
-    """Restore val and test; per-image metrics (means in the record, values in the
+    """Restore val and test once; per-image metrics (means in the record, values in the
     .npz), the input's own scores for reference, and an input/output/target strip."""
     import time
 
-    metrics, per_image, arrays, out_s = {}, {}, {}, 0.0
+    metrics, arrays, outputs, out_s = {}, {}, {}, 0.0
     data_range = bundle.spec.data_range
     for s in ("val", "test"):
         split = bundle.splits[s]
         t0 = time.perf_counter()
-        outputs = np.asarray(method.restore(split.inputs, ctx), dtype=np.float32)
+        outputs[s] = np.asarray(method.restore(split.inputs, ctx), dtype=np.float32)
         out_s = time.perf_counter() - t0
-        if outputs.shape != split.targets.shape:
+        if outputs[s].shape != split.targets.shape:
             from bench.errors import TrainingError
 
-            raise TrainingError(f"{type(method).__name__}.restore returned {outputs.shape}, expected {split.targets.shape}")
-        q = per_image_quality(outputs, split.targets, data_range)
+            raise TrainingError(f"{type(method).__name__}.restore returned {outputs[s].shape}, expected {split.targets.shape}")
+        q = per_image_quality(outputs[s], split.targets, data_range)
         metrics[s] = {k: float(v.mean()) for k, v in q.items()}
-        per_image[s] = q
         arrays.update({f"{s}_{k}": v.astype(np.float32) for k, v in q.items()})
         arrays[f"{s}_ids"] = np.array(split.ids)
     test = bundle.splits["test"]
@@ -82,9 +81,8 @@ def score_restoration_unit(method, bundle, ctx: RunContext, strip_count: int = 6
     if ctx.artifact_stem is not None:
         from bench.images import save_strip
 
-        pick = np.linspace(0, len(test) - 1, min(strip_count, len(test))).round().astype(int)
-        outputs = np.asarray(method.restore(test.inputs[pick], ctx), dtype=np.float32)
-        save_strip([test.inputs[pick], outputs, test.targets[pick]], ctx.artifact_stem.parent / f"{ctx.artifact_stem.name}.strip.png")
+        pick = np.linspace(0, len(test) - 1, min(strip_count, len(test))).round().astype(int)  # the scored outputs
+        save_strip([test.inputs[pick], outputs["test"][pick], test.targets[pick]], ctx.artifact_stem.parent / f"{ctx.artifact_stem.name}.strip.png")
     return {
         "metrics": metrics,
         "per_class": {},
