@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     pp = sub.add_parser("paper", help="regenerate a paper's tables from our records, the paper's numbers beside ours")
     pp.add_argument("paper", help="diffmic-v2, dcube, odm or survey")
     pp.add_argument("--table", help="one table id (e.g. IV)")
-    pp.add_argument("--preset", help="records of this preset (default: full if any, else smoke)")
+    pp.add_argument("--preset", help="records of this preset (default, per dataset: the preset with the most records)")
     pp.add_argument("--results-dir", default="results")
     pp.add_argument("--out-dir", default="leaderboards")
     pp.set_defaults(func=cmd_paper)

@@ -79,14 +79,17 @@ def _objective_value(record: dict, metric: str | None) -> float:
 def _direction(metric: str | None, selection_metric: str | None) -> str:
     from bench.registry import METRICS
 
+    from bench.registry import UnknownNameError
+
     name = metric or selection_metric
-    lower = {"noise_mse"}
-    if name in lower:
+    if name == "noise_mse":  # the diffusion generators' validation noise loss (not a registered metric)
         return "minimize"
+    if name is None:  # a method without a selection metric (e.g. the GAN): optuna's default
+        return "maximize"
     try:
         return "maximize" if METRICS.get(name).higher_is_better else "minimize"
-    except Exception:  # noqa: BLE001 - an unregistered selection metric: assume higher is better
-        return "maximize"
+    except UnknownNameError as exc:
+        raise BenchError(f"cannot tell whether {name!r} should be maximised: {exc}") from exc
 
 
 def run_sweep(method: str, dataset: str, params: list[str], *, suite_name: str = "classification", preset_name: str = "smoke",
@@ -126,20 +129,17 @@ def run_sweep(method: str, dataset: str, params: list[str], *, suite_name: str =
     grid_space = {p: space[p].grid() for p in params} if grid else None
     # a grid point counts once it has a complete trial; other studies count pruned trials as done
     counted = (optuna.trial.TrialState.COMPLETE,) + (() if grid else (optuna.trial.TrialState.PRUNED,))
-    try:
-        done = len(optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False, states=counted))
-    except KeyError:  # a new study
-        done = 0
-    # a resumed study (or another worker) gets a fresh random stream, or TPE's start-up
-    # trials would propose the first trials' values again
-    sampler_seed = seed * 1_000_003 + done + 7919 * worker
-    # a grid runs as queued trials (below): optuna's GridSampler counts pruned points as
-    # visited and stops the study once every point was tried, so it cannot repair a grid
-    sampler = optuna.samplers.RandomSampler(seed=sampler_seed) if grid else optuna.samplers.TPESampler(seed=sampler_seed)
-    study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True, sampler=sampler,
+    study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True,
                                 direction=_direction(metric, selection_metric),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
                                 if (prune if prune is not None else not grid) else optuna.pruners.NopPruner())
+    done = len(study.get_trials(deepcopy=False, states=counted))
+    # a resumed study (or another worker) gets a fresh random stream, or TPE's start-up
+    # trials would propose the first trials' values again; a grid runs as queued trials
+    # (below): optuna's GridSampler counts pruned points as visited and stops the study
+    # once every point was tried, so it cannot repair a grid
+    sampler_seed = seed * 1_000_003 + done + 7919 * worker
+    study.sampler = optuna.samplers.RandomSampler(seed=sampler_seed) if grid else optuna.samplers.TPESampler(seed=sampler_seed)
     study.set_user_attr("method", method)
     study.set_user_attr("dataset", bundle.spec.name)
     study.set_user_attr("objective", f"validation {metric or 'selection value'}")
