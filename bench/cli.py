@@ -29,6 +29,7 @@ def cmd_run(args) -> int:
         precision=args.precision,
         cpu=args.cpu,
         progress=not args.no_progress,
+        checkpoint_every_s=args.checkpoint_every,
     )
     failed = [o for o in outcomes if o["status"] == "failed"]
     done = [o for o in outcomes if o["status"] == "ok"]
@@ -156,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="auto: bf16 autocast on GPU, fp32 on CPU")
     r.add_argument("--cpu", action="store_true", help="force CPU even when a GPU is present")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("--checkpoint-every", type=float, default=300.0, metavar="SECONDS",
+                   help="checkpoint training at most this often (in --work-dir) so that a killed run resumes mid-unit")
     r.set_defaults(func=cmd_run)
 
     lb = sub.add_parser("leaderboard", help="rebuild leaderboards/<suite>.md and .csv from records")

@@ -14,7 +14,8 @@ Schema (``schema_version`` "1.0"), top-level keys of the JSON:
 - ``task``, ``class_names``
 - ``metrics``: ``{"val": {name: value}, "test": {name: value}}``, NaN written as null
 - ``per_class``: ``{"test": {"auroc": [...], "recall": [...], "f1": [...]}}``
-- ``selection``: what fit() chose on validation (metric, best epoch, value, history),
+- ``selection``: what fit() chose on validation (metric, best epoch, value, history,
+  ``resumed_after_epoch`` when training continued from a checkpoint of a killed run),
   and for methods with a pretrained prior its summary (cache "hit"/"miss", file)
 - ``extras`` (optional): ``{split: {name: mean}}`` of per-sample outputs besides the
   probabilities (e.g. CARD's ``piw``), the per-sample values being in the .npz

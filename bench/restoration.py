@@ -36,9 +36,9 @@ def validation_psnr(restore: Callable[[np.ndarray], np.ndarray], val, limit: int
 
 def train_image_to_image(module: torch.nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                          restore: Callable[[np.ndarray], np.ndarray], train, val, ctx: RunContext, *, lr: float,
-                         betas=(0.9, 0.999), eval_every: int = 1, desc: str = "restore") -> dict:
+                         betas=(0.9, 0.999), eval_every: int = 1, generators: tuple = (), desc: str = "restore") -> dict:
     """Adam on loss_fn(input, target) over paired patches (random flips), keeping the
-    weights with the best validation PSNR."""
+    weights with the best validation PSNR; `generators`: those `loss_fn` draws from."""
     budget = ctx.budget
     total, epochs = plan_steps(len(train), budget.batch_size, budget.epochs, budget.max_steps)
     opt = torch.optim.Adam(module.parameters(), lr=lr, betas=tuple(betas))
@@ -53,7 +53,7 @@ def train_image_to_image(module: torch.nn.Module, loss_fn: Callable[[torch.Tenso
 
     return train_loop(module, step, lambda: validation_psnr(restore, val), ctx, n_train=len(train),
                       batch_size=budget.batch_size, total_steps=total, epochs=epochs, optimizer=opt,
-                      metric_name="psnr", eval_every=eval_every, desc=desc)
+                      metric_name="psnr", eval_every=eval_every, generators=(gen, *generators), desc=desc)
 
 
 def score_restoration_unit(method, bundle, ctx: RunContext, strip_count: int = 6) -> dict[str, Any]:

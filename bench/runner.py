@@ -29,6 +29,7 @@ from bench.method import MethodSpec, RunContext, config_dict, config_hash
 from bench.metrics import compute_all, per_class
 from bench.provenance import environment, peak_memory, reset_peak_memory
 from bench.records import is_complete, unit_stem, write_record
+from bench.resume import remove_checkpoints
 from bench.registry import METHODS
 
 SYNTHETIC_TWINS = {"binary": "synthetic_lesions", "multiclass": "synthetic_severity", "ordinal": "synthetic_severity"}
@@ -112,15 +113,19 @@ def check_probs(probs: np.ndarray, n: int, spec: DatasetSpec, method: str) -> np
     return probs
 
 
+def unit_work_dir(unit: Unit, suite: Suite, work_dir: Path) -> Path:
+    """Where a unit keeps its training checkpoints until its record is written."""
+    return unit_stem(work_dir, suite.name, unit.dataset, unit.method, unit.config_hash, unit.seed)
+
+
 def run_unit(unit: Unit, spec: MethodSpec, bundle: DatasetBundle, suite: Suite, preset: Preset, accelerator, work_dir: Path,
-             progress: bool, extractors: dict | None = None, on_eval=None) -> dict[str, Any]:
+             progress: bool, extractors: dict | None = None, on_eval=None, checkpoint_every_s: float = 300.0) -> dict[str, Any]:
     from accelerate.utils import set_seed
 
     set_seed(unit.seed, deterministic=True)
     method = spec.cls(spec.make_config(unit.config), bundle.spec)
-    checkpoint_dir = unit_stem(work_dir, suite.name, unit.dataset, unit.method, unit.config_hash, unit.seed)
-    ctx = RunContext(accelerator, unit.seed, preset.budget, checkpoint_dir, tqdm.write, progress, work_dir / "cache",
-                     bundle.split_hash, artifact_stem=unit.stem, on_eval=on_eval)
+    ctx = RunContext(accelerator, unit.seed, preset.budget, unit_work_dir(unit, suite, work_dir), tqdm.write, progress, work_dir / "cache",
+                     bundle.split_hash, artifact_stem=unit.stem, on_eval=on_eval, checkpoint_every_s=checkpoint_every_s)
     ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     reset_peak_memory(accelerator.device)
     splits = bundle.splits
@@ -236,6 +241,7 @@ def run_suite(
     precision: str = "auto",
     cpu: bool = False,
     progress: bool = True,
+    checkpoint_every_s: float = 300.0,
 ) -> list[dict[str, Any]]:
     """Run (or resume) a suite; return one outcome per unit (all ranks' on rank 0)."""
     from accelerate.utils import gather_object
@@ -263,7 +269,8 @@ def run_suite(
     bar = tqdm(mine, desc=f"rank {accelerator.process_index}" if accelerator.num_processes > 1 else "units", disable=None if progress else True, dynamic_ncols=True)
     for unit in bar:
         bar.set_postfix_str(unit.label)
-        outcomes.append(run_and_record(unit, specs[unit.method], bundles.get(unit.dataset), data_errors.get(unit.dataset), suite, preset, accelerator, env, work_dir, progress, extractors))
+        outcomes.append(run_and_record(unit, specs[unit.method], bundles.get(unit.dataset), data_errors.get(unit.dataset), suite, preset, accelerator, env, work_dir, progress, extractors,
+                                       checkpoint_every_s=checkpoint_every_s))
         tqdm.write(rank + _outcome_line(outcomes[-1]))
     accelerator.wait_for_everyone()
     gathered = gather_object(outcomes) if accelerator.num_processes > 1 else outcomes
@@ -272,7 +279,7 @@ def run_suite(
 
 
 def run_and_record(unit, spec, bundle, data_error, suite, preset, accelerator, env, work_dir, progress, extractors=None,
-                    passthrough: tuple = (), on_eval=None) -> dict[str, Any]:
+                    passthrough: tuple = (), on_eval=None, checkpoint_every_s: float = 300.0) -> dict[str, Any]:
     """Run one unit and write its record, ok or failed; exceptions of a `passthrough`
     type (a sweep's pruning) propagate instead, and nothing is written."""
     started = now()
@@ -281,7 +288,8 @@ def run_and_record(unit, spec, bundle, data_error, suite, preset, accelerator, e
     try:
         if bundle is None:
             raise DataError(data_error)
-        result = run_unit(unit, spec, bundle, suite, preset, accelerator, work_dir, progress, extractors, on_eval)
+        result = run_unit(unit, spec, bundle, suite, preset, accelerator, work_dir, progress, extractors, on_eval,
+                          checkpoint_every_s)
         arrays = result.pop("_arrays")
         result["timings"]["wall_s"] = time.perf_counter() - t0
         record.update(status="ok", error=None, **result)
@@ -293,6 +301,8 @@ def run_and_record(unit, spec, bundle, data_error, suite, preset, accelerator, e
         record["timings"] = {"wall_s": time.perf_counter() - t0}
     record["provenance"]["finished"] = now()
     path = write_record(unit.stem, record, arrays)
+    if record["status"] == "ok":  # a failed unit keeps them: its rerun resumes
+        remove_checkpoints(unit_work_dir(unit, suite, Path(work_dir)))
     return {
         "unit": unit.label,
         "status": record["status"],

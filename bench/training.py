@@ -22,6 +22,7 @@ from bench.data.spec import SplitData
 from bench.errors import TrainingError
 from bench.method import RunContext
 from bench.metrics import METRICS
+from bench.resume import checkpoint_path, load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 
 
 def to_device_batch(images: np.ndarray, device, size: int | None = None) -> torch.Tensor:
@@ -132,6 +133,8 @@ def train_loop(
     eval_every: int = 1,
     grad_clip: float | None = None,
     after_step: Callable[[int], None] | None = None,
+    generators: tuple = (),
+    stateful: tuple = (),
     desc: str = "train",
 ) -> dict:
     """The optimiser loop every method shares: batches, NaN check, validation every
@@ -140,12 +143,51 @@ def train_loop(
     `train_step(indices)` returns the loss of one batch; `evaluate()` scores the current
     weights on the validation split; `after_step(step)` runs after each optimiser step
     (e.g. an EMA update). Raises TrainingError on a non-finite loss.
+
+    Resumable (bench/resume.py): the stage named `desc` is checkpointed in
+    `ctx.checkpoint_dir` and a rerun continues from there. `module` must hold every
+    trained weight (EMA copies included), `generators` every torch or numpy generator
+    `train_step` draws from, and `stateful` any other object with a state (a second
+    optimiser), so that the resumed run equals an uninterrupted one.
     """
     gen = torch.Generator().manual_seed(ctx.seed)
+    all_generators = (gen, *generators)
     best = {"value": -math.inf, "epoch": None, "state": None}
-    history, step, seen, t_train = [], 0, 0, 0.0
-    bar = tqdm(total=total_steps, desc=desc, leave=False, disable=None if ctx.progress else True, dynamic_ncols=True)
-    for epoch in range(epochs):
+    history, step, seen, t_train, start_epoch = [], 0, 0, 0.0, 0
+    path = checkpoint_path(ctx.checkpoint_dir, desc)
+    saved = load_checkpoint(path, module, len(all_generators), len(stateful), ctx.log)
+    if saved is not None:
+        module.load_state_dict(saved["module"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(saved["scheduler"])
+        for obj, state in zip(stateful, saved["stateful"], strict=True):
+            obj.load_state_dict(state)
+        restore_rng_states(saved["rng"], all_generators)
+        start_epoch, step, seen, t_train = saved["epoch"], saved["step"], saved["seen"], saved["t_train"]
+        history, best = saved["history"], saved["best"]
+        ctx.log(f"{desc}: resuming after epoch {start_epoch} of {epochs} from {path}")
+        if ctx.on_eval is not None:  # a sweep's pruner sees the whole curve again
+            for entry in history:
+                if f"val_{metric_name}" in entry:
+                    ctx.on_eval(entry["epoch"], entry[f"val_{metric_name}"])
+    last_save = time.monotonic()
+
+    def checkpoint(epochs_done: int) -> None:
+        nonlocal last_save
+        if time.monotonic() - last_save < ctx.checkpoint_every_s:
+            return
+        save_checkpoint(path, {
+            "epoch": epochs_done, "step": step, "seen": seen, "t_train": t_train, "history": history, "best": best,
+            "module": module.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None, "rng": rng_states(all_generators),
+            "stateful": [obj.state_dict() for obj in stateful],
+        })
+        last_save = time.monotonic()
+
+    bar = tqdm(total=total_steps, initial=step, desc=desc, leave=False, disable=None if ctx.progress else True,
+               dynamic_ncols=True)
+    for epoch in range(start_epoch, epochs):
         module.train()
         t0 = time.perf_counter()
         losses = []
@@ -171,6 +213,7 @@ def train_loop(
             bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.3f}")
         t_train += time.perf_counter() - t0
         entry = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None}
+        history.append(entry)
         if (epoch + 1) % eval_every == 0 or epoch + 1 == epochs:
             module.eval()
             value = float(evaluate())
@@ -182,7 +225,7 @@ def train_loop(
                 score = -math.inf
             if best["state"] is None or score > best["value"]:
                 best = {"value": score, "epoch": epoch + 1, "state": copy.deepcopy(module.state_dict()), "raw": value}
-        history.append(entry)
+            checkpoint(epoch + 1)
     bar.close()
     module.load_state_dict(best["state"])
     module.eval()
@@ -195,6 +238,7 @@ def train_loop(
         "train_images_seen": seen,
         "train_compute_s": t_train,
         "history": history,
+        "resumed_after_epoch": start_epoch or None,
     }
 
 
@@ -233,4 +277,4 @@ def train_supervised(
 
     return train_loop(model, step, evaluate, ctx, n_train=len(train), batch_size=budget.batch_size,
                       total_steps=total_steps, epochs=epochs, optimizer=opt, scheduler=sched,
-                      higher_is_better=metric.higher_is_better, metric_name=s.selection_metric)
+                      higher_is_better=metric.higher_is_better, metric_name=s.selection_metric, generators=(flips,))

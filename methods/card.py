@@ -164,7 +164,7 @@ class CARD(ClassificationMethod):
 
         summary = train_loop(self.net, step, evaluate, ctx, n_train=len(train), batch_size=budget.batch_size,
                              total_steps=total, epochs=epochs, optimizer=opt, scheduler=sched, metric_name="auroc",
-                             eval_every=cfg.eval_every, grad_clip=cfg.grad_clip, desc="CARD")
+                             eval_every=cfg.eval_every, grad_clip=cfg.grad_clip, generators=(gen,), desc="CARD")
         return {"prior": prior_summary, **summary}
 
     @torch.no_grad()

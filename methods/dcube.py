@@ -275,7 +275,7 @@ def train_stage1(unet: UViT, cfg: Stage1Config, train: SplitData, val: SplitData
 
     return train_loop(unet, step, evaluate, ctx, n_train=len(train), batch_size=cfg.batch_size, total_steps=total,
                       epochs=epochs, optimizer=opt, higher_is_better=False, metric_name="noise_mse",
-                      eval_every=cfg.eval_every, desc="D-Cube stage 1")
+                      eval_every=cfg.eval_every, generators=(gen, rng), desc="D-Cube stage 1")
 
 
 def stage1_model(cfg: Stage1Config, spec, train: SplitData, val: SplitData, ctx: RunContext) -> tuple[UViT, dict]:
@@ -563,7 +563,7 @@ class DCube(ClassificationMethod):
         summary = train_loop(self.model, step, evaluate, ctx, n_train=len(train), batch_size=budget.batch_size,
                              total_steps=total, epochs=epochs, optimizer=opt, metric_name="auroc",
                              eval_every=cfg.eval_every, after_step=(lambda s: ema.update(head, step=s)) if ema else None,
-                             desc="D-Cube stage 2")
+                             generators=(gen,), desc="D-Cube stage 2")
         return {**summary, "stage1": stage1, "layers": selection}
 
     @torch.no_grad()

@@ -135,7 +135,8 @@ class DiffMIC(ClassificationMethod):
 
         summary = train_loop(self.models, step, evaluate, ctx, n_train=len(train), batch_size=budget.batch_size,
                              total_steps=total, epochs=epochs, optimizer=opt, scheduler=sched, metric_name="auroc",
-                             eval_every=cfg.eval_every, grad_clip=cfg.grad_clip, desc="DiffMIC")
+                             eval_every=cfg.eval_every, grad_clip=cfg.grad_clip, generators=(gen,),
+                             stateful=(dcg_opt,), desc="DiffMIC")
         return {"dcg_pretraining": dcg_summary, **summary}
 
     @torch.no_grad()

@@ -317,7 +317,7 @@ class DiffMICv2(ClassificationMethod):
 
         summary = train_loop(self.net, step, evaluate, ctx, n_train=len(train), batch_size=budget.batch_size,
                              total_steps=total, epochs=epochs, optimizer=opt, scheduler=sched, metric_name="auroc",
-                             eval_every=cfg.eval_every, desc="DiffMIC-v2")
+                             eval_every=cfg.eval_every, generators=(gen,), desc="DiffMIC-v2")
         return {"dcg": dcg_summary, **summary}
 
     # ------------------------------------------------------------------- inference

@@ -66,7 +66,7 @@ class DiffusionRestorer(RestorationMethod):
             return F.mse_loss(self.unet(torch.cat([x_t, cond], dim=1), t).sample.float(), noise)
 
         return train_image_to_image(self.unet, loss, lambda inputs: self.restore(inputs, ctx), train, val, ctx,
-                                    lr=cfg.lr, eval_every=cfg.eval_every, desc="diffusion restorer")
+                                    lr=cfg.lr, eval_every=cfg.eval_every, generators=(gen,), desc="diffusion restorer")
 
     @torch.no_grad()
     def restore(self, inputs: np.ndarray, ctx: RunContext) -> np.ndarray:

@@ -388,7 +388,7 @@ def fit_prior(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], 
         return auroc(val.labels, probs.numpy(), spec.task)
 
     return train_loop(model, step, evaluate, ctx, n_train=len(train), batch_size=batch_size, total_steps=total,
-                      epochs=n_epochs, optimizer=opt, metric_name="auroc", desc=desc)
+                      epochs=n_epochs, optimizer=opt, metric_name="auroc", generators=(gen,), desc=desc)
 
 
 @torch.no_grad()

@@ -171,7 +171,7 @@ class ConditionalDiffusion(GenerationMethod):
 
         summary = train_loop(self.unet, step, evaluate, ctx, n_train=len(train), batch_size=budget.batch_size, total_steps=total,
                              epochs=epochs, optimizer=opt, higher_is_better=False, metric_name="noise_mse",
-                             eval_every=cfg.eval_every, desc="ODM" if ordinal else "DM")
+                             eval_every=cfg.eval_every, generators=(gen,), desc="ODM" if ordinal else "DM")
         return {**summary, "ordinal_loss": "on" if ordinal else ("off" if not cfg.ordinal_weight else f"empty: {C} classes")}
 
     @torch.no_grad()

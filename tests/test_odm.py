@@ -69,7 +69,7 @@ def test_ordered_triples_are_increasing_and_cover_all_classes():
         ordered_triples(4, 2, torch.Generator())
 
 
-def test_odm_trains_and_samples_on_real_retinamnist(data_dir):
+def test_odm_trains_and_samples_on_real_retinamnist(data_dir, tmp_path):
     from bench.data.load import dataset_source
     from bench.data.spec import SplitData
     from bench.method import Budget, RunContext
@@ -83,7 +83,7 @@ def test_odm_trains_and_samples_on_real_retinamnist(data_dir):
     cfg = spec.make_config({"image_size": 16, "block_out_channels": [16, 32], "layers_per_block": 1, "norm_num_groups": 8,
                             "attention_resolution": 8, "sampling_steps": 5, "lr": 1e-3})
     m = spec.cls(cfg, bundle.spec)
-    ctx = RunContext(make_accelerator("fp32", cpu=True)[0], 0, Budget(epochs=6, batch_size=32, eval_batch_size=64), data_dir, progress=False)
+    ctx = RunContext(make_accelerator("fp32", cpu=True)[0], 0, Budget(epochs=6, batch_size=32, eval_batch_size=64), tmp_path, progress=False)
     summary = m.fit(train, val, ctx)
     losses = [h["val_noise_mse"] for h in summary["history"]]
     assert losses[-1] < 0.8 * losses[0]

@@ -1,0 +1,105 @@
+"""Mid-unit resume: a training stage killed after a checkpoint continues where it stopped
+and ends exactly where an uninterrupted run ends (weights, history, random streams); a
+checkpoint written by other code is ignored; the runner removes checkpoints once the
+unit's record is written."""
+import numpy as np
+import pytest
+import torch
+from accelerate.utils import set_seed
+
+from bench.data.load import load_bundle
+from bench.data.spec import SplitData
+from bench.method import Budget, RunContext
+from bench.registry import METHODS
+from bench.resume import SUFFIX, checkpoint_path
+from bench.runner import make_accelerator, run_suite
+from bench.training import train_loop
+from conftest import TINY_SUITE, real_data_dir
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class Killed(Exception):
+    """Stands for the process being killed after a validation epoch."""
+
+
+def subset(split: SplitData, n: int) -> SplitData:
+    return SplitData(split.images[:n], split.labels[:n], split.ids[:n])
+
+
+def fit_and_predict(name, bundle, ckdir, options, budget, kill_at=None, logs=None):
+    """fit() as run_unit calls it (seeded first), checkpointing after every validation."""
+    def on_eval(epoch, value):
+        if epoch == kill_at:
+            raise Killed
+
+    set_seed(0, deterministic=True)
+    entry = METHODS.get(name)
+    method = entry.cls(entry.make_config(options), bundle.spec)
+    ctx = RunContext(make_accelerator("fp32", cpu=True)[0], 0, budget, ckdir, (logs if logs is not None else []).append,
+                     False, on_eval=on_eval, checkpoint_every_s=0)
+    splits = bundle.splits
+    summary = method.fit(subset(splits["train"], 128), subset(splits["val"], 64), ctx)
+    out = method.predict(subset(splits["test"], 64), ctx) if name != "dm" else method.sample(np.array([0, 1, 2, 3, 4]), ctx)
+    return summary, out
+
+
+@pytest.mark.parametrize("name,dataset,options", [
+    ("resnet18", "breastmnist", {"input_size": 32, "hflip": True}),  # MultiStepLR + the flips' generator
+    ("dm", "retinamnist", {"image_size": 16, "block_out_channels": [16, 32], "layers_per_block": 1,  # noise generator
+                           "norm_num_groups": 8, "attention_resolution": 8, "sampling_steps": 3}),
+])
+def test_a_killed_training_resumes_and_ends_where_an_uninterrupted_one_ends(tmp_path, name, dataset, options):
+    d = real_data_dir()
+    if not (d / f"{dataset}.npz").is_file():
+        pytest.skip(f"{dataset}.npz not found in {d}")
+    bundle = load_bundle(dataset, data_dir=d)
+    budget = Budget(epochs=3, batch_size=32, eval_batch_size=64)
+    whole, whole_out = fit_and_predict(name, bundle, tmp_path / "whole", options, budget)
+    assert whole["resumed_after_epoch"] is None
+
+    with pytest.raises(Killed):
+        fit_and_predict(name, bundle, tmp_path / "killed", options, budget, kill_at=2)
+    saved = list((tmp_path / "killed").glob(f"*{SUFFIX}"))
+    assert len(saved) == 1 and torch.load(saved[0], weights_only=False)["epoch"] == 1
+
+    logs = []
+    resumed, resumed_out = fit_and_predict(name, bundle, tmp_path / "killed", options, budget, logs=logs)
+    assert resumed["resumed_after_epoch"] == 1
+    assert any("resuming after epoch 1 of 3" in line for line in logs)
+    assert resumed["history"] == whole["history"]  # same losses and validation scores, epoch by epoch
+    assert resumed["steps"] == whole["steps"] and resumed["best_epoch"] == whole["best_epoch"]
+    np.testing.assert_array_equal(resumed_out, whole_out)
+
+
+def test_a_checkpoint_of_another_model_is_ignored_with_a_message(tmp_path):
+    acc = make_accelerator("fp32", cpu=True)[0]
+    x, y = torch.randn(64, 4, generator=torch.Generator().manual_seed(0)), torch.arange(64) % 2
+
+    def run(out_features, logs):
+        model = torch.nn.Linear(4, out_features)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        ctx = RunContext(acc, 0, Budget(epochs=2, batch_size=16), tmp_path, logs.append, False, checkpoint_every_s=0)
+        step = lambda idx: torch.nn.functional.cross_entropy(model(x[idx]), y[idx])  # noqa: E731
+        return train_loop(model, step, lambda: -step(np.arange(64)).item(), ctx, n_train=64, batch_size=16,
+                          total_steps=8, epochs=2, optimizer=opt, desc="probe")
+
+    run(2, [])
+    assert checkpoint_path(tmp_path, "probe").exists()
+    logs = []
+    summary = run(3, logs)  # other code: the head's shape differs
+    assert summary["resumed_after_epoch"] is None and summary["epochs_run"] == 2 and summary["steps"] == 8
+    assert any("does not match this model" in line for line in logs)
+
+
+def test_the_runner_removes_checkpoints_once_a_record_is_written(tmp_path, data_dir, monkeypatch):
+    import bench.runner
+
+    work, there_before = tmp_path / "runs", []
+    remove = bench.runner.remove_checkpoints
+    monkeypatch.setattr(bench.runner, "remove_checkpoints", lambda d: (there_before.extend(d.glob(f"*{SUFFIX}")), remove(d)))
+    outcomes = run_suite(TINY_SUITE, "smoke", methods=["resnet18"], seeds=[0], results_dir=tmp_path / "results",
+                         work_dir=work, progress=False, checkpoint_every_s=0)
+    assert [o["status"] for o in outcomes] == ["ok"]
+    assert len(there_before) == 1 and list((tmp_path / "results").rglob("seed0.json"))
+    assert not list(work.rglob(f"*{SUFFIX}"))
