@@ -13,6 +13,7 @@ any record of ours say so instead of being left out.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,20 +166,37 @@ def sweep_records(results_dir: Path, method: str, dataset: str) -> list[dict]:
     return out
 
 
+def one_factor_groups(records: list[dict], field: str) -> dict[Any, list[dict]]:
+    """Records by their value of `field`, from the studies (records sharing a sweep
+    name) in which `field` is the only config field that varies: one factor at a time,
+    as the papers' tables, so another parameter's sweep does not leak in at its default."""
+    studies: dict[str, list[dict]] = {}
+    for r in records:
+        studies.setdefault(r["suite"], []).append(r)
+    groups: dict[Any, list[dict]] = {}
+    for trials in studies.values():
+        fields = set().union(*(r["config"] for r in trials))
+        varying = {f for f in fields if len({json.dumps(r["config"].get(f), sort_keys=True) for r in trials}) > 1}
+        if varying == {field}:
+            for r in trials:
+                groups.setdefault(r["config"][field], []).append(r)
+    return groups
+
+
 def render_sweep(table: dict, results_dir: Path, out_dir: Path | None) -> list[str]:
     """Our test metrics per value of each swept parameter (means over the trials with
-    that value), beside the paper's; a plot for figure tables."""
+    that value, in studies that varied it alone), beside the paper's; a plot for figure tables."""
     metrics = table["metrics"]
     ds = table["datasets"][0]
     records = sweep_records(results_dir, table["method"], ds["ours"])
-    lines = ["", f"_{ds.get('note', '')}. Ours: test metrics of `bench sweep {table['method']}` trial records (mean over trials sharing the value)._"]
+    lines = ["", f"_{ds.get('note', '')}. Ours: test metrics of `bench sweep {table['method']}` trial records of the studies "
+                 "that varied the parameter alone (mean over trials sharing the value)._"]
     for param in table["parameters"]:
-        groups: dict[Any, list[dict]] = {}
-        for r in records:
-            groups.setdefault(r["config"].get(param["field"]), []).append(r)
+        groups = one_factor_groups(records, param["field"])
         values = sorted(set(groups) | set(param.get("paper") or {}), key=lambda v: (v is None, v))
-        if not records:
-            lines += ["", f"_No sweep records of {table['method']} on {ds['ours']} yet (`bench sweep {table['method']} --dataset {ds['ours']} --params ...`)._"]
+        if not groups:
+            lines += ["", f"_No sweep of {param['name']} alone for {table['method']} on {ds['ours']} yet "
+                          f"(`bench sweep {table['method']} --dataset {ds['ours']} --params ...`)._"]
         header = [param["name"]] + [str(v) for v in values]
         rows = []
         for j, (label, metric) in enumerate(metrics.items()):
@@ -192,7 +210,7 @@ def render_sweep(table: dict, results_dir: Path, out_dir: Path | None) -> list[s
                 ours_row.append("—" if m is None else (f"**{m:.3f}**" if m == best and len(ours_means) > 1 else f"{m:.3f}") + f" (n={len(groups[v])})")
             rows += [paper_row, ours_row]
         lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
-        if table.get("plot") and records and out_dir is not None:
+        if table.get("plot") and groups and out_dir is not None:
             lines += ["", f"![{table['id']}]({_plot_sweep(table, param, groups, metrics, out_dir).name})"]
     return lines
 

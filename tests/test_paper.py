@@ -64,7 +64,14 @@ def test_sweep_tables_read_sweep_records_and_plot(results, tmp_path):
     assert rows["N_p"] == ["1", "2", "3"] and rows["Accuracy (ours)"] == ["0.550 (n=1)", "**0.580** (n=1)", "0.570 (n=1)"]
     assert (tmp_path / "paper-diffmic_v2-Fig4-N_p.png").is_file()
     k_table, _ = build_paper("diffmic-v2", "V", results_dir=results)
-    assert "| K | 2 | 4 | 6 | 8 | 10 |" in k_table and "0.935" in k_table  # the paper's row stays, ours at K = 6
+    assert "| K | 2 | 4 | 6 | 8 | 10 |" in k_table and "0.935" in k_table  # the paper's rows stay
+    assert "_No sweep of K alone" in k_table  # the N_p study's records (all at K = 6) are not a K sweep
+    for k, acc in ((2, 0.52), (6, 0.61)):
+        write_record(results, "k", "retinamnist", "diffmic_v2", 0, {"accuracy": acc, "f1_macro": acc - 0.2}, sub="sweeps",
+                     config={"num_points": 2, "num_rois": k, "latent_dim": 128})
+    k_table = build_paper("diffmic-v2", "V", results_dir=results)[0].split("| H |")[0]
+    rows = table_rows(k_table, "## Table V")
+    assert rows["Accuracy (ours)"][:3] == ["0.520 (n=1)", "—", "**0.610** (n=1)"]  # K = 6: the K study's trial only
 
 
 def test_unknown_papers_and_tables_are_named(results, tmp_path):
