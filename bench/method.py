@@ -45,7 +45,7 @@ class RunContext:
     data_id: str = ""  # identifies the data and its splits (the bundle's split hash)
     artifact_stem: Path | None = None  # files a method writes beside its record: f"{stem}.<what>.png"
     on_eval: Callable[[int, float], None] | None = None  # each validation score (epoch, value): sweeps prune on it
-    checkpoint_every_s: float = 300.0  # training is checkpointed at most this often (and at its end) for resuming
+    checkpoint_every_s: float = 300.0  # training is checkpointed after validation at most this often (resume)
 
     @property
     def device(self):

@@ -1,12 +1,12 @@
 """Mid-unit training checkpoints, so that a killed run resumes where it stopped.
 
 `train_loop` saves one file per training stage (``<unit work dir>/<desc>.resume.pt``)
-after each validation epoch (the last one included) once ``ctx.checkpoint_every_s`` has
-passed since the last save or the start. It holds everything the rest of training depends on: the
-module, optimiser and scheduler states, the best weights so far, the history, and every
-random stream (torch, CUDA, numpy, python, and the stage's own generators), so a resumed
-run continues the same sequence of batches and noise as an uninterrupted one. The
-runner deletes these files once the unit's record is written.
+after a validation epoch (the last one included) once ``ctx.checkpoint_every_s`` has
+passed since the last save or the start. It holds everything the rest of training
+depends on: the module, optimiser and scheduler states, the best weights so far, the
+history, and every random stream (torch, CUDA, numpy, python, and the stage's own
+generators), so a resumed run continues the same sequence of batches and noise as an
+uninterrupted one. The runner deletes these files once the unit's record is written.
 """
 from __future__ import annotations
 
@@ -24,11 +24,11 @@ from bench.records import safe_name
 SUFFIX = ".resume.pt"
 
 
+Generator = torch.Generator | np.random.Generator
+
+
 def checkpoint_path(checkpoint_dir: Path, desc: str) -> Path:
     return Path(checkpoint_dir) / f"{safe_name(desc)}{SUFFIX}"
-
-
-Generator = torch.Generator | np.random.Generator
 
 
 def rng_states(generators: tuple[Generator, ...]) -> dict[str, Any]:
