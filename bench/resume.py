@@ -67,10 +67,11 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
             os.unlink(tmp)
 
 
-def load_checkpoint(path: Path, module: torch.nn.Module, n_generators: int, n_stateful: int,
+def load_checkpoint(path: Path, module: torch.nn.Module, n_generators: int, n_stateful: int, plan: dict[str, Any],
                     log: Callable[[str], None]) -> dict | None:
-    """The saved state, or None (and a message) when there is none or it does not fit
-    `module` (the code changed since it was written): training then starts afresh."""
+    """The saved state, or None (and a message) when there is none, it does not fit
+    `module` (the code changed since it was written) or it was written for another
+    training `plan` (steps, epochs, batch size, seed): training then starts afresh."""
     if not path.exists():
         return None
     try:
@@ -83,6 +84,10 @@ def load_checkpoint(path: Path, module: torch.nn.Module, n_generators: int, n_st
     if (saved != current or len(state.get("rng", {}).get("generators", ())) != n_generators
             or len(state.get("stateful", ())) != n_stateful):
         log(f"ignoring checkpoint {path}: it does not match this model (written by other code?); training from the start")
+        return None
+    if state.get("plan") != plan:
+        log(f"ignoring checkpoint {path}: written for another training plan ({state.get('plan')}, now {plan}); "
+            "training from the start")
         return None
     return state
 

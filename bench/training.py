@@ -155,7 +155,8 @@ def train_loop(
     best = {"value": -math.inf, "epoch": None, "state": None}
     history, step, seen, t_train, start_epoch = [], 0, 0, 0.0, 0
     path = checkpoint_path(ctx.checkpoint_dir, desc)
-    saved = load_checkpoint(path, module, len(all_generators), len(stateful), ctx.log)
+    plan = {"total_steps": total_steps, "epochs": epochs, "batch_size": batch_size, "n_train": n_train, "seed": ctx.seed}
+    saved = load_checkpoint(path, module, len(all_generators), len(stateful), plan, ctx.log)
     if saved is not None:
         module.load_state_dict(saved["module"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -178,7 +179,7 @@ def train_loop(
         if time.monotonic() - last_save < ctx.checkpoint_every_s:
             return
         save_checkpoint(path, {
-            "epoch": epochs_done, "step": step, "seen": seen, "t_train": t_train, "history": history, "best": best,
+            "plan": plan, "epoch": epochs_done, "step": step, "seen": seen, "t_train": t_train, "history": history, "best": best,
             "module": module.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None, "rng": rng_states(all_generators),
             "stateful": [obj.state_dict() for obj in stateful],

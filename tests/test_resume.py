@@ -72,17 +72,17 @@ def test_a_killed_training_resumes_and_ends_where_an_uninterrupted_one_ends(tmp_
     np.testing.assert_array_equal(resumed_out, whole_out)
 
 
-def test_a_checkpoint_of_another_model_is_ignored_with_a_message(tmp_path):
+def test_a_checkpoint_of_another_model_or_plan_is_ignored_with_a_message(tmp_path):
     acc = make_accelerator("fp32", cpu=True)[0]
     x, y = torch.randn(64, 4, generator=torch.Generator().manual_seed(0)), torch.arange(64) % 2
 
-    def run(out_features, logs):
+    def run(out_features, logs, epochs=2):
         model = torch.nn.Linear(4, out_features)
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        ctx = RunContext(acc, 0, Budget(epochs=2, batch_size=16), tmp_path, logs.append, False, checkpoint_every_s=0)
+        ctx = RunContext(acc, 0, Budget(epochs=epochs, batch_size=16), tmp_path, logs.append, False, checkpoint_every_s=0)
         step = lambda idx: torch.nn.functional.cross_entropy(model(x[idx]), y[idx])  # noqa: E731
         return train_loop(model, step, lambda: -step(np.arange(64)).item(), ctx, n_train=64, batch_size=16,
-                          total_steps=8, epochs=2, optimizer=opt, desc="probe")
+                          total_steps=4 * epochs, epochs=epochs, optimizer=opt, desc="probe")
 
     run(2, [])
     assert checkpoint_path(tmp_path, "probe").exists()
@@ -90,6 +90,11 @@ def test_a_checkpoint_of_another_model_is_ignored_with_a_message(tmp_path):
     summary = run(3, logs)  # other code: the head's shape differs
     assert summary["resumed_after_epoch"] is None and summary["epochs_run"] == 2 and summary["steps"] == 8
     assert any("does not match this model" in line for line in logs)
+
+    logs = []
+    summary = run(3, logs, epochs=3)  # the same model, a longer budget: its schedule would be wrong
+    assert summary["resumed_after_epoch"] is None and summary["epochs_run"] == 3 and summary["steps"] == 12
+    assert any("another training plan" in line for line in logs)
 
 
 def test_the_runner_removes_checkpoints_once_a_record_is_written(tmp_path, data_dir, monkeypatch):
