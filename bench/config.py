@@ -51,8 +51,11 @@ class Suite:
             raise BenchError(f"suite {self.name!r} has no preset {name!r} (has {sorted(self.presets)})")
         return self.presets[name]
 
-    def options_for(self, method: MethodEntry, preset: Preset) -> dict[str, Any]:
-        return {**method.options, **preset.method_options.get(method.name, {})}
+    def options_for(self, method: MethodEntry, preset: Preset, preset_options_of: str | None = None) -> dict[str, Any]:
+        """The entry's options, then the preset's for `preset_options_of` (the method a
+        registered variant is sized like), then the preset's for the entry itself."""
+        inherited = preset.method_options.get(preset_options_of, {}) if preset_options_of else {}
+        return {**method.options, **inherited, **preset.method_options.get(method.name, {})}
 
     def evaluation_for(self, preset: Preset) -> dict[str, Any]:
         return {**self.evaluation, **preset.evaluation}

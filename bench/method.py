@@ -114,6 +114,8 @@ class MethodSpec:
     cls: type
     defaults: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    #: a variant (e.g. an ablation) takes a suite preset's options for this method first
+    preset_options_of: str | None = None
 
     def make_config(self, overrides: dict[str, Any] | None = None):
         return build_config(self.cls.Config, {**self.defaults, **(overrides or {})}, self.cls.__name__)
@@ -130,12 +132,14 @@ def build_config(config_cls: type, values: dict[str, Any], owner: str):
     return config_cls(**values)
 
 
-def register_method(name: str, description: str = "", **defaults):
-    """Class decorator: ``@register_method("diffmic_v2")``."""
+def register_method(name: str, description: str = "", preset_options_of: str | None = None, **defaults):
+    """Class decorator: ``@register_method("diffmic_v2")``. A variant registered with
+    ``preset_options_of="diffmic_v2"`` runs with that method's preset options (sizes,
+    budgets of sub-models) under its own, so that ablations are sized like the method."""
 
     def wrap(cls):
         text = description or (cls.__doc__ or "").strip().splitlines()[0]
-        METHODS.add(name, MethodSpec(cls, defaults, text), text)
+        METHODS.add(name, MethodSpec(cls, defaults, text, preset_options_of), text)
         return cls
 
     return wrap

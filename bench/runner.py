@@ -93,7 +93,7 @@ def plan_units(suite: Suite, preset: Preset, dataset_names, methods_only, seeds,
         spec = METHODS.get(entry.name)  # unknown names fail here, before any training
         if spec.cls.task != suite.task:
             raise BenchError(f"method {entry.name!r} is a {spec.cls.task} method; suite {suite.name!r} is a {suite.task} suite")
-        config = config_dict(spec.make_config(suite.options_for(entry, preset)))
+        config = config_dict(spec.make_config(suite.options_for(entry, preset, spec.preset_options_of)))
         chash = config_hash(entry.name, config, preset.budget)
         specs[entry.name] = spec
         for dataset in dataset_names:

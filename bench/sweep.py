@@ -116,7 +116,7 @@ def run_sweep(method: str, dataset: str, params: list[str], *, suite_name: str =
     preset = suite.preset(preset_name)
     spec = METHODS.get(method)
     entry = next((m for m in suite.methods if m.name == method), MethodEntry(method))
-    base = suite.options_for(entry, preset)
+    base = suite.options_for(entry, preset, spec.preset_options_of)
     source_entry = next((d for d in suite.datasets if (d if isinstance(d, str) else d.get("name")) == dataset), dataset)
     bundle = dataset_source(source_entry).load(data_dir=data_dir)
     if metric is None and suite.task == "classification":

@@ -376,4 +376,5 @@ class DiffMICv2(ClassificationMethod):
 
 for _name, _ in ABLATIONS.items():
     if _name != "full":
-        register_method(f"diffmic_v2_{_name.lower()}", f"DiffMIC-v2 ablation {_name} (paper Table IV)", ablation=_name)(DiffMICv2)
+        register_method(f"diffmic_v2_{_name.lower()}", f"DiffMIC-v2 ablation {_name} (paper Table IV)",
+                        preset_options_of="diffmic_v2", ablation=_name)(DiffMICv2)

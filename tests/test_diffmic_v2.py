@@ -288,6 +288,24 @@ TABLE_IV = {  # diffusion, guidance, image prior, heterologous
 }
 
 
+def test_ablations_run_with_the_preset_options_of_diffmic_v2(tmp_path):
+    """`--methods diffmic_v2_c1` under a preset is sized like diffmic_v2 there (not at the
+    paper's 224 px / H = 6144 defaults), so Table IV compares like with like."""
+    from bench.config import load_suite
+    from bench.runner import plan_units
+
+    suite = load_suite("classification")
+    for preset_name in ("smoke", "full"):
+        preset = suite.preset(preset_name)
+        units, _ = plan_units(suite, preset, ["breastmnist"], ["diffmic_v2", "diffmic_v2_c1", "diffmic_v2_c6"], [0], tmp_path)
+        configs = {u.method: u.config for u in units}
+        sized = preset.method_options["diffmic_v2"]
+        for name in ("diffmic_v2_c1", "diffmic_v2_c6"):
+            assert configs[name]["ablation"] == name[-2:].upper()
+            assert {k: configs[name][k] for k in sized} == {k: configs["diffmic_v2"][k] for k in sized} == sized
+        assert len({u.config_hash for u in units}) == 3
+
+
 @pytest.mark.parametrize("ablation", list(TABLE_IV))
 def test_each_ablation_switch_changes_what_is_computed(ablation, retina, tmp_path, monkeypatch):
     spec, train = retina.spec, retina.splits["train"]
