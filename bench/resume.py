@@ -71,7 +71,7 @@ def load_checkpoint(path: Path, module: torch.nn.Module, n_generators: int, n_st
                     log: Callable[[str], None]) -> dict | None:
     """The saved state, or None (and a message) when there is none, it does not fit
     `module` (the code changed since it was written) or it was written for another
-    training `plan` (steps, epochs, batch size, seed): training then starts afresh."""
+    training `plan` (steps, epochs, batch size, train size, seed): training then starts afresh."""
     if not path.exists():
         return None
     try:
