@@ -14,12 +14,13 @@ import pytest
 import torch
 
 import methods.diffmic_v2 as dm
+from bench.config import load_suite
 from bench.data.load import load_bundle
 from bench.data.spec import DatasetSpec, SplitData, split_hash
 from bench.errors import BenchError
 from bench.method import Budget, RunContext
 from bench.registry import METHODS
-from bench.runner import make_accelerator
+from bench.runner import make_accelerator, plan_units
 from bench.training import to_device_batch
 from conftest import real_data_dir
 from methods.label_diffusion import one_hot_targets
@@ -291,9 +292,6 @@ TABLE_IV = {  # diffusion, guidance, image prior, heterologous
 def test_ablations_run_with_the_preset_options_of_diffmic_v2(tmp_path):
     """`--methods diffmic_v2_c1` under a preset is sized like diffmic_v2 there (not at the
     paper's 224 px / H = 6144 defaults), so Table IV compares like with like."""
-    from bench.config import load_suite
-    from bench.runner import plan_units
-
     suite = load_suite("classification")
     for preset_name in ("smoke", "full"):
         preset = suite.preset(preset_name)
