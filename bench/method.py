@@ -149,7 +149,14 @@ def config_dict(config) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config), default=str))
 
 
-def config_hash(method: str, config: dict[str, Any], budget: Budget) -> str:
-    """Stable short hash of what defines a run's settings (the seed is kept apart)."""
-    payload = json.dumps({"method": method, "config": config, "budget": dataclasses.asdict(budget)}, sort_keys=True)
+def config_hash(method: str, config: dict[str, Any], budget: Budget, precision: str = "fp32") -> str:
+    """Stable short hash of what defines a run's settings (the seed is kept apart).
+
+    The precision is part of a unit's identity, so bf16 and fp32 runs of one config are
+    separate units side by side; fp32, the only precision before bf16 on CPUs, is left
+    out of the payload so that every older record keeps its hash."""
+    settings = {"method": method, "config": config, "budget": dataclasses.asdict(budget)}
+    if precision != "fp32":
+        settings["precision"] = precision
+    payload = json.dumps(settings, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:10]

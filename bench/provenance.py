@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from bench.device import execution_settings
+
 PACKAGES = ("diffmed-bench", "torch", "torchvision", "timm", "accelerate", "numpy", "scipy", "scikit-learn", "pandas", "datasets")
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,6 +57,7 @@ def environment(device: torch.device, precision: str, num_processes: int) -> dic
         "packages": package_versions(),
         "device": device_description(device),
         "precision": precision,
+        "execution": execution_settings(precision),
         "num_processes": num_processes,
         "python": sys.version.split()[0],
         "platform": platform.platform(),

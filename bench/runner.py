@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from bench.config import MethodEntry, Preset, Suite, load_suite
 from bench.data.load import dataset_source
 from bench.data.spec import DatasetBundle, DatasetSpec
+from bench.device import make_accelerator
 from bench.errors import BenchError, DataError, TrainingError
 from bench.method import MethodSpec, RunContext, config_dict, config_hash
 from bench.metrics import compute_all, per_class
@@ -53,15 +54,6 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def make_accelerator(precision: str = "auto", cpu: bool = False):
-    from accelerate import Accelerator
-
-    use_cpu = cpu or not torch.cuda.is_available()
-    if precision == "auto":
-        precision = "fp32" if use_cpu else "bf16"
-    return Accelerator(cpu=use_cpu, mixed_precision="bf16" if precision == "bf16" else "no"), precision
-
-
 def resolve_datasets(suite: Suite, only: list[str] | None, data_dir, download, fallback_synthetic: bool, log):
     """Load each dataset once; on missing data, use a synthetic twin if allowed."""
     bundles: dict[str, DatasetBundle] = {}
@@ -83,7 +75,8 @@ def resolve_datasets(suite: Suite, only: list[str] | None, data_dir, download, f
     return bundles, errors
 
 
-def plan_units(suite: Suite, preset: Preset, dataset_names, methods_only, seeds, results_dir) -> tuple[list[Unit], dict[str, MethodSpec]]:
+def plan_units(suite: Suite, preset: Preset, dataset_names, methods_only, seeds, results_dir,
+               precision: str = "fp32") -> tuple[list[Unit], dict[str, MethodSpec]]:
     specs, units = {}, []
     entries = [m for m in suite.methods if not methods_only or m.name in methods_only]
     entries += [MethodEntry(name) for name in methods_only or [] if name not in {m.name for m in suite.methods}]
@@ -94,7 +87,7 @@ def plan_units(suite: Suite, preset: Preset, dataset_names, methods_only, seeds,
         if spec.cls.task != suite.task:
             raise BenchError(f"method {entry.name!r} is a {spec.cls.task} method; suite {suite.name!r} is a {suite.task} suite")
         config = config_dict(spec.make_config(suite.options_for(entry, preset, spec.preset_options_of)))
-        chash = config_hash(entry.name, config, preset.budget)
+        chash = config_hash(entry.name, config, preset.budget, precision)
         specs[entry.name] = spec
         for dataset in dataset_names:
             for seed in seeds:
@@ -258,7 +251,7 @@ def run_suite(
         if missing:
             raise BenchError(f"datasets {sorted(missing)} are not in suite {suite.name!r}")
     names = list(bundles) + list(data_errors)
-    units, specs = plan_units(suite, preset, names, methods, seeds or suite.seeds, results_dir)
+    units, specs = plan_units(suite, preset, names, methods, seeds or suite.seeds, results_dir, precision)
     pending = [u for u in units if not is_complete(u.stem)]
     accelerator.wait_for_everyone()  # every rank has decided what is pending before anyone writes
     mine = pending[accelerator.process_index :: accelerator.num_processes]

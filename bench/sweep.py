@@ -109,7 +109,8 @@ def run_sweep(method: str, dataset: str, params: list[str], *, suite_name: str =
     from bench.provenance import environment
     from bench.records import is_complete, read_json, unit_stem
     from bench.registry import METHODS
-    from bench.runner import Unit, run_and_record, make_accelerator
+    from bench.device import make_accelerator
+    from bench.runner import Unit, run_and_record
 
     space = declared_space(method, params)
     suite = load_suite(suite_name)
@@ -151,7 +152,7 @@ def run_sweep(method: str, dataset: str, params: list[str], *, suite_name: str =
         values = {p: space[p].suggest(trial, p) for p in params}
         options = {**base, **{space[p].field: v for p, v in values.items()}}
         config = config_dict(spec.make_config(options))
-        chash = config_hash(method, config, preset.budget)
+        chash = config_hash(method, config, preset.budget, precision)
         stem = unit_stem(root, study_name, bundle.spec.name, method, chash, seed)
         unit = Unit(bundle.spec.name, method, seed, config, chash, stem)
         trial.set_user_attr("record", str(stem.with_suffix(".json")))

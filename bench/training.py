@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from bench.data.spec import SplitData
+from bench.device import to_channels_last
 from bench.errors import TrainingError
 from bench.method import RunContext
 from bench.metrics import METRICS
@@ -139,6 +140,7 @@ def train_loop(
 ) -> dict:
     """The optimiser loop every method shares: batches, NaN check, validation every
     `eval_every` epochs (and after the last), keeping `module`'s best weights.
+    Convolutional modules are put in channels-last memory format (bench/device.py).
 
     `train_step(indices)` returns the loss of one batch; `evaluate()` scores the current
     weights on the validation split; `after_step(step)` runs after each optimiser step
@@ -150,6 +152,7 @@ def train_loop(
     `train_step` draws from, and `stateful` any other object with a state (a second
     optimiser), so that the resumed run equals an uninterrupted one.
     """
+    to_channels_last(module)
     gen = torch.Generator().manual_seed(ctx.seed)
     all_generators = (gen, *generators)
     best = {"value": -math.inf, "epoch": None, "state": None}

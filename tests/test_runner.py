@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from bench.cli import main
+from bench.device import cpu_has_native_bf16
 from bench.method import ClassificationMethod, MethodSpec
 from bench.metrics import compute_all
 from bench.records import load_predictions, load_records
@@ -39,7 +40,10 @@ def test_suite_records_are_complete_and_resume_skips(data_dir, tmp_path):
     assert r["data"]["n"] == {"train": 546, "val": 78, "test": 156} and "duplicates_across_splits" in r["data"]
     prov = r["provenance"]
     assert {"git_commit", "git_dirty", "packages", "device", "precision", "started", "finished"} <= set(prov)
-    assert prov["packages"]["torch"].startswith("2.") and prov["precision"] == "fp32"
+    assert prov["packages"]["torch"].startswith("2.")
+    # precision auto: bf16 autocast on a CPU with native bf16, fp32 elsewhere; threads as allowed
+    assert prov["precision"] == ("bf16" if cpu_has_native_bf16() else "fp32") == prov["execution"]["precision"]
+    assert prov["execution"]["threads"] == torch.get_num_threads() and prov["execution"]["allowed_cores"] >= 1
     assert r["timings"]["train_images_per_s"] > 0 and r["timings"]["inference_images_per_s"] > 0
     assert r["memory"]["peak_mb"] > 0
     assert 1 <= r["selection"]["best_epoch"] <= r["selection"]["epochs_run"] and r["selection"]["steps"] == 4
