@@ -9,7 +9,6 @@ selects a GAN checkpoint here).
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +20,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 from bench.data.spec import SplitData
 from bench.errors import BenchError, TrainingError
 from bench.method import GenerationMethod, RunContext, register_method
-from bench.training import batches, from_device_batch, plan_steps, to_device_batch
+from bench.training import batches, from_device_batch, plan_steps, to_device_batch, train_loop
 
 
 @dataclass
@@ -80,6 +79,8 @@ class ConditionalGAN(GenerationMethod):
     Config = ConditionalGANConfig
 
     def fit(self, train: SplitData, val: SplitData, ctx: RunContext) -> dict:
+        """Hinge-loss GAN steps through the shared loop: each step updates D (`d_steps`
+        times) inside the step, then G; no validation, the last generator is kept."""
         cfg, C, ch = self.config, self.spec.num_classes, self.spec.channels
         self.G = Generator(cfg, ch, C).to(ctx.device)
         self.D = Discriminator(cfg, ch, C).to(ctx.device)
@@ -88,40 +89,28 @@ class ConditionalGAN(GenerationMethod):
         budget = ctx.budget
         total, epochs = plan_steps(len(train), budget.batch_size, budget.epochs, budget.max_steps)
         gen = torch.Generator().manual_seed(ctx.seed + 37)
-        history, step, seen, t0 = [], 0, 0, time.perf_counter()
-        for epoch in range(epochs):
-            self.G.train(), self.D.train()
-            d_losses, g_losses = [], []
-            for idx in batches(len(train), budget.batch_size, gen, drop_last=len(train) > budget.batch_size):
-                if step >= total:
-                    break
-                real = to_device_batch(train.images[idx], ctx.device, cfg.image_size)
-                y = torch.as_tensor(train.labels[idx], device=ctx.device).long()
-                for _ in range(cfg.d_steps):
-                    z = torch.randn(len(idx), cfg.latent_dim, generator=gen).to(ctx.device)
-                    with ctx.accelerator.autocast():
-                        fake = self.G(z, y).detach()
-                        d_loss = F.relu(1 - self.D(real, y)).mean() + F.relu(1 + self.D(fake, y)).mean()
-                    opt_d.zero_grad(set_to_none=True)
-                    ctx.accelerator.backward(d_loss)
-                    opt_d.step()
+
+        def step(idx):
+            real = to_device_batch(train.images[idx], ctx.device, cfg.image_size)
+            y = torch.as_tensor(train.labels[idx], device=ctx.device).long()
+            for _ in range(cfg.d_steps):
                 z = torch.randn(len(idx), cfg.latent_dim, generator=gen).to(ctx.device)
                 with ctx.accelerator.autocast():
-                    g_loss = -self.D(self.G(z, y), y).mean()
-                opt_g.zero_grad(set_to_none=True)
-                ctx.accelerator.backward(g_loss)
-                opt_g.step()
-                if not (torch.isfinite(d_loss) and torch.isfinite(g_loss)):
-                    raise TrainingError(f"cgan: loss became non-finite (D {d_loss.item()}, G {g_loss.item()}) at step {step + 1}")
-                d_losses.append(d_loss.item())
-                g_losses.append(g_loss.item())
-                step += 1
-                seen += len(idx)
-            history.append({"epoch": epoch + 1, "d_loss": float(np.mean(d_losses)) if d_losses else None,
-                            "g_loss": float(np.mean(g_losses)) if g_losses else None})
-        self.G.eval()
-        return {"selection_metric": None, "best_epoch": epochs, "selection": "last generator", "epochs_run": epochs,
-                "steps": step, "train_images_seen": seen, "train_compute_s": time.perf_counter() - t0, "history": history}
+                    fake = self.G(z, y).detach()
+                    d_loss = F.relu(1 - self.D(real, y)).mean() + F.relu(1 + self.D(fake, y)).mean()
+                if not torch.isfinite(d_loss):
+                    raise TrainingError(f"cgan: the discriminator's loss became {d_loss.item()}")
+                opt_d.zero_grad(set_to_none=True)
+                ctx.accelerator.backward(d_loss)
+                opt_d.step()
+            z = torch.randn(len(idx), cfg.latent_dim, generator=gen).to(ctx.device)
+            with ctx.accelerator.autocast():
+                return -self.D(self.G(z, y), y).mean().float()
+
+        summary = train_loop(nn.ModuleDict({"G": self.G, "D": self.D}), step, None, ctx, n_train=len(train),
+                             batch_size=budget.batch_size, total_steps=total, epochs=epochs, optimizer=opt_g,
+                             generators=(gen,), stateful=(opt_d,), desc="cgan")
+        return {**summary, "selection": "last generator"}
 
     @torch.no_grad()
     def sample(self, labels: np.ndarray, ctx: RunContext, generator: torch.Generator | None = None) -> np.ndarray:

@@ -7,9 +7,7 @@ levels where the paper's 256 px images have 8. Weights are selected on validatio
 """
 from __future__ import annotations
 
-import copy
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +18,7 @@ import torch.nn.functional as F
 from bench.errors import BenchError, TrainingError
 from bench.method import RestorationMethod, RunContext, register_method
 from bench.restoration import restore_batched, to_device, validation_psnr
-from bench.training import batches, plan_steps
+from bench.training import plan_steps, train_loop
 
 
 @dataclass
@@ -94,6 +92,8 @@ class Pix2pix(RestorationMethod):
     Config = Pix2pixConfig
 
     def fit(self, train, val, ctx: RunContext) -> dict:
+        """GAN + L1 steps through the shared loop: each step updates the PatchGAN inside
+        the step, then the generator; the generator is selected on validation PSNR."""
         cfg, ch = self.config, self.spec.channels
         self.G = UNetGenerator(ch, self.spec.size, cfg.width).to(ctx.device)
         D = PatchDiscriminator(ch, cfg.width, cfg.disc_layers).to(ctx.device)
@@ -103,45 +103,27 @@ class Pix2pix(RestorationMethod):
         total, epochs = plan_steps(len(train), budget.batch_size, budget.epochs, budget.max_steps)
         gen = torch.Generator().manual_seed(ctx.seed + 47)
         bce = F.binary_cross_entropy_with_logits
-        best = {"psnr": -math.inf, "epoch": None, "state": None}
-        history, step, seen, t0 = [], 0, 0, time.perf_counter()
-        for epoch in range(epochs):
-            self.G.train(), D.train()
-            losses = []
-            for idx in batches(len(train), budget.batch_size, gen, drop_last=len(train) > budget.batch_size):
-                if step >= total:
-                    break
-                x = to_device(train.inputs[idx], ctx.device) * 2 - 1  # the GAN works on [-1, 1]
-                y = to_device(train.targets[idx], ctx.device) * 2 - 1
-                with ctx.accelerator.autocast():
-                    fake = self.G(x)
-                    real_logits, fake_logits = D(x, y), D(x, fake.detach())
-                    d_loss = 0.5 * (bce(real_logits, torch.ones_like(real_logits)) + bce(fake_logits, torch.zeros_like(fake_logits)))
-                opt_d.zero_grad(set_to_none=True)
-                ctx.accelerator.backward(d_loss)
-                opt_d.step()
-                with ctx.accelerator.autocast():
-                    logits = D(x, fake)
-                    g_loss = bce(logits, torch.ones_like(logits)) + cfg.lambda_l1 * F.l1_loss(fake.float(), y)
-                opt_g.zero_grad(set_to_none=True)
-                ctx.accelerator.backward(g_loss)
-                opt_g.step()
-                if not (torch.isfinite(d_loss) and torch.isfinite(g_loss)):
-                    raise TrainingError(f"pix2pix: loss became non-finite (D {d_loss.item()}, G {g_loss.item()}) at step {step + 1}")
-                losses.append((d_loss.item(), g_loss.item()))
-                step += 1
-                seen += len(idx)
-            entry = {"epoch": epoch + 1, "d_loss": float(np.mean([l[0] for l in losses])) if losses else None,
-                     "g_loss": float(np.mean([l[1] for l in losses])) if losses else None}
-            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == epochs:
-                entry["val_psnr"] = validation_psnr(lambda a: self.restore(a, ctx), val)
-                if entry["val_psnr"] > best["psnr"]:
-                    best = {"psnr": entry["val_psnr"], "epoch": epoch + 1, "state": copy.deepcopy(self.G.state_dict())}
-            history.append(entry)
-        self.G.load_state_dict(best["state"])
-        self.G.eval()
-        return {"selection_metric": "psnr", "best_epoch": best["epoch"], "best_val_value": best["psnr"], "epochs_run": epochs,
-                "steps": step, "train_images_seen": seen, "train_compute_s": time.perf_counter() - t0, "history": history}
+
+        def step(idx):
+            x = to_device(train.inputs[idx], ctx.device) * 2 - 1  # the GAN works on [-1, 1]
+            y = to_device(train.targets[idx], ctx.device) * 2 - 1
+            with ctx.accelerator.autocast():
+                fake = self.G(x)
+                real_logits, fake_logits = D(x, y), D(x, fake.detach())
+                d_loss = 0.5 * (bce(real_logits, torch.ones_like(real_logits)) + bce(fake_logits, torch.zeros_like(fake_logits)))
+            if not torch.isfinite(d_loss):
+                raise TrainingError(f"pix2pix: the discriminator's loss became {d_loss.item()}")
+            opt_d.zero_grad(set_to_none=True)
+            ctx.accelerator.backward(d_loss)
+            opt_d.step()
+            with ctx.accelerator.autocast():
+                logits = D(x, fake)
+                return bce(logits, torch.ones_like(logits)).float() + cfg.lambda_l1 * F.l1_loss(fake.float(), y)
+
+        return train_loop(nn.ModuleDict({"G": self.G, "D": D}), step, lambda: validation_psnr(lambda a: self.restore(a, ctx), val),
+                          ctx, n_train=len(train), batch_size=budget.batch_size, total_steps=total, epochs=epochs,
+                          optimizer=opt_g, metric_name="psnr", eval_every=cfg.eval_every, generators=(gen,),
+                          stateful=(opt_d,), desc="pix2pix")
 
     def restore(self, inputs: np.ndarray, ctx: RunContext) -> np.ndarray:
         self.G.eval()

@@ -123,19 +123,26 @@ def cmd_fetch(args) -> int:
 def cmd_perf(args) -> int:
     import json
 
-    from bench.perf import run_perf
+    from bench.perf import PerfInput, run_perf, run_perf_suite, summary_line
+    from bench.perf_table import write_perf_table
 
-    options = json.loads(args.options) if args.options else {}
-    record, path = run_perf(args.method, options=options, classes=args.classes, channels=args.channels,
-                            image_size=args.image_size, batch_size=args.batch_size, train_batch_size=args.train_batch_size,
-                            train_steps=args.train_steps, repeats=args.repeats, authors_pattern=args.authors_pattern,
-                            precision=args.precision, cpu=args.cpu, results_dir=args.results_dir)
-    r = record["results"]
-    print(f"{args.method} on {record['provenance']['device']} ({record['provenance']['precision']}, {record['pattern']}):")
-    print(f"  training   {r['train_images_per_s']:.1f} images/s (batch {args.train_batch_size})")
-    print(f"  inference  {r['inference_images_per_s']:.1f} images/s (batch {args.batch_size}); "
-          f"batch 1: {r['batch1_ms_per_image']:.1f} ms/image")
-    print(f"  peak memory {r['inference_peak_memory']}; record {path}")
+    if args.suite:
+        run_perf_suite(args.suite, args.preset, precisions=tuple(_csv(args.precisions)), methods=args.methods,
+                       dataset=args.dataset, data_dir=args.data_dir, batch_size=args.batch_size, train_steps=args.train_steps,
+                       repeats=args.repeats, cpu=args.cpu, results_dir=args.results_dir)
+    elif args.method:
+        options = json.loads(args.options) if args.options else {}
+        shape = PerfInput(args.image_size, args.channels, args.classes)
+        record, path = run_perf(args.method, options=options, shape=shape, batch_size=args.batch_size,
+                                train_batch_size=args.train_batch_size, train_steps=args.train_steps, repeats=args.repeats,
+                                authors_pattern=args.authors_pattern, precision=args.precision, cpu=args.cpu,
+                                results_dir=args.results_dir)
+        print(f"{args.method} on {record['provenance']['device']} ({record['provenance']['precision']}, {record['pattern']} pattern):")
+        print(f"  {summary_line(record)}; record {path}")
+    elif not args.table:
+        raise BenchError("bench perf: give --method NAME, --suite NAME --preset P, or --table")
+    if args.suite or args.table:
+        print(f"wrote {write_perf_table(args.results_dir, args.out_dir)}")
     return 0
 
 
@@ -154,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--work-dir", default="runs", help="checkpoints and scratch (not records)")
     r.add_argument("--download", action="store_true", help="download missing data files (MD5-verified)")
     r.add_argument("--fallback-synthetic", action="store_true", help="run on the built-in SYNTHETIC datasets when real data is missing")
-    r.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="auto: bf16 autocast on GPU, fp32 on CPU")
+    r.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="auto: bf16 autocast on GPUs and on CPUs with native bf16 (AVX-512 BF16, AMX), else fp32")
     r.add_argument("--cpu", action="store_true", help="force CPU even when a GPU is present")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.add_argument("--checkpoint-every", type=float, default=300.0, metavar="SECONDS",
@@ -214,17 +221,25 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("what", choices=("methods", "datasets", "metrics", "suites"))
     ls.set_defaults(func=cmd_list)
 
-    pf = sub.add_parser("perf", help="training / inference throughput and memory of a method (random weights and images)")
-    pf.add_argument("--method", required=True)
-    pf.add_argument("--options", help='method options as JSON, e.g. \'{"latent_dim": 1024}\' (default: the paper\'s)')
+    pf = sub.add_parser("perf", help="training / inference throughput, FLOPs and memory of methods (random weights and images)")
+    pf.add_argument("--method", help="one registered method")
+    pf.add_argument("--suite", help="every method of a suite, at --preset's options and batch size; writes leaderboards/perf.md")
+    pf.add_argument("--preset", default="full", help="with --suite (default: full)")
+    pf.add_argument("--precisions", default="fp32,bf16", help="with --suite: the precisions to measure each method in")
+    pf.add_argument("--methods", type=_csv, help="with --suite: only these methods")
+    pf.add_argument("--dataset", help="with --suite: the dataset whose shape the random images take (default: the suite's first)")
+    pf.add_argument("--data-dir")
+    pf.add_argument("--table", action="store_true", help="rebuild leaderboards/perf.md from the records (measures nothing by itself)")
+    pf.add_argument("--out-dir", default="leaderboards")
+    pf.add_argument("--options", help='with --method: options as JSON, e.g. \'{"latent_dim": 1024}\' (default: the paper\'s)')
     pf.add_argument("--image-size", type=int, default=224)
     pf.add_argument("--channels", type=int, default=3)
     pf.add_argument("--classes", type=int, default=5)
     pf.add_argument("--batch-size", type=int, default=64, help="inference batch size (batch 1 is always measured too)")
-    pf.add_argument("--train-batch-size", type=int, default=64)
-    pf.add_argument("--train-steps", type=int, default=3)
-    pf.add_argument("--repeats", type=int, default=3)
-    pf.add_argument("--authors-pattern", action="store_true", help="re-run every encoder at each sampling step, fp32 (the reference code)")
+    pf.add_argument("--train-batch-size", type=int, default=64, help="with --method (a suite uses its preset's)")
+    pf.add_argument("--train-steps", type=int, default=3, help="timed steps per training stage")
+    pf.add_argument("--repeats", type=int, default=2, help="timed inference calls")
+    pf.add_argument("--authors-pattern", action="store_true", help="run with the method's AUTHORS_PATTERN options, fp32 (the reference code)")
     pf.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     pf.add_argument("--cpu", action="store_true")
     pf.add_argument("--results-dir", default="results")
@@ -240,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("once")
+    from bench.device import configure_threads
+
+    configure_threads()
     try:
         return args.func(args)
     except BenchError as exc:

@@ -62,7 +62,8 @@ def allowed_cores() -> int:
 
 
 def configure_threads() -> int:
-    """Set torch's intra-op threads from ``OMP_NUM_THREADS`` or the allowed cores."""
+    """Set torch's intra-op threads from ``OMP_NUM_THREADS`` or the allowed cores; the
+    `bench` command calls it once at start (a library caller keeps its own setting)."""
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     threads = int(env) if env.isdigit() and int(env) > 0 else allowed_cores()
     if torch.get_num_threads() != threads:
@@ -71,13 +72,12 @@ def configure_threads() -> int:
 
 
 def make_accelerator(precision: str = "auto", cpu: bool = False):
-    """An Accelerator with the resolved precision (bf16 autocast or none) and threads set."""
+    """An Accelerator with the resolved precision (bf16 autocast or none)."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
     use_cpu = cpu or not torch.cuda.is_available()
     precision = resolve_precision(precision, use_cpu)
-    configure_threads()
     mixed = "bf16" if precision == "bf16" else "no"
     state = AcceleratorState._shared_state
     if state and state.get("_mixed_precision") not in (None, mixed):
@@ -86,6 +86,12 @@ def make_accelerator(precision: str = "auto", cpu: bool = False):
         # group (multi-process runs) kept
         AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(cpu=use_cpu, mixed_precision=mixed), precision
+
+
+def sync_device(device) -> None:
+    """Wait for queued GPU work (timing); nothing to wait for on a CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def has_convolutions(module: torch.nn.Module) -> bool:

@@ -31,15 +31,43 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
         for name, value in (r.get("metrics", {}).get("test") or {}).items():
             rows.append({
                 "preset": r["preset"], "dataset": r["dataset"], "method": r["method"], "config_hash": r["config_hash"],
+                "precision": r.get("provenance", {}).get("precision", "fp32"),
                 "seed": r["seed"], "metric": name, "value": np.nan if value is None else float(value),
             })
     return pd.DataFrame(rows)
 
 
 def variant_labels(frame: pd.DataFrame) -> pd.Series:
-    """'method', or 'method [hash]' where one method ran with several configs in one table."""
-    n_configs = frame.groupby(["preset", "dataset", "method"])["config_hash"].transform("nunique")
-    return frame["method"].where(n_configs == 1, frame["method"] + " [" + frame["config_hash"] + "]")
+    """'method'; 'method · bf16' where one method ran in several precisions in one table;
+    'method [hash]' where it ran with several configs in one precision."""
+    n_precisions = frame.groupby(["preset", "dataset", "method"])["precision"].transform("nunique")
+    n_configs = frame.groupby(["preset", "dataset", "method", "precision"])["config_hash"].transform("nunique")
+    label = frame["method"].where(n_precisions == 1, frame["method"] + " · " + frame["precision"])
+    return label.where(n_configs == 1, label + " [" + frame["config_hash"] + "]")
+
+
+def precision_check(frame: pd.DataFrame, preset: str, dataset: str, test: str, metrics=("auroc", "accuracy")) -> list[str]:
+    """Methods run in both fp32 and bf16 in one table: the test metrics side by side, the
+    difference of the means and a paired test over matched seeds (does bf16 change accuracy?)."""
+    frame = frame[(frame["preset"] == preset) & (frame["dataset"] == dataset) & frame["metric"].isin(metrics)]
+    both = [m for m, g in frame.groupby("method") if {"fp32", "bf16"} <= set(g["precision"])]
+    if not both:
+        return []
+    lines = ["", f"Precision check (same method and protocol, fp32 vs bf16 autocast; paired {test} over matched seeds):", "",
+             "| method | metric | fp32 (mean ± std) | bf16 (mean ± std) | bf16 - fp32 | p | seeds |", "|---|---|---|---|---|---|---|"]
+    for method in both:
+        for metric in metrics:
+            g = frame[(frame["method"] == method) & (frame["metric"] == metric)]
+            by = {p: g[g["precision"] == p].groupby("seed")["value"].mean() for p in ("fp32", "bf16")}
+            common = sorted(set(by["fp32"].index) & set(by["bf16"].index))
+            if not common:
+                continue
+            a, b = by["fp32"][common].to_numpy(), by["bf16"][common].to_numpy()
+            p = TESTS[test](b, a) if len(common) >= 2 else np.nan
+            lines.append(f"| {method} | {metric} | {a.mean():.3f} ± {np.std(a, ddof=1) if len(a) > 1 else np.nan:.3f} | "
+                         f"{b.mean():.3f} ± {np.std(b, ddof=1) if len(b) > 1 else np.nan:.3f} | {b.mean() - a.mean():+.3f} | "
+                         f"{p:.2f} | {', '.join(map(str, common))} |")
+    return lines
 
 
 def summarise(frame: pd.DataFrame, reference: str | None, test: str = "ttest") -> pd.DataFrame:
@@ -52,10 +80,12 @@ def summarise(frame: pd.DataFrame, reference: str | None, test: str = "ttest") -
         if ref["config_hash"].nunique() > 1:  # several reference configs: use the one with most seeds
             ref = ref[ref["config_hash"] == ref.groupby("config_hash")["seed"].count().idxmax()]
         ref_by_seed = ref.set_index("seed")["value"]
+        ref_hash = ref["config_hash"].iloc[0] if len(ref) else None
         for variant, v in g.groupby("variant", sort=False):
             by_seed = v.set_index("seed")["value"]
             p = np.nan
-            if reference and len(ref_by_seed) and v["method"].iloc[0] != reference:
+            is_reference = ref_hash is not None and v["method"].iloc[0] == reference and set(v["config_hash"]) == {ref_hash}
+            if reference and len(ref_by_seed) and not is_reference:
                 common = sorted(set(by_seed.index) & set(ref_by_seed.index))
                 p = TESTS[test](by_seed[common].to_numpy(), ref_by_seed[common].to_numpy()) if len(common) >= 2 else np.nan
             values = v["value"].to_numpy()
@@ -63,7 +93,7 @@ def summarise(frame: pd.DataFrame, reference: str | None, test: str = "ttest") -
                 "preset": preset, "dataset": dataset, "method": variant, "metric": metric,
                 "mean": np.nanmean(values) if np.isfinite(values).any() else np.nan,
                 "std": np.nanstd(values, ddof=1) if np.isfinite(values).sum() > 1 else np.nan,
-                "n": int(np.isfinite(values).sum()), "p_value": p,
+                "n": int(np.isfinite(values).sum()), "p_value": p, "is_reference": is_reference,
             })
     return pd.DataFrame(out)
 
@@ -87,7 +117,7 @@ def _ranked_cells(table: pd.DataFrame, metric: str) -> dict[str, str]:
     return cells
 
 
-def render_markdown(suite, records, failed, summary: pd.DataFrame, reference: str | None, test: str) -> str:
+def render_markdown(suite, records, failed, summary: pd.DataFrame, reference: str | None, test: str, frame: pd.DataFrame) -> str:
     prov = [r["provenance"] for r in records]
     commits = sorted({f"{p.get('git_commit') or 'unknown'}{' (dirty)' if p.get('git_dirty') else ''}" for p in prov})
     started = min(p.get("started", "") for p in prov)
@@ -120,10 +150,9 @@ def render_markdown(suite, records, failed, summary: pd.DataFrame, reference: st
         present = set(table["metric"]) - NOT_RANKED
         metrics = [m for m in METRIC_ORDER if m in present] + sorted(present - set(METRIC_ORDER))
         methods = list(dict.fromkeys(table.sort_values("method")["method"]))
-        if reference in methods:
-            methods.remove(reference)
-            methods.insert(0, reference)
-        no_reference = [] if reference in methods else ["", f"_No records of the reference `{reference}` for this table yet: no significance marks._"]
+        ref_rows = set(table.loc[table["is_reference"], "method"])
+        methods = sorted(ref_rows) + [m for m in methods if m not in ref_rows]
+        no_reference = [] if ref_rows else ["", f"_No records of the reference `{reference}` for this table yet: no significance marks._"]
         cells = {m: _ranked_cells(table, m) for m in metrics}
         seeds = table[table["metric"] == metrics[0]].set_index("method")["n"]
         lines += [
@@ -138,9 +167,10 @@ def render_markdown(suite, records, failed, summary: pd.DataFrame, reference: st
             "|---|---|" + "---|" * len(metrics),
         ]
         for m in methods:
-            name = f"{m} (ref)" if m == reference else m
+            name = f"{m} (ref)" if m in ref_rows else m
             lines.append(f"| {name} | {seeds.get(m, 0)} | " + " | ".join(cells[k].get(m, "n/a") for k in metrics) + " |")
         lines += no_reference
+        lines += precision_check(frame, preset, dataset, test)
         lines += per_class_fid_table(recs, methods)
     if any(r.get("task") == "restoration" for r in records):
         lines += survey_layout(summary, reference)
@@ -221,10 +251,11 @@ def write_leaderboard(suite_name: str, results_dir="results", out_dir="leaderboa
         raise BenchError(f"no complete records for suite {suite.name!r} under {results_dir}/ (run `bench run --suite {suite.name}` first)")
     failed = [r for r in load_records(Path(results_dir), suite.name, status="failed")]
     reference = reference or suite.reference
-    summary = summarise(records_frame(records), reference, test)
+    frame = records_frame(records)
+    summary = summarise(frame, reference, test)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md, csv = out / f"{suite.name}.md", out / f"{suite.name}.csv"
-    md.write_text(render_markdown(suite, records, failed, summary, reference, test))
+    md.write_text(render_markdown(suite, records, failed, summary, reference, test, frame))
     summary.assign(reference=reference, test=test).to_csv(csv, index=False, float_format="%.6g")
     return [md, csv]

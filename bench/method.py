@@ -34,6 +34,22 @@ class Budget:
 
 
 @dataclass
+class TrainingProbe:
+    """``bench perf``'s view into training: with ``ctx.probe`` set, every training stage
+    (each ``train_loop`` call) runs ``warmup`` steps, one step under torch's FLOP counter
+    and ``steps`` timed steps, then stops without validation or checkpoints. What it
+    measured is appended to ``stages``: stage name, batch size, images/s, FLOPs/image."""
+
+    steps: int = 3
+    warmup: int = 1
+    stages: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def total_steps(self) -> int:
+        return self.warmup + 1 + self.steps
+
+
+@dataclass
 class RunContext:
     accelerator: Any
     seed: int
@@ -46,6 +62,7 @@ class RunContext:
     artifact_stem: Path | None = None  # files a method writes beside its record: f"{stem}.<what>.png"
     on_eval: Callable[[int, float], None] | None = None  # each validation score (epoch, value): sweeps prune on it
     checkpoint_every_s: float = 300.0  # training is checkpointed after validation at most this often (resume)
+    probe: TrainingProbe | None = None  # bench perf: measure a few steps of each training stage, then stop
 
     @property
     def device(self):

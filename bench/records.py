@@ -24,7 +24,9 @@ Schema (``schema_version`` "1.0"), top-level keys of the JSON:
 - ``data``: ``split_hash``, ``files`` (path -> MD5), ``duplicates_across_splits``,
   ``n`` per split, ``source``, ``synthetic``
 - ``provenance``: git commit and dirty flag, package versions, device, precision,
-  processes, python, platform, host, started/finished (UTC ISO), command line
+  ``execution`` (precision, autocast, threads, OMP_NUM_THREADS, allowed cores, native
+  bf16, memory format), processes, python, platform, host, started/finished (UTC ISO),
+  command line
 - ``predictions``: file name of the .npz (keys ``{split}_probs``, ``{split}_labels``,
   ``{split}_ids`` for val and test, and ``{split}_{extra}`` for each extra)
 

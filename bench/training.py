@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from bench.data.spec import SplitData
-from bench.device import to_channels_last
+from bench.device import sync_device, to_channels_last
 from bench.errors import TrainingError
 from bench.method import RunContext
 from bench.metrics import METRICS
@@ -120,7 +120,7 @@ def augmented_batch(images: np.ndarray, idx: np.ndarray, ctx: RunContext, size: 
 def train_loop(
     module: torch.nn.Module,
     train_step: Callable[[np.ndarray], torch.Tensor],
-    evaluate: Callable[[], float],
+    evaluate: Callable[[], float] | None,
     ctx: RunContext,
     *,
     n_train: int,
@@ -142,9 +142,12 @@ def train_loop(
     `eval_every` epochs (and after the last), keeping `module`'s best weights.
     Convolutional modules are put in channels-last memory format (bench/device.py).
 
-    `train_step(indices)` returns the loss of one batch; `evaluate()` scores the current
-    weights on the validation split; `after_step(step)` runs after each optimiser step
-    (e.g. an EMA update). Raises TrainingError on a non-finite loss.
+    `train_step(indices)` returns the loss of one batch (it may update other parts
+    itself first, e.g. a GAN's discriminator); `evaluate()` scores the current weights
+    on the validation split (None: no validation, the last weights are kept);
+    `after_step(step)` runs after each optimiser step (e.g. an EMA update). Raises
+    TrainingError on a non-finite loss. Under ``ctx.probe`` (bench perf) the stage is
+    measured for a few steps instead (`probe_stage`).
 
     Resumable (bench/resume.py): the stage named `desc` is checkpointed in
     `ctx.checkpoint_dir` and a rerun continues from there. `module` must hold every
@@ -154,6 +157,24 @@ def train_loop(
     """
     to_channels_last(module)
     gen = torch.Generator().manual_seed(ctx.seed)
+
+    def update(loss: torch.Tensor, step: int, epoch: int | None = None) -> None:
+        """Check the loss, then one optimiser (and scheduler) step."""
+        if not torch.isfinite(loss):
+            where = f"epoch {epoch + 1}, " if epoch is not None else ""
+            raise TrainingError(f"{desc}: loss became {loss.item()} at {where}step {step + 1}")
+        optimizer.zero_grad(set_to_none=True)
+        ctx.accelerator.backward(loss)
+        if grad_clip:  # over what this optimiser updates (`module` may hold other trained parts)
+            ctx.accelerator.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        if after_step is not None:
+            after_step(step + 1)
+
+    if ctx.probe is not None:
+        return probe_stage(module, train_step, update, ctx, gen, n_train=n_train, batch_size=batch_size, desc=desc)
     all_generators = (gen, *generators)
     best = {"value": -math.inf, "epoch": None, "state": None}
     history, step, seen, t_train, start_epoch = [], 0, 0, 0.0, 0
@@ -199,18 +220,8 @@ def train_loop(
             if step >= total_steps:
                 break
             loss = train_step(idx)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"{desc}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            ctx.accelerator.backward(loss)
-            if grad_clip:  # over what this optimiser updates (`module` may hold other trained parts)
-                ctx.accelerator.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
+            update(loss, step, epoch)
             step += 1
-            if after_step is not None:
-                after_step(step)
             seen += len(idx)
             losses.append(loss.item())
             bar.update(1)
@@ -218,7 +229,10 @@ def train_loop(
         t_train += time.perf_counter() - t0
         entry = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None}
         history.append(entry)
-        if (epoch + 1) % eval_every == 0 or epoch + 1 == epochs:
+        if evaluate is None:  # no validation: the last weights are the result
+            best = {"value": math.nan, "epoch": epoch + 1, "state": None, "raw": None}
+            checkpoint(epoch + 1)
+        elif (epoch + 1) % eval_every == 0 or epoch + 1 == epochs:
             module.eval()
             value = float(evaluate())
             entry[f"val_{metric_name}"] = value
@@ -231,10 +245,11 @@ def train_loop(
                 best = {"value": score, "epoch": epoch + 1, "state": copy.deepcopy(module.state_dict()), "raw": value}
             checkpoint(epoch + 1)
     bar.close()
-    module.load_state_dict(best["state"])
+    if best["state"] is not None:
+        module.load_state_dict(best["state"])
     module.eval()
     return {
-        "selection_metric": metric_name,
+        "selection_metric": metric_name if evaluate is not None else None,
         "best_epoch": best["epoch"],
         "best_val_value": best["raw"],
         "epochs_run": epochs,
@@ -244,6 +259,40 @@ def train_loop(
         "history": history,
         "resumed_after_epoch": start_epoch or None,
     }
+
+
+def probe_stage(module: torch.nn.Module, train_step, update, ctx: RunContext, gen: torch.Generator, *, n_train: int,
+                batch_size: int, desc: str) -> dict:
+    """train_loop under ``ctx.probe``: warm-up steps, one step under the FLOP counter, then
+    timed steps (the same work as in training: loss, backward, optimiser, scheduler and
+    after-step hook); no validation, no checkpoint; the stage's numbers go to the probe."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    probe = ctx.probe
+    module.train()
+    step, timed_images, flops, t0 = 0, 0, 0.0, 0.0
+    while step < probe.total_steps:
+        for idx in batches(n_train, batch_size, gen, drop_last=n_train > batch_size):
+            if step == probe.warmup:
+                with FlopCounterMode(display=False) as counter:
+                    update(train_step(idx), step)
+                flops = counter.get_total_flops() / len(idx)
+                sync_device(ctx.device)
+                t0 = time.perf_counter()
+            else:
+                update(train_step(idx), step)
+                timed_images += len(idx) if step > probe.warmup else 0
+            step += 1
+            if step >= probe.total_steps:
+                break
+    sync_device(ctx.device)
+    seconds = time.perf_counter() - t0
+    probe.stages.append({"stage": desc, "batch_size": min(batch_size, n_train), "timed_steps": probe.steps,
+                         "images_per_s": timed_images / seconds, "flops_per_image": flops})
+    module.eval()
+    return {"selection_metric": None, "best_epoch": None, "best_val_value": None, "epochs_run": 0, "steps": step,
+            "train_images_seen": timed_images, "train_compute_s": seconds, "history": [], "resumed_after_epoch": None,
+            "probe": True}
 
 
 def train_supervised(

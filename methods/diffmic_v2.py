@@ -233,6 +233,8 @@ class DiffMICv2(ClassificationMethod):
     """DiffMIC-v2: heterologous label diffusion with dual-granularity guidance."""
 
     Config = DiffMICv2Config
+    #: the reference code's inference, for `bench perf --authors-pattern`
+    AUTHORS_PATTERN = {"recompute_conditions": True}
     #: paper Fig. 4 (N_p 1..10) and Table V (K 2..10, H 2048..8192)
     SEARCH_SPACE = {
         "np": Param("num_points", low=1, high=10, integer=True),

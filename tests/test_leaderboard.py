@@ -13,15 +13,16 @@ ACC = {  # method -> accuracy per seed (resnet18 is the tiny suite's reference)
 }
 
 
-def _write_records(results, preset="smoke", config_hash="abc"):
+def _write_records(results, preset="smoke", config_hash="abc", precision="fp32", shift=0.0):
     for method, accs in ACC.items():
         for seed, acc in enumerate(accs):
+            acc += shift * (seed + 1)  # a difference that varies by seed
             record = {
                 "status": "ok", "suite": "tiny", "preset": preset, "dataset": "breastmnist", "method": method,
                 "seed": seed, "config_hash": config_hash, "task": "binary", "class_names": ["m", "b"],
                 "metrics": {"test": {"accuracy": acc, "ece": 1 - acc, "auroc": float("nan") if method == "resnet50" else acc}},
                 "data": {"split_hash": "h", "files": {"/x/breastmnist.npz": "md5"}, "n": {"test": 156}, "duplicates_across_splits": 0, "synthetic": False},
-                "provenance": {"git_commit": "c0ffee", "git_dirty": False, "device": "cpu", "precision": "fp32",
+                "provenance": {"git_commit": "c0ffee", "git_dirty": False, "device": "cpu", "precision": precision,
                                "packages": {"torch": "2.x"}, "started": f"2026-01-0{seed + 1}T00:00:00", "finished": f"2026-01-0{seed + 1}T01:00:00"},
             }
             write_record(unit_stem(results, "tiny", "breastmnist", method, config_hash, seed), record, {"test_probs": np.zeros((1, 2))})
@@ -68,3 +69,16 @@ def test_a_table_without_reference_records_says_so(tmp_path):
     md = write_leaderboard(TINY_SUITE, results_dir=tmp_path / "results", out_dir=tmp_path / "lb", reference="diffmic_v2")[0].read_text()
     assert "No records of the reference `diffmic_v2` for this table yet: no significance marks." in md
     assert "0.813 ± 0.015**" in md and "0.813 ± 0.015*" not in md.replace("0.813 ± 0.015**", "")
+
+
+def test_fp32_and_bf16_runs_of_one_method_are_told_apart_and_compared(tmp_path):
+    _write_records(tmp_path / "results")
+    _write_records(tmp_path / "results", config_hash="b16", precision="bf16", shift=0.01)
+    md = write_leaderboard(TINY_SUITE, results_dir=tmp_path / "results", out_dir=tmp_path / "lb")[0].read_text()
+    assert "| resnet18 · fp32 (ref) | 3 |" in md and "| resnet18 · bf16 | 3 |" in md and "[abc]" not in md and "No records of the reference" not in md
+    check = md[md.index("Precision check"):]
+    row = next(line for line in check.splitlines() if line.startswith("| vit_tiny_patch16_224 | accuracy |"))
+    fp32 = np.array(ACC["vit_tiny_patch16_224"])
+    bf16 = fp32 + 0.01 * np.arange(1, 4)
+    p = sps.ttest_rel(bf16, fp32).pvalue
+    assert f"| {fp32.mean():.3f} ± {fp32.std(ddof=1):.3f} | {bf16.mean():.3f} ± {bf16.std(ddof=1):.3f} | +0.020 | {p:.2f} | 0, 1, 2 |" in row
