@@ -3,6 +3,9 @@
 One table per (preset, dataset): methods x test metrics, mean ± std over seeds, best in
 bold, second underlined, and significance marks of a paired test over matched seeds
 against the reference method (``***`` p < 0.01, ``**`` p < 0.05, ``*`` p < 0.1).
+Classification tables end with their floors (majority class, chance: bench/floors.py);
+a mean at or below its floor is marked ⚠, as is a method with a seed that predicts one
+class for every test image, and neither is ever bold or underlined.
 The header says what was run, where, when and from which commit. The output depends
 only on the records, so rebuilding from the same records gives the same files.
 """
@@ -15,6 +18,8 @@ import pandas as pd
 
 from bench.config import load_suite
 from bench.errors import BenchError
+from bench.floors import at_or_below, metric_floors, one_class_seed, split_floors
+from bench.metrics import SINGLE_LABEL
 from bench.records import load_records
 from bench.registry import METRICS
 from bench.stats import paired_ttest, significance_mark, wilcoxon
@@ -25,15 +30,25 @@ NOT_RANKED = {"kid_std"}  # a spread, kept in the CSV only
 TESTS = {"ttest": paired_ttest, "wilcoxon": wilcoxon}
 
 
+PRIOR = " ▸ "  # "diffmic_v2 ▸ DCG fused": a method's own prior, shown under it, never ranked
+
+
 def records_frame(records: list[dict]) -> pd.DataFrame:
+    """One row per (record, test metric); a record's priors (``priors`` in the record:
+    e.g. DiffMIC-v2's DCG branches) give rows of their own, flagged ``is_prior``."""
     rows = []
     for r in records:
-        for name, value in (r.get("metrics", {}).get("test") or {}).items():
-            rows.append({
-                "preset": r["preset"], "dataset": r["dataset"], "method": r["method"], "config_hash": r["config_hash"],
-                "precision": r.get("provenance", {}).get("precision", "fp32"),
-                "seed": r["seed"], "metric": name, "value": np.nan if value is None else float(value),
-            })
+        common = {"preset": r["preset"], "dataset": r["dataset"], "config_hash": r["config_hash"],
+                  "precision": r.get("provenance", {}).get("precision", "fp32"), "seed": r["seed"]}
+        entries = [(r["method"], (r.get("metrics", {}).get("test") or {}), one_class_seed(r), False)]
+        for name, prior in (r.get("priors") or {}).items():
+            test = dict(prior.get("test") or {})
+            share = test.pop("predicted_share", None)
+            entries.append((f"{r['method']}{PRIOR}{name}", test, bool(share) and max(share) >= 1.0, True))
+        for method, metrics, one_class, is_prior in entries:
+            for name, value in metrics.items():
+                rows.append({**common, "method": method, "metric": name, "value": np.nan if value is None else float(value),
+                             "one_class": one_class, "is_prior": is_prior})
     return pd.DataFrame(rows)
 
 
@@ -85,7 +100,8 @@ def summarise(frame: pd.DataFrame, reference: str | None, test: str = "ttest") -
             by_seed = v.set_index("seed")["value"]
             p = np.nan
             is_reference = ref_hash is not None and v["method"].iloc[0] == reference and set(v["config_hash"]) == {ref_hash}
-            if reference and len(ref_by_seed) and not is_reference:
+            is_prior = bool(v["is_prior"].iloc[0])
+            if reference and len(ref_by_seed) and not is_reference and not is_prior:
                 common = sorted(set(by_seed.index) & set(ref_by_seed.index))
                 p = TESTS[test](by_seed[common].to_numpy(), ref_by_seed[common].to_numpy()) if len(common) >= 2 else np.nan
             values = v["value"].to_numpy()
@@ -94,27 +110,35 @@ def summarise(frame: pd.DataFrame, reference: str | None, test: str = "ttest") -
                 "mean": np.nanmean(values) if np.isfinite(values).any() else np.nan,
                 "std": np.nanstd(values, ddof=1) if np.isfinite(values).sum() > 1 else np.nan,
                 "n": int(np.isfinite(values).sum()), "p_value": p, "is_reference": is_reference,
+                "one_class_seeds": int(v.drop_duplicates("seed")["one_class"].sum()), "is_prior": is_prior,
             })
     return pd.DataFrame(out)
 
 
-def _ranked_cells(table: pd.DataFrame, metric: str) -> dict[str, str]:
+def _ranked_cells(table: pd.DataFrame, metric: str, floor: float | None = None) -> tuple[dict[str, str], int]:
+    """Each method's cell for `metric`, and how many are flagged: a mean at or below the
+    metric's floor is marked ⚠; such a cell, and any of a method with a seed predicting
+    one class, is never bold or underlined."""
     rows = table[table["metric"] == metric].set_index("method")
     higher = METRICS.get(metric).higher_is_better
+    flagged = {m for m, r in rows.iterrows() if at_or_below(r["mean"], floor)}
+    rankable = rows[[m not in flagged and not r["one_class_seeds"] and not r["is_prior"] for m, r in rows.iterrows()]]
     # ranks by distinct shown value: ties share the bold (or underline); one distinct value ranks nothing
-    shown = sorted({round(v, 3) for v in rows["mean"].dropna()}, reverse=higher)
+    shown = sorted({round(v, 3) for v in rankable["mean"].dropna()}, reverse=higher)
     cells = {}
     for method, r in rows.iterrows():
         if not np.isfinite(r["mean"]):
             cells[method] = "n/a"
             continue
         text = f"{r['mean']:.3f} ± {r['std']:.3f}" if np.isfinite(r["std"]) else f"{r['mean']:.3f}"
-        if len(shown) > 1 and round(r["mean"], 3) == shown[0]:
+        if method in flagged:
+            text += " ⚠"
+        elif method in rankable.index and len(shown) > 1 and round(r["mean"], 3) == shown[0]:
             text = f"**{text}**"
-        elif len(shown) > 1 and round(r["mean"], 3) == shown[1]:
+        elif method in rankable.index and len(shown) > 1 and round(r["mean"], 3) == shown[1]:
             text = f"<u>{text}</u>"
         cells[method] = text + significance_mark(r["p_value"])
-    return cells
+    return cells, len(flagged)
 
 
 def render_markdown(suite, records, failed, summary: pd.DataFrame, reference: str | None, test: str, frame: pd.DataFrame) -> str:
@@ -144,17 +168,26 @@ def render_markdown(suite, records, failed, summary: pd.DataFrame, reference: st
         lines.append(f"- **Failed units** (not in the tables): {len(failed)}: " + ", ".join(f"{r['dataset']}/{r['method']}/seed{r['seed']}" for r in failed))
     if synthetic:
         lines.append(f"- **SYNTHETIC DATA**: {', '.join(synthetic)} are procedurally generated toy datasets, not medical images.")
+    header, lines, n_flagged, n_one_class = lines, [], 0, 0
     for (preset, dataset), table in summary.groupby(["preset", "dataset"], sort=True):
         recs = [r for r in records if r["dataset"] == dataset and r["preset"] == preset]
         data = recs[0].get("data") or {}
         present = set(table["metric"]) - NOT_RANKED
         metrics = [m for m in METRIC_ORDER if m in present] + sorted(present - set(METRIC_ORDER))
-        methods = list(dict.fromkeys(table.sort_values("method")["method"]))
+        listed = list(dict.fromkeys(table.sort_values("method")["method"]))
         ref_rows = set(table.loc[table["is_reference"], "method"])
-        methods = sorted(ref_rows) + [m for m in methods if m not in ref_rows]
+        priors = set(table.loc[table["is_prior"], "method"])
+        methods = []
+        for m in sorted(ref_rows) + [m for m in listed if m not in ref_rows and m not in priors]:
+            methods += [m] + [p for p in listed if p in priors and p.startswith(m.split(" · ")[0] + PRIOR)]
         no_reference = [] if ref_rows else ["", f"_No records of the reference `{reference}` for this table yet: no significance marks._"]
-        cells = {m: _ranked_cells(table, m) for m in metrics}
+        floors = split_floors(recs)
+        floor = metric_floors(floors)
+        ranked = {m: _ranked_cells(table, m, floor.get(m)) for m in metrics}
+        cells = {m: c for m, (c, _) in ranked.items()}
+        n_flagged += sum(n for _, n in ranked.values())
         seeds = table[table["metric"] == metrics[0]].set_index("method")["n"]
+        one_class = table[table["metric"] == metrics[0]].set_index("method")["one_class_seeds"]
         lines += [
             "",
             f"## {dataset} ({preset}){' — SYNTHETIC' if data.get('synthetic') else ''}",
@@ -167,14 +200,23 @@ def render_markdown(suite, records, failed, summary: pd.DataFrame, reference: st
             "|---|---|" + "---|" * len(metrics),
         ]
         for m in methods:
-            name = f"{m} (ref)" if m in ref_rows else m
+            name = f"{m} (ref)" if m in ref_rows else (f"{m} (its prior)" if m in priors else m)
+            if one_class.get(m, 0):
+                name += f" ⚠ one class ({one_class[m]}/{seeds.get(m, 0)} seeds)"
+                n_one_class += 1
             lines.append(f"| {name} | {seeds.get(m, 0)} | " + " | ".join(cells[k].get(m, "n/a") for k in metrics) + " |")
+        for label, values in floors.items():
+            lines.append(f"| _{label} (floor)_ | | " + " | ".join(f"_{values[k]:.3f}_" if k in values else "" for k in metrics) + " |")
         lines += no_reference
         lines += precision_check(frame, preset, dataset, test)
         lines += per_class_fid_table(recs, methods)
     if any(r.get("task") == "restoration" for r in records):
         lines += survey_layout(summary, reference)
-    return "\n".join(lines) + "\n"
+    if any(r.get("task") in SINGLE_LABEL + ("multilabel",) for r in records):
+        header.append(f"- **Floors**: each table ends with the majority-class and chance rows of its test split; ⚠ marks "
+                      f"{n_flagged} cell(s) at or below their floor and {n_one_class} method row(s) with a seed that predicts "
+                      "one class for every test image: no result, never bold.")
+    return "\n".join(header + lines) + "\n"
 
 
 def _task_detail(record: dict) -> str:

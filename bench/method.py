@@ -96,6 +96,12 @@ class ClassificationMethod(Method):
         """Class probabilities [N, C] (softmax rows, or per-label sigmoids for multilabel)."""
         raise NotImplementedError
 
+    def prior_predictions(self, split: SplitData, ctx: RunContext) -> dict[str, np.ndarray]:
+        """The probabilities [N, C] of the method's own prior models (e.g. DiffMIC-v2's DCG
+        branches), by name, after ``fit``: recorded beside the method's, so that a table
+        shows what the diffusion stage adds over its prior. None by default."""
+        return {}
+
 
 class GenerationMethod(Method):
     """Class-conditional image generators: ``fit`` on the training split (selection on

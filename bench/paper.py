@@ -22,6 +22,7 @@ import numpy as np
 import yaml
 
 from bench.errors import BenchError
+from bench.floors import at_or_below, metric_floors, one_class_seed, split_floors
 
 PAPERS_DIR = Path(__file__).parent / "papers"
 
@@ -45,6 +46,11 @@ class Cell:
     """One of our numbers: per-seed values of a (dataset, method, metric)."""
 
     by_seed: dict[int, float]
+    flag: str = ""  # why the number is no result (at or below its floor, a one-class model), if it is not
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.flag)
 
     @property
     def mean(self) -> float:
@@ -66,13 +72,25 @@ def _preset(records: list[dict], wanted: str | None) -> str | None:
 
 
 def our_cells(records: list[dict], dataset: str, method: str, metric: str, preset: str | None) -> Cell | None:
-    by_seed = {}
+    """Our per-seed values of a metric, flagged when the mean does not beat the metric's
+    floor on the split or a seed's model predicts one class (bench/floors.py)."""
+    by_seed, used = {}, []
     for r in records:
         if r["dataset"] == dataset and r["method"] == method and r["preset"] == preset:
             v = (r.get("metrics", {}).get("test") or {}).get(metric)
             if v is not None:
                 by_seed[r["seed"]] = float(v)
-    return Cell(by_seed) if by_seed else None
+                used.append(r)
+    if not by_seed:
+        return None
+    cell = Cell(by_seed)
+    one_class = sum(one_class_seed(r) for r in used)
+    floor = metric_floors(split_floors(used)).get(metric)
+    if at_or_below(cell.mean, floor):
+        cell.flag = f"at or below the {metric} floor {floor:.3f}"
+    elif one_class:
+        cell.flag = f"{one_class} of {len(used)} seeds predict one class"
+    return cell
 
 
 def _fmt(v: float, metric: str, scale: float = 1.0) -> str:
@@ -106,41 +124,43 @@ def render_comparison(table: dict, records: list[dict], preset: str | None) -> t
             lines += ["", f"_{ds['note']}._"]
         methods = {r.get("ours") for r in table["rows"]}
         chosen = _preset([r for r in records if r["dataset"] == ours_ds and r["method"] in methods], preset)
-        if ours_ds:
-            lines += ["", f"Ours: suite `{table['suite']}`, preset `{chosen or 'none'}`, reference `{table.get('reference')}`."]
-        cells = {}
-        for row in table["rows"]:
+        if ours_ds and chosen:
+            lines += ["", f"Ours: suite `{table['suite']}`, preset `{chosen}`, reference `{table.get('reference')}`."]
+        cells = {}  # by row position: labels repeat (Table III's "+ Syn" rows)
+        for i, row in enumerate(table["rows"]):
             for label, metric in metrics.items():
-                cells[(row["label"], label)] = our_cells(records, ours_ds, row["ours"], metric, chosen) if ours_ds and row.get("ours") else None
+                cells[(i, label)] = our_cells(records, ours_ds, row["ours"], metric, chosen) if ours_ds and row.get("ours") else None
         if ours_ds and not any(cells.values()):
             lines += ["", f"_No run of ours yet for this table on {ours_ds} (suite `{table['suite']}`)._"]
-        ref_row = next((r for r in table["rows"] if r.get("ours") == table.get("reference")), None)
+        ref_index = next((i for i, r in enumerate(table["rows"]) if r.get("ours") == table.get("reference")), None)
         ranks = {}
         for label, metric in metrics.items():
             higher = METRICS.get(metric).higher_is_better
-            present = [(c.mean, r["label"]) for r in table["rows"] if (c := cells[(r["label"], label)]) is not None]
-            order = [lab for _, lab in sorted(present, reverse=higher)]
-            ranks[label] = {lab: i for i, lab in enumerate(order)}
+            present = [(c.mean, i) for i in range(len(table["rows"])) if (c := cells[(i, label)]) is not None and not c.flagged]
+            order = [i for _, i in sorted(present, reverse=higher)]
+            ranks[label] = {i: rank for rank, i in enumerate(order)}
         grid = []
-        for row in table["rows"]:
+        for i, row in enumerate(table["rows"]):
             paper_vals = (row.get("paper") or {}).get(paper_ds)
-            out = [row["label"] + (f" ({row['ours']})" if row.get("ours") and row["ours"] not in row["label"] else "")]
+            ours_name = row["ours"] + (f": {row['ours_note']}" if row.get("ours_note") else "") if row.get("ours") else None
+            out = [row["label"] + (f" ({ours_name})" if ours_name and row["ours"] not in row["label"] else "")]
             for j, (label, metric) in enumerate(metrics.items()):
                 p = paper_vals[j] if paper_vals else None
-                c = cells[(row["label"], label)]
+                c = cells[(i, label)]
                 out.append("—" if p is None else f"{p:g}")
                 if c is None:
                     out.append("not run" if row.get("ours") and ours_ds else "—")
                 else:
-                    ref = cells.get((ref_row["label"], label)) if ref_row else None
+                    ref = cells.get((ref_index, label)) if ref_index is not None else None
                     text = _fmt(c.mean, metric, scale) + (f" ± {_fmt(c.std, metric, scale)}" if np.isfinite(c.std) else "")
-                    rank = ranks[label].get(row["label"])
+                    rank = ranks[label].get(i)
                     text = f"**{text}**" if rank == 0 and len(ranks[label]) > 1 else (f"<u>{text}</u>" if rank == 1 else text)
-                    out.append(text + _mark(c, ref))
+                    out.append(text + (" ⚠" if c.flagged else "") + _mark(c, ref))
                     if p is not None:
                         pairs.append({"table": table["id"], "paper_dataset": paper_ds, "dataset": ours_ds, "method": row["label"],
                                       "metric": label, "paper": p, "ours": c.mean * scale, "n_seeds": len(c.by_seed),
-                                      "tolerance": _tolerance(table, metric, scale), "same_dataset": ours_ds == paper_ds})
+                                      "tolerance": _tolerance(table, metric, scale), "same_dataset": ours_ds == paper_ds,
+                                      "flag": c.flag})
             grid.append(out)
         header = ["method"] + [f"{label} {who}" for label in metrics for who in ("(paper)", "(ours)")]
         if table.get("orientation") == "methods_as_columns":  # as printed in the paper: methods across
@@ -281,4 +301,6 @@ def reproduce(key: str, results_dir="results", preset: str | None = None) -> lis
         close = abs(p["ours"] - p["paper"]) <= p["tolerance"]
         p["verdict"] = ("reproduces" if close else "does not reproduce") if p["same_dataset"] else \
             ("within tolerance, other dataset" if close else "differs, other dataset")
+        if p["flag"]:  # no learning, no verdict
+            p["verdict"] = f"no verdict: ours is no result ({p['flag']})"
     return pairs

@@ -141,8 +141,10 @@ def render_perf(results_dir: str | Path) -> str:
         "(`predict`, `sample`, `restore`: the whole sampler for diffusion methods) at the batch size shown and at batch 1.",
         "- **FLOPs** per image from `torch.utils.flop_counter` (matrix multiplies and convolutions; training = forward + "
         "backward). **% of peak** = achieved GFLOP/s over the 2048 x 2048 matmul peak of the same precision, measured in "
-        f"the same run on the same device; ↓ marks training below the {100 * PEAK_TARGET:.0f} % target. Peak memory on CPU is "
-        "the process's maximum resident set (it only grows during a run).",
+        f"the same run on the same device; ↓ marks training below the {100 * PEAK_TARGET:.0f} % target. Above 100 % means the "
+        "method's kernels (oneDNN convolutions, larger matrices) run faster than that matmul, which is a reference, not the "
+        "hardware's ceiling; the peak itself varies between runs (range below). Peak memory on CPU is the process's maximum "
+        "resident set (it only grows during a run, so later methods show the largest).",
     ]
     if records:
         peaks = {k: [r["matmul_peak_gflops"][k] for r in records] for k in ("fp32", "bf16")}

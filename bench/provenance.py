@@ -26,12 +26,19 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+CODE_DIRS = ("bench", "methods", "baselines")
+
+
 @lru_cache(maxsize=1)
 def git_state() -> dict:
-    """Commit and dirty flag of the code (results/ and leaderboards/ do not count)."""
+    """Commit and dirty flag of the code: a changed tracked file (results/ and
+    leaderboards/ do not count) or a new file in the packages; untracked files elsewhere
+    (a run script, its logs) do not change what ran."""
     commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--", ".", ":(exclude)results", ":(exclude)leaderboards")
-    return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
+    changed = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results", ":(exclude)leaderboards")
+    new_code = _git("ls-files", "--others", "--exclude-standard", "--", *CODE_DIRS)
+    dirty = None if changed is None or new_code is None else bool(changed or new_code)
+    return {"git_commit": commit, "git_dirty": dirty}
 
 
 @lru_cache(maxsize=1)

@@ -17,6 +17,11 @@ Schema (``schema_version`` "1.0"), top-level keys of the JSON:
 - ``selection``: what fit() chose on validation (metric, best epoch, value, history,
   ``resumed_after_epoch`` when training continued from a checkpoint of a killed run),
   and for methods with a pretrained prior its summary (cache "hit"/"miss", file)
+- ``predicted_share`` (classification): ``{split: [share of images predicted as each
+  class]}`` (per label: the positive rate); a 1.0 is a model that predicts one class
+- ``priors`` (classification, optional): ``{name: {split: {metric: value,
+  "predicted_share": [...]}}}`` for the method's own prior models (e.g. ``DCG fused``),
+  their probabilities in the .npz as ``{split}_prior_{name}``
 - ``extras`` (optional): ``{split: {name: mean}}`` of per-sample outputs besides the
   probabilities (e.g. CARD's ``piw``), the per-sample values being in the .npz
 - ``timings``: ``train_s``, ``train_images_per_s``, ``inference_images_per_s``, ``wall_s``

@@ -27,7 +27,7 @@ from bench.data.spec import DatasetBundle, DatasetSpec
 from bench.device import make_accelerator
 from bench.errors import BenchError, DataError, TrainingError
 from bench.method import MethodSpec, RunContext, config_dict, config_hash
-from bench.metrics import compute_all, per_class
+from bench.metrics import compute_all, per_class, predictions
 from bench.provenance import environment, peak_memory, reset_peak_memory
 from bench.records import is_complete, unit_stem, write_record
 from bench.resume import remove_checkpoints
@@ -156,20 +156,35 @@ def score_classification(method, bundle: DatasetBundle, unit: Unit, ctx: RunCont
         probs[s] = check_probs(method.predict(splits[s], ctx), len(splits[s]), bundle.spec, unit.method)
         infer_s = time.perf_counter() - t1  # the test split's time is the one reported
         extras[s] = dict(method.extras)
+    priors = {s: method.prior_predictions(splits[s], ctx) for s in ("val", "test")}
     arrays = {}
     for s in ("val", "test"):
         arrays[f"{s}_probs"] = probs[s].astype(np.float32)
         arrays[f"{s}_labels"] = splits[s].labels
         arrays[f"{s}_ids"] = np.array(splits[s].ids)
         arrays.update({f"{s}_{name}": np.asarray(v) for name, v in extras[s].items()})
+        arrays.update({f"{s}_prior_{name}": np.asarray(v, dtype=np.float32) for name, v in priors[s].items()})
     return {
         "metrics": {s: compute_all(splits[s].labels, probs[s], task) for s in ("val", "test")},
         "per_class": {"test": per_class(splits["test"].labels, probs["test"], task)},
+        "predicted_share": {s: predicted_share(probs[s], task) for s in ("val", "test")},
+        "priors": {name: {s: {**compute_all(splits[s].labels, priors[s][name], task),
+                              "predicted_share": predicted_share(priors[s][name], task)} for s in ("val", "test")}
+                   for name in priors["test"]},
         "extras": {s: {name: float(np.mean(v)) for name, v in extras[s].items() if np.ndim(v) == 1}  # per-sample scalars
                    for s in ("val", "test") if extras[s]},
         "_arrays": arrays,
         "_throughput": (len(splits["test"]), infer_s),
     }
+
+
+def predicted_share(probs: np.ndarray, task: str) -> list[float]:
+    """The share of images predicted as each class (per label: the positive rate); a
+    model that predicts one class for everything shows a 1.0 here."""
+    pred = predictions(probs, task)
+    if task == "multilabel":
+        return [float(v) for v in pred.mean(axis=0)]
+    return [float(v) for v in np.bincount(pred, minlength=probs.shape[1]) / max(1, len(pred))]
 
 
 def score_generation(method, bundle: DatasetBundle, suite: Suite, preset: Preset, ctx: RunContext, work_dir: Path,

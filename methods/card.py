@@ -196,3 +196,8 @@ class CARD(ClassificationMethod):
         probs = batched_inference(run, split.images, ctx, self.config.image_size)
         self.extras = {k: torch.cat(v).numpy() for k, v in stats.items() if k != "probs"}
         return probs.numpy().astype(np.float64)
+
+    def prior_predictions(self, split: SplitData, ctx: RunContext) -> dict[str, np.ndarray]:
+        self.prior.eval()
+        with torch.no_grad():
+            return {"f_phi": batched_inference(self.prior_probs, split.images, ctx, self.config.image_size).numpy().astype(np.float64)}

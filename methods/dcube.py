@@ -585,9 +585,10 @@ class DCube(ClassificationMethod):
 
 @torch.no_grad()
 def sample_images(unet: UViT, labels: np.ndarray, cfg: Stage1Config, ctx: RunContext, *, sampler: str, steps: int,
-                  batch_size: int, generator: torch.Generator) -> torch.Tensor:
+                  batch_size: int, generator: torch.Generator, rederived_eps: bool = True) -> torch.Tensor:
     """Class-conditional samples in [-1, 1]: diffusers DDPM (posterior variance, as the
-    authors' sampler) or DDIM (eta 0), `steps` steps; no guidance (the model has no
+    authors' sampler) or DDIM (eta 0, x0 clipped; `rederived_eps`: the direction term
+    uses the eps of the clipped x0), `steps` steps; no guidance (the model has no
     unconditional branch)."""
     scheduler = (ddpm_scheduler if sampler == "ddpm" else ddim_scheduler)(cfg.timesteps, cfg.beta_start, cfg.beta_end)
     scheduler.set_timesteps(steps)
@@ -601,7 +602,7 @@ def sample_images(unet: UViT, labels: np.ndarray, cfg: Stage1Config, ctx: RunCon
             with ctx.accelerator.autocast():
                 return unet(x_t, t, y)
 
-        out.append(reverse_process(eps, x, scheduler, generator).clamp(-1, 1).cpu())
+        out.append(reverse_process(eps, x, scheduler, generator, rederived_eps and sampler == "ddim").clamp(-1, 1).cpu())
     return torch.cat(out)
 
 
@@ -627,8 +628,11 @@ class SynConfig:
     sampler: str = "ddpm"  # the authors': ancestral DDPM over all T steps
     sampling_steps: int = 1000
     sample_batch: int = 256
+    ddim_eps: str = "rederived"  # with sampler ddim: eps re-derived from the clipped x0 | raw (diffusers' default)
 
     def __post_init__(self):
+        if self.ddim_eps not in ("rederived", "raw"):
+            raise BenchError(f"+Syn ddim_eps must be 'rederived' or 'raw', not {self.ddim_eps!r}")
         if self.base.startswith("syn:"):
             raise BenchError("+Syn cannot wrap another +Syn method")
         self.stage1 = dataclasses.asdict(stage1_config(self.stage1))
@@ -660,7 +664,8 @@ class SynAugmented(ClassificationMethod):
         add = synthetic_counts(counts, cfg.balance, cfg.add_per_class)
         labels = np.repeat(np.arange(len(add)), add)
         key = cache_key({"stage1": stage1["file"], "labels": add.tolist(), "sampler": cfg.sampler,
-                         "steps": cfg.sampling_steps, "seed": ctx.seed})
+                         "steps": cfg.sampling_steps, "seed": ctx.seed,
+                         **({"ddim_eps": cfg.ddim_eps} if cfg.sampler == "ddim" else {})})
         path = (ctx.cache_dir or ctx.checkpoint_dir) / "dcube_syn" / f"{key}.npz"
         if path.is_file():
             with np.load(path) as f:
@@ -669,7 +674,7 @@ class SynAugmented(ClassificationMethod):
             ctx.log(f"+Syn: sampling {len(labels)} images {add.tolist()} ({cfg.sampler}, {cfg.sampling_steps} steps)")
             gen = torch.Generator().manual_seed(ctx.seed + 23)
             x = sample_images(unet, labels, self.s1, ctx, sampler=cfg.sampler, steps=cfg.sampling_steps,
-                              batch_size=cfg.sample_batch, generator=gen) if len(labels) else torch.zeros(0, self.spec.channels, self.spec.size, self.spec.size)
+                              batch_size=cfg.sample_batch, generator=gen, rederived_eps=cfg.ddim_eps == "rederived") if len(labels) else torch.zeros(0, self.spec.channels, self.spec.size, self.spec.size)
             images, cache = from_device_batch(x, self.spec.size), "miss"
             path.parent.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(path, images=images, labels=labels)

@@ -31,7 +31,7 @@ from bench.training import augmented_batch, plan_steps, train_loop
 from methods.card import CARDNet
 from methods.label_diffusion import (
     require_single_label,
-    DCG, antithetic_timesteps, batched_inference, cached_pretraining, classification_loss, ddpm_scheduler, fit_prior,
+    DCG, antithetic_timesteps, batched_inference, cached_pretraining, classification_loss, dcg_prior_predictions, ddpm_scheduler, fit_prior,
     gaussian_mmd, one_hot_targets, prior_mean_noising, sample_prior_mean, warmup_cosine,
 )
 
@@ -156,3 +156,6 @@ class DiffMIC(ClassificationMethod):
         self.models.eval()
         gen = torch.Generator().manual_seed(ctx.seed + 4)
         return batched_inference(lambda x: self.sample_scores(x, gen), split.images, ctx, self.config.image_size).numpy().astype(np.float64)
+
+    def prior_predictions(self, split: SplitData, ctx: RunContext) -> dict[str, np.ndarray]:
+        return dcg_prior_predictions(self.dcg, split, ctx, self.config.image_size, False)

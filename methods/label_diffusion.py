@@ -85,9 +85,14 @@ def one_hot_targets(labels: np.ndarray, num_classes: int, multilabel: bool, devi
     return y.float() if multilabel else F.one_hot(y.long(), num_classes).float()
 
 
-def scores_to_probabilities(scores: torch.Tensor, multilabel: bool) -> torch.Tensor:
-    """Denoised label estimates -> probabilities: clipped to [0, 1] (per label), and
-    renormalised to sum to one for single-label tasks (the estimate of a one-hot row)."""
+def scores_to_probabilities(scores: torch.Tensor, multilabel: bool, temperature: float | None = None) -> torch.Tensor:
+    """Denoised label estimates -> probabilities. With a `temperature`: a softmax of the
+    estimates / temperature over the classes (per label: a sigmoid of (estimate - 0.5) /
+    temperature), which keeps their ranking. Without: clipped to [0, 1] (per label) and
+    renormalised to sum to one for single-label tasks (ties all-negative rows)."""
+    if temperature is not None:
+        s = scores.float() / temperature
+        return torch.sigmoid(s - 0.5 / temperature) if multilabel else torch.softmax(s, dim=1)
     p = scores.float().clamp(0, 1)
     if multilabel:
         return p
@@ -404,6 +409,15 @@ def batched_inference(fn: Callable[[torch.Tensor], torch.Tensor], images: np.nda
     return torch.cat(out)
 
 
+def dcg_prior_predictions(dcg: nn.Module, split, ctx: RunContext, image_size: int | None, multilabel: bool) -> dict[str, np.ndarray]:
+    """A DCG's own predictions (global, local and fused branches) on a split."""
+    dcg.eval()
+    with torch.no_grad():
+        out = batched_inference(lambda x: torch.stack([(o := dcg(x)).global_, o.local, o.fused], dim=1), split.images, ctx, image_size)
+    return {f"DCG {name}": prior_probabilities(out[:, i], multilabel).numpy().astype(np.float64)
+            for i, name in enumerate(("global", "local", "fused"))}
+
+
 # ------------------------------------------------- CARD-style prior-mean diffusion
 
 
@@ -428,12 +442,15 @@ def sample_prior_mean(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tenso
 
 @torch.no_grad()
 def reverse_process(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor, scheduler,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+                    generator: torch.Generator | None = None, rederived_eps: bool = False) -> torch.Tensor:
     """A diffusers scheduler's reverse chain from x_T over its ``timesteps``: at each,
-    ``eps_fn(x_t, t)`` (t: one long per sample) predicts the noise and the scheduler steps."""
+    ``eps_fn(x_t, t)`` (t: one long per sample) predicts the noise and the scheduler steps.
+    `rederived_eps` (DDIM only): the direction term uses the eps re-derived from the
+    clipped x0 instead of the raw prediction (see methods/diffmic_v2.py)."""
+    kwargs = {"use_clipped_model_output": True} if rederived_eps else {}
     for t in scheduler.timesteps:
         t_batch = torch.full(x.shape[:1], int(t), device=x.device, dtype=torch.long)
-        x = scheduler.step(eps_fn(x, t_batch).float(), t, x, generator=generator).prev_sample
+        x = scheduler.step(eps_fn(x, t_batch).float(), t, x, generator=generator, **kwargs).prev_sample
     return x
 
 

@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from bench.config import load_suite
+from bench.leaderboard import write_leaderboard
+from bench.metrics import compute_all
 from bench.registry import METHODS
 from methods.card import sample_statistics
 from methods.label_diffusion import (
@@ -136,6 +138,19 @@ def test_card_and_diffmic_run_in_a_suite_with_extras_recorded(data_dir, tmp_path
         assert npz["test_piw"].shape == npz["test_labels"].shape
         assert set(np.unique(npz["test_vote"])) <= {0, 1}
     diffmic = json.loads(next((tmp_path / "results").rglob("diffmic/*/seed0.json")).read_text())
+    # the priors' own metrics and every model's share of predictions per class are recorded
+    assert set(card["priors"]) == {"f_phi"} and set(diffmic["priors"]) == {"DCG global", "DCG local", "DCG fused"}
+    for r in (card, diffmic):
+        for name, prior in r["priors"].items():
+            assert 0 <= prior["test"]["auroc"] <= 1 and sum(prior["test"]["predicted_share"]) == pytest.approx(1)
+        assert sum(r["predicted_share"]["test"]) == pytest.approx(1) and len(r["predicted_share"]["val"]) == 2
+    with np.load(next((tmp_path / "results").rglob("diffmic/*/seed0.npz"))) as npz:
+        fused = npz["test_prior_DCG fused"]
+    assert compute_all(npz_labels(tmp_path), fused.astype(np.float64), "binary")["auroc"] == pytest.approx(diffmic["priors"]["DCG fused"]["test"]["auroc"], abs=1e-6)
+    md = write_leaderboard(str(suite), results_dir=tmp_path / "results", out_dir=tmp_path / "lb")[0].read_text()
+    rows = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ")]
+    assert rows.index("card ▸ f_phi (its prior)") == rows.index("card (ref)") + 1
+    assert rows.index("diffmic ▸ DCG fused (its prior)") > rows.index("diffmic")
     cached = torch.load(diffmic["selection"]["dcg_pretraining"]["file"], weights_only=False)["state"]
     trained = {k: v for k, v in cached.items() if k.endswith("weight") and v.dtype.is_floating_point}
     assert trained, "the DCG cache holds weights"
@@ -146,3 +161,8 @@ def test_card_and_diffmic_run_in_a_suite_with_extras_recorded(data_dir, tmp_path
     card2 = json.loads(next((tmp_path / "results").rglob("card/*/seed0.json")).read_text())
     assert card2["selection"]["prior"]["cache"] == "hit"
     assert card2["metrics"]["test"] == card["metrics"]["test"]
+
+
+def npz_labels(tmp_path):
+    with np.load(next((tmp_path / "results").rglob("diffmic/*/seed0.npz"))) as npz:
+        return npz["test_labels"]

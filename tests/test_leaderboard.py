@@ -3,6 +3,7 @@ import pytest
 from scipy import stats as sps
 
 from bench.leaderboard import write_leaderboard
+from bench.metrics import compute_all
 from bench.records import unit_stem, write_record
 from conftest import TINY_SUITE
 
@@ -82,3 +83,37 @@ def test_fp32_and_bf16_runs_of_one_method_are_told_apart_and_compared(tmp_path):
     bf16 = fp32 + 0.01 * np.arange(1, 4)
     p = sps.ttest_rel(bf16, fp32).pvalue
     assert f"| {fp32.mean():.3f} ± {fp32.std(ddof=1):.3f} | {bf16.mean():.3f} ± {bf16.std(ddof=1):.3f} | +0.020 | {p:.2f} | 0, 1, 2 |" in row
+
+
+def test_floors_flag_results_that_do_not_beat_them_and_one_class_models(tmp_path):
+    """BreastMNIST-like test split (73 % class 1): a model at chance AUROC and one that
+    predicts class 1 for every image are flagged, never bold; the floors are rows."""
+    labels = np.array([0] * 42 + [1] * 114)
+    rng = np.random.default_rng(0)
+    good = np.clip(labels * 0.6 + rng.uniform(0, 0.4, len(labels)), 0, 1)  # separates the classes
+    models = {"resnet18": lambda s: good, "vit_tiny_patch16_224": lambda s: 0.5 + 0.4 * rng.uniform(size=len(labels)),  # all class 1
+              "resnet50": lambda s: 1 - good}  # ranks the classes the wrong way round
+    for method, score in models.items():
+        for seed in range(3):
+            p1 = score(seed)
+            probs = np.stack([1 - p1, p1], axis=1)
+            record = {"status": "ok", "suite": "tiny", "preset": "smoke", "dataset": "breastmnist", "method": method, "seed": seed,
+                      "config_hash": "abc", "task": "binary", "class_names": ["m", "b"],
+                      "metrics": {"test": compute_all(labels, probs, "binary")},
+                      "data": {"split_hash": "h", "files": {}, "n": {"test": 156}, "duplicates_across_splits": 0, "synthetic": False},
+                      "provenance": {"git_commit": "c0ffee", "device": "cpu", "precision": "fp32", "packages": {"torch": "2.x"},
+                                     "started": "2026-01-01T00:00:00", "finished": "2026-01-01T01:00:00"}}
+            write_record(unit_stem(tmp_path / "results", "tiny", "breastmnist", method, "abc", seed), record,
+                         {"test_probs": probs.astype(np.float32), "test_labels": labels})
+    md = write_leaderboard(TINY_SUITE, results_dir=tmp_path / "results", out_dir=tmp_path / "lb")[0].read_text()
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in md.splitlines()
+            if line.startswith("| ") and "---" not in line}
+    header = rows.pop("method")
+    acc, bacc, auroc = header.index("accuracy"), header.index("balanced_accuracy"), header.index("auroc")
+    assert rows["_majority class (floor)_"][acc] == "_0.731_" and rows["_majority class (floor)_"][auroc] == "_0.500_"
+    assert rows["_chance (floor)_"][bacc] == "_0.500_"
+    one_class = rows["vit_tiny_patch16_224 ⚠ one class (3/3 seeds)"]
+    assert one_class[acc].startswith("0.731 ± 0.000 ⚠") and not any(c.startswith(("**", "<u>")) for c in one_class)
+    assert rows["resnet50"][auroc].startswith("0.000 ± 0.000 ⚠") and "⚠" in rows["resnet50"][acc]
+    assert rows["resnet18 (ref)"][auroc] == "1.000 ± 0.000"  # the only real result: nothing to rank it against
+    assert "⚠ marks" in md and "1 method row(s) with a seed that predicts one class" in md

@@ -1,0 +1,77 @@
+"""The floor of each classification metric on a split: what no learning already scores.
+
+Two predictors that look at no image: the *majority class* (every image gets the
+split's class frequencies, so the argmax is the largest class and every score ties:
+AUROC 0.5, balanced accuracy 1/C, accuracy = the largest class's share) and *chance*
+(uniform random guessing, in expectation: accuracy and balanced accuracy 1/C, AUROC
+0.5, kappa 0). A metric's floor is the better of the two; a result at or below it (as
+shown, to 3 decimals) is no result, and a model that predicts one class for every test
+image is flagged whatever its scores (see ``bench/leaderboard.py``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from bench.metrics import SINGLE_LABEL, compute_all
+from bench.records import load_predictions
+
+#: metrics with a floor (ECE is not one: a constant predictor can be perfectly calibrated)
+FLOORED = ("accuracy", "balanced_accuracy", "auroc", "f1_macro", "precision_macro", "recall_macro", "kappa_quadratic")
+
+
+def floor_rows(labels: np.ndarray, task: str, num_classes: int) -> dict[str, dict[str, float]]:
+    """{"majority class": metrics, "chance": metrics} of the two no-learning predictors."""
+    labels = np.asarray(labels)
+    if task == "multilabel":
+        prevalence = labels.mean(axis=0)
+        majority = compute_all(labels, np.tile(prevalence, (len(labels), 1)), task)
+        chance = {"auroc": 0.5, "accuracy": 0.5}
+    else:
+        freq = np.bincount(labels.astype(int), minlength=num_classes) / len(labels)
+        majority = compute_all(labels, np.tile(freq, (len(labels), 1)), task)
+        chance = {"accuracy": 1 / num_classes, "balanced_accuracy": 1 / num_classes, "recall_macro": 1 / num_classes,
+                  "auroc": 0.5, "kappa_quadratic": 0.0}
+    keep = lambda d: {k: float(v) for k, v in d.items() if k in FLOORED and np.isfinite(v)}  # noqa: E731
+    return {"majority class": keep(majority), "chance": keep(chance)}
+
+
+def metric_floors(rows: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The floor of each metric: the best no-learning value (all floored metrics are higher-is-better)."""
+    out: dict[str, float] = {}
+    for values in rows.values():
+        for k, v in values.items():
+            out[k] = max(out.get(k, -np.inf), v)
+    return out
+
+
+def at_or_below(value: float, floor: float | None) -> bool:
+    """True when `value`, as a table shows it (3 decimals), does not beat `floor`."""
+    return floor is not None and np.isfinite(value) and round(value, 3) <= round(floor, 3)
+
+
+def predicts_one_class(probs: np.ndarray, task: str) -> bool:
+    """Every image gets the same predicted class (single-label tasks)."""
+    return task != "multilabel" and len(probs) > 1 and len(np.unique(np.asarray(probs).argmax(axis=1))) == 1
+
+
+def one_class_seed(record: dict) -> bool:
+    """A classification record whose model predicts one class for every test image."""
+    if record.get("task") not in SINGLE_LABEL or not record.get("predictions"):
+        return False
+    try:
+        probs = load_predictions(record)["test_probs"]
+    except (OSError, KeyError, ValueError):
+        return False
+    return predicts_one_class(probs, record["task"])
+
+
+def split_floors(records: list[dict]) -> dict[str, dict[str, float]]:
+    """The no-learning rows of a classification table, from its test labels."""
+    r = records[0]
+    if r.get("task") not in SINGLE_LABEL + ("multilabel",) or not r.get("predictions"):
+        return {}
+    try:
+        labels = load_predictions(r)["test_labels"]
+    except (OSError, KeyError, ValueError):
+        return {}
+    return floor_rows(labels, r["task"], len(r.get("class_names") or []))
