@@ -19,7 +19,6 @@ import pandas as pd
 from bench.config import load_suite
 from bench.errors import BenchError
 from bench.floors import at_or_below, metric_floors, one_class_seed, split_floors
-from bench.metrics import SINGLE_LABEL
 from bench.records import load_records
 from bench.registry import METRICS
 from bench.stats import paired_ttest, significance_mark, wilcoxon
@@ -212,7 +211,7 @@ def render_markdown(suite, records, failed, summary: pd.DataFrame, reference: st
         lines += per_class_fid_table(recs, methods)
     if any(r.get("task") == "restoration" for r in records):
         lines += survey_layout(summary, reference)
-    if any(r.get("task") in SINGLE_LABEL + ("multilabel",) for r in records):
+    if suite.task == "classification":
         header.append(f"- **Floors**: each table ends with the majority-class and chance rows of its test split; ⚠ marks "
                       f"{n_flagged} cell(s) at or below their floor and {n_one_class} method row(s) with a seed that predicts "
                       "one class for every test image: no result, never bold.")

@@ -74,9 +74,16 @@ def _preset(records: list[dict], wanted: str | None) -> str | None:
 def our_cells(records: list[dict], dataset: str, method: str, metric: str, preset: str | None) -> Cell | None:
     """Our per-seed values of a metric, flagged when the mean does not beat the metric's
     floor on the split or a seed's model predicts one class (bench/floors.py)."""
+    candidates = [r for r in records if r["dataset"] == dataset and r["method"] == method and r["preset"] == preset]
+    if not candidates:
+        return None
+    # one config (and so one precision) per cell: the one with the most seeds, fp32 first on ties
+    counts = {h: sum(r["config_hash"] == h for r in candidates) for h in {r["config_hash"] for r in candidates}}
+    precision = {r["config_hash"]: r.get("provenance", {}).get("precision", "fp32") for r in candidates}
+    chosen = max(sorted(counts), key=lambda h: (counts[h], precision[h] == "fp32"))
     by_seed, used = {}, []
-    for r in records:
-        if r["dataset"] == dataset and r["method"] == method and r["preset"] == preset:
+    for r in candidates:
+        if r["config_hash"] == chosen:
             v = (r.get("metrics", {}).get("test") or {}).get(metric)
             if v is not None:
                 by_seed[r["seed"]] = float(v)
@@ -136,9 +143,9 @@ def render_comparison(table: dict, records: list[dict], preset: str | None) -> t
         ranks = {}
         for label, metric in metrics.items():
             higher = METRICS.get(metric).higher_is_better
-            present = [(c.mean, i) for i in range(len(table["rows"])) if (c := cells[(i, label)]) is not None and not c.flagged]
-            order = [i for _, i in sorted(present, reverse=higher)]
-            ranks[label] = {i: rank for rank, i in enumerate(order)}
+            present = {i: float(_fmt(c.mean, metric, scale)) for i in range(len(table["rows"])) if (c := cells[(i, label)]) is not None and not c.flagged}
+            distinct = sorted(set(present.values()), reverse=higher)  # ties share a rank; one value ranks nothing
+            ranks[label] = {i: distinct.index(v) for i, v in present.items()} if len(distinct) > 1 else {}
         grid = []
         for i, row in enumerate(table["rows"]):
             paper_vals = (row.get("paper") or {}).get(paper_ds)
@@ -154,7 +161,7 @@ def render_comparison(table: dict, records: list[dict], preset: str | None) -> t
                     ref = cells.get((ref_index, label)) if ref_index is not None else None
                     text = _fmt(c.mean, metric, scale) + (f" ± {_fmt(c.std, metric, scale)}" if np.isfinite(c.std) else "")
                     rank = ranks[label].get(i)
-                    text = f"**{text}**" if rank == 0 and len(ranks[label]) > 1 else (f"<u>{text}</u>" if rank == 1 else text)
+                    text = f"**{text}**" if rank == 0 else (f"<u>{text}</u>" if rank == 1 else text)
                     out.append(text + (" ⚠" if c.flagged else "") + _mark(c, ref))
                     if p is not None:
                         pairs.append({"table": table["id"], "paper_dataset": paper_ds, "dataset": ours_ds, "method": row["label"],

@@ -81,3 +81,18 @@ def test_unknown_papers_and_tables_are_named(results, tmp_path):
         build_paper("odm", "XI", results_dir=results)
     path = write_paper("survey", results_dir=results, out_dir=tmp_path)
     assert "## Table 12" in path.read_text() and "## Table 9" in path.read_text()
+
+
+def test_rows_with_the_same_label_keep_their_own_numbers_and_ties_share_emphasis(tmp_path):
+    """D-Cube Table III has two "+ Syn" rows (ResNet and ViT): each shows its own method's
+    numbers; equal values share their emphasis."""
+    values = {"resnet18": 0.50, "syn:resnet18": 0.55, "vit_tiny_patch16_224": 0.46, "syn:vit_tiny_patch16_224": 0.43}
+    for method, acc in values.items():
+        for seed in range(2):
+            write_record(tmp_path, "classification", "retinamnist", method, seed,
+                         {"accuracy": acc, "precision_macro": 0.3, "recall_macro": 0.3, "f1_macro": 0.3})
+    text, _ = build_paper("dcube", "III", results_dir=tmp_path)
+    lines = [line for line in text.splitlines() if line.startswith("| + Syn")]
+    assert len(lines) == 2
+    assert "| 88.53 | **55.00 ± 0.00** |" in lines[0] and "| 80.59 | 43.00 ± 0.00 |" in lines[1]
+    assert "**30.00" not in text and "<u>30.00" not in text  # one value in a column ranks nothing
