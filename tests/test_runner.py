@@ -1,8 +1,10 @@
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -130,8 +132,20 @@ def test_two_processes_split_units_and_match_single_process(data_dir, tmp_path):
     common = ["run", "--suite", TINY_SUITE, "--work-dir", str(tmp_path / "w"), "--no-progress"]
     launch = [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "bench.cli"]
-    multi = subprocess.run(launch + common + ["--results-dir", str(tmp_path / "multi")], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert multi.returncode == 0, [line for line in multi.stderr.splitlines() if "rror" in line or "rank" in line][:40]
+    def run_multi():
+        return subprocess.run(launch + common + ["--results-dir", str(tmp_path / "multi")], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=600)
+
+    multi = run_multi()
+    if multi.returncode != 0 and "exitcode: -6" in multi.stderr:
+        # a rank dies with SIGABRT inside torch's launcher now and then on a busy 2-core box
+        # (2 of ~10 runs in pytest, none of 5 from a shell; its cause is not found yet): the
+        # launch is repeated once, and a second abort fails with the ranks' last lines
+        warnings.warn("two-process run aborted (SIGABRT in a rank); retried once:\n" + multi.stderr[-3000:])
+        for leftover in ("multi", "w"):
+            shutil.rmtree(tmp_path / leftover, ignore_errors=True)
+        multi = run_multi()
+    assert multi.returncode == 0, multi.stderr[-4000:]
     assert "4 units run, 0 already complete, 0 failed" in multi.stdout and "on 2 process(es)" in multi.stdout
     single = subprocess.run(BENCH + common + ["--results-dir", str(tmp_path / "single")], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert single.returncode == 0, single.stderr[-2000:]
