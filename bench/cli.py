@@ -36,10 +36,13 @@ def cmd_run(args) -> int:
     skipped = len(outcomes) - len(failed) - len(done)
     from accelerate import PartialState
 
-    if PartialState().is_main_process:
+    state = PartialState()
+    if state.is_main_process:
         print(f"{len(done)} units run, {skipped} already complete, {len(failed)} failed; records in {args.results_dir}/")
         for o in failed:
             print(f"  FAILED {o['unit']}: {o['error']} ({o['record']})")
+    if state.num_processes > 1:  # left to interpreter exit, gloo's threads may abort a rank
+        state.destroy_process_group()  # ("terminate called without an active exception")
     return 1 if failed else 0
 
 
