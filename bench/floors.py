@@ -10,10 +10,12 @@ image is flagged whatever its scores (see ``bench/leaderboard.py``).
 """
 from __future__ import annotations
 
+from functools import lru_cache
+from pathlib import Path
+
 import numpy as np
 
 from bench.metrics import SINGLE_LABEL, compute_all
-from bench.records import load_predictions
 
 #: metrics with a floor (ECE is not one: a constant predictor can be perfectly calibrated)
 FLOORED = ("accuracy", "balanced_accuracy", "auroc", "f1_macro", "precision_macro", "recall_macro", "kappa_quadratic")
@@ -54,24 +56,45 @@ def predicts_one_class(probs: np.ndarray, task: str) -> bool:
     return task != "multilabel" and len(probs) > 1 and len(np.unique(np.asarray(probs).argmax(axis=1))) == 1
 
 
-def one_class_seed(record: dict) -> bool:
-    """A classification record whose model predicts one class for every test image."""
-    if record.get("task") not in SINGLE_LABEL or not record.get("predictions"):
-        return False
+def _test_arrays(npz_path: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(test probabilities, test labels) of a record's .npz, read once per version of the
+    file (a table asks for every metric of every record)."""
     try:
-        probs = load_predictions(record)["test_probs"]
-    except (OSError, KeyError, ValueError):
+        return _read_test_arrays(npz_path, Path(npz_path).stat().st_mtime_ns)
+    except OSError:
+        return None, None
+
+
+@lru_cache(maxsize=512)
+def _read_test_arrays(npz_path: str, mtime_ns: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    try:
+        with np.load(npz_path, allow_pickle=False) as npz:
+            return (npz["test_probs"] if "test_probs" in npz.files else None,
+                    npz["test_labels"] if "test_labels" in npz.files else None)
+    except (OSError, ValueError):
+        return None, None
+
+
+def _npz_path(record: dict) -> str | None:
+    return str(Path(record["_path"]).with_name(record["predictions"])) if record.get("predictions") and record.get("_path") else None
+
+
+def one_class_seed(record: dict) -> bool:
+    """A classification record whose model predicts one class for every test image (from
+    its ``predicted_share``, or from its stored predictions for records older than that)."""
+    if record.get("task") not in SINGLE_LABEL:
         return False
-    return predicts_one_class(probs, record["task"])
+    share = (record.get("predicted_share") or {}).get("test")
+    if share is not None:
+        return max(share) >= 1.0
+    path = _npz_path(record)
+    probs = _test_arrays(path)[0] if path else None
+    return probs is not None and predicts_one_class(probs, record["task"])
 
 
 def split_floors(records: list[dict]) -> dict[str, dict[str, float]]:
     """The no-learning rows of a classification table, from its test labels."""
     r = records[0]
-    if r.get("task") not in SINGLE_LABEL + ("multilabel",) or not r.get("predictions"):
-        return {}
-    try:
-        labels = load_predictions(r)["test_labels"]
-    except (OSError, KeyError, ValueError):
-        return {}
-    return floor_rows(labels, r["task"], len(r.get("class_names") or []))
+    path = _npz_path(r) if r.get("task") in SINGLE_LABEL + ("multilabel",) else None
+    labels = _test_arrays(path)[1] if path else None
+    return {} if labels is None else floor_rows(labels, r["task"], len(r.get("class_names") or []))

@@ -34,7 +34,7 @@ from bench.data.spec import DatasetSpec, SplitData
 from bench.device import make_accelerator, sync_device
 from bench.errors import BenchError
 from bench.method import Budget, RunContext, TrainingProbe, config_dict, config_hash
-from bench.provenance import environment, peak_memory, reset_peak_memory
+from bench.provenance import environment, now, peak_memory, reset_peak_memory
 from bench.registry import METHODS
 
 SCHEMA = "perf/2"
@@ -88,7 +88,7 @@ def random_data(task: str, shape: PerfInput, n: int, rng: np.random.Generator):
                           degradation={"kind": "gaussian", "sigma": 0.1}, source=source, synthetic=True)
         clean = images.astype(np.float32) / 255
         noisy = (clean + 0.1 * rng.standard_normal(clean.shape)).astype(np.float32)
-        return spec, PairedSplit(noisy, clean, ids, [f"random/{i}" for i in range(n)])
+        return spec, PairedSplit(noisy, clean, ids, list(ids))  # each patch its own source image
     spec = DatasetSpec(name=f"random-{shape.image_size}px", task="multiclass", class_names=tuple(f"c{i}" for i in range(shape.classes)),
                        channels=shape.channels, size=shape.image_size, source=source, synthetic=True)
     return spec, SplitData(images, labels, ids)
@@ -168,7 +168,7 @@ def run_perf(method: str, *, options: dict[str, Any] | None = None, shape: PerfI
         "train_batch_size": train_batch_size,
         "matmul_peak_gflops": peaks,
         "results": result,
-        "provenance": {**environment(device, precision, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())},
+        "provenance": {**environment(device, precision, 1), "finished": now()},
     }
     slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{device.type}-{precision}-{record['pattern']}-b{batch_size}").strip("-")
     path = Path(results_dir) / "perf" / re.sub(r"[^A-Za-z0-9_.-]+", "-", method) / record["config_hash"] / f"{slug}.json"

@@ -6,6 +6,7 @@ import resource
 import socket
 import subprocess
 import sys
+from datetime import datetime, timezone
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -71,6 +72,11 @@ def environment(device: torch.device, precision: str, num_processes: int) -> dic
         "host": socket.gethostname(),
         "command": " ".join(sys.argv),
     }
+
+
+def now() -> str:
+    """The current UTC time, ISO 8601 to the second (records' started / finished)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def reset_peak_memory(device: torch.device) -> None:

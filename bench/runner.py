@@ -13,7 +13,6 @@ import dataclasses
 import time
 import traceback
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from bench.device import make_accelerator
 from bench.errors import BenchError, DataError, TrainingError
 from bench.method import MethodSpec, RunContext, config_dict, config_hash
 from bench.metrics import compute_all, per_class, predictions
-from bench.provenance import environment, peak_memory, reset_peak_memory
+from bench.provenance import environment, now, peak_memory, reset_peak_memory
 from bench.records import is_complete, unit_stem, write_record
 from bench.resume import remove_checkpoints
 from bench.registry import METHODS
@@ -47,10 +46,6 @@ class Unit:
     @property
     def label(self) -> str:
         return f"{self.dataset}/{self.method}/seed{self.seed}"
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def resolve_datasets(suite: Suite, only: list[str] | None, data_dir, download, fallback_synthetic: bool, log):
