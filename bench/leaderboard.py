@@ -100,9 +100,14 @@ def summarise(frame: pd.DataFrame, reference: str | None, test: str = "ttest") -
             p = np.nan
             is_reference = ref_hash is not None and v["method"].iloc[0] == reference and set(v["config_hash"]) == {ref_hash}
             is_prior = bool(v["is_prior"].iloc[0])
-            if reference and len(ref_by_seed) and not is_reference and not is_prior:
-                common = sorted(set(by_seed.index) & set(ref_by_seed.index))
-                p = TESTS[test](by_seed[common].to_numpy(), ref_by_seed[common].to_numpy()) if len(common) >= 2 else np.nan
+            against = ref_by_seed if reference and not is_reference else None
+            if is_prior:  # a prior is tested against its own method (same records), not the reference
+                own = g[(g["method"] == v["method"].iloc[0].split(PRIOR)[0]) & g["config_hash"].isin(v["config_hash"])
+                        & g["precision"].isin(v["precision"])]
+                against = own.set_index("seed")["value"]
+            if against is not None and len(against):
+                common = sorted(set(by_seed.index) & set(against.index))
+                p = TESTS[test](by_seed[common].to_numpy(), against[common].to_numpy()) if len(common) >= 2 else np.nan
             values = v["value"].to_numpy()
             out.append({
                 "preset": preset, "dataset": dataset, "method": variant, "metric": metric,
@@ -160,7 +165,7 @@ def render_markdown(suite, records, failed, summary: pd.DataFrame, reference: st
         f"- **Code**: commit {', '.join(commits)}.",
         f"- **Statistics**: mean ± sample std over seeds on the test split (model selected on validation). "
         f"Marks: paired {'t-test' if test == 'ttest' else 'Wilcoxon signed-rank test'} over matched seeds against "
-        f"`{reference}`: *** p < 0.01, ** p < 0.05, * p < 0.1. **Best** in bold, <u>second</u> underlined; "
+        f"`{reference}` (a prior's row, `method ▸ prior`: against its own method): *** p < 0.01, ** p < 0.05, * p < 0.1. **Best** in bold, <u>second</u> underlined; "
         f"lower is better for {', '.join(sorted({m for m in summary['metric'] if not METRICS.get(m).higher_is_better} - NOT_RANKED)) or 'none'}.",
     ]
     if failed:

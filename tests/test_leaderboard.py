@@ -117,3 +117,24 @@ def test_floors_flag_results_that_do_not_beat_them_and_one_class_models(tmp_path
     assert rows["resnet50"][auroc].startswith("0.000 ± 0.000 ⚠") and "⚠" in rows["resnet50"][acc]
     assert rows["resnet18 (ref)"][auroc] == "1.000 ± 0.000"  # the only real result: nothing to rank it against
     assert "⚠ marks" in md and "1 method row(s) with a seed that predicts one class" in md
+
+
+def test_a_prior_row_is_tested_against_its_own_method_not_the_reference(tmp_path):
+    """vit_tiny's records carry a prior whose accuracy sits a seed-varying amount below
+    vit_tiny's: its row is marked by the paired test against vit_tiny, never ranked."""
+    results = tmp_path / "results"
+    _write_records(results)
+    prior_acc = [a - d for a, d in zip(ACC["vit_tiny_patch16_224"], (0.10, 0.11, 0.12))]
+    for seed, acc in enumerate(prior_acc):
+        stem = unit_stem(results, "tiny", "breastmnist", "vit_tiny_patch16_224", "abc", seed)
+        record = __import__("json").loads(stem.with_suffix(".json").read_text())
+        record["priors"] = {"f_phi": {"test": {"accuracy": acc, "predicted_share": [0.4, 0.6]}}}
+        write_record(stem, record, {"test_probs": np.zeros((1, 2))})
+    md = write_leaderboard(TINY_SUITE, results_dir=results, out_dir=tmp_path / "lb")[0].read_text()
+    row = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in md.splitlines() if line.startswith("| ") and "---" not in line}
+    acc = row.pop("method").index("accuracy")
+    p_own = sps.ttest_rel(prior_acc, ACC["vit_tiny_patch16_224"]).pvalue
+    p_ref = sps.ttest_rel(prior_acc, ACC["resnet18"]).pvalue
+    assert p_own < 0.01 < 0.1 < p_ref  # the two tests disagree: the mark says which one ran
+    assert row["vit_tiny_patch16_224 ▸ f_phi (its prior)"][acc] == "0.703 ± 0.015***"  # never bold
+    assert row["vit_tiny_patch16_224"][acc].startswith("**0.813")
