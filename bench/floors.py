@@ -98,3 +98,13 @@ def split_floors(records: list[dict]) -> dict[str, dict[str, float]]:
     path = _npz_path(r) if r.get("task") in SINGLE_LABEL + ("multilabel",) else None
     labels = _test_arrays(path)[1] if path else None
     return {} if labels is None else floor_rows(labels, r["task"], len(r.get("class_names") or []))
+
+
+def record_flag(record: dict, metric: str) -> str:
+    """Why one record's test `metric` is no result, or '' when it is one: at or below the
+    metric's floor on its test split, or a model that predicts one class."""
+    value = ((record.get("metrics") or {}).get("test") or {}).get(metric)
+    floor = metric_floors(split_floors([record])).get(metric)
+    if value is not None and at_or_below(float(value), floor):
+        return f"test {metric} {float(value):.3f} at or below its floor {floor:.3f}"
+    return "predicts one class" if one_class_seed(record) else ""

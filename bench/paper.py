@@ -189,7 +189,7 @@ def sweep_records(results_dir: Path, method: str, dataset: str) -> list[dict]:
     for path in sorted((Path(results_dir) / "sweeps").rglob("seed*.json")):
         r = read_json(path)
         if r and r.get("status") == "ok" and r.get("method") == method and r.get("dataset") == dataset:
-            out.append(r)
+            out.append({**r, "_path": str(path)})
     return out
 
 
@@ -217,7 +217,8 @@ def render_sweep(table: dict, results_dir: Path, out_dir: Path | None) -> list[s
     ds = table["datasets"][0]
     records = sweep_records(results_dir, table["method"], ds["ours"])
     lines = ["", f"_{ds.get('note', '')}. Ours: test metrics of `bench sweep {table['method']}` trial records of the studies "
-                 "that varied the parameter alone (mean over trials sharing the value)._"]
+                 "that varied the parameter alone (mean over trials sharing the value); ⚠: at or below the metric's floor "
+                 "on the test split (majority class, chance) or a trial predicting one class: no result, never bold._"]
     for param in table["parameters"]:
         groups = one_factor_groups(records, param["field"])
         values = sorted(set(groups) | set(param.get("paper") or {}), key=lambda v: (v is None, v))
@@ -229,12 +230,16 @@ def render_sweep(table: dict, results_dir: Path, out_dir: Path | None) -> list[s
         for j, (label, metric) in enumerate(metrics.items()):
             paper_row, ours_row = [f"{label} (paper)"], [f"{label} (ours)"]
             ours_means = {v: float(np.mean([r["metrics"]["test"][metric] for r in groups[v]])) for v in values if v in groups}
-            best = max(ours_means.values()) if ours_means else None
+            floor = metric_floors(split_floors(records)).get(metric) if records else None
+            flagged = {v for v, m in ours_means.items() if at_or_below(m, floor) or any(one_class_seed(r) for r in groups[v])}
+            unflagged = [m for v, m in ours_means.items() if v not in flagged]
+            best = max(unflagged) if len(unflagged) > 1 else None
             for v in values:
                 p = (param.get("paper") or {}).get(v)
                 paper_row.append("—" if p is None else f"{p[j]:g}")
                 m = ours_means.get(v)
-                ours_row.append("—" if m is None else (f"**{m:.3f}**" if m == best and len(ours_means) > 1 else f"{m:.3f}") + f" (n={len(groups[v])})")
+                cell = "—" if m is None else ("⚠ " if v in flagged else "") + (f"**{m:.3f}**" if m == best else f"{m:.3f}")
+                ours_row.append(cell if m is None else cell + f" (n={len(groups[v])})")
             rows += [paper_row, ours_row]
         lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
         if table.get("plot") and groups and out_dir is not None:
@@ -250,8 +255,12 @@ def _plot_sweep(table: dict, param: dict, groups: dict, metrics: dict, out_dir: 
 
     xs = sorted(v for v in groups if v is not None)
     fig, ax = plt.subplots(figsize=(5, 3))
+    records = [r for x in xs for r in groups[x]]
+    floors = metric_floors(split_floors(records)) if records else {}
     for label, metric in metrics.items():
-        ax.plot(xs, [np.mean([r["metrics"]["test"][metric] for r in groups[x]]) for x in xs], marker="o", label=label)
+        line, = ax.plot(xs, [np.mean([r["metrics"]["test"][metric] for r in groups[x]]) for x in xs], marker="o", label=label)
+        if floors.get(metric) is not None:
+            ax.axhline(floors[metric], color=line.get_color(), linestyle=":", linewidth=1, label=f"{label} floor")
     ax.set_xlabel(param["name"])
     ax.set_ylabel("test metric")
     ax.set_title(f"{table['method']}: {param['name']} ({table['id']})", fontsize=9)

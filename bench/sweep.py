@@ -221,15 +221,18 @@ def write_outputs(study, root: Path, params: list[str], space: dict[str, Param])
         out["files"].append(str(path))
     reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
     rows = sorted(study.trials, key=lambda t: (t.value is None, -(t.value or 0) if reverse else (t.value or 0)))
+    flags = {t.number: _trial_flag(t.user_attrs.get("record")) for t in rows}
     lines = [f"# Sweep `{name}`", "", f"_Written by `bench sweep` from the Optuna study; objective: "
-             f"{study.user_attrs.get('objective')} ({study.direction.name.lower()}); do not edit by hand._", "",
-             "| trial | state | " + " | ".join(params) + " | value | record |", "|---|---|" + "---|" * (len(params) + 2)]
+             f"{study.user_attrs.get('objective')} ({study.direction.name.lower()}); do not edit by hand. "
+             f"⚠: the trial's model is no result (its test number at or below the floor of its split, or one class "
+             f"predicted; bench/floors.py); {sum(map(bool, flags.values()))} of {len(rows)} trials._", "",
+             "| trial | state | " + " | ".join(params) + " | value | record | floor |", "|---|---|" + "---|" * (len(params) + 3)]
     for t in rows:
         value = "" if t.value is None else f"{t.value:.4f}"
-        if complete and t.number == study.best_trial.number:
+        if complete and t.number == study.best_trial.number and not flags[t.number]:
             value = f"**{value}**"
         lines.append(f"| {t.number} | {t.state.name.lower()} | " + " | ".join(_fmt(t.params.get(p, "")) for p in params)
-                     + f" | {value} | {t.user_attrs.get('record', '')} |")
+                     + f" | {value} | {t.user_attrs.get('record', '')} | {'⚠ ' + flags[t.number] if flags[t.number] else ''} |")
     notes = []
     for kind, plot in (("history", "plot_optimization_history"), ("importances", "plot_param_importances"), ("slice", "plot_slice")):
         png = root / f"{name}.{kind}.png"
@@ -243,6 +246,18 @@ def write_outputs(study, root: Path, params: list[str], space: dict[str, Param])
     md.write_text("\n".join(lines + ([""] + notes if notes else [])) + "\n")
     out["files"].append(str(md))
     return out
+
+
+def _trial_flag(record_path: str | None) -> str:
+    """A trial record's floor flag on its selection metric ('' for a result)."""
+    from bench.floors import record_flag
+    from bench.records import read_json
+
+    record = read_json(Path(record_path)) if record_path else None
+    if not record or record.get("status") != "ok":
+        return ""
+    record["_path"] = record_path
+    return record_flag(record, (record.get("selection") or {}).get("selection_metric") or "auroc")
 
 
 def _fmt(v) -> str:

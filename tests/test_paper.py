@@ -96,3 +96,27 @@ def test_rows_with_the_same_label_keep_their_own_numbers_and_ties_share_emphasis
     assert len(lines) == 2
     assert "| 88.53 | **55.00 ± 0.00** |" in lines[0] and "| 80.59 | 43.00 ± 0.00 |" in lines[1]
     assert "**30.00" not in text and "<u>30.00" not in text  # one value in a column ranks nothing
+
+
+def test_sweep_points_and_trials_at_or_below_the_floor_are_flagged_never_bold(tmp_path):
+    """The floor comes from the trials' test labels (majority class 0.5 here): N_p = 1 at
+    accuracy 0.45 is flagged in Fig. 4's table and in the sweep's trial table."""
+    import numpy as np
+
+    from bench.sweep import _trial_flag
+
+    labels = np.array([0] * 5 + [1, 2, 3, 4, 1])
+    for n_p, acc in ((1, 0.45), (2, 0.58), (3, 0.57)):
+        write_record(tmp_path, "s", "retinamnist", "diffmic_v2", 0, {"accuracy": acc, "f1_macro": 0.3}, sub="sweeps",
+                     config={"num_points": n_p, "num_rois": 6, "latent_dim": 128})
+        path = next((tmp_path / "sweeps").rglob(f"h{n_p}6128/seed0.json"))
+        record = json.loads(path.read_text())
+        record.update(task="ordinal", class_names=list("abcde"), predictions="seed0.npz",
+                      predicted_share={"test": [0.6, 0.1, 0.1, 0.1, 0.1]}, selection={"selection_metric": "accuracy"})
+        path.write_text(json.dumps(record))
+        np.savez(path.with_name("seed0.npz"), test_labels=labels, test_probs=np.full((10, 5), 0.2))
+    text, _ = build_paper("diffmic-v2", "Fig4", results_dir=tmp_path, out_dir=tmp_path)
+    rows = table_rows(text, "## Table Fig4")
+    assert rows["Accuracy (ours)"] == ["⚠ 0.450 (n=1)", "**0.580** (n=1)", "0.570 (n=1)"]
+    flags = {n_p: _trial_flag(str(next((tmp_path / "sweeps").rglob(f"h{n_p}6128/seed0.json")))) for n_p in (1, 2)}
+    assert flags == {1: "test accuracy 0.450 at or below its floor 0.500", 2: ""}
