@@ -21,9 +21,13 @@ $(STAMP): pyproject.toml
 # unit of a diffusion classifier takes 3-7 minutes there (make run RUN_METHODS=diffmic_v2,...).
 RUN_METHODS ?= resnet18,resnet50,vit_tiny_patch16_224
 
+# Records and tables go to runs/make-run/ (ignored by git): the committed results/ and
+# leaderboards/ are the project's published numbers, and smoke is never published.
+RUN_DIR := runs/make-run
+
 run: $(STAMP)
-	$(BIN)/bench run --suite classification --preset smoke --methods $(RUN_METHODS) --fallback-synthetic
-	$(BIN)/bench leaderboard --suite classification
+	$(BIN)/bench run --suite classification --preset smoke --methods $(RUN_METHODS) --fallback-synthetic --results-dir $(RUN_DIR)/results --work-dir $(RUN_DIR)/work
+	$(BIN)/bench leaderboard --suite classification --results-dir $(RUN_DIR)/results --out-dir $(RUN_DIR)/leaderboards
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -31,6 +31,7 @@ class Preset:
     budget: Budget
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     evaluation: dict[str, Any] = field(default_factory=dict)  # overrides the suite's
+    published: bool = True  # False: a pipeline check, whose records never go into the project's results/
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,11 @@ def load_suite(name_or_path: str) -> Suite:
             budget = Budget(**p.get("budget", {}))
         except TypeError as exc:
             raise BenchError(f"suite file {path}: preset {pname!r}: bad budget ({exc})") from exc
-        presets[pname] = Preset(pname, budget, {k: dict(v) for k, v in (p.get("methods") or {}).items()}, dict(p.get("evaluation") or {}))
+        unknown = set(p) - {"budget", "methods", "evaluation", "published"}
+        if unknown or not isinstance(p.get("published", True), bool):
+            raise BenchError(f"suite file {path}: preset {pname!r}: unknown keys {sorted(unknown)} or 'published' not true/false")
+        presets[pname] = Preset(pname, budget, {k: dict(v) for k, v in (p.get("methods") or {}).items()}, dict(p.get("evaluation") or {}),
+                                p.get("published", True))
     return Suite(
         name=path.stem,
         description=data.get("description", ""),

@@ -54,6 +54,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.errors import BenchError
+
 SCHEMA_VERSION = "1.0"
 
 
@@ -63,6 +65,16 @@ def safe_name(name: str) -> str:
 
 def unit_stem(results_dir: Path, suite: str, dataset: str, method: str, config_hash: str, seed: int) -> Path:
     return Path(results_dir) / safe_name(suite) / safe_name(dataset) / safe_name(method) / config_hash / f"seed{seed}"
+
+
+def refuse_unpublished(preset, results_dir: Path) -> None:
+    """The project's own ``results/`` holds its published numbers: a pipeline-check preset
+    (``published: false`` in its suite, e.g. smoke) may not write records there."""
+    from bench.provenance import REPO
+
+    if not preset.published and Path(results_dir).resolve() == (REPO / "results").resolve():
+        raise BenchError(f"preset {preset.name!r} is a pipeline check and is never published: its records may not go into "
+                         f"{REPO / 'results'}; give --results-dir another folder (e.g. runs/results)")
 
 
 def is_complete(stem: Path) -> bool:

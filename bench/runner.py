@@ -27,7 +27,7 @@ from bench.errors import BenchError, DataError, TrainingError
 from bench.method import MethodSpec, RunContext, config_dict, config_hash
 from bench.metrics import compute_all, per_class, predictions
 from bench.provenance import environment, now, peak_memory, reset_peak_memory
-from bench.records import is_complete, unit_stem, write_record
+from bench.records import is_complete, refuse_unpublished, unit_stem, write_record
 from bench.resume import remove_checkpoints
 from bench.registry import METHODS
 
@@ -254,6 +254,7 @@ def run_suite(
     suite = load_suite(suite_name)
     preset = suite.preset(preset_name)
     results_dir, work_dir = Path(results_dir), Path(work_dir)
+    refuse_unpublished(preset, results_dir)
     bundles, data_errors = resolve_datasets(suite, datasets, data_dir, download, fallback_synthetic, log)
     if datasets:
         missing = set(datasets) - set(bundles) - set(data_errors)

@@ -107,7 +107,7 @@ def run_sweep(method: str, dataset: str, params: list[str], *, suite_name: str =
     from bench.data.load import dataset_source
     from bench.method import config_dict, config_hash
     from bench.provenance import environment
-    from bench.records import is_complete, read_json, unit_stem
+    from bench.records import is_complete, read_json, refuse_unpublished, unit_stem
     from bench.registry import METHODS
     from bench.device import make_accelerator
     from bench.runner import Unit, run_and_record
@@ -115,6 +115,7 @@ def run_sweep(method: str, dataset: str, params: list[str], *, suite_name: str =
     space = declared_space(method, params)
     suite = load_suite(suite_name)
     preset = suite.preset(preset_name)
+    refuse_unpublished(preset, Path(results_dir))
     spec = METHODS.get(method)
     entry = next((m for m in suite.methods if m.name == method), MethodEntry(method))
     base = suite.options_for(entry, preset, spec.preset_options_of)

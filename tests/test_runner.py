@@ -170,3 +170,25 @@ def test_timm_adapters(tmp_path):
     loaded = build_timm_model(TimmClassifierConfig(pretrained=True, weights_file=str(tmp_path / "w.pth")), 3, 2)
     assert torch.equal(loaded.layer1[0].conv1.weight, source.layer1[0].conv1.weight)
     assert loaded.fc.out_features == 2
+
+
+def test_a_pipeline_check_preset_is_never_written_into_the_published_results(tmp_path, capsys):
+    """smoke is `published: false`: bench run refuses the project's results/ before it
+    trains anything, accepts any other folder; and no committed record is a smoke one."""
+    import json
+
+    from bench.config import load_suite
+    from bench.provenance import REPO
+
+    published = REPO / "results"
+    before = sorted(published.rglob("*"))
+    assert main(["run", "--suite", "classification", "--preset", "smoke", "--datasets", "breastmnist", "--methods", "resnet18",
+                 "--seeds", "0", "--results-dir", str(published), "--work-dir", str(tmp_path / "w"), "--no-progress"]) == 2
+    assert "preset 'smoke' is a pipeline check and is never published" in capsys.readouterr().err
+    assert sorted(published.rglob("*")) == before
+    unpublished = {(s, p.name) for s in ("classification", "generation", "restoration") for p in load_suite(s).presets.values()
+                   if not p.published}
+    assert ("classification", "smoke") in unpublished
+    for path in published.rglob("seed*.json"):
+        r = json.loads(path.read_text())
+        assert (r["suite"], r["preset"]) not in unpublished, path
