@@ -35,8 +35,8 @@ from bench.metrics import METRICS
 from bench.training import augmented_batch, plan_steps, train_loop
 from methods.label_diffusion import (
     require_single_label,
-    PooledEncoder, TimeScaledMLP, antithetic_timesteps, batched_inference, cached_pretraining, classification_loss,
-    ddpm_scheduler, fit_prior, one_hot_targets, prior_mean_noising, sample_prior_mean, timm_trunk, warmup_cosine,
+    PooledEncoder, TimeScaledMLP, batched_inference, cached_pretraining, classification_loss,
+    ddpm_scheduler, fit_prior, noise_draws, one_hot_targets, prior_mean_noising, sample_prior_mean, timm_trunk, warmup_cosine,
 )
 
 
@@ -60,6 +60,7 @@ class CARDConfig:
     augment: bool = False  # the CIFAR-10 config uses none
     eval_every: int = 5
     eval_samples: int = 1  # chains per image for the validation score during training
+    noise_draws: int = 1  # (t, noise) draws per image per step (CARD: 1); more lower the loss's variance
 
 
 class PriorClassifier(nn.Module):
@@ -83,7 +84,10 @@ class CARDNet(nn.Module):
         return self.norm(self.encoder(x))
 
     def forward(self, y_t, t, prior, feature):
-        return self.head(torch.cat([y_t, prior], dim=1)[:, None], t[:, None], feature)[:, 0]
+        """y_t [B, C] at t [B], or D draws per image: y_t [B, D, C] at t [B, D]."""
+        if y_t.dim() == 2:
+            return self.forward(y_t[:, None], t[:, None], prior, feature)[:, 0]
+        return self.head(torch.cat([y_t, prior[:, None].expand_as(y_t)], dim=2), t, feature)
 
 
 def sample_statistics(samples: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -152,9 +156,8 @@ class CARD(ClassificationMethod):
             y0 = one_hot_targets(train.labels[idx], C, False, ctx.device)
             with torch.no_grad():
                 prior = self.prior_probs(x)
-            t = antithetic_timesteps(len(idx), cfg.timesteps, gen, ctx.device)
-            noise = torch.randn(y0.shape, generator=gen).to(ctx.device)
-            y_t = prior_mean_noising(self.scheduler.alphas_cumprod, y0, prior, t, noise)
+            t, noise = noise_draws(len(idx), C, cfg.noise_draws, cfg.timesteps, gen, ctx.device)
+            y_t = prior_mean_noising(self.scheduler.alphas_cumprod, y0[:, None], prior[:, None], t, noise)
             with ctx.accelerator.autocast():
                 eps = self.net(y_t, t, prior, self.net.feature(x)).float()
             return ((eps - noise) ** 2).mean()

@@ -31,8 +31,8 @@ from bench.training import augmented_batch, plan_steps, train_loop
 from methods.card import CARDNet
 from methods.label_diffusion import (
     require_single_label,
-    DCG, antithetic_timesteps, batched_inference, cached_pretraining, classification_loss, dcg_prior_predictions, ddpm_scheduler, fit_prior,
-    gaussian_mmd, one_hot_targets, prior_mean_noising, sample_prior_mean, warmup_cosine,
+    DCG, batched_inference, cached_pretraining, classification_loss, dcg_prior_predictions, ddpm_scheduler, fit_prior,
+    gaussian_mmd, noise_draws, one_hot_targets, prior_mean_noising, sample_prior_mean, warmup_cosine,
 )
 
 
@@ -59,6 +59,7 @@ class DiffMICConfig:
     grad_clip: float = 1.0
     augment: bool = True
     eval_every: int = 5
+    noise_draws: int = 1  # (t, noise) draws per image per step (the authors: 1); see methods/card.py
 
 
 @register_method("diffmic", "DiffMIC (MICCAI 2023): CARD-style label diffusion with a jointly trained DCG and MMD terms")
@@ -110,15 +111,15 @@ class DiffMIC(ClassificationMethod):
             self.dcg.eval()
             with torch.no_grad():
                 out = self.dcg(x)
-            t = antithetic_timesteps(len(idx), cfg.timesteps, gen, ctx.device)
-            noise = torch.randn(y0.shape, generator=gen).to(ctx.device)
+            t, noise = noise_draws(len(idx), C, cfg.noise_draws, cfg.timesteps, gen, ctx.device)
             with ctx.accelerator.autocast():
                 feature = self.net.feature(x)
                 eps = {}
                 for name, logits in (("fused", out.fused), ("global", out.global_), ("local", out.local)):
                     prior = torch.softmax(logits.float(), dim=1)
-                    y_t = prior_mean_noising(self.scheduler.alphas_cumprod, y0, prior, t, noise)
-                    eps[name] = self.net(y_t, t, prior, feature).float()
+                    y_t = prior_mean_noising(self.scheduler.alphas_cumprod, y0[:, None], prior[:, None], t, noise)
+                    eps[name] = self.net(y_t, t, prior, feature).float().flatten(0, 1)
+            noise = noise.flatten(0, 1)
             loss = ((eps["fused"] - noise) ** 2).mean()
             loss = loss + cfg.mmd_weight * (gaussian_mmd(noise, eps["global"]) + gaussian_mmd(noise, eps["local"]))
             if cfg.joint_dcg:

@@ -428,6 +428,16 @@ def prior_mean_noising(alphas_cumprod: torch.Tensor, y0: torch.Tensor, prior: to
     return prior + q_sample(alphas_cumprod, y0 - prior, t, noise)
 
 
+def noise_draws(batch: int, num_classes: int, draws: int, timesteps: int, generator: torch.Generator,
+                device) -> tuple[torch.Tensor, torch.Tensor]:
+    """`draws` (t, noise) pairs per image for CARD's loss: t [B, D], antithetic over all
+    B * D draws, and noise [B, D, C]. One draw per image is CARD's; more reuse an image's
+    feature and prior for several pairs, lowering the variance of the same loss at the
+    cost of the (small) head only. Noise y_t with `prior_mean_noising` on y0[:, None]."""
+    t = antithetic_timesteps(batch * draws, timesteps, generator, device).reshape(batch, draws)
+    return t, torch.randn((batch, draws, num_classes), generator=generator).to(device)
+
+
 @torch.no_grad()
 def sample_prior_mean(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], prior: torch.Tensor, scheduler,
                       generator: torch.Generator) -> torch.Tensor:

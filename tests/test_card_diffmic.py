@@ -12,7 +12,7 @@ from bench.metrics import compute_all
 from bench.registry import METHODS
 from methods.card import sample_statistics
 from methods.label_diffusion import (
-    antithetic_timesteps, ddpm_scheduler, gaussian_mmd, prior_mean_noising, q_sample, sample_prior_mean,
+    antithetic_timesteps, ddpm_scheduler, gaussian_mmd, noise_draws, prior_mean_noising, q_sample, sample_prior_mean,
 )
 
 TINY = {"image_size": 28, "small_input_stem": True, "feature_dim": 32, "sampling_steps": 20, "eval_every": 1}
@@ -82,6 +82,26 @@ def test_antithetic_timesteps_pair_up():
     assert torch.equal(t[half:], 999 - t[: 9 - half])
 
 
+def test_noise_draws_one_per_image_is_cards_and_more_share_the_image():
+    """One draw per image reproduces CARD's (t, noise) stream; D draws give t [B, D] and
+    noise [B, D, C], and the head scores each draw as if it were alone (eval mode)."""
+    t1, n1 = noise_draws(6, 3, 1, 1000, torch.Generator().manual_seed(0), "cpu")
+    g = torch.Generator().manual_seed(0)
+    torch.testing.assert_close(t1[:, 0], antithetic_timesteps(6, 1000, g))
+    torch.testing.assert_close(n1[:, 0], torch.randn(6, 3, generator=g))
+    t, noise = noise_draws(4, 3, 5, 1000, torch.Generator().manual_seed(1), "cpu")
+    assert t.shape == (4, 5) and noise.shape == (4, 5, 3) and len(set(t.flatten().tolist())) > 5
+    from methods.card import CARDConfig, CARDNet
+
+    net = CARDNet(CARDConfig(feature_dim=16, small_input_stem=True), 3, 1).eval()
+    prior, feature = torch.softmax(torch.randn(4, 3), 1), torch.randn(4, 16)
+    y_t = prior_mean_noising(ddpm_scheduler(1000, 1e-4, 0.02).alphas_cumprod, torch.eye(3)[[0, 1, 2, 0]][:, None], prior[:, None], t, noise)
+    with torch.no_grad():
+        together = net(y_t, t, prior, feature)
+        alone = torch.stack([net(y_t[:, d], t[:, d], prior, feature) for d in range(5)], dim=1)
+    torch.testing.assert_close(together, alone)
+
+
 def test_gaussian_mmd_zero_for_same_sample_and_grows_with_shift():
     g = torch.Generator().manual_seed(0)
     a = torch.randn(64, 5, generator=g)
@@ -109,7 +129,7 @@ def test_classification_suite_has_the_diffusion_classifiers_with_diffmic_v2_as_r
     suite = load_suite("classification")
     names = [m.name for m in suite.methods]
     assert {"diffmic_v2", "diffmic", "card"} <= set(names) and suite.reference == "diffmic_v2"
-    for preset in ("smoke", "full"):
+    for preset in suite.presets:  # smoke, standard, full
         for name in ("diffmic_v2", "diffmic", "card"):
             METHODS.get(name).make_config(suite.options_for(next(m for m in suite.methods if m.name == name), suite.preset(preset)))
 

@@ -154,7 +154,7 @@ def test_classification_suite_lists_dcube_and_a_syn_variant_sharing_stage1_optio
     suite = load_suite("classification")
     entries = {m.name: m for m in suite.methods}
     assert {"dcube", "syn:resnet18", "syn:vit_tiny_patch16_224"} <= set(entries)
-    for preset in ("smoke", "full"):
+    for preset in suite.presets:  # smoke, standard, full
         p = suite.preset(preset)
         dcube = METHODS.get("dcube").make_config(suite.options_for(entries["dcube"], p))
         for base_name in ("resnet18", "vit_tiny_patch16_224"):
