@@ -564,7 +564,35 @@ class DCube(ClassificationMethod):
                              total_steps=total, epochs=epochs, optimizer=opt, metric_name="auroc",
                              eval_every=cfg.eval_every, after_step=(lambda s: ema.update(head, step=s)) if ema else None,
                              generators=(gen,), desc="D-Cube stage 2")
+        self.probe = self.fit_probe(train, ctx)
         return {**summary, "stage1": stage1, "layers": selection}
+
+    @torch.no_grad()
+    def hyper_features(self, split: SplitData, ctx: RunContext) -> np.ndarray:
+        """The kept layers' tokens, mean-pooled and concatenated [N, layers * dim], at one
+        seeded random t per image (as in predict)."""
+        ts = torch.randint(1, self.s1.timesteps, (len(split),), generator=torch.Generator().manual_seed(ctx.seed + 19))
+        out = []
+        for idx in batches(len(split), ctx.budget.eval_batch_size):
+            x = to_device_batch(split.images[idx], ctx.device, self.image_size)
+            with ctx.accelerator.autocast():
+                blocks = self.unet.blocks(x, ts[idx].to(ctx.device), upto=self.layers[-1])
+            out.append(torch.cat([blocks[i].float().mean(dim=1) for i in self.layers], dim=1).cpu())
+        return torch.cat(out).numpy()
+
+    def fit_probe(self, train: SplitData, ctx: RunContext):
+        """What the frozen stage-1 features give alone: a logistic regression on them
+        (scikit-learn, standardised), D-Cube's counterpart of the other methods' priors."""
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(self.hyper_features(train, ctx), train.labels)
+
+    def prior_predictions(self, split: SplitData, ctx: RunContext) -> dict[str, np.ndarray]:
+        probs = np.zeros((len(split), self.spec.num_classes))
+        probs[:, self.probe.classes_] = self.probe.predict_proba(self.hyper_features(split, ctx))
+        return {"U-ViT features, linear probe": probs}
 
     @torch.no_grad()
     def predict(self, split: SplitData, ctx: RunContext) -> np.ndarray:

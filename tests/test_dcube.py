@@ -192,6 +192,8 @@ def test_dcube_and_syn_run_in_a_suite_sharing_the_stage1_model(data_dir, tmp_pat
     assert layers["kept"] == [l["index"] for l in layers["layers"] if l["p_value"] < 0.05] or layers["note"]
     assert (dcube_path.parent / layers["plot"]).is_file()
     assert dcube["selection"]["stage1"]["cache"] == "miss"
+    probe = dcube["priors"]["U-ViT features, linear probe"]  # D-Cube's counterpart of a prior
+    assert 0 <= probe["test"]["auroc"] <= 1 and sum(probe["test"]["predicted_share"]) == pytest.approx(1)
     syn_path = next((tmp_path / "results").rglob("syn-resnet18/*/seed0.json"))
     syn = json.loads(syn_path.read_text())["selection"]["synthetic"]
     assert syn["stage1"]["cache"] == "hit" and syn["stage1"]["file"] == dcube["selection"]["stage1"]["file"]
