@@ -1,7 +1,8 @@
 """DiffMIC, CARD and D-Cube learn on real data: a few CPU-minutes each on BreastMNIST
 (256 training images, the whole validation split) must give a validation AUROC clearly
 above chance (0.5) and predictions in both classes (a collapsed sampler sends every
-image to one class). DiffMIC-v2's own test is in test_diffmic_v2.py."""
+image to one class), and so must the method's prior. DiffMIC-v2's own test is in
+test_diffmic_v2.py."""
 from __future__ import annotations
 
 import numpy as np
@@ -57,3 +58,10 @@ def test_a_short_real_training_beats_chance_without_a_collapsed_class(name, brea
     shares = np.bincount(probs.argmax(1), minlength=2) / len(val)
     assert metrics["auroc"] > 0.6, (metrics, summary.get("history"))
     assert shares.max() < 0.95, shares
+    # the method's own prior (f_phi, the DCG's branches, D-Cube's features under a linear probe);
+    # the priors the diffusion starts from learnt too (D-Cube's tiny 6-epoch U-ViT here gives
+    # its probe little to work with: its features are not required to separate the classes)
+    priors = method.prior_predictions(val, ctx)
+    assert priors and all(p.shape == probs.shape and np.allclose(p.sum(1), 1) for p in priors.values())
+    if name != "dcube":
+        assert all(compute_all(val.labels, p, "binary")["auroc"] > 0.6 for p in priors.values()), priors.keys()
