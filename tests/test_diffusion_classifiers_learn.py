@@ -17,7 +17,7 @@ from bench.metrics import compute_all
 from bench.registry import METHODS
 from conftest import real_data_dir
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# both cores: these are the suite's heaviest tests, and nothing else runs beside them
 
 #: small heads and short priors, the samplers as in the papers but with fewer steps; CARD's
 #: loss with 16 (t, noise) draws per image (with CARD's one draw: val AUROC 0.49 here, 0.64
