@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.metrics import SINGLE_LABEL, compute_all
+from bench.metrics import SINGLE_LABEL, compute_all, predictions
 
 #: metrics with a floor (ECE is not one: a constant predictor can be perfectly calibrated)
 FLOORED = ("accuracy", "balanced_accuracy", "auroc", "f1_macro", "precision_macro", "recall_macro", "kappa_quadratic")
@@ -51,9 +51,18 @@ def at_or_below(value: float, floor: float | None) -> bool:
     return floor is not None and np.isfinite(value) and round(value, 3) <= round(floor, 3)
 
 
+def predicted_share(probs: np.ndarray, task: str) -> list[float]:
+    """The share of images predicted as each class (per label: the positive rate); a
+    model that predicts one class for everything shows a 1.0 here."""
+    pred = predictions(probs, task)
+    if task == "multilabel":
+        return [float(v) for v in pred.mean(axis=0)]
+    return [float(v) for v in np.bincount(pred, minlength=probs.shape[1]) / max(1, len(pred))]
+
+
 def predicts_one_class(probs: np.ndarray, task: str) -> bool:
     """Every image gets the same predicted class (single-label tasks)."""
-    return task != "multilabel" and len(probs) > 1 and len(np.unique(np.asarray(probs).argmax(axis=1))) == 1
+    return task != "multilabel" and len(probs) > 1 and max(predicted_share(np.asarray(probs), task)) >= 1.0
 
 
 def _test_arrays(npz_path: str) -> tuple[np.ndarray | None, np.ndarray | None]:

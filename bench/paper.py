@@ -216,6 +216,7 @@ def render_sweep(table: dict, results_dir: Path, out_dir: Path | None) -> list[s
     metrics = table["metrics"]
     ds = table["datasets"][0]
     records = sweep_records(results_dir, table["method"], ds["ours"])
+    floors = metric_floors(split_floors(records)) if records else {}
     lines = ["", f"_{ds.get('note', '')}. Ours: test metrics of `bench sweep {table['method']}` trial records of the studies "
                  "that varied the parameter alone (mean over trials sharing the value); ⚠: at or below the metric's floor "
                  "on the test split (majority class, chance) or a trial predicting one class: no result, never bold._"]
@@ -230,8 +231,7 @@ def render_sweep(table: dict, results_dir: Path, out_dir: Path | None) -> list[s
         for j, (label, metric) in enumerate(metrics.items()):
             paper_row, ours_row = [f"{label} (paper)"], [f"{label} (ours)"]
             ours_means = {v: float(np.mean([r["metrics"]["test"][metric] for r in groups[v]])) for v in values if v in groups}
-            floor = metric_floors(split_floors(records)).get(metric) if records else None
-            flagged = {v for v, m in ours_means.items() if at_or_below(m, floor) or any(one_class_seed(r) for r in groups[v])}
+            flagged = {v for v, m in ours_means.items() if at_or_below(m, floors.get(metric)) or any(one_class_seed(r) for r in groups[v])}
             unflagged = [m for v, m in ours_means.items() if v not in flagged]
             best = max(unflagged) if len(unflagged) > 1 else None
             for v in values:

@@ -25,7 +25,8 @@ from bench.data.spec import DatasetBundle, DatasetSpec
 from bench.device import make_accelerator
 from bench.errors import BenchError, DataError, TrainingError
 from bench.method import MethodSpec, RunContext, config_dict, config_hash
-from bench.metrics import compute_all, per_class, predictions
+from bench.floors import predicted_share
+from bench.metrics import compute_all, per_class
 from bench.provenance import environment, now, peak_memory, reset_peak_memory
 from bench.records import is_complete, refuse_unpublished, unit_stem, write_record
 from bench.resume import remove_checkpoints
@@ -170,15 +171,6 @@ def score_classification(method, bundle: DatasetBundle, unit: Unit, ctx: RunCont
         "_arrays": arrays,
         "_throughput": (len(splits["test"]), infer_s),
     }
-
-
-def predicted_share(probs: np.ndarray, task: str) -> list[float]:
-    """The share of images predicted as each class (per label: the positive rate); a
-    model that predicts one class for everything shows a 1.0 here."""
-    pred = predictions(probs, task)
-    if task == "multilabel":
-        return [float(v) for v in pred.mean(axis=0)]
-    return [float(v) for v in np.bincount(pred, minlength=probs.shape[1]) / max(1, len(pred))]
 
 
 def score_generation(method, bundle: DatasetBundle, suite: Suite, preset: Preset, ctx: RunContext, work_dir: Path,

@@ -567,11 +567,15 @@ class DCube(ClassificationMethod):
         self.probe = self.fit_probe(train, ctx)
         return {**summary, "stage1": stage1, "layers": selection}
 
+    def eval_timesteps(self, n: int, ctx: RunContext) -> torch.Tensor:
+        """Each evaluated image's random t, seeded: the same for every call on a split."""
+        return torch.randint(1, self.s1.timesteps, (n,), generator=torch.Generator().manual_seed(ctx.seed + 19))
+
     @torch.no_grad()
     def hyper_features(self, split: SplitData, ctx: RunContext) -> np.ndarray:
         """The kept layers' tokens, mean-pooled and concatenated [N, layers * dim], at one
         seeded random t per image (as in predict)."""
-        ts = torch.randint(1, self.s1.timesteps, (len(split),), generator=torch.Generator().manual_seed(ctx.seed + 19))
+        ts = self.eval_timesteps(len(split), ctx)
         out = []
         for idx in batches(len(split), ctx.budget.eval_batch_size):
             x = to_device_batch(split.images[idx], ctx.device, self.image_size)
@@ -598,8 +602,7 @@ class DCube(ClassificationMethod):
     def predict(self, split: SplitData, ctx: RunContext) -> np.ndarray:
         head = self.model["ema"] if "ema" in self.model else self.model["head"]
         head.eval()
-        gen = torch.Generator().manual_seed(ctx.seed + 19)  # each image's random t is seeded
-        ts = torch.randint(1, self.s1.timesteps, (len(split),), generator=gen)
+        ts = self.eval_timesteps(len(split), ctx)
         out = []
         for idx in batches(len(split), ctx.budget.eval_batch_size):
             x = to_device_batch(split.images[idx], ctx.device, self.image_size)
