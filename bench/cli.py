@@ -13,6 +13,7 @@ def _csv(value: str) -> list[str]:
 
 
 def cmd_run(args) -> int:
+    from bench.config import parse_seeds
     from bench.runner import run_suite
 
     outcomes = run_suite(
@@ -20,7 +21,7 @@ def cmd_run(args) -> int:
         args.preset,
         datasets=args.datasets,
         methods=args.methods,
-        seeds=[int(s) for s in args.seeds] if args.seeds else None,
+        seeds=parse_seeds(args.seeds, "bench run --seeds") if args.seeds else None,
         data_dir=args.data_dir,
         results_dir=args.results_dir,
         work_dir=args.work_dir,
@@ -30,15 +31,19 @@ def cmd_run(args) -> int:
         cpu=args.cpu,
         progress=not args.no_progress,
         checkpoint_every_s=args.checkpoint_every,
+        rerun=args.rerun,
+        allow_dirty=args.allow_dirty,
     )
     failed = [o for o in outcomes if o["status"] == "failed"]
     done = [o for o in outcomes if o["status"] == "ok"]
-    skipped = len(outcomes) - len(failed) - len(done)
+    elsewhere = [o for o in outcomes if o["status"].startswith("running in another process")]
+    skipped = len(outcomes) - len(failed) - len(done) - len(elsewhere)
     from accelerate import PartialState
 
     state = PartialState()
     if state.is_main_process:
-        print(f"{len(done)} units run, {skipped} already complete, {len(failed)} failed; records in {args.results_dir}/")
+        running = f"{len(elsewhere)} running in another process, " if elsewhere else ""
+        print(f"{len(done)} units run, {skipped} already complete, {running}{len(failed)} failed; records in {args.results_dir}/")
         for o in failed:
             print(f"  FAILED {o['unit']}: {o['error']} ({o['record']})")
     if state.num_processes > 1:  # left to interpreter exit, gloo's threads may abort a rank
@@ -61,7 +66,7 @@ def cmd_sweep(args) -> int:
     out = run_sweep(args.method, args.dataset, _csv(args.params), suite_name=args.suite, preset_name=args.preset,
                     trials=args.trials, storage=args.storage, study_name=args.study, seed=args.seed, metric=args.metric,
                     grid=args.grid, prune=args.prune, worker=args.worker, data_dir=args.data_dir, results_dir=args.results_dir, work_dir=args.work_dir,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, allow_dirty=args.allow_dirty)
     print(f"study {out['study']}: {out['complete']} complete of {out['trials']} trials")
     if "best" in out:
         print(f"best: trial {out['best']['number']}, {out['best']['params']} -> {out['best']['value']:.4f}")
@@ -169,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.add_argument("--checkpoint-every", type=float, default=300.0, metavar="SECONDS",
                    help="checkpoint training at most this often (in --work-dir) so that a killed run resumes mid-unit")
+    r.add_argument("--rerun", action="store_true",
+                   help="run the selected units again even when complete (e.g. after a code change); the new record says what it replaced")
+    r.add_argument("--allow-dirty", action="store_true", help="let uncommitted code write into the published results/ (flagged in the leaderboard)")
     r.set_defaults(func=cmd_run)
 
     lb = sub.add_parser("leaderboard", help="rebuild leaderboards/<suite>.md and .csv from records")
@@ -198,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--results-dir", default="results")
     sw.add_argument("--work-dir", default="runs")
     sw.add_argument("--no-progress", action="store_true")
+    sw.add_argument("--allow-dirty", action="store_true", help="let uncommitted code write into the published results/")
     sw.set_defaults(func=cmd_sweep)
 
     pp = sub.add_parser("paper", help="regenerate a paper's tables from our records, the paper's numbers beside ours")

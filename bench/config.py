@@ -65,8 +65,12 @@ class Suite:
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise BenchError(f"cannot read suite file {path}: {exc}") from exc
+    except OSError as exc:
+        raise BenchError(f"cannot read suite file {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise BenchError(f"cannot read suite file {path}: not valid YAML{where} ({getattr(exc, 'problem', None) or exc})") from exc
     if not isinstance(data, dict):
         raise BenchError(f"suite file {path} must hold a mapping")
     return data
@@ -89,10 +93,15 @@ def load_suite(name_or_path: str) -> Suite:
     for key in ("datasets", "methods", "presets"):
         if not data.get(key):
             raise BenchError(f"suite file {path}: '{key}' is missing or empty")
-    methods = [MethodEntry(m) if isinstance(m, str) else MethodEntry(m["name"], dict(m.get("options", {}))) for m in data["methods"]]
+    methods = [_method_entry(path, i, m) for i, m in enumerate(_as_list(path, "methods", data["methods"]))]
+    if not isinstance(data["presets"], dict):
+        raise BenchError(f"suite file {path}: 'presets' must be a mapping of preset name -> {{budget, methods, evaluation, "
+                         f"published}}, not a {type(data['presets']).__name__}")
     presets = {}
     for pname, p in data["presets"].items():
         p = p or {}
+        if not isinstance(p, dict) or not isinstance(p.get("budget", {}), dict) or not isinstance(p.get("methods") or {}, dict):
+            raise BenchError(f"suite file {path}: preset {pname!r} must be a mapping with 'budget' and 'methods' mappings")
         try:
             budget = Budget(**p.get("budget", {}))
         except TypeError as exc:
@@ -106,11 +115,45 @@ def load_suite(name_or_path: str) -> Suite:
         name=path.stem,
         description=data.get("description", ""),
         task=data.get("task", "classification"),
-        datasets=list(data["datasets"]),
+        datasets=_as_list(path, "datasets", data["datasets"]),
         methods=methods,
-        seeds=[int(s) for s in data.get("seeds", [0])],
+        seeds=parse_seeds(data.get("seeds", [0]), f"suite file {path}: seeds"),
         reference=data.get("reference"),
         presets=presets,
         path=path,
         evaluation=dict(data.get("evaluation") or {}),
     )
+
+
+def parse_seeds(values, where: str) -> list[int]:
+    """Seeds as integers, or one error naming the value that is not one."""
+    values = values if isinstance(values, (list, tuple)) else [values]
+    out = []
+    for v in values:
+        try:
+            if isinstance(v, bool) or float(v) != int(v):
+                raise ValueError
+            out.append(int(v))
+        except (TypeError, ValueError):
+            raise BenchError(f"{where}: {v!r} is not an integer seed") from None
+    return out
+
+
+def _as_list(path: Path, key: str, value) -> list[Any]:
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list):
+        raise BenchError(f"suite file {path}: '{key}' must be a list, not a {type(value).__name__}")
+    return list(value)
+
+
+def _method_entry(path: Path, index: int, entry) -> MethodEntry:
+    if isinstance(entry, str):
+        return MethodEntry(entry)
+    where = f"suite file {path}: methods entry {index + 1} ({entry!r})"
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        raise BenchError(f"{where}: each entry is a method name or a mapping with 'name' (and optional 'options')")
+    unknown = set(entry) - {"name", "options"}
+    if unknown or not isinstance(entry.get("options") or {}, dict):
+        raise BenchError(f"{where}: unknown keys {sorted(unknown)} or 'options' not a mapping (allowed: name, options)")
+    return MethodEntry(entry["name"], dict(entry.get("options") or {}))

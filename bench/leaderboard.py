@@ -168,6 +168,10 @@ def render_markdown(suite, records, failed, summary: pd.DataFrame, reference: st
         f"`{reference}` (a prior's row, `method ▸ prior`: against its own method): *** p < 0.01, ** p < 0.05, * p < 0.1. **Best** in bold, <u>second</u> underlined; "
         f"lower is better for {', '.join(sorted({m for m in summary['metric'] if not METRICS.get(m).higher_is_better} - NOT_RANKED)) or 'none'}.",
     ]
+    dirty = [r for r in records if r["provenance"].get("git_dirty")]
+    if dirty:
+        lines.append(f"- **⚠ Uncommitted code**: {len(dirty)} of the records were made with uncommitted changes (`git_dirty`), "
+                     "so the code behind them cannot be checked out: " + ", ".join(f"{r['dataset']}/{r['method']}/seed{r['seed']}" for r in dirty))
     if failed:
         lines.append(f"- **Failed units** (not in the tables): {len(failed)}: " + ", ".join(f"{r['dataset']}/{r['method']}/seed{r['seed']}" for r in failed))
     if synthetic:
@@ -198,7 +202,8 @@ def render_markdown(suite, records, failed, summary: pd.DataFrame, reference: st
             "",
             f"Task {recs[0].get('task')}, {_task_detail(recs[0])}; n = {data.get('n')}; split hash "
             f"`{data.get('split_hash')}`; exact duplicates across splits: {data.get('duplicates_across_splits')}; "
-            f"files: {', '.join(f'{Path(k).name} (MD5 {v})' for k, v in (data.get('files') or {}).items()) or 'none'}; source: {data.get('source') or 'n/a'}.",
+            f"files: {', '.join(f'{Path(k).name} (MD5 {v})' for k, v in (data.get('files') or {}).items()) or 'none'}; source: {data.get('source') or 'n/a'}."
+            + "".join(f" ⚠ {note}." for note in sorted({n for r in recs for n in (r.get("data") or {}).get("notes") or []})),
             "",
             "| method | seeds | " + " | ".join(metrics) + " |",
             "|---|---|" + "---|" * len(metrics),

@@ -26,8 +26,12 @@ Schema (``schema_version`` "1.0"), top-level keys of the JSON:
   probabilities (e.g. CARD's ``piw``), the per-sample values being in the .npz
 - ``timings``: ``train_s``, ``train_images_per_s``, ``inference_images_per_s``, ``wall_s``
 - ``memory``: ``peak_mb`` and ``kind`` (CUDA max allocated, or process max RSS on CPU)
-- ``data``: ``split_hash``, ``files`` (path -> MD5), ``duplicates_across_splits``,
-  ``n`` per split, ``source``, ``synthetic``
+- ``data``: ``split_hash``, ``files`` (path -> MD5), ``images_sha256`` (the pixels of
+  every split), ``duplicates_across_splits``, ``n`` per split, ``source``, ``synthetic``,
+  ``notes`` (e.g. a file whose MD5 is not the official one). The split hash, the MD5s and
+  the pixel hash are part of the unit's identity (`is_complete`)
+- ``replaces`` (optional): the data block's identity, commit and finish time of the ok
+  record this one overwrote (made from other data, or rerun with ``--rerun``)
 - ``provenance``: git commit and dirty flag, package versions, device, precision,
   ``execution`` (precision, autocast, threads, OMP_NUM_THREADS, allowed cores, native
   bf16, memory format), processes, python, platform, host, started/finished (UTC ISO),
@@ -44,13 +48,15 @@ hash, what it was trained on); the .npz holds ``generated_images`` (uint8) and
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
 import re
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -67,26 +73,89 @@ def unit_stem(results_dir: Path, suite: str, dataset: str, method: str, config_h
     return Path(results_dir) / safe_name(suite) / safe_name(dataset) / safe_name(method) / config_hash / f"seed{seed}"
 
 
-def refuse_unpublished(preset, results_dir: Path) -> None:
+def refuse_unpublished(preset, results_dir: Path, allow_dirty: bool = False) -> None:
     """The project's own ``results/`` holds its published numbers: a pipeline-check preset
-    (``published: false`` in its suite, e.g. smoke) may not write records there."""
-    from bench.provenance import REPO
+    (``published: false`` in its suite, e.g. smoke) may not write records there, and
+    neither may code with uncommitted changes (unless `allow_dirty`): a published number
+    must be traceable to a commit."""
+    from bench.provenance import REPO, git_state
 
-    if not preset.published and Path(results_dir).resolve() == (REPO / "results").resolve():
+    if Path(results_dir).resolve() != (REPO / "results").resolve():
+        return
+    if not preset.published:
         raise BenchError(f"preset {preset.name!r} is a pipeline check and is never published: its records may not go into "
                          f"{REPO / 'results'}; give --results-dir another folder (e.g. runs/results)")
+    if git_state()["git_dirty"] and not allow_dirty:
+        raise BenchError(f"the code has uncommitted changes (git status in {REPO}): records made from it may not go into "
+                         f"the published {REPO / 'results'}; commit first, give --results-dir another folder, or --allow-dirty")
 
 
-def is_complete(stem: Path) -> bool:
-    """A unit is complete when its record says ok and its predictions exist."""
+def data_identity(data: dict[str, Any] | None) -> tuple:
+    """What a unit was computed from: its split hash, the MD5s of its data files (not
+    their paths, which differ from one machine to the next) and the hash of its images
+    (which catches a folder dataset's image changed under the same manifest)."""
+    data = data or {}
+    return data.get("split_hash"), tuple(sorted((data.get("files") or {}).values())), data.get("images_sha256")
+
+
+def same_data(recorded: dict[str, Any] | None, current: dict[str, Any] | None) -> bool:
+    """Whether a record's data block names the same data as `current` (an images hash
+    is compared where both have one: records written before it existed lack it)."""
+    a, b = data_identity(recorded), data_identity(current)
+    return a[:2] == b[:2] and (a[2] is None or b[2] is None or a[2] == b[2])
+
+
+def is_complete(stem: Path, data: dict[str, Any] | None = None) -> bool:
+    """A unit is complete when its record says ok, its predictions exist and, given the
+    `data` block it would be computed from now, its record was made from the same data:
+    a record of other data is not this unit's result."""
     record = read_json(stem.with_suffix(".json"))
-    return bool(record) and record.get("status") == "ok" and stem.with_suffix(".npz").is_file()
+    if not (record and record.get("status") == "ok" and stem.with_suffix(".npz").is_file()):
+        return False
+    return data is None or same_data(record.get("data"), data)
+
+
+@contextmanager
+def unit_lock(stem: Path) -> Iterator[bool]:
+    """Hold ``<stem>.lock`` exclusively while a unit runs (yields False, at once, when
+    another process holds it), so that several processes working through one results
+    folder share its units instead of each training all of them. The lock is a flock,
+    which the kernel drops when its process dies, kill -9 included: a lock file left
+    behind by a killed run is never stale."""
+    path = stem.with_suffix(".lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                yield False
+                return
+            try:  # its last holder may have removed the file between our open and our flock
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+    except OSError as exc:
+        raise BenchError(f"cannot write in the results folder {path.parent} ({exc.strerror or exc})") from exc
+    try:
+        yield True
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
 
 
 def _atomic_write(path: Path, write) -> None:
+    """Temporary file + rename; the file gets the usual mode (0644 under umask 022)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.replace(tmp, path)
@@ -110,12 +179,20 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_record(stem: Path, record: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> Path:
-    if arrays is not None:
-        _atomic_write(stem.with_suffix(".npz"), lambda f: np.savez_compressed(f, **arrays))
-        record = {**record, "predictions": stem.with_suffix(".npz").name}
+    """Predictions first, then the record. A write that fails (disk full, permissions)
+    leaves neither file behind, so the unit is not complete and its rerun writes both."""
     record = {"schema_version": SCHEMA_VERSION, **record}
+    if arrays is not None:
+        record["predictions"] = stem.with_suffix(".npz").name
     text = json.dumps(_jsonable(record), indent=1, sort_keys=False)
-    _atomic_write(stem.with_suffix(".json"), lambda f: f.write(text.encode()))
+    try:
+        if arrays is not None:
+            _atomic_write(stem.with_suffix(".npz"), lambda f: np.savez_compressed(f, **arrays))
+        _atomic_write(stem.with_suffix(".json"), lambda f: f.write(text.encode()))
+    except OSError:
+        if arrays is not None:
+            stem.with_suffix(".npz").unlink(missing_ok=True)
+        raise
     return stem.with_suffix(".json")
 
 

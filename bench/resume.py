@@ -1,8 +1,9 @@
 """Mid-unit training checkpoints, so that a killed run resumes where it stopped.
 
 `train_loop` saves one file per training stage (``<unit work dir>/<desc>.resume.pt``)
-after a validation epoch (the last one included) once ``ctx.checkpoint_every_s`` has
-passed since the last save or the start. It holds everything the rest of training
+after a validation epoch once ``ctx.checkpoint_every_s`` has passed since the last save
+or the start, and always after the last epoch (so that a unit whose record could not be
+written reruns without training). It holds everything the rest of training
 depends on: the module, optimiser and scheduler states, the best weights so far, the
 history, and every random stream (torch, CUDA, numpy, python, and the stage's own
 generators), so a resumed run continues the same sequence of batches and noise as an

@@ -10,6 +10,7 @@ suite goes on; nothing already written is touched.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 import traceback
 from dataclasses import dataclass
@@ -23,14 +24,14 @@ from bench.config import MethodEntry, Preset, Suite, load_suite
 from bench.data.load import dataset_source
 from bench.data.spec import DatasetBundle, DatasetSpec
 from bench.device import make_accelerator
-from bench.errors import BenchError, DataError, TrainingError
+from bench.errors import BenchError, DataError, MissingDataError, TrainingError
 from bench.method import MethodSpec, RunContext, config_dict, config_hash
 from bench.floors import predicted_share
 from bench.metrics import compute_all, per_class
 from bench.provenance import environment, now, peak_memory, reset_peak_memory
-from bench.records import is_complete, refuse_unpublished, unit_stem, write_record
+from bench.records import is_complete, read_json, refuse_unpublished, unit_lock, unit_stem, write_record
 from bench.resume import remove_checkpoints
-from bench.registry import METHODS
+from bench.registry import DATASETS, METHODS
 
 SYNTHETIC_TWINS = {"binary": "synthetic_lesions", "multiclass": "synthetic_severity", "ordinal": "synthetic_severity"}
 
@@ -49,19 +50,39 @@ class Unit:
         return f"{self.dataset}/{self.method}/seed{self.seed}"
 
 
-def resolve_datasets(suite: Suite, only: list[str] | None, data_dir, download, fallback_synthetic: bool, log):
-    """Load each dataset once; on missing data, use a synthetic twin if allowed."""
-    bundles: dict[str, DatasetBundle] = {}
-    errors: dict[str, str] = {}
-    for entry in suite.datasets:
-        source = dataset_source(entry)
-        if only and source.name not in only:
+def suite_dataset_entries(suite: Suite, only: list[str] | None) -> list:
+    """The suite's dataset entries (those in `only`, when given), plus any registered
+    dataset named in `only` that the suite does not list: it runs with the suite's
+    methods and presets, without a suite file of its own."""
+    def name_of(entry):
+        return entry if isinstance(entry, str) else entry.get("name")
+
+    entries = [e for e in suite.datasets if not only or name_of(e) in only]
+    for name in only or []:
+        if name in {name_of(e) for e in suite.datasets}:
             continue
         try:
+            source = DATASETS.get(name)
+        except BenchError as exc:
+            raise BenchError(f"dataset {name!r} is neither in suite {suite.name!r} ({', '.join(map(str, map(name_of, suite.datasets)))}) "
+                             f"nor registered: {exc}") from None
+        if (source.task == "restoration") != (suite.task == "restoration"):
+            raise BenchError(f"dataset {name!r} is a {source.task} dataset; suite {suite.name!r} is a {suite.task} suite")
+        entries.append(name)
+    return entries
+
+
+def resolve_datasets(suite: Suite, only: list[str] | None, data_dir, download, fallback_synthetic: bool, log):
+    """Load each dataset once; on missing (not bad) data, use a synthetic twin if allowed."""
+    bundles: dict[str, DatasetBundle] = {}
+    errors: dict[str, str] = {}
+    for entry in suite_dataset_entries(suite, only):
+        source = dataset_source(entry)
+        try:
             bundles[source.name] = source.load(data_dir=data_dir, download=download)
-        except DataError as exc:
+        except DataError as exc:  # a file that is there but bad is never replaced by synthetic data
             twin = SYNTHETIC_TWINS.get(source.task)
-            if not (fallback_synthetic and twin):
+            if not (fallback_synthetic and twin and isinstance(exc, MissingDataError)):
                 errors[source.name] = str(exc)
                 continue
             log(f"NO REAL DATA for {source.name}: {exc}\n  -> running on the SYNTHETIC dataset {twin} instead (not medical data).")
@@ -192,18 +213,36 @@ def score_generation(method, bundle: DatasetBundle, suite: Suite, preset: Preset
     }
 
 
+def images_hash(bundle) -> str | None:
+    """The pixels of every split (a folder's images may change under the same manifest);
+    None for paired data, whose split hash covers its pixels already."""
+    if not isinstance(bundle, DatasetBundle):
+        return None
+    h = hashlib.sha256()
+    for name in sorted(bundle.splits):
+        h.update(np.ascontiguousarray(bundle.splits[name].images).tobytes())
+    return h.hexdigest()[:16]
+
+
+def data_block(bundle: DatasetBundle | None) -> dict[str, Any] | None:
+    """The record's ``data``: what the unit is computed from (part of its identity)."""
+    if bundle is None:
+        return None
+    return {
+        "split_hash": bundle.split_hash,
+        "files": bundle.files,
+        "images_sha256": images_hash(bundle),
+        "duplicates_across_splits": bundle.duplicates_across_splits,
+        "n": {k: len(v) for k, v in bundle.splits.items()},
+        "source": bundle.spec.source,
+        "synthetic": bundle.spec.synthetic,
+        "licence": bundle.spec.licence,
+        "notes": list(getattr(bundle, "notes", [])),  # e.g. a data file that is not the official one
+    }
+
+
 def base_record(unit: Unit, suite: Suite, preset: Preset, bundle: DatasetBundle | None, env: dict) -> dict[str, Any]:
-    data = None
-    if bundle is not None:
-        data = {
-            "split_hash": bundle.split_hash,
-            "files": bundle.files,
-            "duplicates_across_splits": bundle.duplicates_across_splits,
-            "n": {k: len(v) for k, v in bundle.splits.items()},
-            "source": bundle.spec.source,
-            "synthetic": bundle.spec.synthetic,
-            "licence": bundle.spec.licence,
-        }
+    data = data_block(bundle)
     return {
         "suite": suite.name,
         "preset": preset.name,
@@ -236,8 +275,14 @@ def run_suite(
     cpu: bool = False,
     progress: bool = True,
     checkpoint_every_s: float = 300.0,
+    rerun: bool = False,
+    allow_dirty: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run (or resume) a suite; return one outcome per unit (all ranks' on rank 0)."""
+    """Run (or resume) a suite; return one outcome per unit (all ranks' on rank 0).
+
+    A unit is complete when its record was made from the same data; `rerun` runs the
+    selected units again even so (after a code change: a record keeps the commit it was
+    made from, and complete units are not rerun just because the code moved on)."""
     from accelerate.utils import gather_object
 
     accelerator, precision = make_accelerator(precision, cpu)
@@ -246,26 +291,36 @@ def run_suite(
     suite = load_suite(suite_name)
     preset = suite.preset(preset_name)
     results_dir, work_dir = Path(results_dir), Path(work_dir)
-    refuse_unpublished(preset, results_dir)
+    refuse_unpublished(preset, results_dir, allow_dirty)
     bundles, data_errors = resolve_datasets(suite, datasets, data_dir, download, fallback_synthetic, log)
-    if datasets:
-        missing = set(datasets) - set(bundles) - set(data_errors)
-        if missing:
-            raise BenchError(f"datasets {sorted(missing)} are not in suite {suite.name!r}")
+    for name, bundle in bundles.items():
+        for note in getattr(bundle, "notes", []):
+            log(f"{name}: ⚠ {note}")
     names = list(bundles) + list(data_errors)
     units, specs = plan_units(suite, preset, names, methods, seeds or suite.seeds, results_dir, precision)
-    pending = [u for u in units if not is_complete(u.stem)]
+    data = {name: data_block(bundle) for name, bundle in bundles.items()}
+    pending = [u for u in units if rerun or not is_complete(u.stem, data.get(u.dataset))]
+    other_data = [u for u in pending if is_complete(u.stem)]
     accelerator.wait_for_everyone()  # every rank has decided what is pending before anyone writes
     mine = pending[accelerator.process_index :: accelerator.num_processes]
     log(f"suite {suite.name} / preset {preset.name}: {len(units)} units, {len(units) - len(pending)} complete, "
         f"{len(pending)} to run on {accelerator.num_processes} process(es) [{accelerator.device}, {precision}]")
+    if other_data and not rerun:
+        log(f"  {len(other_data)} of them have a record made from other data (split hash, file MD5s or pixels differ): "
+            f"run again, the new record says which one it replaces ({other_data[0].label}, ...)")
     env = environment(accelerator.device, precision, accelerator.num_processes)
     outcomes, extractors = [], {}
     bar = tqdm(mine, desc=f"rank {accelerator.process_index}" if accelerator.num_processes > 1 else "units", disable=None if progress else True, dynamic_ncols=True)
     for unit in bar:
         bar.set_postfix_str(unit.label)
-        outcomes.append(run_and_record(unit, specs[unit.method], bundles.get(unit.dataset), data_errors.get(unit.dataset), suite, preset, accelerator, env, work_dir, progress, extractors,
-                                       checkpoint_every_s=checkpoint_every_s))
+        with unit_lock(unit.stem) as locked:
+            if not locked:  # another process is running it now
+                outcomes.append({"unit": unit.label, "status": "running in another process (skipped)", "record": str(unit.stem.with_suffix(".json"))})
+            elif not rerun and is_complete(unit.stem, data.get(unit.dataset)):  # another process finished it meanwhile
+                outcomes.append({"unit": unit.label, "status": "complete (skipped)", "record": str(unit.stem.with_suffix(".json"))})
+            else:
+                outcomes.append(run_and_record(unit, specs[unit.method], bundles.get(unit.dataset), data_errors.get(unit.dataset), suite, preset,
+                                               accelerator, env, work_dir, progress, extractors, checkpoint_every_s=checkpoint_every_s))
         tqdm.write(rank + _outcome_line(outcomes[-1]))
     accelerator.wait_for_everyone()
     gathered = gather_object(outcomes) if accelerator.num_processes > 1 else outcomes
@@ -280,6 +335,12 @@ def run_and_record(unit, spec, bundle, data_error, suite, preset, accelerator, e
     started = now()
     t0 = time.perf_counter()
     record = base_record(unit, suite, preset, bundle, {**env, "started": started})
+    previous = read_json(unit.stem.with_suffix(".json"))
+    if previous and previous.get("status") == "ok":  # say what this record overwrites
+        old = previous.get("data") or {}
+        record["replaces"] = {"split_hash": old.get("split_hash"), "files": old.get("files"), "images_sha256": old.get("images_sha256"),
+                              "git_commit": (previous.get("provenance") or {}).get("git_commit"),
+                              "finished": (previous.get("provenance") or {}).get("finished")}
     try:
         if bundle is None:
             raise DataError(data_error)
@@ -295,7 +356,12 @@ def run_and_record(unit, spec, bundle, data_error, suite, preset, accelerator, e
         record.update(status="failed", error={"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()})
         record["timings"] = {"wall_s": time.perf_counter() - t0}
     record["provenance"]["finished"] = now()
-    path = write_record(unit.stem, record, arrays)
+    try:
+        path = write_record(unit.stem, record, arrays)
+    except OSError as exc:
+        raise BenchError(f"{unit.label}: cannot write its record {unit.stem.with_suffix('.json')} ({exc.strerror or exc}); nothing "
+                         f"half-written is left, and its training checkpoints in {unit_work_dir(unit, suite, Path(work_dir))} "
+                         "are kept, so a rerun writes the record without training again") from exc
     if record["status"] == "ok":  # a failed unit keeps them: its rerun resumes
         remove_checkpoints(unit_work_dir(unit, suite, Path(work_dir)))
     return {
@@ -309,8 +375,10 @@ def run_and_record(unit, spec, bundle, data_error, suite, preset, accelerator, e
 
 
 def _outcome_line(o: dict[str, Any]) -> str:
-    if o["status"] != "ok":
+    if o["status"] == "failed":
         return f"  FAILED {o['unit']}: {o['error']}"
+    if o["status"] != "ok":
+        return f"  {o['unit']}: {o['status']}"
     shown = [f"{k} {o['test'][k]:.3f}" for k in ("accuracy", "auroc", "fid", "precision", "recall", "psnr", "ssim")
              if o["test"].get(k) is not None]
     return f"  ok {o['unit']}: test {', '.join(shown) or 'n/a'} ({o['wall_s']:.0f}s)"

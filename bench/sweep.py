@@ -95,7 +95,7 @@ def _direction(metric: str | None, selection_metric: str | None) -> str:
 def run_sweep(method: str, dataset: str, params: list[str], *, suite_name: str = "classification", preset_name: str = "smoke",
               trials: int | None = None, storage: str | None = None, study_name: str | None = None, seed: int = 0,
               metric: str | None = None, grid: bool = False, prune: bool | None = None, worker: int = 0, data_dir=None,
-              results_dir="results", work_dir="runs", progress: bool = False) -> dict[str, Any]:
+              results_dir="results", work_dir="runs", progress: bool = False, allow_dirty: bool = False) -> dict[str, Any]:
     """Run (or resume) a study until it holds `trials` finished trials. Several workers
     share a study through `storage`; give each its own `worker` number so their
     samplers propose different trials. A grid is not pruned unless asked (its point is
@@ -110,12 +110,12 @@ def run_sweep(method: str, dataset: str, params: list[str], *, suite_name: str =
     from bench.records import is_complete, read_json, refuse_unpublished, unit_stem
     from bench.registry import METHODS
     from bench.device import make_accelerator
-    from bench.runner import Unit, run_and_record
+    from bench.runner import Unit, data_block, run_and_record
 
     space = declared_space(method, params)
     suite = load_suite(suite_name)
     preset = suite.preset(preset_name)
-    refuse_unpublished(preset, Path(results_dir))
+    refuse_unpublished(preset, Path(results_dir), allow_dirty)
     spec = METHODS.get(method)
     entry = next((m for m in suite.methods if m.name == method), MethodEntry(method))
     base = suite.options_for(entry, preset, spec.preset_options_of)
@@ -163,7 +163,7 @@ def run_sweep(method: str, dataset: str, params: list[str], *, suite_name: str =
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {step} (validation {value:.4f})")
 
-        if not is_complete(stem):
+        if not is_complete(stem, data_block(bundle)):
             outcome = run_and_record(unit, spec, bundle, None, sweep_suite, preset, accelerator, env, Path(work_dir), progress,
                                       passthrough=(optuna.TrialPruned,), on_eval=report)
             if outcome["status"] != "ok":

@@ -199,8 +199,10 @@ def train_loop(
     last_save = time.monotonic()
 
     def checkpoint(epochs_done: int) -> None:
+        """At most every `checkpoint_every_s`, and always after the last epoch: a unit whose
+        record cannot be written (disk full) then reruns without training again."""
         nonlocal last_save
-        if time.monotonic() - last_save < ctx.checkpoint_every_s:
+        if time.monotonic() - last_save < ctx.checkpoint_every_s and epochs_done < epochs:
             return
         save_checkpoint(path, {
             "plan": plan, "epoch": epochs_done, "step": step, "seen": seen, "t_train": t_train, "history": history, "best": best,

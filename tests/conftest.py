@@ -1,3 +1,7 @@
+"""Shared fixtures. Real MedMNIST data comes from $BENCH_DATA_DIR, else ../shared/data/medmnist
+when it holds the files, else the small committed subset in tests/fixtures/medmnist, so no
+test skips for want of data. BENCH_TEST_FIXTURE_ONLY=1 forces the committed subset and hides
+the official files (to check that the tests pass on a machine without them)."""
 import os
 from pathlib import Path
 
@@ -5,15 +9,37 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_SUITE = str(REPO / "tests" / "suites" / "tiny.yaml")
+FIXTURE_DATA = REPO / "tests" / "fixtures" / "medmnist"
+SHARED_DATA = REPO.parent / "shared" / "data" / "medmnist"
+FIXTURE_ONLY = os.environ.get("BENCH_TEST_FIXTURE_ONLY", "") not in ("", "0")
+#: where the official files may be (read at import, before `isolated_env` repoints BENCH_DATA_DIR)
+OFFICIAL_DIRS = [] if FIXTURE_ONLY else [Path(d).expanduser() for d in (os.environ.get("BENCH_DATA_DIR"), SHARED_DATA) if d]
 
 
 def real_data_dir() -> Path:
-    return Path(os.environ.get("BENCH_DATA_DIR") or REPO.parent / "shared" / "data" / "medmnist").resolve()
+    if FIXTURE_ONLY:
+        return FIXTURE_DATA
+    if os.environ.get("BENCH_DATA_DIR"):
+        return Path(os.environ["BENCH_DATA_DIR"]).expanduser().resolve()
+    return SHARED_DATA.resolve() if (SHARED_DATA / "breastmnist.npz").is_file() else FIXTURE_DATA
+
+
+def official_file(flag: str) -> Path:
+    """The official 28 px MedMNIST file (its MD5 checked), or skip: for tests of exact counts."""
+    from bench.data.locate import md5sum
+    from bench.data.sources.medmnist import INFO
+
+    for d in OFFICIAL_DIRS:
+        path = d / f"{flag}.npz"
+        if path.is_file() and md5sum(path) == INFO["datasets"][flag]["md5"]["28"]:
+            return path
+    pytest.skip("BENCH_TEST_FIXTURE_ONLY=1 hides the official files" if FIXTURE_ONLY
+                else f"the official {flag}.npz is not in {', '.join(map(str, OFFICIAL_DIRS))}")
 
 
 @pytest.fixture(autouse=True)
 def isolated_env(monkeypatch, tmp_path):
-    """Real data dir from the environment (or ../shared), a private cache, offline."""
+    """Real data dir (see `real_data_dir`), a private cache, offline."""
     monkeypatch.setenv("BENCH_DATA_DIR", str(real_data_dir()))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -33,7 +59,4 @@ def one_thread():
 
 @pytest.fixture
 def data_dir() -> Path:
-    d = real_data_dir()
-    if not (d / "breastmnist.npz").is_file():
-        pytest.skip(f"real MedMNIST files not found in {d} (set BENCH_DATA_DIR)")
-    return d
+    return real_data_dir()

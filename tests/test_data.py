@@ -1,30 +1,63 @@
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from bench.cli import main
 from bench.data.folder import load_folder
 from bench.data.hf import load_hf
 from bench.data.load import load_bundle
-from bench.data.spec import DatasetBundle, DatasetSpec, SplitData, validate_bundle
+from bench.data.locate import md5sum
+from bench.data.spec import DatasetBundle, DatasetSpec, SplitData, image_hashes, validate_bundle
 from bench.data.splits import make_splits
 from bench.errors import DataError
+from conftest import FIXTURE_DATA, official_file
 
 
-def test_medmnist_real_files(data_dir):
+def test_medmnist_files_load(data_dir):
     b = load_bundle("breastmnist")
-    assert {k: len(v) for k, v in b.splits.items()} == {"train": 546, "val": 78, "test": 156}
-    assert b.spec.task == "binary" and b.spec.channels == 1
-    assert np.bincount(b.splits["train"].labels).tolist() == [147, 399]
-    assert list(b.files.values()) == ["750601b1f35ba3300ea97c75c52ff8f6"]
+    assert b.spec.task == "binary" and b.spec.channels == 1 and b.splits["train"].images.shape[1:] == (28, 28, 1)
+    assert list(b.files.values()) == [md5sum(data_dir / "breastmnist.npz")]
     r = load_bundle("retinamnist")
-    assert r.spec.task == "ordinal" and r.spec.num_classes == 5 and r.splits["test"].images.shape == (400, 28, 28, 3)
-    assert np.bincount(r.splits["test"].labels).tolist() == [174, 46, 92, 68, 20]
+    assert r.spec.task == "ordinal" and r.spec.num_classes == 5 and r.splits["test"].images.shape[1:] == (28, 28, 3)
     assert len(b.split_hash) == 16 and b.split_hash != r.split_hash
     assert b.duplicates_across_splits >= 0
 
 
-def test_missing_file_offline_names_file_and_places(data_dir, monkeypatch, tmp_path):
+def test_medmnist_official_files():
+    b = load_bundle("breastmnist", data_dir=official_file("breastmnist").parent)
+    assert {k: len(v) for k, v in b.splits.items()} == {"train": 546, "val": 78, "test": 156}
+    assert np.bincount(b.splits["train"].labels).tolist() == [147, 399]
+    assert list(b.files.values()) == ["750601b1f35ba3300ea97c75c52ff8f6"]
+    r = load_bundle("retinamnist", data_dir=official_file("retinamnist").parent)
+    assert r.splits["test"].images.shape == (400, 28, 28, 3)
+    assert np.bincount(r.splits["test"].labels).tolist() == [174, 46, 92, 68, 20]
+
+
+def test_committed_fixture_is_small_complete_and_loads():
+    files = sorted(FIXTURE_DATA.glob("*.npz"))
+    assert [f.name for f in files] == ["breastmnist.npz", "retinamnist.npz"]
+    assert sum(f.stat().st_size for f in files) < 1_000_000
+    for f in files:
+        with pytest.warns(UserWarning, match="differs from the official"):
+            b = load_bundle(f.stem, data_dir=FIXTURE_DATA)
+        for split in b.splits.values():
+            assert np.bincount(split.labels, minlength=b.spec.num_classes).min() >= 2
+        with np.load(f) as npz:
+            assert all(npz[f"{s}_images"].dtype == np.uint8 and npz[f"{s}_labels"].shape == (len(b.splits[s]), 1) for s in b.splits)
+
+
+@pytest.mark.parametrize("flag", ["breastmnist", "retinamnist"])
+def test_committed_fixture_is_a_subset_of_the_official_file(flag):
+    with np.load(official_file(flag)) as real, np.load(FIXTURE_DATA / f"{flag}.npz") as fixture:
+        for s in ("train", "val", "test"):
+            official = dict(zip(image_hashes(real[f"{s}_images"]), real[f"{s}_labels"].ravel()))
+            ours = list(zip(image_hashes(fixture[f"{s}_images"]), fixture[f"{s}_labels"].ravel()))
+            assert len(set(ours)) == len(ours) and all(official.get(h) == y for h, y in ours), s
+
+
+def test_missing_file_offline_names_file_and_places(monkeypatch, tmp_path):
     monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path / "empty"))
     with pytest.raises(DataError) as err:
         load_bundle("dermamnist_64", data_dir=tmp_path / "given")
@@ -125,6 +158,98 @@ def test_folder_multilabel_and_errors(tmp_path):
     csv.write_text(csv.read_text().replace("img4.png", "../outside.png"))
     with pytest.raises(DataError, match="outside the data root"):
         load_folder("bad", tmp_path / "bad", class_names=["0", "1"], task="binary")
+
+
+GRADES = ["none", "mild", "moderate", "severe", "proliferative"]
+
+
+def test_ordinal_named_labels_take_their_order_from_class_names(tmp_path):
+    _write_folder(tmp_path / "dr", [(GRADES[i % 5], f"p{i}") for i in range(50)])
+    with pytest.raises(DataError) as err:
+        load_folder("dr", tmp_path / "dr", task="ordinal", size=8)
+    msg = str(err.value)
+    assert str(tmp_path / "dr" / "labels.csv") in msg and "['mild', 'moderate', 'none', 'proliferative', 'severe']" in msg
+    assert "row 2: 'none'" in msg and "give class_names in the dataset entry, lowest grade first" in msg
+    b = load_folder("dr", tmp_path / "dr", task="ordinal", size=8, class_names=GRADES)
+    assert b.spec.class_names == tuple(GRADES)
+    manifest = (tmp_path / "dr" / "labels.splits.csv").read_text().splitlines()[1:]
+    grade_of = {line.split(",")[0]: GRADES.index(line.split(",")[1]) for line in manifest}
+    split = b.splits["train"]
+    assert [grade_of[i] for i in split.ids] == split.labels.tolist()
+
+    _write_folder(tmp_path / "num", [(str(i % 5), f"p{i}") for i in range(50)])  # integer grades need no names
+    assert load_folder("num", tmp_path / "num", task="ordinal", size=8).spec.class_names == ("0", "1", "2", "3", "4")
+
+
+def test_a_label_missing_from_class_names_is_named_with_its_row(tmp_path):
+    _write_folder(tmp_path / "ds", [("benign" if i % 3 else "malignant", f"p{i}") for i in range(30)])
+    with pytest.raises(DataError, match=r"labels.csv: row 3: label 'benign' is not in class_names \['normal', 'malignant'\]"):
+        load_folder("ds", tmp_path / "ds", task="binary", class_names=["normal", "malignant"])
+    with pytest.raises(DataError, match="class_names must be a list in class order, got the string 'benign, malignant'"):
+        load_folder("ds", tmp_path / "ds", task="binary", class_names="benign, malignant")
+    assert load_folder("ds", tmp_path / "ds", task="binary", size=8).spec.class_names == ("benign", "malignant")
+
+
+def _with_split_column(root, splits):
+    csv = root / "labels.csv"
+    lines = [",".join(line.split(",")[:3]) for line in csv.read_text().splitlines()]  # path,label,patient_id
+    csv.write_text("\n".join([lines[0] + ",split"] + [f"{line},{s}" for line, s in zip(lines[1:], splits)]) + "\n")
+
+
+def test_unknown_split_values_are_named_with_their_rows(tmp_path):
+    _write_folder(tmp_path / "ds", [(str(i % 2), f"p{i}") for i in range(60)])
+    splits = ["test" if i % 5 == 0 else "valid" if i % 5 == 1 else "train" for i in range(60)]
+    _with_split_column(tmp_path / "ds", splits)
+    assert {k: len(v) for k, v in load_folder("ds", tmp_path / "ds", size=8).splits.items()} == {"train": 36, "val": 12, "test": 12}
+    for i in range(2, 60, 6):  # 10 rows of 'Train', one 'tst'
+        splits[i] = "Train"
+    splits[55] = "tst"
+    _with_split_column(tmp_path / "ds", splits)
+    with pytest.raises(DataError) as err:
+        load_folder("ds", tmp_path / "ds", size=8)
+    assert str(err.value) == (
+        f"manifest {tmp_path / 'ds' / 'labels.csv'}: column 'split' has unknown values: "
+        "'Train' at rows 4, 10, 16, 22, 28 and 5 more; 'tst' at row 57; allowed: train, val (or valid, validation), test"
+    )
+
+
+def test_an_unwritable_split_file_is_named_and_an_unchanged_one_is_not_rewritten(tmp_path, monkeypatch):
+    _write_folder(tmp_path / "ds", [(str(i % 2), f"p{i}") for i in range(30)])
+    split_file = tmp_path / "ds" / "labels.splits.csv"
+    split_file.mkdir()  # not writable as a file, even for root
+    with pytest.raises(DataError) as err:
+        load_folder("ds", tmp_path / "ds", size=8)
+    assert str(err.value) == (
+        f"manifest {tmp_path / 'ds' / 'labels.csv'}: cannot write the split file {split_file} (Is a directory); "
+        f"make {tmp_path / 'ds'} writable, or add a 'split' column (train, val or test on every row) to the manifest"
+    )
+    split_file.rmdir()
+    first = load_folder("ds", tmp_path / "ds", size=8)
+
+    def read_only(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "write_text", read_only)
+    assert load_folder("ds", tmp_path / "ds", size=8).split_hash == first.split_hash  # stored split unchanged: no write
+    with pytest.raises(DataError, match=r"cannot write the split file .*labels.splits.csv \(Permission denied\)"):
+        load_folder("ds", tmp_path / "ds", size=8, split_seed=1)
+
+
+def test_an_unknown_inline_dataset_option_is_named_with_a_suggestion(tmp_path, capsys):
+    entry = {"name": "myfolder", "loader": "folder", "root": str(tmp_path), "manifset": "x.csv"}
+    with pytest.raises(DataError) as err:
+        load_bundle(entry)
+    assert str(err.value).startswith(
+        "dataset 'myfolder': unknown option 'manifset' for loader 'folder' (did you mean 'manifest'?); "
+        "valid options: root, manifest, task, size, channels, class_names,")
+    with pytest.raises(DataError, match="dataset 'myfolder': loader 'folder' needs option 'root'"):
+        load_bundle({"name": "myfolder", "loader": "folder"})
+    suite = tmp_path / "typo.yaml"
+    suite.write_text(f"datasets: [{{name: myfolder, loader: folder, root: {tmp_path}, manifset: x.csv}}]\n"
+                     "methods: [resnet18]\npresets: {smoke: {budget: {epochs: 1}}}\n")
+    assert main(["run", "--suite", str(suite), "--results-dir", str(tmp_path / "r"), "--work-dir", str(tmp_path / "w")]) == 2
+    err_lines = capsys.readouterr().err.strip().splitlines()
+    assert len(err_lines) == 1 and err_lines[0].startswith("bench: error: dataset 'myfolder': unknown option 'manifset'")
 
 
 def test_hf_dataset_from_disk(tmp_path):

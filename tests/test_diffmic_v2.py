@@ -49,10 +49,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _bundle(name: str):
-    d = real_data_dir()
-    if not (d / f"{name}.npz").is_file():
-        pytest.skip(f"real MedMNIST file {name}.npz not found in {d} (set BENCH_DATA_DIR)")
-    return load_bundle(name, data_dir=d)
+    return load_bundle(name, data_dir=real_data_dir())
 
 
 @pytest.fixture(scope="module")

@@ -25,10 +25,7 @@ def extractor(tmp_path_factory):
 def real_images():
     from conftest import real_data_dir
 
-    path = real_data_dir() / "breastmnist.npz"
-    if not path.is_file():
-        pytest.skip("BreastMNIST not found")
-    with np.load(path) as f:
+    with np.load(real_data_dir() / "breastmnist.npz") as f:
         return f["val_images"][..., None], f["val_labels"].ravel()
 
 

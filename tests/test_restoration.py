@@ -107,7 +107,8 @@ def test_restoration_suite_records_per_image_scores_strips_and_the_survey_layout
     assert rec["metrics"]["test"]["psnr"] == pytest.approx(rec["evaluation"]["input_scores_test"]["psnr"])
     assert (path.parent / rec["evaluation"]["strip_png"]).is_file()
     with np.load(path.with_suffix(".npz")) as npz:
-        assert npz["test_psnr"].shape == (156,) and npz["test_ids"].shape == (156,)
+        n_test = rec["data"]["n"]["test"]  # one patch per test image: 156 in the official file
+        assert n_test >= 50 and npz["test_psnr"].shape == (n_test,) and npz["test_ids"].shape == (n_test,)
     md, _ = write_leaderboard(str(suite), results_dir=tmp_path / "results", out_dir=tmp_path / "lb")
     text = md.read_text()
     assert "## Survey Table 12 layout (denoising): RMSE, PSNR, SSIM" in text

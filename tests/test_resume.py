@@ -50,10 +50,7 @@ def fit_and_predict(name, bundle, ckdir, options, budget, kill_at=None, logs=Non
                            "norm_num_groups": 8, "attention_resolution": 8, "sampling_steps": 3}),
 ])
 def test_a_killed_training_resumes_and_ends_where_an_uninterrupted_one_ends(tmp_path, name, dataset, options):
-    d = real_data_dir()
-    if not (d / f"{dataset}.npz").is_file():
-        pytest.skip(f"{dataset}.npz not found in {d}")
-    bundle = load_bundle(dataset, data_dir=d)
+    bundle = load_bundle(dataset, data_dir=real_data_dir())
     budget = Budget(epochs=3, batch_size=32, eval_batch_size=64)
     whole, whole_out = fit_and_predict(name, bundle, tmp_path / "whole", options, budget)
     assert whole["resumed_after_epoch"] is None

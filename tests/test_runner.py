@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from bench.cli import main
+from bench.data.locate import md5sum
 from bench.device import cpu_has_native_bf16
 from bench.method import ClassificationMethod, MethodSpec
 from bench.metrics import compute_all
@@ -38,8 +39,10 @@ def test_suite_records_are_complete_and_resume_skips(data_dir, tmp_path):
     r = records[0]
     assert r["schema_version"] == "1.0" and r["status"] == "ok" and r["preset"] == "smoke"
     assert r["config"]["input_size"] == 32 and r["config"]["model"] == "resnet18"
-    assert r["data"]["files"] and list(r["data"]["files"].values()) == ["750601b1f35ba3300ea97c75c52ff8f6"]
-    assert r["data"]["n"] == {"train": 546, "val": 78, "test": 156} and "duplicates_across_splits" in r["data"]
+    assert r["data"]["files"] and list(r["data"]["files"].values()) == [md5sum(data_dir / "breastmnist.npz")]
+    with np.load(data_dir / "breastmnist.npz") as npz:  # the official file, or the committed subset of it
+        n = {s: len(npz[f"{s}_labels"]) for s in ("train", "val", "test")}
+    assert r["data"]["n"] == n and "duplicates_across_splits" in r["data"]
     prov = r["provenance"]
     assert {"git_commit", "git_dirty", "packages", "device", "precision", "started", "finished"} <= set(prov)
     assert prov["packages"]["torch"].startswith("2.")
@@ -53,7 +56,7 @@ def test_suite_records_are_complete_and_resume_skips(data_dir, tmp_path):
     # the stored per-sample scores reproduce the recorded metrics exactly
     preds = load_predictions(r)
     assert compute_all(preds["test_labels"], preds["test_probs"].astype(np.float64), "binary")["accuracy"] == r["metrics"]["test"]["accuracy"]
-    assert preds["test_ids"][0] == "test/0" and preds["val_probs"].shape == (78, 2)
+    assert preds["test_ids"][0] == "test/0" and preds["val_probs"].shape == (n["val"], 2)
     # different seeds give different models
     assert records[0]["metrics"]["test"] != records[1]["metrics"]["test"]
 

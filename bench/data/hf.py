@@ -11,11 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.data.folder import to_uint8_image
-from bench.data.spec import DatasetBundle, DatasetSpec, SplitData, validate_bundle
+from bench.data.spec import SPLIT_ALIASES, DatasetBundle, DatasetSpec, SplitData, validate_bundle
 from bench.data.splits import split_off, stratify_key
 from bench.errors import DataError
-
-SPLIT_ALIASES = {"train": "train", "validation": "val", "valid": "val", "val": "val", "test": "test"}
 
 
 def _open(path_or_name: str, data_dir):

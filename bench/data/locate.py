@@ -14,7 +14,7 @@ import urllib.request
 import warnings
 from pathlib import Path
 
-from bench.errors import DataError
+from bench.errors import DataError, MissingDataError
 
 OFFLINE_VARS = ("BENCH_OFFLINE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 _md5_cache: dict[tuple[str, int, float], str] = {}
@@ -89,10 +89,10 @@ def locate_file(
     if download is None:  # automatic: only when online
         if url is None or not online():
             state = "offline mode is set" if offline() else "no connection to the download server"
-            raise DataError(f"data file {filename!r} not found; looked in: {looked} ({state}; {hint})")
+            raise MissingDataError(f"data file {filename!r} not found; looked in: {looked} ({state}; {hint})")
         download = True
     if not download or url is None:
-        raise DataError(f"data file {filename!r} not found; looked in: {looked} (download not requested; {hint})")
+        raise MissingDataError(f"data file {filename!r} not found; looked in: {looked} (download not requested; {hint})")
     target = dirs[-1] / filename
     _download(url, target, expected_md5)
     return target, md5sum(target)

@@ -16,6 +16,7 @@ from bench.errors import DataError
 
 TASKS = ("binary", "multiclass", "multilabel", "ordinal")
 SPLITS = ("train", "val", "test")
+SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
 
 @dataclass(frozen=True)

@@ -39,10 +39,11 @@ def file_name(flag: str, size: int) -> str:
 def load_medmnist(flag: str, size: int, data_dir=None, download=None) -> DatasetBundle:
     info = INFO["datasets"][flag]
     fname = file_name(flag, size)
+    expected = info["md5"][str(size)]
     path, md5 = locate_file(
         fname,
         subdir="medmnist",
-        expected_md5=info["md5"][str(size)],
+        expected_md5=expected,
         url=INFO["url_template"].format(file=fname),
         data_dir=data_dir,
         download=download,
@@ -75,7 +76,8 @@ def load_medmnist(flag: str, size: int, data_dir=None, download=None) -> Dataset
         if task != "multilabel":
             labels = labels.reshape(-1)
         splits[split] = SplitData(images, labels, [f"{split}/{i}" for i in range(len(labels))])
-    return validate_bundle(DatasetBundle(spec, splits, files={str(path): md5}))
+    notes = [] if md5 == expected else [f"{fname}: MD5 {md5} is not the official {expected}"]
+    return validate_bundle(DatasetBundle(spec, splits, files={str(path): md5}, notes=notes))
 
 
 def dataset_name(flag: str, size: int) -> str:
