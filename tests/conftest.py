@@ -37,6 +37,17 @@ def official_file(flag: str) -> Path:
                 else f"the official {flag}.npz is not in {', '.join(map(str, OFFICIAL_DIRS))}")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def data_dir_stays_untouched():
+    """No test writes into the data folder (checkpoints belong in tmp_path): it may be
+    shared (../shared is read-only, except to root)."""
+    d = real_data_dir()
+    before = sorted(p.name for p in d.iterdir())
+    yield
+    after = sorted(p.name for p in d.iterdir())
+    assert after == before, f"tests wrote into the data folder {d}: {sorted(set(after) - set(before))}"
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(monkeypatch, tmp_path):
     """Real data dir (see `real_data_dir`), a private cache, offline."""

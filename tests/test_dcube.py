@@ -127,7 +127,7 @@ def test_synthetic_counts_rebalance_as_requested():
         synthetic_counts(np.array([10, 20, 40]), 1.0, [5, 0])
 
 
-def test_stage1_training_lowers_the_validation_noise_loss(data_dir):
+def test_stage1_training_lowers_the_validation_noise_loss(data_dir, tmp_path):
     from bench.data.load import dataset_source
     from bench.data.spec import SplitData
     from bench.method import Budget, RunContext
@@ -140,7 +140,7 @@ def test_stage1_training_lowers_the_validation_noise_loss(data_dir):
     cfg = Stage1Config(**{**TINY_STAGE1, "epochs": 6, "lr": 1e-3})
     torch.manual_seed(0)
     unet = UViT(cfg, 28, 1, 2)
-    ctx = RunContext(make_accelerator("fp32", cpu=True)[0], 0, Budget(epochs=1, batch_size=16, eval_batch_size=64), data_dir, progress=False)
+    ctx = RunContext(make_accelerator("fp32", cpu=True)[0], 0, Budget(epochs=1, batch_size=16, eval_batch_size=64), tmp_path, progress=False)
     summary = train_stage1(unet, cfg, train, val, ctx, 28)
     val_losses = [h["val_noise_mse"] for h in summary["history"]]
     assert summary["steps"] == 6 * 8 and val_losses[-1] < 0.9 * val_losses[0]

@@ -66,7 +66,7 @@ def test_splits_keep_every_source_image_and_its_patches_out_of_training():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,steps", [("dncnn", 40), ("pix2pix", 150), ("diffusion_restorer", 60)])
-def test_a_short_training_run_improves_psnr_over_the_noisy_input(name, steps, data_dir):
+def test_a_short_training_run_improves_psnr_over_the_noisy_input(name, steps, data_dir, tmp_path):
     from pathlib import Path
 
     from bench.data.paired import PairedSplit
@@ -80,7 +80,7 @@ def test_a_short_training_run_improves_psnr_over_the_noisy_input(name, steps, da
     spec = METHODS.get(name)
     method = spec.cls(spec.make_config(TINY[name]), bundle.spec)
     ctx = RunContext(make_accelerator("fp32", cpu=True)[0], 0, Budget(epochs=5, batch_size=32, eval_batch_size=256, max_steps=steps),
-                     Path(data_dir), progress=False)
+                     tmp_path, progress=False)
     method.fit(train, val, ctx)
     held_out = te.inputs[:64]
     noisy = per_image_quality(held_out, te.targets[:64])["psnr"].mean()
