@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# The main job: classification suite, smoke preset, on $BENCH_DATA_DIR (or the cache);
-# falls back to the built-in synthetic datasets, loudly, when no real data is found.
+# The main job: classification suite, smoke preset, on $BENCH_DATA_DIR, else the real
+# MedMNIST files in ../shared/data/medmnist when they are there, else the cache; falls
+# back to the built-in synthetic datasets, loudly, when no real data is found.
 # The timm baselines fit the 15-minute budget of the main job on 2 CPU cores; a smoke
 # unit of a diffusion classifier takes 3-7 minutes there (make run RUN_METHODS=diffmic_v2,...).
 RUN_METHODS ?= resnet18,resnet50,vit_tiny_patch16_224
@@ -24,9 +25,10 @@ RUN_METHODS ?= resnet18,resnet50,vit_tiny_patch16_224
 # Records and tables go to runs/make-run/ (ignored by git): the committed results/ and
 # leaderboards/ are the project's published numbers, and smoke is never published.
 RUN_DIR := runs/make-run
+DATA_DIR ?= $(or $(BENCH_DATA_DIR),$(wildcard ../shared/data/medmnist))
 
 run: $(STAMP)
-	$(BIN)/bench run --suite classification --preset smoke --methods $(RUN_METHODS) --fallback-synthetic --results-dir $(RUN_DIR)/results --work-dir $(RUN_DIR)/work
+	$(BIN)/bench run --suite classification --preset smoke --methods $(RUN_METHODS) --fallback-synthetic $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --results-dir $(RUN_DIR)/results --work-dir $(RUN_DIR)/work
 	$(BIN)/bench leaderboard --suite classification --results-dir $(RUN_DIR)/results --out-dir $(RUN_DIR)/leaderboards
 
 test: $(STAMP)

@@ -293,6 +293,8 @@ def run_suite(
     results_dir, work_dir = Path(results_dir), Path(work_dir)
     refuse_unpublished(preset, results_dir, allow_dirty)
     bundles, data_errors = resolve_datasets(suite, datasets, data_dir, download, fallback_synthetic, log)
+    if data_errors and not bundles:  # nothing can run: an input error, not failed units
+        raise DataError("; ".join(f"{name}: {msg}" if name not in msg else msg for name, msg in data_errors.items()))
     for name, bundle in bundles.items():
         for note in getattr(bundle, "notes", []):
             log(f"{name}: ⚠ {note}")

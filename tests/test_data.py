@@ -275,3 +275,14 @@ def test_synthetic_is_deterministic_and_flagged():
     s = a.splits["train"]
     means = [s.images[s.labels == g].mean() for g in range(5)]
     assert all(x < y for x, y in zip(means, means[1:]))
+
+
+def test_a_split_too_small_to_stratify_is_still_made():
+    """30 images in 5 classes: 10 % for validation is 3 images, fewer than the classes, so
+    sklearn cannot stratify it (it raised a ValueError traceback); it is shuffled instead."""
+    from bench.data.splits import make_splits
+
+    labels = np.arange(30) % 5
+    out = make_splits(labels)
+    assert sorted(set(out)) == ["test", "train", "val"] and (out == "val").sum() == 3
+    assert np.array_equal(out, make_splits(labels))  # deterministic

@@ -99,16 +99,16 @@ def test_unknown_method_fails_before_training(tmp_path, capsys):
 def test_missing_data_fails_units_or_falls_back_to_synthetic(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path / "nothing"))
     args = ["run", "--suite", TINY_SUITE, "--methods", "resnet18", "--seeds", "0", "--results-dir", str(tmp_path / "r"), "--no-progress"]
-    assert main(args) == 1
-    failed = load_records(tmp_path / "r", "tiny", status="failed")
-    assert failed[0]["error"]["type"] == "DataError" and "'breastmnist.npz' not found" in failed[0]["error"]["message"]
+    assert main(args) == 2  # no dataset can be loaded: one error line, no record
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data file 'breastmnist.npz' not found" in err[0] and not list((tmp_path / "r").rglob("*.json"))
     assert main(args + ["--fallback-synthetic"]) == 0
     assert "NO REAL DATA for breastmnist" in capsys.readouterr().out
     (rec,) = load_records(tmp_path / "r", "tiny")
     assert rec["dataset"] == "synthetic_lesions" and rec["data"]["synthetic"]
     assert main(["leaderboard", "--suite", TINY_SUITE, "--results-dir", str(tmp_path / "r"), "--out-dir", str(tmp_path / "lb")]) == 0
     md = (tmp_path / "lb" / "tiny.md").read_text()
-    assert "SYNTHETIC DATA" in md and "## synthetic_lesions (smoke) — SYNTHETIC" in md and "Failed units" in md
+    assert "SYNTHETIC DATA" in md and "## synthetic_lesions (smoke) — SYNTHETIC" in md
 
 
 def test_killed_run_resumes_with_remaining_units_only(data_dir, tmp_path):

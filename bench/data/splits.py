@@ -51,7 +51,12 @@ def split_off(strata, groups, fraction, seed):
         folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
         kept, taken = next(folds.split(positions, strata, groups))
         return kept, taken
-    _, counts = np.unique(strata, return_counts=True)
-    stratify = strata if counts.min() >= 2 else None  # too rare to stratify: plain shuffle
-    kept, taken = train_test_split(positions, test_size=fraction, random_state=seed, stratify=stratify)
+    classes, counts = np.unique(strata, return_counts=True)
+    n_taken = int(np.ceil(fraction * len(strata)))
+    # too rare to stratify, or too few taken to hold every class: a plain shuffle
+    stratify = strata if counts.min() >= 2 and min(n_taken, len(strata) - n_taken) >= len(classes) else None
+    try:
+        kept, taken = train_test_split(positions, test_size=fraction, random_state=seed, stratify=stratify)
+    except ValueError as exc:
+        raise DataError(f"cannot take {fraction:.0%} of {len(strata)} samples for a split ({exc})") from None
     return np.sort(kept), np.sort(taken)
