@@ -17,8 +17,10 @@ import numpy as np
 
 from bench.metrics import SINGLE_LABEL, compute_all, predictions
 
-#: metrics with a floor (ECE is not one: a constant predictor can be perfectly calibrated)
+#: metrics with a floor (ECE is not one: a constant predictor can be perfectly calibrated;
+#: nor is a generator's precision: a class-mean image sits inside the real manifold)
 FLOORED = ("accuracy", "balanced_accuracy", "auroc", "f1_macro", "precision_macro", "recall_macro", "kappa_quadratic")
+FLOORED_GENERATION = ("fid", "kid_mean", "recall")
 
 
 def floor_rows(labels: np.ndarray, task: str, num_classes: int) -> dict[str, dict[str, float]]:
@@ -38,17 +40,40 @@ def floor_rows(labels: np.ndarray, task: str, num_classes: int) -> dict[str, dic
 
 
 def metric_floors(rows: dict[str, dict[str, float]]) -> dict[str, float]:
-    """The floor of each metric: the best no-learning value (all floored metrics are higher-is-better)."""
+    """The floor of each floored metric: the best no-learning value in its direction."""
+    from bench.registry import METRICS
+
     out: dict[str, float] = {}
     for values in rows.values():
         for k, v in values.items():
-            out[k] = max(out.get(k, -np.inf), v)
+            if k not in FLOORED + FLOORED_GENERATION or v is None or not np.isfinite(v):
+                continue
+            better = max if METRICS.get(k).higher_is_better else min
+            out[k] = better(out.get(k, v), v)
     return out
 
 
-def at_or_below(value: float, floor: float | None) -> bool:
+def at_or_below(value: float, floor: float | None, higher_is_better: bool = True) -> bool:
     """True when `value`, as a table shows it (3 decimals), does not beat `floor`."""
-    return floor is not None and np.isfinite(value) and round(value, 3) <= round(floor, 3)
+    if floor is None or not np.isfinite(value):
+        return False
+    return round(value, 3) <= round(floor, 3) if higher_is_better else round(value, 3) >= round(floor, 3)
+
+
+def degenerate_generator(record: dict) -> str:
+    """Why a generation record's samples are no result ('' when they are one): they
+    collapsed (within-class diversity under half the real images') or copy the training
+    set (nearer to it than half the real held-out images' distance)."""
+    from bench.generation_floors import COLLAPSED_BELOW, MEMORISED_BELOW
+
+    test = (record.get("metrics") or {}).get("test") or {}
+    if record.get("task") != "generation" and "fid" not in test:
+        return ""
+    if test.get("diversity") is not None and test["diversity"] < COLLAPSED_BELOW:
+        return f"collapsed (diversity {test['diversity']:.2f} of the real images')"
+    if test.get("novelty") is not None and test["novelty"] < MEMORISED_BELOW:
+        return f"copies training images (novelty {test['novelty']:.2f})"
+    return ""
 
 
 def predicted_share(probs: np.ndarray, task: str) -> list[float]:
@@ -102,8 +127,13 @@ def one_class_seed(record: dict) -> bool:
 
 
 def split_floors(records: list[dict]) -> dict[str, dict[str, float]]:
-    """The no-learning rows of a classification table, from its test labels."""
+    """The no-learning rows of a table: a classification split's, from its test labels;
+    a generation split's zero-diversity generators, as scored in its records."""
     r = records[0]
+    if "floors" in (r.get("evaluation") or {}):
+        from bench.generation_floors import COLLAPSE_FLOORS
+
+        return {k: v for k, v in r["evaluation"]["floors"].items() if k in COLLAPSE_FLOORS}
     path = _npz_path(r) if r.get("task") in SINGLE_LABEL + ("multilabel",) else None
     labels = _test_arrays(path)[1] if path else None
     return {} if labels is None else floor_rows(labels, r["task"], len(r.get("class_names") or []))
@@ -112,8 +142,11 @@ def split_floors(records: list[dict]) -> dict[str, dict[str, float]]:
 def record_flag(record: dict, metric: str) -> str:
     """Why one record's test `metric` is no result, or '' when it is one: at or below the
     metric's floor on its test split, or a model that predicts one class."""
+    from bench.registry import METRICS
+
     value = ((record.get("metrics") or {}).get("test") or {}).get(metric)
     floor = metric_floors(split_floors([record])).get(metric)
-    if value is not None and at_or_below(float(value), floor):
-        return f"test {metric} {float(value):.3f} at or below its floor {floor:.3f}"
-    return "predicts one class" if one_class_seed(record) else ""
+    higher = METRICS.get(metric).higher_is_better
+    if value is not None and at_or_below(float(value), floor, higher):
+        return f"test {metric} {float(value):.3f} at or {'below' if higher else 'above'} its floor {floor:.3f}"
+    return "predicts one class" if one_class_seed(record) else degenerate_generator(record)

@@ -25,6 +25,7 @@ from bench.fidelity import (
     Extractor, classifier_extractor, extract_features, fidelity_metrics, inception_extractor, per_class_fid,
     save_classifier_extractor,
 )
+from bench.generation_floors import fid_bootstrap_interval, floor_image_sets, sample_diagnostics
 from bench.method import Budget, GenerationMethod, RunContext
 
 
@@ -42,7 +43,9 @@ class GenerationEval:
     extractor_model: str = "resnet18"
     extractor_small_stem: bool = True
     extractor_epochs: int = 30
+    extractor_seed: int = 0  # its own random stream: the same extractor whatever ran before it
     grid_per_class: int = 8
+    bootstrap: int = 200  # resamples for FID's 95 % interval (0: none)
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> "GenerationEval":
@@ -64,20 +67,32 @@ def feature_extractor(settings: GenerationEval, bundle: DatasetBundle, accelerat
     from bench.training import SupervisedSettings, train_supervised
     from methods.label_diffusion import cached_pretraining
 
-    spec = bundle.spec
-    model_cfg = TimmClassifierConfig(model=settings.extractor_model, small_input_stem=settings.extractor_small_stem)
-    model = build_timm_model(model_cfg, spec.channels, spec.num_classes).to(accelerator.device)
+    import random
+
+    import torch
+
+    spec, seed = bundle.spec, settings.extractor_seed
     budget = Budget(epochs=settings.extractor_epochs, batch_size=128, eval_batch_size=256)
-    ctx = RunContext(accelerator, 0, budget, cache_dir, log, False, cache_dir, bundle.split_hash)
+    ctx = RunContext(accelerator, seed, budget, cache_dir, log, False, cache_dir, bundle.split_hash)
     train_settings = SupervisedSettings(lr=1e-3, weight_decay=0.0, lr_milestones=(0.5, 0.75), lr_gamma=0.1,
                                         selection_metric="auroc", input_size=None)
     payload = {"model": settings.extractor_model, "stem": settings.extractor_small_stem, "epochs": settings.extractor_epochs,
-               "classes": spec.num_classes, "channels": spec.channels}
-    summary = cached_pretraining("fid_extractor", payload, model,
-                                 lambda: train_supervised(model, bundle.splits["train"], bundle.splits["val"], ctx, train_settings, spec.task), ctx)
+               "classes": spec.num_classes, "channels": spec.channels, "seed": seed}
+    # its initial weights and training draw from a stream of its own, restored afterwards:
+    # before, they came from the global state left by whatever ran first
+    with torch.random.fork_rng(devices=[]):
+        py_state, np_state = random.getstate(), np.random.get_state()
+        torch.manual_seed(seed), random.seed(seed), np.random.seed(seed)
+        try:
+            model_cfg = TimmClassifierConfig(model=settings.extractor_model, small_input_stem=settings.extractor_small_stem)
+            model = build_timm_model(model_cfg, spec.channels, spec.num_classes).to(accelerator.device)
+            summary = cached_pretraining("fid_extractor", payload, model,
+                                         lambda: train_supervised(model, bundle.splits["train"], bundle.splits["val"], ctx, train_settings, spec.task), ctx)
+        finally:
+            random.setstate(py_state), np.random.set_state(np_state)
     path = Path(summary["file"]).with_suffix(".extractor.pt")
     trained_on = {"dataset": spec.name, "split_hash": bundle.split_hash, "split": "train", "epochs": settings.extractor_epochs,
-                  "val_auroc": summary.get("best_val_value"), "pretraining_file": summary["file"]}
+                  "seed": seed, "val_auroc": summary.get("best_val_value"), "pretraining_file": summary["file"]}
     if path.is_file():
         return classifier_extractor(path, trained_on)
     return save_classifier_extractor(path, model, model_name=settings.extractor_model, in_chans=spec.channels,
@@ -106,9 +121,19 @@ def evaluate_generator(method: GenerationMethod, bundle: DatasetBundle, ctx: Run
     if images.dtype != np.uint8 or images.shape != expected:
         raise TrainingError(f"{type(method).__name__}.sample returned {images.dtype} {images.shape}, expected uint8 {expected}")
     real = extract_features(ref.images, extractor, f"{spec.name} {settings.reference_split} images")
-    fake = extract_features(images, extractor, "generated images")
-    metrics = fidelity_metrics(real, fake, kid_subset_size=settings.kid_subset_size, kid_subsets=settings.kid_subsets,
-                               k=settings.k, seed=ctx.seed)
+    train = bundle.splits["train"]
+    train_features = extract_features(train.images, extractor, f"{spec.name} train images")
+
+    def score(generated: np.ndarray, what: str, seed: int) -> dict[str, float]:
+        features = extract_features(generated, extractor, what)
+        return {**fidelity_metrics(real, features, kid_subset_size=settings.kid_subset_size, kid_subsets=settings.kid_subsets,
+                                   k=settings.k, seed=seed),
+                **sample_diagnostics(real, ref.labels, features, labels, train_features)}, features
+
+    metrics, fake = score(images, "generated images", ctx.seed)
+    # the same no-learning sets for every method and seed (seed 0), so every record holds the table's floors
+    floors = {name: score(imgs, name, 0)[0] for name, imgs in floor_image_sets(train, labels, seed=0).items()}
+    interval = fid_bootstrap_interval(real, fake, settings.bootstrap, seed=ctx.seed) if settings.bootstrap else None
     per_class = {"fid": per_class_fid(real, ref.labels, fake, labels, spec.num_classes),
                  "n_generated": np.bincount(labels, minlength=spec.num_classes).tolist(),
                  "n_reference": np.bincount(ref.labels, minlength=spec.num_classes).tolist()}
@@ -121,6 +146,7 @@ def evaluate_generator(method: GenerationMethod, bundle: DatasetBundle, ctx: Run
         "metrics": {"test": metrics},
         "per_class": {"test": per_class},
         "evaluation": {**dataclasses.asdict(settings), "extractor_info": extractor.info, "n_generated": len(labels),
+                       "floors": floors, "fid_ci95": interval,
                        "samples_png": f"{ctx.artifact_stem.name}.samples.png" if ctx.artifact_stem else None},
         "sample_s": sample_s,
         "arrays": {"generated_images": images, "generated_labels": labels},

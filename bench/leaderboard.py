@@ -18,15 +18,16 @@ import pandas as pd
 
 from bench.config import load_suite
 from bench.errors import BenchError
-from bench.floors import at_or_below, metric_floors, one_class_seed, split_floors
+from bench.floors import at_or_below, degenerate_generator, metric_floors, one_class_seed, split_floors
 from bench.records import load_records
 from bench.registry import METRICS
-from bench.stats import paired_ttest, significance_mark, wilcoxon
+from bench.stats import holm, paired_ttest, significance_mark, wilcoxon
 
 METRIC_ORDER = ("accuracy", "balanced_accuracy", "auroc", "f1_macro", "precision_macro", "recall_macro", "kappa_quadratic", "ece",
-                "fid", "kid_mean", "precision", "recall", "rmse", "nmae", "psnr", "ssim")
+                "fid", "kid_mean", "precision", "recall", "diversity", "novelty", "rmse", "nmae", "psnr", "ssim")
 NOT_RANKED = {"kid_std"}  # a spread, kept in the CSV only
 TESTS = {"ttest": paired_ttest, "wilcoxon": wilcoxon}
+MIN_SEEDS_FOR_TEST = 3  # a paired test on 2 seeds (1 degree of freedom) has no power worth a mark
 
 
 PRIOR = " ▸ "  # "diffmic_v2 ▸ DCG fused": a method's own prior, shown under it, never ranked
@@ -39,7 +40,7 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
     for r in records:
         common = {"preset": r["preset"], "dataset": r["dataset"], "config_hash": r["config_hash"],
                   "precision": r.get("provenance", {}).get("precision", "fp32"), "seed": r["seed"]}
-        entries = [(r["method"], (r.get("metrics", {}).get("test") or {}), one_class_seed(r), False)]
+        entries = [(r["method"], (r.get("metrics", {}).get("test") or {}), one_class_seed(r) or bool(degenerate_generator(r)), False)]
         for name, prior in (r.get("priors") or {}).items():
             test = dict(prior.get("test") or {})
             share = test.pop("predicted_share", None)
@@ -107,7 +108,7 @@ def summarise(frame: pd.DataFrame, reference: str | None, test: str = "ttest") -
                 against = own.set_index("seed")["value"]
             if against is not None and len(against):
                 common = sorted(set(by_seed.index) & set(against.index))
-                p = TESTS[test](by_seed[common].to_numpy(), against[common].to_numpy()) if len(common) >= 2 else np.nan
+                p = TESTS[test](by_seed[common].to_numpy(), against[common].to_numpy()) if len(common) >= MIN_SEEDS_FOR_TEST else np.nan
             values = v["value"].to_numpy()
             out.append({
                 "preset": preset, "dataset": dataset, "method": variant, "metric": metric,
@@ -116,7 +117,12 @@ def summarise(frame: pd.DataFrame, reference: str | None, test: str = "ttest") -
                 "n": int(np.isfinite(values).sum()), "p_value": p, "is_reference": is_reference,
                 "one_class_seeds": int(v.drop_duplicates("seed")["one_class"].sum()), "is_prior": is_prior,
             })
-    return pd.DataFrame(out)
+    summary = pd.DataFrame(out)
+    if len(summary):  # Holm's correction over the comparisons of one table and metric
+        summary["p_raw"] = summary["p_value"]
+        for idx in summary.groupby(["preset", "dataset", "metric"], sort=False).groups.values():
+            summary.loc[idx, "p_value"] = holm(summary.loc[idx, "p_raw"].to_numpy())
+    return summary
 
 
 def _ranked_cells(table: pd.DataFrame, metric: str, floor: float | None = None) -> tuple[dict[str, str], int]:
@@ -125,7 +131,7 @@ def _ranked_cells(table: pd.DataFrame, metric: str, floor: float | None = None) 
     one class, is never bold or underlined."""
     rows = table[table["metric"] == metric].set_index("method")
     higher = METRICS.get(metric).higher_is_better
-    flagged = {m for m, r in rows.iterrows() if at_or_below(r["mean"], floor)}
+    flagged = {m for m, r in rows.iterrows() if at_or_below(r["mean"], floor, higher)}
     rankable = rows[[m not in flagged and not r["one_class_seeds"] and not r["is_prior"] for m, r in rows.iterrows()]]
     # ranks by distinct shown value: ties share the bold (or underline); one distinct value ranks nothing
     shown = sorted({round(v, 3) for v in rankable["mean"].dropna()}, reverse=higher)
@@ -165,7 +171,9 @@ def render_markdown(suite, records, failed, summary: pd.DataFrame, reference: st
         f"- **Code**: commit {', '.join(commits)}.",
         f"- **Statistics**: mean ± sample std over seeds on the test split (model selected on validation). "
         f"Marks: paired {'t-test' if test == 'ttest' else 'Wilcoxon signed-rank test'} over matched seeds against "
-        f"`{reference}` (a prior's row, `method ▸ prior`: against its own method): *** p < 0.01, ** p < 0.05, * p < 0.1. **Best** in bold, <u>second</u> underlined; "
+        f"`{reference}` (a prior's row, `method ▸ prior`: against its own method), on {MIN_SEEDS_FOR_TEST} or more matched seeds only "
+        f"(fewer: no mark, whatever the p-value), Holm-corrected over the comparisons of each table and metric: "
+        f"*** p < 0.01, ** p < 0.05, * p < 0.1. **Best** in bold, <u>second</u> underlined; "
         f"lower is better for {', '.join(sorted({m for m in summary['metric'] if not METRICS.get(m).higher_is_better} - NOT_RANKED)) or 'none'}.",
     ]
     dirty = [r for r in records if r["provenance"].get("git_dirty")]
@@ -211,13 +219,15 @@ def render_markdown(suite, records, failed, summary: pd.DataFrame, reference: st
         for m in methods:
             name = f"{m} (ref)" if m in ref_rows else (f"{m} (its prior)" if m in priors else m)
             if one_class.get(m, 0):
-                name += f" ⚠ one class ({one_class[m]}/{seeds.get(m, 0)} seeds)"
+                what = "collapsed or copying" if recs[0].get("task") == "generation" else "one class"
+                name += f" ⚠ {what} ({one_class[m]}/{seeds.get(m, 0)} seeds)"
                 n_one_class += 1
             lines.append(f"| {name} | {seeds.get(m, 0)} | " + " | ".join(cells[k].get(m, "n/a") for k in metrics) + " |")
         for label, values in floors.items():
             lines.append(f"| _{label} (floor)_ | | " + " | ".join(f"_{values[k]:.3f}_" if k in values else "" for k in metrics) + " |")
         lines += no_reference
         lines += precision_check(frame, preset, dataset, test)
+        lines += generation_extras(recs, methods, metrics)
         lines += per_class_fid_table(recs, methods)
     if any(r.get("task") == "restoration" for r in records):
         lines += survey_layout(summary, reference)
@@ -225,6 +235,13 @@ def render_markdown(suite, records, failed, summary: pd.DataFrame, reference: st
         header.append(f"- **Floors**: each table ends with the majority-class and chance rows of its test split; ⚠ marks "
                       f"{n_flagged} cell(s) at or below their floor and {n_one_class} method row(s) with a seed that predicts "
                       "one class for every test image: no result, never bold.")
+    if any("floors" in (r.get("evaluation") or {}) for r in records):
+        header.append(f"- **Floors**: each table ends with two zero-diversity generators made from the training split (each "
+                      "class's mean image; one training image per class), scored like the methods; ⚠ marks "
+                      f"{n_flagged} FID / KID / recall cell(s) no better than the better of them, and {n_one_class} method row(s) "
+                      "with a seed whose samples collapsed (diversity < 0.5 of the real images') or copy training images "
+                      "(novelty < 0.5): no result, never bold. The real-vs-real row (training images against test) is what a "
+                      "perfect generator would score.")
     return "\n".join(header + lines) + "\n"
 
 
@@ -266,6 +283,41 @@ def survey_layout(summary: pd.DataFrame, reference: str | None) -> list[str]:
                     cells.append(f"**{text}**" if np.isfinite(v) and v == best.get((p, d, m)) else text)
             lines.append(f"| {meth}{' (ref)' if meth == reference else ''} | " + " | ".join(cells) + " |")
     return lines
+
+
+def generation_extras(records: list[dict], methods: list[str], metrics: list[str]) -> list[str]:
+    """Generation tables: the real-vs-real row, the extractor that made every number,
+    and FID's bootstrap interval per seed (what difference between two FIDs is noise)."""
+    from bench.generation_floors import REAL_VS_REAL
+
+    evaluation = records[0].get("evaluation") or {}
+    if "floors" not in evaluation:
+        return []
+    real = evaluation["floors"].get(REAL_VS_REAL, {})
+    lines = [f"| _{REAL_VS_REAL} (real vs real)_ | | " + " | ".join(f"_{real[k]:.3f}_" if k in real else "" for k in metrics) + " |"]
+    infos = {json_key(r["evaluation"].get("extractor_info")) for r in records if r.get("evaluation")}
+    for info in sorted(infos):
+        i = dict(info)
+        trained = dict(i.get("trained_on") or ())
+        lines += ["", f"Extractor: `{i.get('name')}` {i.get('model', '')}, version `{i.get('version')}`"
+                  + (f" (trained on {trained.get('dataset')}'s {trained.get('split')} split, {trained.get('epochs')} epochs, "
+                     f"seed {trained.get('seed', 'not fixed')}, val AUROC {trained['val_auroc']:.3f})" if trained.get("val_auroc") is not None else "")
+                  + (": tables made with different extractors do not compare." if len(infos) > 1 else ".")]
+    cis = {m: [f"[{r['evaluation']['fid_ci95'][0]:.1f}, {r['evaluation']['fid_ci95'][1]:.1f}]" for r in sorted(records, key=lambda r: r["seed"])
+               if r["method"] == m.split(" · ")[0].split(" [")[0] and (r.get("evaluation") or {}).get("fid_ci95")] for m in methods}
+    if any(cis.values()):
+        lines += ["", "FID, bootstrap 95 % interval over the test and generated images, per seed: "
+                  + "; ".join(f"{m} {', '.join(v)}" for m, v in cis.items() if v) + "."]
+    return lines
+
+
+def json_key(value):
+    """A hashable, order-independent form of a (nested) mapping, for grouping."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, json_key(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return tuple(json_key(v) for v in value)
+    return value
 
 
 def per_class_fid_table(records: list[dict], methods: list[str]) -> list[str]:

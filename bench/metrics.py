@@ -155,6 +155,8 @@ for _name, _text, _higher in (
     ("kid_std", "standard deviation of KID over subsets (spread, not a score)", False),
     ("precision", "fraction of generated images inside the real k-NN manifold (k = 3; fidelity)", True),
     ("recall", "fraction of real images inside the generated k-NN manifold (k = 3; diversity)", True),
+    ("diversity", "within-class mean pairwise feature distance, generated / real (1 = as varied; near 0 = collapsed)", True),
+    ("novelty", "distance to the nearest training image, generated / real held-out (1 = as new; near 0 = copies)", True),
 ):
     metric(_name, _text, higher_is_better=_higher, tasks=GENERATION)(_from_features)
 

@@ -22,7 +22,8 @@ import numpy as np
 import yaml
 
 from bench.errors import BenchError
-from bench.floors import at_or_below, metric_floors, one_class_seed, split_floors
+from bench.floors import at_or_below, degenerate_generator, metric_floors, one_class_seed, split_floors
+from bench.registry import METRICS
 
 PAPERS_DIR = Path(__file__).parent / "papers"
 
@@ -41,12 +42,16 @@ def load_paper(key: str) -> dict[str, Any]:
     return yaml.safe_load(keys[key].read_text())
 
 
+PAPER_FEATURE_SPACE = "inception-v3-compat"  # the papers' FID/KID/precision/recall (TF-FID Inception)
+
+
 @dataclass
 class Cell:
     """One of our numbers: per-seed values of a (dataset, method, metric)."""
 
     by_seed: dict[int, float]
     flag: str = ""  # why the number is no result (at or below its floor, a one-class model), if it is not
+    feature_space: str | None = None  # generation metrics: the extractor whose features they are computed in
 
     @property
     def flagged(self) -> bool:
@@ -90,13 +95,18 @@ def our_cells(records: list[dict], dataset: str, method: str, metric: str, prese
                 used.append(r)
     if not by_seed:
         return None
-    cell = Cell(by_seed)
+    spaces = {((r.get("evaluation") or {}).get("extractor_info") or {}).get("name") for r in used} - {None}
+    cell = Cell(by_seed, feature_space=", ".join(sorted(spaces)) or None)
     one_class = sum(one_class_seed(r) for r in used)
+    degenerate = sum(bool(degenerate_generator(r)) for r in used)
     floor = metric_floors(split_floors(used)).get(metric)
-    if at_or_below(cell.mean, floor):
-        cell.flag = f"at or below the {metric} floor {floor:.3f}"
+    higher = METRICS.get(metric).higher_is_better
+    if at_or_below(cell.mean, floor, higher):
+        cell.flag = f"at or {'below' if higher else 'above'} the {metric} floor {floor:.3f}"
     elif one_class:
         cell.flag = f"{one_class} of {len(used)} seeds predict one class"
+    elif degenerate:
+        cell.flag = f"{degenerate} of {len(used)} seeds' samples collapsed or copy training images"
     return cell
 
 
@@ -119,7 +129,6 @@ def _mark(cell: Cell | None, ref: Cell | None) -> str:
 def render_comparison(table: dict, records: list[dict], preset: str | None) -> tuple[list[str], list[dict]]:
     """A methods x metrics table per paper dataset; returns markdown lines and the
     (paper, ours) pairs for `reproduce`."""
-    from bench.registry import METRICS
 
     metrics = table["metrics"]
     scale = float(table.get("scale", 1.0))
@@ -167,7 +176,7 @@ def render_comparison(table: dict, records: list[dict], preset: str | None) -> t
                         pairs.append({"table": table["id"], "paper_dataset": paper_ds, "dataset": ours_ds, "method": row["label"],
                                       "metric": label, "paper": p, "ours": c.mean * scale, "n_seeds": len(c.by_seed),
                                       "tolerance": _tolerance(table, metric, scale), "same_dataset": ours_ds == paper_ds,
-                                      "flag": c.flag})
+                                      "flag": c.flag, "feature_space": c.feature_space})
             grid.append(out)
         header = ["method"] + [f"{label} {who}" for label in metrics for who in ("(paper)", "(ours)")]
         if table.get("orientation") == "methods_as_columns":  # as printed in the paper: methods across
@@ -231,7 +240,7 @@ def render_sweep(table: dict, results_dir: Path, out_dir: Path | None) -> list[s
         for j, (label, metric) in enumerate(metrics.items()):
             paper_row, ours_row = [f"{label} (paper)"], [f"{label} (ours)"]
             ours_means = {v: float(np.mean([r["metrics"]["test"][metric] for r in groups[v]])) for v in values if v in groups}
-            flagged = {v for v, m in ours_means.items() if at_or_below(m, floors.get(metric)) or any(one_class_seed(r) for r in groups[v])}
+            flagged = {v for v, m in ours_means.items() if at_or_below(m, floors.get(metric), METRICS.get(metric).higher_is_better) or any(one_class_seed(r) for r in groups[v])}
             unflagged = [m for v, m in ours_means.items() if v not in flagged]
             best = max(unflagged) if len(unflagged) > 1 else None
             for v in values:
@@ -319,4 +328,7 @@ def reproduce(key: str, results_dir="results", preset: str | None = None) -> lis
             ("within tolerance, other dataset" if close else "differs, other dataset")
         if p["flag"]:  # no learning, no verdict
             p["verdict"] = f"no verdict: ours is no result ({p['flag']})"
+        elif p.get("feature_space") and p["feature_space"] != PAPER_FEATURE_SPACE:
+            p["verdict"] = (f"no verdict: ours is measured in the {p['feature_space']} feature space, the paper's in "
+                            "Inception-v3's; distances in two feature spaces do not compare")
     return pairs
