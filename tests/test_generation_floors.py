@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from bench.data.load import load_bundle
+from bench.data.spec import DatasetBundle, SplitData, validate_bundle
 from bench.device import make_accelerator
 from bench.fidelity import extract_features, fidelity_metrics
 from bench.generation import GenerationEval, feature_extractor
@@ -19,7 +20,10 @@ SETTINGS = GenerationEval(extractor_epochs=1, extractor_small_stem=False, kid_su
 
 @pytest.fixture(scope="module")
 def retina():
-    return load_bundle("retinamnist", data_dir=real_data_dir())  # module scope: before isolated_env sets the dir
+    full = load_bundle("retinamnist", data_dir=real_data_dir())  # module scope: before isolated_env sets the dir
+    cut = {"train": 384, "val": 64, "test": 160}  # enough for every class, small enough to train three extractors
+    splits = {k: SplitData(v.images[:cut[k]], v.labels[:cut[k]], v.ids[:cut[k]]) for k, v in full.splits.items()}
+    return validate_bundle(DatasetBundle(full.spec, splits, full.files))
 
 
 @pytest.fixture(scope="module")
