@@ -12,6 +12,16 @@ from bench.image_quality import per_image_quality
 from bench.method import RunContext
 from bench.training import batches, plan_steps, train_loop
 
+#: the training-free restoration methods that make a table's floor (baselines/identity.py,
+#: baselines/classical_denoisers.py): listed as floor rows, never ranked, and a learned
+#: method's cell that does not beat the best of them is flagged (bench/leaderboard.py)
+FLOOR_METHODS = ("identity", "clip_input", "nlm")
+
+
+def is_floor_method(label: str) -> bool:
+    """`label` (a method, or a table's variant label 'nlm · bf16', 'nlm [hash]') is a floor."""
+    return label.split(" · ")[0].split(" [")[0] in FLOOR_METHODS
+
 
 def to_device(images: np.ndarray, device) -> torch.Tensor:
     """float [B, H, W, C] (data range [0, 1]) -> [B, C, H, W] on `device`."""

@@ -11,6 +11,7 @@ from bench.perf import PerfInput, run_perf
 from bench.perf_table import render_perf
 from bench.records import load_records
 from bench.registry import METHODS
+from bench.restoration import FLOOR_METHODS
 from bench.training import train_loop
 from conftest import REPO
 
@@ -19,7 +20,7 @@ TINY_V2 = {"image_size": 28, "roi_size": 7, "dcg_small_stem": True, "roi_encoder
 #: the shape of each suite's smoke data (BreastMNIST; RetinaMNIST; 16 px restoration patches)
 SMOKE_SHAPES = {"classification": PerfInput(28, 1, 2, "breastmnist"), "generation": PerfInput(28, 3, 5, "retinamnist"),
                 "restoration": PerfInput(16, 1, 1, "patches")}
-NOTHING_TO_TRAIN = {"identity"}  # the restoration floor: the degraded input itself
+NOTHING_TO_TRAIN = set(FLOOR_METHODS)  # the restoration floors: training-free (identity, clip_input, nlm)
 
 
 def test_precision_auto_is_bf16_exactly_where_the_cpu_has_native_bf16():
