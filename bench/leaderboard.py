@@ -227,6 +227,7 @@ def render_markdown(suite, records, failed, summary: pd.DataFrame, reference: st
         for label, values in floors.items():
             lines.append(f"| _{label} (floor)_ | | " + " | ".join(f"_{values[k]:.3f}_" if k in values else "" for k in metrics) + " |")
         lines += no_reference
+        lines += convergence_note(recs)
         lines += precision_check(frame, preset, dataset, test)
         lines += generation_extras(recs, methods, metrics)
         lines += per_class_fid_table(recs, methods)
@@ -350,6 +351,20 @@ def restoration_floor_note(records: list[dict], n_flagged: int) -> list[str]:
             "the degraded input, clipped to [0, 1], non-local means; nothing learned), never ranked; ⚠ marks "
             f"{n_flagged} cell(s) of other methods that do not beat the best floor's (PSNR / SSIM at or below it, RMSE / NMAE "
             "at or above it): no result, never bold."]
+
+
+def convergence_note(records: list[dict]) -> list[str]:
+    """Methods whose validation score was best at their last epoch, on how many seeds:
+    their training had not converged, and more budget may change their numbers."""
+    last, seeds = {}, {}
+    for r in records:
+        sel = r.get("selection") or {}
+        if sel.get("selection_metric") is None or sel.get("best_epoch") is None:
+            continue  # no validation (the last weights are the result by design)
+        seeds[r["method"]] = seeds.get(r["method"], 0) + 1
+        last[r["method"]] = last.get(r["method"], 0) + (sel["best_epoch"] == sel.get("epochs_run"))
+    hit = [f"{m} {n}/{seeds[m]} seeds" for m, n in sorted(last.items()) if n]
+    return ["", f"Not converged (best validation epoch = the last, so more budget may change the number): {', '.join(hit)}."] if hit else []
 
 
 def generation_extras(records: list[dict], methods: list[str], metrics: list[str]) -> list[str]:

@@ -138,3 +138,14 @@ def test_a_prior_row_is_tested_against_its_own_method_not_the_reference(tmp_path
     assert p_own < 0.01 < 0.1 < p_ref  # the two tests disagree: the mark says which one ran
     assert row["vit_tiny_patch16_224 ▸ f_phi (its prior)"][acc] == "0.703 ± 0.015***"  # never bold
     assert row["vit_tiny_patch16_224"][acc].startswith("**0.813")
+
+
+def test_a_method_best_at_its_last_epoch_is_noted_as_not_converged():
+    from bench.leaderboard import convergence_note
+
+    def rec(method, best, run=25, metric="auroc"):
+        return {"method": method, "selection": {"selection_metric": metric, "best_epoch": best, "epochs_run": run}}
+
+    records = [rec("a", 25), rec("a", 20), rec("b", 10), rec("c", 19, 19, metric=None)]  # c: no validation by design
+    assert convergence_note(records) == ["", "Not converged (best validation epoch = the last, so more budget may change the number): a 1/2 seeds."]
+    assert convergence_note([rec("b", 10)]) == []
