@@ -21,13 +21,12 @@ from bench.errors import BenchError
 from bench.floors import at_or_below, degenerate_generator, metric_floors, one_class_seed, split_floors
 from bench.records import load_records
 from bench.registry import METRICS
-from bench.stats import holm, paired_ttest, significance_mark, wilcoxon
+from bench.stats import MIN_SEEDS_FOR_TEST, holm, paired_ttest, significance_mark, wilcoxon
 
 METRIC_ORDER = ("accuracy", "balanced_accuracy", "auroc", "f1_macro", "precision_macro", "recall_macro", "kappa_quadratic", "ece",
                 "fid", "kid_mean", "precision", "recall", "diversity", "novelty", "rmse", "nmae", "psnr", "ssim")
 NOT_RANKED = {"kid_std"}  # a spread, kept in the CSV only
 TESTS = {"ttest": paired_ttest, "wilcoxon": wilcoxon}
-MIN_SEEDS_FOR_TEST = 3  # a paired test on 2 seeds (1 degree of freedom) has no power worth a mark
 
 
 PRIOR = " ▸ "  # "diffmic_v2 ▸ DCG fused": a method's own prior, shown under it, never ranked

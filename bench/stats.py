@@ -86,6 +86,9 @@ def holm(p_values) -> np.ndarray:
     return out
 
 
+MIN_SEEDS_FOR_TEST = 3  # a paired test on 2 seeds (1 degree of freedom) has no power worth a mark
+
+
 def significance_mark(p: float) -> str:
     if not np.isfinite(p):
         return ""
