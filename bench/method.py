@@ -31,6 +31,12 @@ class Budget:
     batch_size: int = 64
     eval_batch_size: int = 256
     max_steps: int | None = None  # optional cap on optimiser steps (smoke runs)
+    patience: int | None = None  # stop a stage after this many validations without a better score
+
+
+#: Budget fields added after records existed: left out of a unit's hash at these
+#: defaults, so that every older record keeps its hash
+LATER_BUDGET_DEFAULTS = {"patience": None}
 
 
 @dataclass
@@ -178,7 +184,8 @@ def config_hash(method: str, config: dict[str, Any], budget: Budget, precision: 
     The precision is part of a unit's identity, so bf16 and fp32 runs of one config are
     separate units side by side; fp32, the only precision before bf16 on CPUs, is left
     out of the payload so that every older record keeps its hash."""
-    settings = {"method": method, "config": config, "budget": dataclasses.asdict(budget)}
+    budget_fields = {k: v for k, v in dataclasses.asdict(budget).items() if not (k in LATER_BUDGET_DEFAULTS and v == LATER_BUDGET_DEFAULTS[k])}
+    settings = {"method": method, "config": config, "budget": budget_fields}
     if precision != "fp32":
         settings["precision"] = precision
     payload = json.dumps(settings, sort_keys=True)

@@ -177,7 +177,7 @@ def train_loop(
         return probe_stage(module, train_step, update, ctx, gen, n_train=n_train, batch_size=batch_size, desc=desc)
     all_generators = (gen, *generators)
     best = {"value": -math.inf, "epoch": None, "state": None}
-    history, step, seen, t_train, start_epoch = [], 0, 0, 0.0, 0
+    history, step, seen, t_train, start_epoch, stale, stopped = [], 0, 0, 0.0, 0, 0, False
     path = checkpoint_path(ctx.checkpoint_dir, desc)
     plan = {"total_steps": total_steps, "epochs": epochs, "batch_size": batch_size, "n_train": n_train, "seed": ctx.seed}
     saved = load_checkpoint(path, module, len(all_generators), len(stateful), plan, ctx.log)
@@ -191,6 +191,7 @@ def train_loop(
         restore_rng_states(saved["rng"], all_generators)
         start_epoch, step, seen, t_train = saved["epoch"], saved["step"], saved["seen"], saved["t_train"]
         history, best = saved["history"], saved["best"]
+        stale, stopped = saved.get("stale", 0), saved.get("stopped", False)
         ctx.log(f"{desc}: resuming after epoch {start_epoch} of {epochs} from {path}")
         if ctx.on_eval is not None:  # a sweep's pruner sees the whole curve again
             for entry in history:
@@ -199,13 +200,14 @@ def train_loop(
     last_save = time.monotonic()
 
     def checkpoint(epochs_done: int) -> None:
-        """At most every `checkpoint_every_s`, and always after the last epoch: a unit whose
-        record cannot be written (disk full) then reruns without training again."""
+        """At most every `checkpoint_every_s`, and always after the last epoch (or an early
+        stop): a unit whose record cannot be written (disk full) then reruns without training."""
         nonlocal last_save
-        if time.monotonic() - last_save < ctx.checkpoint_every_s and epochs_done < epochs:
+        if time.monotonic() - last_save < ctx.checkpoint_every_s and epochs_done < epochs and not stopped:
             return
         save_checkpoint(path, {
             "plan": plan, "epoch": epochs_done, "step": step, "seen": seen, "t_train": t_train, "history": history, "best": best,
+            "stale": stale, "stopped": stopped,
             "module": module.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None, "rng": rng_states(all_generators),
             "stateful": [obj.state_dict() for obj in stateful],
@@ -215,6 +217,8 @@ def train_loop(
     bar = tqdm(total=total_steps, initial=step, desc=desc, leave=False, disable=None if ctx.progress else True,
                dynamic_ncols=True)
     for epoch in range(start_epoch, epochs):
+        if stopped:
+            break
         module.train()
         t0 = time.perf_counter()
         losses = []
@@ -245,6 +249,12 @@ def train_loop(
                 score = -math.inf
             if best["state"] is None or score > best["value"]:
                 best = {"value": score, "epoch": epoch + 1, "state": copy.deepcopy(module.state_dict()), "raw": value}
+                stale = 0
+            else:
+                stale += 1
+            stopped = bool(ctx.budget.patience) and stale >= ctx.budget.patience
+            if stopped:
+                ctx.log(f"{desc}: stopping after epoch {epoch + 1}: no better validation {metric_name} in {stale} evaluations")
             checkpoint(epoch + 1)
     bar.close()
     if best["state"] is not None:
@@ -254,7 +264,8 @@ def train_loop(
         "selection_metric": metric_name if evaluate is not None else None,
         "best_epoch": best["epoch"],
         "best_val_value": best["raw"],
-        "epochs_run": epochs,
+        "epochs_run": history[-1]["epoch"] if history else epochs,
+        "stopped_early": stopped,
         "steps": step,
         "train_images_seen": seen,
         "train_compute_s": t_train,

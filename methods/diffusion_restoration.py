@@ -32,12 +32,15 @@ class DiffusionRestorerConfig:
     schedule: str = "cosine"  # Improved DDPM's; "linear" = Ho et al.'s 1e-4..0.02
     lr: float = 1e-4
     sampling_steps: int = 50
+    num_samples: int = 1  # posterior samples averaged per image (1: one sample, as scored before this option)
     eval_every: int = 5
 
     def __post_init__(self):
         self.block_out_channels = tuple(self.block_out_channels)
         if self.schedule not in SCHEDULES:
             raise BenchError(f"diffusion_restorer schedule must be one of {sorted(SCHEDULES)}, not {self.schedule!r}")
+        if self.num_samples < 1:
+            raise BenchError(f"diffusion_restorer num_samples must be at least 1, not {self.num_samples}")
 
 
 @register_method("diffusion_restorer", "Image-conditioned DDPM (cosine schedule, IDDPM-style), DDIM sampling: denoising / translation")
@@ -75,10 +78,13 @@ class DiffusionRestorer(RestorationMethod):
         ddim.set_timesteps(self.config.sampling_steps)
         gen = torch.Generator().manual_seed(ctx.seed + 59)
 
-        def run(x):
+        def run(x):  # the mean of num_samples restorations: the posterior mean, the MSE-optimal estimate
             cond = x * 2 - 1
-            z = torch.randn(cond.shape, generator=gen).to(cond.device)
-            z = reverse_process(lambda z_t, t: self.unet(torch.cat([z_t, cond], dim=1), t).sample, z, ddim)
-            return (z.clamp(-1, 1) + 1) / 2
+            total = torch.zeros_like(cond)
+            for _ in range(self.config.num_samples):
+                z = torch.randn(cond.shape, generator=gen).to(cond.device)
+                z = reverse_process(lambda z_t, t: self.unet(torch.cat([z_t, cond], dim=1), t).sample, z, ddim)
+                total += (z.clamp(-1, 1) + 1) / 2
+            return total / self.config.num_samples
 
         return restore_batched(run, np.asarray(inputs), ctx)

@@ -4,6 +4,7 @@ the noisy input after a short run, and the suite end to end."""
 import json
 
 import numpy as np
+import torch
 import pytest
 
 from bench.data.load import load_bundle
@@ -114,3 +115,28 @@ def test_restoration_suite_records_per_image_scores_strips_and_the_survey_layout
     assert "## Survey Table 12 layout (denoising): RMSE, PSNR, SSIM" in text
     assert "| method | breast_g20 (smoke) RMSE | breast_g20 (smoke) PSNR | breast_g20 (smoke) SSIM |" in text
     assert "| method | seeds | rmse | nmae | psnr | ssim |" in text
+
+
+def test_diffusion_restorer_averages_num_samples_posterior_samples(tmp_path):
+    """num_samples = 2 returns the mean of the first sample (the same draw as num_samples = 1)
+    and a second one; fewer than 1 is refused."""
+    from bench.errors import BenchError
+    from bench.method import Budget, RunContext
+    from bench.device import make_accelerator
+    from methods.label_diffusion import diffusers_unet
+
+    bundle = load_bundle({**BREAST_NOISY, "max_patches_per_image": 1})
+    inputs = bundle.splits["test"].inputs[:4]
+    spec = METHODS.get("diffusion_restorer")
+    ctx = RunContext(make_accelerator("fp32", cpu=True)[0], 0, Budget(eval_batch_size=8), tmp_path, progress=False)
+    torch.manual_seed(0)
+    unet = diffusers_unet(bundle.spec.size, 2, 1, (32, 64, 64), 1, 8, 8, 0.0).eval()
+    outs = {}
+    for k in (1, 2):
+        method = spec.cls(spec.make_config({**TINY["diffusion_restorer"], "num_samples": k}), bundle.spec)
+        method.unet = unet
+        outs[k] = method.restore(inputs, ctx)
+    second = 2 * outs[2] - outs[1]  # what the second sample restored
+    assert np.all(second > -1e-5) and np.all(second < 1 + 1e-5) and not np.allclose(second, outs[1], atol=1e-3)
+    with pytest.raises(BenchError, match="num_samples must be at least 1"):
+        spec.make_config({"num_samples": 0})

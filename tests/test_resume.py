@@ -105,3 +105,33 @@ def test_the_runner_removes_checkpoints_once_a_record_is_written(tmp_path, data_
     assert [o["status"] for o in outcomes] == ["ok"]
     assert len(there_before) == 1 and list((tmp_path / "results").rglob("seed0.json"))
     assert not list(work.rglob(f"*{SUFFIX}"))
+
+
+def test_patience_stops_a_stage_on_validation_and_a_rerun_does_not_train_on(tmp_path):
+    """Budget.patience: a stage stops after that many validations without a better score;
+    its checkpoint says so, and the rerun (e.g. after a failed record write) trains no more."""
+    acc = make_accelerator("fp32", cpu=True)[0]
+    x, y = torch.randn(64, 4, generator=torch.Generator().manual_seed(0)), torch.arange(64) % 2
+    scores = iter([0.5, 0.7, 0.6, 0.65, 0.69, 0.9, 0.95])  # best at epoch 2, then 3 worse ones
+
+    def run(logs):
+        model = torch.nn.Linear(4, 2)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        ctx = RunContext(acc, 0, Budget(epochs=7, batch_size=16, patience=3), tmp_path, logs.append, False)
+        step = lambda idx: torch.nn.functional.cross_entropy(model(x[idx]), y[idx])  # noqa: E731
+        return train_loop(model, step, lambda: next(scores), ctx, n_train=64, batch_size=16, total_steps=28, epochs=7,
+                          optimizer=opt, desc="patient")
+
+    logs = []
+    summary = run(logs)
+    assert summary["stopped_early"] and summary["best_epoch"] == 2 and summary["epochs_run"] == 5 and summary["steps"] == 20
+    assert any("stopping after epoch 5" in line for line in logs)
+    again = run([])
+    assert again["resumed_after_epoch"] == 5 and again["steps"] == 20 and again["epochs_run"] == 5 and again["stopped_early"]
+
+
+def test_a_budget_without_patience_keeps_the_hash_of_records_made_before_it_existed():
+    from bench.method import config_hash
+
+    assert config_hash("m", {"a": 1}, Budget(epochs=3)) == config_hash("m", {"a": 1}, Budget(epochs=3, patience=None))
+    assert config_hash("m", {"a": 1}, Budget(epochs=3)) != config_hash("m", {"a": 1}, Budget(epochs=3, patience=5))
