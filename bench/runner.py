@@ -10,7 +10,6 @@ suite goes on; nothing already written is touched.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 import traceback
 from dataclasses import dataclass
@@ -213,17 +212,6 @@ def score_generation(method, bundle: DatasetBundle, suite: Suite, preset: Preset
     }
 
 
-def images_hash(bundle) -> str | None:
-    """The pixels of every split (a folder's images may change under the same manifest);
-    None for paired data, whose split hash covers its pixels already."""
-    if not isinstance(bundle, DatasetBundle):
-        return None
-    h = hashlib.sha256()
-    for name in sorted(bundle.splits):
-        h.update(np.ascontiguousarray(bundle.splits[name].images).tobytes())
-    return h.hexdigest()[:16]
-
-
 def data_block(bundle: DatasetBundle | None) -> dict[str, Any] | None:
     """The record's ``data``: what the unit is computed from (part of its identity)."""
     if bundle is None:
@@ -231,7 +219,7 @@ def data_block(bundle: DatasetBundle | None) -> dict[str, Any] | None:
     return {
         "split_hash": bundle.split_hash,
         "files": bundle.files,
-        "images_sha256": images_hash(bundle),
+        "images_sha256": getattr(bundle, "images_sha256", None),  # None for paired data: its split hash covers the pixels
         "duplicates_across_splits": bundle.duplicates_across_splits,
         "n": {k: len(v) for k, v in bundle.splits.items()},
         "source": bundle.spec.source,

@@ -64,6 +64,7 @@ class DatasetBundle:
     splits: dict[str, SplitData]
     files: dict[str, str] = field(default_factory=dict)  # data file -> MD5
     split_hash: str = ""
+    images_sha256: str = ""  # the pixels of every split: a folder's images may change under the same manifest
     duplicates_across_splits: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -76,6 +77,7 @@ def validate_bundle(bundle: DatasetBundle) -> DatasetBundle:
             raise DataError(f"dataset {spec.name!r}: split {name!r} is missing")
         _validate_split(spec, name, bundle.splits[name])
     bundle.split_hash = split_hash(bundle.splits)
+    bundle.images_sha256 = pixels_hash(bundle.splits)
     bundle.duplicates_across_splits = count_cross_split_duplicates(bundle.splits)
     return bundle
 
@@ -106,6 +108,13 @@ def _validate_split(spec: DatasetSpec, name: str, split: SplitData) -> None:
             f"{where}: label {labels[i]} of sample {split.ids[i]!r} (row {i}) is outside "
             f"0..{spec.num_classes - 1}; {bad.size} such labels"
         )
+
+
+def pixels_hash(splits: dict[str, SplitData]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(splits):
+        h.update(np.ascontiguousarray(splits[name].images).tobytes())
+    return h.hexdigest()[:16]
 
 
 def image_hashes(images: np.ndarray) -> list[str]:
