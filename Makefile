@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv clean
+.PHONY: run test test-fast lint venv clean
 
 venv: $(STAMP)
 
@@ -32,8 +32,19 @@ run: $(STAMP)
 	$(BIN)/bench run --suite classification --preset smoke --methods $(RUN_METHODS) --fallback-synthetic $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --results-dir $(RUN_DIR)/results --work-dir $(RUN_DIR)/work
 	$(BIN)/bench leaderboard --suite classification --results-dir $(RUN_DIR)/results --out-dir $(RUN_DIR)/leaderboards
 
+# Two pytest-xdist workers, one thread each (tests/conftest.py), the slow trainings first.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
+
+# Everything but the tests marked slow (the CPU-minute trainings and suite runs).
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -41,7 +41,7 @@ class Metric:
         else:
             why = "e.g. only one class present"
         if np.isnan(value):
-            warnings.warn(f"metric {self.name} is undefined here ({why}); reporting NaN")
+            warnings.warn(f"metric {self.name} is undefined here ({why}); reporting NaN", stacklevel=2)
         return value
 
 
@@ -92,7 +92,7 @@ def per_label_auroc(y: np.ndarray, p: np.ndarray) -> list[float]:
     out = []
     for k in range(p.shape[1]):
         if onehot[:, k].min() == onehot[:, k].max():
-            warnings.warn(f"AUROC of class {k} is undefined (only one value present); NaN")
+            warnings.warn(f"AUROC of class {k} is undefined (only one value present); NaN", stacklevel=2)
             out.append(float("nan"))
         else:
             out.append(float(skm.roc_auc_score(onehot[:, k], p[:, k])))

@@ -313,13 +313,13 @@ def ks_layer_selection(features: list[np.ndarray], names: list[str], alpha: floa
         std = float(np.std(f)) or 1.0
         res = kstest((v - float(np.mean(f))) / std, "norm")
         layers.append({"index": i, "name": name, "statistic": float(res.statistic), "p_value": float(res.pvalue)})
-    kept = [l["index"] for l in layers if l["p_value"] < alpha]
+    kept = [layer["index"] for layer in layers if layer["p_value"] < alpha]
     note = None
     if not kept:
-        kept = [min(layers, key=lambda l: l["p_value"])["index"]]
+        kept = [min(layers, key=lambda layer: layer["p_value"])["index"]]
         note = f"no layer had p < {alpha}; kept the least Gaussian one"
-    for l in layers:
-        l["kept"] = l["index"] in kept
+    for layer in layers:
+        layer["kept"] = layer["index"] in kept
     return {"alpha": alpha, "samples": samples, "layers": layers, "kept": kept,
             "kept_names": [names[i] for i in kept], "note": note}
 
@@ -333,15 +333,15 @@ def plot_ks(selection: dict, path, title: str = "") -> None:
 
     layers = selection["layers"]
     x = np.arange(len(layers))
-    p = np.array([max(l["p_value"], 1e-300) for l in layers])
-    kept = np.array([l["kept"] for l in layers])
+    p = np.array([max(layer["p_value"], 1e-300) for layer in layers])
+    kept = np.array([layer["kept"] for layer in layers])
     fig, ax = plt.subplots(figsize=(max(4, 0.45 * len(layers) + 2), 3))
     ax.plot(x, p, color="0.5", lw=1)
     ax.scatter(x[kept], p[kept], marker="*", s=120, color="gold", edgecolor="k", label="kept (non-Gaussian)", zorder=3)
     ax.scatter(x[~kept], p[~kept], marker="x", s=50, color="red", label="dropped (Gaussian)", zorder=3)
     ax.axhline(selection["alpha"], color="k", ls="--", lw=0.8, label=f"p = {selection['alpha']}")
     ax.set_yscale("log")
-    ax.set_xticks(x, [l["name"] for l in layers], rotation=45, fontsize=8)
+    ax.set_xticks(x, [layer["name"] for layer in layers], rotation=45, fontsize=8)
     ax.set_ylabel("KS p-value")
     ax.set_title(title or "D-Cube: Gaussianity of block outputs", fontsize=9)
     ax.legend(fontsize=7)

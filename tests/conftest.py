@@ -16,6 +16,23 @@ FIXTURE_ONLY = os.environ.get("BENCH_TEST_FIXTURE_ONLY", "") not in ("", "0")
 OFFICIAL_DIRS = [] if FIXTURE_ONLY else [Path(d).expanduser() for d in (os.environ.get("BENCH_DATA_DIR"), SHARED_DATA) if d]
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (`make test` runs two workers on this 2-core machine) each worker
+    is one process on one core: one intra-op thread, also for the processes tests launch."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first: xdist hands out the first tests one by one in turn, so the
+    CPU-minute trainings start at once on both workers and the many short tests fill in
+    after them, instead of one worker ending the run alone on a 5-minute test."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def real_data_dir() -> Path:
     if FIXTURE_ONLY:
         return FIXTURE_DATA

@@ -161,7 +161,7 @@ def test_card_and_diffmic_run_in_a_suite_with_extras_recorded(data_dir, tmp_path
     # the priors' own metrics and every model's share of predictions per class are recorded
     assert set(card["priors"]) == {"f_phi"} and set(diffmic["priors"]) == {"DCG global", "DCG local", "DCG fused"}
     for r in (card, diffmic):
-        for name, prior in r["priors"].items():
+        for prior in r["priors"].values():
             assert 0 <= prior["test"]["auroc"] <= 1 and sum(prior["test"]["predicted_share"]) == pytest.approx(1)
         assert sum(r["predicted_share"]["test"]) == pytest.approx(1) and len(r["predicted_share"]["val"]) == 2
     with np.load(next((tmp_path / "results").rglob("diffmic/*/seed0.npz"))) as npz:

@@ -92,7 +92,7 @@ def test_ks_selection_keeps_structured_layers_and_drops_gaussian_noise(tmp_path)
     names = ["noise", "sparse", "pattern", "noise2"]
     sel = ks_layer_selection([noise, sparse, pattern, g.standard_normal((64, 50, 32))], names, alpha=0.05, samples=1000)
     assert sel["kept"] == [1, 2] and sel["kept_names"] == ["sparse", "pattern"] and sel["note"] is None
-    p = {l["name"]: l["p_value"] for l in sel["layers"]}
+    p = {layer["name"]: layer["p_value"] for layer in sel["layers"]}
     assert p["noise"] > 0.05 and p["noise2"] > 0.05 and p["sparse"] < 1e-6 and p["pattern"] < 1e-6
     plot_ks(sel, tmp_path / "ks.png")
     assert (tmp_path / "ks.png").stat().st_size > 1000
@@ -187,9 +187,9 @@ def test_dcube_and_syn_run_in_a_suite_sharing_the_stage1_model(data_dir, tmp_pat
     dcube_path = next((tmp_path / "results").rglob("dcube/*/seed0.json"))
     dcube = json.loads(dcube_path.read_text())
     layers = dcube["selection"]["layers"]
-    assert [l["name"] for l in layers["layers"]] == ["in0", "mid", "out0"]
-    assert all(0 <= l["p_value"] <= 1 for l in layers["layers"]) and layers["kept"]
-    assert layers["kept"] == [l["index"] for l in layers["layers"] if l["p_value"] < 0.05] or layers["note"]
+    assert [layer["name"] for layer in layers["layers"]] == ["in0", "mid", "out0"]
+    assert all(0 <= layer["p_value"] <= 1 for layer in layers["layers"]) and layers["kept"]
+    assert layers["kept"] == [layer["index"] for layer in layers["layers"] if layer["p_value"] < 0.05] or layers["note"]
     assert (dcube_path.parent / layers["plot"]).is_file()
     assert dcube["selection"]["stage1"]["cache"] == "miss"
     probe = dcube["priors"]["U-ViT features, linear probe"]  # D-Cube's counterpart of a prior

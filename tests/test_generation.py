@@ -37,7 +37,7 @@ def test_generation_suite_scores_every_method_with_one_recorded_extractor(data_d
     versions = set()
     with np.load(data_dir / "retinamnist.npz") as npz:  # the official file (174, 46, 92, 68, 20) or the committed subset
         test_counts = np.bincount(npz["test_labels"].ravel(), minlength=5).tolist()
-    for name, (path, rec) in records.items():
+    for path, rec in records.values():
         m = rec["metrics"]["test"]
         assert m["fid"] > 0 and m["kid_mean"] is not None and 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1
         pc = rec["per_class"]["test"]

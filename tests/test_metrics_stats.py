@@ -112,7 +112,9 @@ def test_paired_bootstrap_detects_a_real_difference():
     y = rng.integers(0, 2, 300)
     good = np.stack([1 - y * 0.8 - 0.1, y * 0.8 + 0.1], 1)
     noisy = _probs(rng, 300, 2)
-    acc = lambda labels, probs: (probs.argmax(1) == labels).mean()
+    def acc(labels, probs):
+        return (probs.argmax(1) == labels).mean()
+
     r = stats.paired_bootstrap(y, good, noisy, acc, n_resamples=300)
     assert r["difference"] == pytest.approx(acc(y, good) - acc(y, noisy))
     assert r["ci_low"] > 0 and r["p_value"] < 0.01

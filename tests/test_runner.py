@@ -144,7 +144,7 @@ def test_two_processes_split_units_and_match_single_process(data_dir, tmp_path):
         # a rank dies with SIGABRT inside torch's launcher now and then on a busy 2-core box
         # (2 of ~10 runs in pytest, none of 5 from a shell; its cause is not found yet): the
         # launch is repeated once, and a second abort fails with the ranks' last lines
-        warnings.warn("two-process run aborted (SIGABRT in a rank); retried once:\n" + multi.stderr[-3000:])
+        warnings.warn("two-process run aborted (SIGABRT in a rank); retried once:\n" + multi.stderr[-3000:], stacklevel=1)
         for leftover in ("multi", "w"):
             shutil.rmtree(tmp_path / leftover, ignore_errors=True)
         multi = run_multi()

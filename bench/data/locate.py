@@ -82,7 +82,7 @@ def locate_file(
         if path.is_file():
             md5 = md5sum(path)
             if expected_md5 and md5 != expected_md5:
-                warnings.warn(f"{path}: MD5 {md5} differs from the official {expected_md5}; using it anyway")
+                warnings.warn(f"{path}: MD5 {md5} differs from the official {expected_md5}; using it anyway", stacklevel=2)
             return path, md5
     looked = ", ".join(str(d) for d in dirs)
     hint = "set BENCH_DATA_DIR, pass --data-dir, or `bench fetch` it on a machine with internet"
