@@ -29,6 +29,7 @@ sigma) 7 / 11 gives 37.8 dB against 36.3 dB for 5 / 6. h = 0.8 sigma was the bes
 16 px; at 32 px 1.0-1.2 sigma scored 0.1-0.8 dB more (most at sigma 0.25). 0.8 stays, as in
 scikit-image's example, rather than a value tuned per suite.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -68,7 +69,9 @@ class _TrainingFree(RestorationMethod):
     def restore(self, inputs: np.ndarray, ctx: RunContext) -> np.ndarray:
         inputs = np.asarray(inputs, dtype=np.float32)
         if inputs.ndim != 4 or inputs.shape[-1] not in (1, 3):
-            raise ValueError(f"{type(self).__name__}.restore: inputs must be [N, H, W, C] with C = 1 or 3, got {inputs.shape}")
+            raise ValueError(
+                f"{type(self).__name__}.restore: inputs must be [N, H, W, C] with C = 1 or 3, got {inputs.shape}"
+            )
         top = _data_range(self.spec)
         out = np.empty_like(inputs)
         for i, image in enumerate(inputs):
@@ -96,7 +99,10 @@ class NLMConfig:
     patch_distance: int | None = None  # None: 6 under 24 px, else 11
 
 
-@register_method("nlm", "Floor: non-local means (scikit-image, fast mode, sigma estimated per image), training-free")
+@register_method(
+    "nlm",
+    "Floor: non-local means (scikit-image, fast mode, sigma estimated per image), training-free",
+)
 class NLM(_TrainingFree):
     Config = NLMConfig
 
@@ -113,5 +119,12 @@ class NLM(_TrainingFree):
             return image
         patch_size, patch_distance = self.sizes(min(image.shape[:2]))
         colour = image.shape[-1] == 3
-        return denoise_nl_means(image if colour else image[..., 0], h=self.config.h_factor * sigma, sigma=sigma, fast_mode=True,
-                                patch_size=patch_size, patch_distance=patch_distance, channel_axis=-1 if colour else None)
+        return denoise_nl_means(
+            image if colour else image[..., 0],
+            h=self.config.h_factor * sigma,
+            sigma=sigma,
+            fast_mode=True,
+            patch_size=patch_size,
+            patch_distance=patch_distance,
+            channel_axis=-1 if colour else None,
+        )

@@ -2,6 +2,7 @@
 middle), residual learning (the network predicts the noise; output = input - noise),
 MSE, Adam 1e-3. Trained on all noise levels of its data, it is the blind "DnCNN-B" of
 the survey's Table 12."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,7 +29,11 @@ class DnCNNNet(nn.Module):
         super().__init__()
         layers = [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True)]
         for _ in range(depth - 2):
-            layers += [nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(width, width, 3, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            ]
         layers.append(nn.Conv2d(width, channels, 3, padding=1))
         self.body = nn.Sequential(*layers)
 
@@ -43,9 +48,17 @@ class DnCNN(RestorationMethod):
     def fit(self, train, val, ctx: RunContext) -> dict:
         cfg = self.config
         self.net = DnCNNNet(self.spec.channels, cfg.depth, cfg.width).to(ctx.device)
-        return train_image_to_image(self.net, lambda x, y: F.mse_loss(self.net(x).float(), y),
-                                    lambda inputs: self.restore(inputs, ctx), train, val, ctx, lr=cfg.lr,
-                                    eval_every=cfg.eval_every, desc="DnCNN")
+        return train_image_to_image(
+            self.net,
+            lambda x, y: F.mse_loss(self.net(x).float(), y),
+            lambda inputs: self.restore(inputs, ctx),
+            train,
+            val,
+            ctx,
+            lr=cfg.lr,
+            eval_every=cfg.eval_every,
+            desc="DnCNN",
+        )
 
     def restore(self, inputs: np.ndarray, ctx: RunContext) -> np.ndarray:
         self.net.eval()

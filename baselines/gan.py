@@ -7,6 +7,7 @@ StyleGAN2 (no mapping network, style modulation, path-length regularisation).
 Trained for the suite's budget; the last generator is kept (no validation metric
 selects a GAN checkpoint here).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,9 +48,23 @@ class Generator(nn.Module):
         chans = [cfg.width * 2 ** min(i, 3) for i in reversed(range(n + 1))]
         self.embed = nn.Embedding(num_classes, cfg.latent_dim)
         self.fc = nn.Linear(2 * cfg.latent_dim, chans[0] * 16)
-        self.blocks = nn.Sequential(*(nn.Sequential(nn.BatchNorm2d(a), nn.ReLU(), nn.Upsample(scale_factor=2),
-                                                    nn.Conv2d(a, b, 3, padding=1)) for a, b in zip(chans, chans[1:])))
-        self.out = nn.Sequential(nn.BatchNorm2d(chans[-1]), nn.ReLU(), nn.Conv2d(chans[-1], channels, 3, padding=1), nn.Tanh())
+        self.blocks = nn.Sequential(
+            *(
+                nn.Sequential(
+                    nn.BatchNorm2d(a),
+                    nn.ReLU(),
+                    nn.Upsample(scale_factor=2),
+                    nn.Conv2d(a, b, 3, padding=1),
+                )
+                for a, b in zip(chans, chans[1:])
+            )
+        )
+        self.out = nn.Sequential(
+            nn.BatchNorm2d(chans[-1]),
+            nn.ReLU(),
+            nn.Conv2d(chans[-1], channels, 3, padding=1),
+            nn.Tanh(),
+        )
         self.c0 = chans[0]
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -74,7 +89,10 @@ class Discriminator(nn.Module):
         return self.linear(h).squeeze(1) + (self.project(y) * h).sum(dim=1)
 
 
-@register_method("cgan", "Conditional GAN (DCGAN generator, projection discriminator with spectral norm, hinge loss); not StyleGAN2")
+@register_method(
+    "cgan",
+    "Conditional GAN (DCGAN generator, projection discriminator with spectral norm, hinge loss); not StyleGAN2",
+)
 class ConditionalGAN(GenerationMethod):
     Config = ConditionalGANConfig
 
@@ -107,13 +125,26 @@ class ConditionalGAN(GenerationMethod):
             with ctx.accelerator.autocast():
                 return -self.D(self.G(z, y), y).mean().float()
 
-        summary = train_loop(nn.ModuleDict({"G": self.G, "D": self.D}), step, None, ctx, n_train=len(train),
-                             batch_size=budget.batch_size, total_steps=total, epochs=epochs, optimizer=opt_g,
-                             generators=(gen,), stateful=(opt_d,), desc="cgan")
+        summary = train_loop(
+            nn.ModuleDict({"G": self.G, "D": self.D}),
+            step,
+            None,
+            ctx,
+            n_train=len(train),
+            batch_size=budget.batch_size,
+            total_steps=total,
+            epochs=epochs,
+            optimizer=opt_g,
+            generators=(gen,),
+            stateful=(opt_d,),
+            desc="cgan",
+        )
         return {**summary, "selection": "last generator"}
 
     @torch.no_grad()
-    def sample(self, labels: np.ndarray, ctx: RunContext, generator: torch.Generator | None = None) -> np.ndarray:
+    def sample(
+        self, labels: np.ndarray, ctx: RunContext, generator: torch.Generator | None = None
+    ) -> np.ndarray:
         cfg = self.config
         self.G.eval()
         generator = generator or torch.Generator().manual_seed(ctx.seed + 41)

@@ -1,5 +1,6 @@
 """No restoration: the degraded input itself. It scores the degradation (e.g. 20 dB
 PSNR for Gaussian noise of sigma 0.1), the floor every restoration method must beat."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -5,6 +5,7 @@ lambda_L1 = 100 times the L1 distance to the target; Adam 2e-4, betas (0.5, 0.99
 The U-Net's depth follows the patch size (down to 1 x 1), so 32 px patches have 5
 levels where the paper's 256 px images have 8. Weights are selected on validation PSNR.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,9 +36,9 @@ class UNetGenerator(nn.Module):
     def __init__(self, channels: int, size: int, width: int):
         super().__init__()
         levels = int(math.log2(size))
-        if 2 ** levels != size or levels < 2:
+        if 2**levels != size or levels < 2:
             raise BenchError(f"pix2pix: patch size must be a power of two >= 4, got {size}")
-        chans = [min(width * 2 ** i, width * 8) for i in range(levels)]
+        chans = [min(width * 2**i, width * 8) for i in range(levels)]
         self.down = nn.ModuleList()
         cin = channels
         for i, c in enumerate(chans):
@@ -51,7 +52,10 @@ class UNetGenerator(nn.Module):
         for i in reversed(range(levels)):
             cout = chans[i - 1] if i else channels
             cin_up = chans[i] if i == levels - 1 else 2 * chans[i]
-            layers = [nn.ReLU(), nn.ConvTranspose2d(cin_up, cout, 4, stride=2, padding=1, bias=i == 0)]
+            layers = [
+                nn.ReLU(),
+                nn.ConvTranspose2d(cin_up, cout, 4, stride=2, padding=1, bias=i == 0),
+            ]
             if i:
                 layers.append(nn.BatchNorm2d(cout))
                 if i >= levels - 3:
@@ -77,8 +81,12 @@ class PatchDiscriminator(nn.Module):
         mods = [nn.Conv2d(2 * channels, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
         c = width
         for i in range(1, layers):
-            n = min(width * 2 ** i, width * 8)
-            mods += [nn.Conv2d(c, n, 4, stride=2 if i < layers - 1 else 1, padding=1, bias=False), nn.BatchNorm2d(n), nn.LeakyReLU(0.2)]
+            n = min(width * 2**i, width * 8)
+            mods += [
+                nn.Conv2d(c, n, 4, stride=2 if i < layers - 1 else 1, padding=1, bias=False),
+                nn.BatchNorm2d(n),
+                nn.LeakyReLU(0.2),
+            ]
             c = n
         mods.append(nn.Conv2d(c, 1, 4, stride=1, padding=1))
         self.net = nn.Sequential(*mods)
@@ -110,7 +118,10 @@ class Pix2pix(RestorationMethod):
             with ctx.accelerator.autocast():
                 fake = self.G(x)
                 real_logits, fake_logits = D(x, y), D(x, fake.detach())
-                d_loss = 0.5 * (bce(real_logits, torch.ones_like(real_logits)) + bce(fake_logits, torch.zeros_like(fake_logits)))
+                d_loss = 0.5 * (
+                    bce(real_logits, torch.ones_like(real_logits))
+                    + bce(fake_logits, torch.zeros_like(fake_logits))
+                )
             if not torch.isfinite(d_loss):
                 raise TrainingError(f"pix2pix: the discriminator's loss became {d_loss.item()}")
             opt_d.zero_grad(set_to_none=True)
@@ -118,12 +129,26 @@ class Pix2pix(RestorationMethod):
             opt_d.step()
             with ctx.accelerator.autocast():
                 logits = D(x, fake)
-                return bce(logits, torch.ones_like(logits)).float() + cfg.lambda_l1 * F.l1_loss(fake.float(), y)
+                return bce(logits, torch.ones_like(logits)).float() + cfg.lambda_l1 * F.l1_loss(
+                    fake.float(), y
+                )
 
-        return train_loop(nn.ModuleDict({"G": self.G, "D": D}), step, lambda: validation_psnr(lambda a: self.restore(a, ctx), val),
-                          ctx, n_train=len(train), batch_size=budget.batch_size, total_steps=total, epochs=epochs,
-                          optimizer=opt_g, metric_name="psnr", eval_every=cfg.eval_every, generators=(gen,),
-                          stateful=(opt_d,), desc="pix2pix")
+        return train_loop(
+            nn.ModuleDict({"G": self.G, "D": D}),
+            step,
+            lambda: validation_psnr(lambda a: self.restore(a, ctx), val),
+            ctx,
+            n_train=len(train),
+            batch_size=budget.batch_size,
+            total_steps=total,
+            epochs=epochs,
+            optimizer=opt_g,
+            metric_name="psnr",
+            eval_every=cfg.eval_every,
+            generators=(gen,),
+            stateful=(opt_d,),
+            desc="pix2pix",
+        )
 
     def restore(self, inputs: np.ndarray, ctx: RunContext) -> np.ndarray:
         self.G.eval()

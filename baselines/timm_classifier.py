@@ -12,6 +12,7 @@ on the device; ``small_input_stem`` swaps a ResNet's 7x7/2 stem and max-pool for
 ``timm.create_model`` (e.g. ``patch_size: 8`` for a ViT on 32 px inputs).
 timm has no ShuffleNet V2; use another small model (e.g. ``timm:mobilenetv3_small_100``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -57,7 +58,9 @@ def build_timm_model(cfg: TimmClassifierConfig, in_chans: int, num_classes: int)
     if cfg.input_size and any(family in cfg.model for family in ("vit", "swin")):
         kwargs.setdefault("img_size", cfg.input_size)
     try:
-        model = timm.create_model(cfg.model, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
+        model = timm.create_model(
+            cfg.model, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs
+        )
     except RuntimeError as exc:  # timm: "Unknown model (...)"
         raise BenchError(f"timm cannot build {cfg.model!r}: {exc}") from exc
     if cfg.weights_file:
@@ -65,7 +68,9 @@ def build_timm_model(cfg: TimmClassifierConfig, in_chans: int, num_classes: int)
     if cfg.small_input_stem:
         if not (isinstance(getattr(model, "conv1", None), nn.Conv2d) and hasattr(model, "maxpool")):
             raise BenchError(f"small_input_stem applies to ResNet-style models, not {cfg.model}")
-        model.conv1 = nn.Conv2d(in_chans, model.conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+        model.conv1 = nn.Conv2d(
+            in_chans, model.conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False
+        )
         model.maxpool = nn.Identity()
     return model
 
@@ -88,7 +93,10 @@ class TimmClassifier(ClassificationMethod):
     """timm classifier trained from scratch (MedMNIST v2 protocol)."""
 
     Config = TimmClassifierConfig
-    SEARCH_SPACE = {"lr": Param("lr", low=1e-4, high=1e-2, log=True), "wd": Param("weight_decay", choices=(0.0, 1e-4, 1e-3))}
+    SEARCH_SPACE = {
+        "lr": Param("lr", low=1e-4, high=1e-2, log=True),
+        "wd": Param("weight_decay", choices=(0.0, 1e-4, 1e-3)),
+    }
 
     def fit(self, train: SplitData, val: SplitData, ctx: RunContext) -> dict:
         cfg = self.config
@@ -105,7 +113,9 @@ class TimmClassifier(ClassificationMethod):
         return train_supervised(self.model, train, val, ctx, settings, self.spec.task)
 
     def predict(self, split: SplitData, ctx: RunContext) -> np.ndarray:
-        return predict_probs(self.model, split, ctx, self.config.input_size, self.spec.task == "multilabel")
+        return predict_probs(
+            self.model, split, ctx, self.config.input_size, self.spec.task == "multilabel"
+        )
 
 
 NAMED = {
@@ -122,7 +132,11 @@ NAMED = {
     "mobilenetv3_small_100": "MobileNetV3-Small",
 }
 for _name, _title in NAMED.items():
-    METHODS.add(_name, MethodSpec(TimmClassifier, {"model": _name}, f"{_title} (timm), from scratch"), f"{_title} (timm), from scratch")
+    METHODS.add(
+        _name,
+        MethodSpec(TimmClassifier, {"model": _name}, f"{_title} (timm), from scratch"),
+        f"{_title} (timm), from scratch",
+    )
 
 
 def _timm_spec(model: str) -> MethodSpec:

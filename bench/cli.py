@@ -1,4 +1,5 @@
 """The `bench` command: run, leaderboard, sweep, paper, reproduce, plots, list, perf, fetch."""
+
 from __future__ import annotations
 
 import argparse
@@ -43,7 +44,9 @@ def cmd_run(args) -> int:
     state = PartialState()
     if state.is_main_process:
         running = f"{len(elsewhere)} running in another process, " if elsewhere else ""
-        print(f"{len(done)} units run, {skipped} already complete, {running}{len(failed)} failed; records in {args.results_dir}/")
+        print(
+            f"{len(done)} units run, {skipped} already complete, {running}{len(failed)} failed; records in {args.results_dir}/"
+        )
         for o in failed:
             print(f"  FAILED {o['unit']}: {o['error']} ({o['record']})")
     if state.num_processes > 1:  # left to interpreter exit, gloo's threads may abort a rank
@@ -54,7 +57,13 @@ def cmd_run(args) -> int:
 def cmd_leaderboard(args) -> int:
     from bench.leaderboard import write_leaderboard
 
-    paths = write_leaderboard(args.suite, results_dir=args.results_dir, out_dir=args.out_dir, reference=args.reference, test=args.test)
+    paths = write_leaderboard(
+        args.suite,
+        results_dir=args.results_dir,
+        out_dir=args.out_dir,
+        reference=args.reference,
+        test=args.test,
+    )
     for p in paths:
         print(f"wrote {p}")
     return 0
@@ -63,13 +72,31 @@ def cmd_leaderboard(args) -> int:
 def cmd_sweep(args) -> int:
     from bench.sweep import run_sweep
 
-    out = run_sweep(args.method, args.dataset, _csv(args.params), suite_name=args.suite, preset_name=args.preset,
-                    trials=args.trials, storage=args.storage, study_name=args.study, seed=args.seed, metric=args.metric,
-                    grid=args.grid, prune=args.prune, worker=args.worker, data_dir=args.data_dir, results_dir=args.results_dir, work_dir=args.work_dir,
-                    progress=not args.no_progress, allow_dirty=args.allow_dirty)
+    out = run_sweep(
+        args.method,
+        args.dataset,
+        _csv(args.params),
+        suite_name=args.suite,
+        preset_name=args.preset,
+        trials=args.trials,
+        storage=args.storage,
+        study_name=args.study,
+        seed=args.seed,
+        metric=args.metric,
+        grid=args.grid,
+        prune=args.prune,
+        worker=args.worker,
+        data_dir=args.data_dir,
+        results_dir=args.results_dir,
+        work_dir=args.work_dir,
+        progress=not args.no_progress,
+        allow_dirty=args.allow_dirty,
+    )
     print(f"study {out['study']}: {out['complete']} complete of {out['trials']} trials")
     if "best" in out:
-        print(f"best: trial {out['best']['number']}, {out['best']['params']} -> {out['best']['value']:.4f}")
+        print(
+            f"best: trial {out['best']['number']}, {out['best']['params']} -> {out['best']['value']:.4f}"
+        )
     for path in out["files"]:
         print(f"wrote {path}")
     return 0
@@ -78,7 +105,9 @@ def cmd_sweep(args) -> int:
 def cmd_paper(args) -> int:
     from bench.paper import write_paper
 
-    print(f"wrote {write_paper(args.paper, args.table, args.results_dir, args.preset, args.out_dir)}")
+    print(
+        f"wrote {write_paper(args.paper, args.table, args.results_dir, args.preset, args.out_dir)}"
+    )
     return 0
 
 
@@ -87,15 +116,21 @@ def cmd_reproduce(args) -> int:
 
     pairs = reproduce(args.paper, args.results_dir, args.preset)
     if not pairs:
-        print(f"{args.paper}: no number of ours to compare yet (run the suites, then `bench paper {args.paper}`)")
+        print(
+            f"{args.paper}: no number of ours to compare yet (run the suites, then `bench paper {args.paper}`)"
+        )
         return 1
     width = max(len(p["method"]) for p in pairs)
     for p in pairs:
-        print(f"Table {p['table']:<5} {p['paper_dataset'][:22]:<22} (ours {p['dataset']}) {p['method']:<{width}} {p['metric']:<9} "
-              f"paper {p['paper']:<8g} ours {p['ours']:<8.4g} (n={p['n_seeds']}, tol {p['tolerance']:g}): {p['verdict']}")
+        print(
+            f"Table {p['table']:<5} {p['paper_dataset'][:22]:<22} (ours {p['dataset']}) {p['method']:<{width}} {p['metric']:<9} "
+            f"paper {p['paper']:<8g} ours {p['ours']:<8.4g} (n={p['n_seeds']}, tol {p['tolerance']:g}): {p['verdict']}"
+        )
     same = [p for p in pairs if p["same_dataset"]]
-    print(f"{sum(p['verdict'] == 'reproduces' for p in same)} of {len(same)} numbers on the paper's own datasets reproduce; "
-          f"{len(pairs) - len(same)} compared on stand-in datasets (not reproductions)")
+    print(
+        f"{sum(p['verdict'] == 'reproduces' for p in same)} of {len(same)} numbers on the paper's own datasets reproduce; "
+        f"{len(pairs) - len(same)} compared on stand-in datasets (not reproductions)"
+    )
     return 0
 
 
@@ -110,7 +145,9 @@ def cmd_plots(args) -> int:
 def cmd_list(args) -> int:
     from bench.registry import DATASETS, METHODS, METRICS, SUITES
 
-    registry = {"methods": METHODS, "datasets": DATASETS, "metrics": METRICS, "suites": SUITES}[args.what]
+    registry = {"methods": METHODS, "datasets": DATASETS, "metrics": METRICS, "suites": SUITES}[
+        args.what
+    ]
     entries = registry.entries()
     width = max(len(e.name) for e in entries)
     for e in entries:
@@ -135,17 +172,38 @@ def cmd_perf(args) -> int:
     from bench.perf_table import write_perf_table
 
     if args.suite:
-        run_perf_suite(args.suite, args.preset, precisions=tuple(_csv(args.precisions)), methods=args.methods,
-                       dataset=args.dataset, data_dir=args.data_dir, batch_size=args.batch_size, train_steps=args.train_steps,
-                       repeats=args.repeats, cpu=args.cpu, results_dir=args.results_dir)
+        run_perf_suite(
+            args.suite,
+            args.preset,
+            precisions=tuple(_csv(args.precisions)),
+            methods=args.methods,
+            dataset=args.dataset,
+            data_dir=args.data_dir,
+            batch_size=args.batch_size,
+            train_steps=args.train_steps,
+            repeats=args.repeats,
+            cpu=args.cpu,
+            results_dir=args.results_dir,
+        )
     elif args.method:
         options = json.loads(args.options) if args.options else {}
         shape = PerfInput(args.image_size, args.channels, args.classes)
-        record, path = run_perf(args.method, options=options, shape=shape, batch_size=args.batch_size,
-                                train_batch_size=args.train_batch_size, train_steps=args.train_steps, repeats=args.repeats,
-                                authors_pattern=args.authors_pattern, precision=args.precision, cpu=args.cpu,
-                                results_dir=args.results_dir)
-        print(f"{args.method} on {record['provenance']['device']} ({record['provenance']['precision']}, {record['pattern']} pattern):")
+        record, path = run_perf(
+            args.method,
+            options=options,
+            shape=shape,
+            batch_size=args.batch_size,
+            train_batch_size=args.train_batch_size,
+            train_steps=args.train_steps,
+            repeats=args.repeats,
+            authors_pattern=args.authors_pattern,
+            precision=args.precision,
+            cpu=args.cpu,
+            results_dir=args.results_dir,
+        )
+        print(
+            f"{args.method} on {record['provenance']['device']} ({record['provenance']['precision']}, {record['pattern']} pattern):"
+        )
         print(f"  {summary_line(record)}; record {path}")
     elif not args.table:
         raise BenchError("bench perf: give --method NAME, --suite NAME --preset P, or --table")
@@ -155,75 +213,144 @@ def cmd_perf(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench", description="Benchmark harness for diffusion-based medical image analysis.")
+    p = argparse.ArgumentParser(
+        prog="bench", description="Benchmark harness for diffusion-based medical image analysis."
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run (or resume) a suite: datasets x methods x seeds")
     r.add_argument("--suite", required=True, help="suite name (bench list suites) or a YAML path")
-    r.add_argument("--preset", default="smoke", help="budget preset of the suite (smoke, full, ...)")
+    r.add_argument(
+        "--preset", default="smoke", help="budget preset of the suite (smoke, full, ...)"
+    )
     r.add_argument("--datasets", type=_csv, help="only these datasets (comma-separated)")
-    r.add_argument("--methods", type=_csv, help="only these methods (comma-separated); any registered name")
+    r.add_argument(
+        "--methods", type=_csv, help="only these methods (comma-separated); any registered name"
+    )
     r.add_argument("--seeds", type=_csv, help="seeds (default: the suite's)")
-    r.add_argument("--data-dir", help="where data files are looked for first (then $BENCH_DATA_DIR, then the cache)")
+    r.add_argument(
+        "--data-dir",
+        help="where data files are looked for first (then $BENCH_DATA_DIR, then the cache)",
+    )
     r.add_argument("--results-dir", default="results")
     r.add_argument("--work-dir", default="runs", help="checkpoints and scratch (not records)")
-    r.add_argument("--download", action="store_true", help="download missing data files (MD5-verified)")
-    r.add_argument("--fallback-synthetic", action="store_true", help="run on the built-in SYNTHETIC datasets when real data is missing")
-    r.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="auto: bf16 autocast on GPUs and on CPUs with native bf16 (AVX-512 BF16, AMX), else fp32")
+    r.add_argument(
+        "--download", action="store_true", help="download missing data files (MD5-verified)"
+    )
+    r.add_argument(
+        "--fallback-synthetic",
+        action="store_true",
+        help="run on the built-in SYNTHETIC datasets when real data is missing",
+    )
+    r.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="auto: bf16 autocast on GPUs and on CPUs with native bf16 (AVX-512 BF16, AMX), else fp32",
+    )
     r.add_argument("--cpu", action="store_true", help="force CPU even when a GPU is present")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
-    r.add_argument("--checkpoint-every", type=float, default=300.0, metavar="SECONDS",
-                   help="checkpoint training at most this often (in --work-dir) so that a killed run resumes mid-unit")
-    r.add_argument("--rerun", action="store_true",
-                   help="run the selected units again even when complete (e.g. after a code change); the new record says what it replaced")
-    r.add_argument("--allow-dirty", action="store_true", help="let uncommitted code write into the published results/ (flagged in the leaderboard)")
+    r.add_argument(
+        "--checkpoint-every",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="checkpoint training at most this often (in --work-dir) so that a killed run resumes mid-unit",
+    )
+    r.add_argument(
+        "--rerun",
+        action="store_true",
+        help="run the selected units again even when complete (e.g. after a code change); the new record says what it replaced",
+    )
+    r.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="let uncommitted code write into the published results/ (flagged in the leaderboard)",
+    )
     r.set_defaults(func=cmd_run)
 
     lb = sub.add_parser("leaderboard", help="rebuild leaderboards/<suite>.md and .csv from records")
     lb.add_argument("--suite", required=True)
     lb.add_argument("--results-dir", default="results")
     lb.add_argument("--out-dir", default="leaderboards")
-    lb.add_argument("--reference", help="reference method of the paired tests (default: the suite's)")
-    lb.add_argument("--test", choices=("ttest", "wilcoxon"), default="ttest", help="paired test over seeds")
+    lb.add_argument(
+        "--reference", help="reference method of the paired tests (default: the suite's)"
+    )
+    lb.add_argument(
+        "--test", choices=("ttest", "wilcoxon"), default="ttest", help="paired test over seeds"
+    )
     lb.set_defaults(func=cmd_leaderboard)
 
-    sw = sub.add_parser("sweep", help="Optuna study over a method's declared search space (validation objective)")
+    sw = sub.add_parser(
+        "sweep", help="Optuna study over a method's declared search space (validation objective)"
+    )
     sw.add_argument("method")
     sw.add_argument("--dataset", required=True)
-    sw.add_argument("--params", required=True, help="declared parameters, comma-separated (e.g. np,k,h)")
-    sw.add_argument("--trials", type=int, help="total trials of the study (default: the grid size, or 20)")
+    sw.add_argument(
+        "--params", required=True, help="declared parameters, comma-separated (e.g. np,k,h)"
+    )
+    sw.add_argument(
+        "--trials", type=int, help="total trials of the study (default: the grid size, or 20)"
+    )
     sw.add_argument("--storage", help="Optuna RDB URL (default: sqlite in results/sweeps/)")
     sw.add_argument("--study", help="study name (default: method-dataset-preset-params)")
     sw.add_argument("--suite", default="classification")
     sw.add_argument("--preset", default="smoke")
     sw.add_argument("--seed", type=int, default=0)
-    sw.add_argument("--metric", help="validation metric to optimise (classification default: auroc)")
-    sw.add_argument("--grid", action="store_true", help="every combination of the parameters' choices")
-    sw.add_argument("--prune", action=argparse.BooleanOptionalAction, default=None,
-                    help="median pruning on intermediate validation scores (default: on, off for --grid)")
-    sw.add_argument("--worker", type=int, default=0, help="number of this worker when several share --storage (0, 1, ...)")
+    sw.add_argument(
+        "--metric", help="validation metric to optimise (classification default: auroc)"
+    )
+    sw.add_argument(
+        "--grid", action="store_true", help="every combination of the parameters' choices"
+    )
+    sw.add_argument(
+        "--prune",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="median pruning on intermediate validation scores (default: on, off for --grid)",
+    )
+    sw.add_argument(
+        "--worker",
+        type=int,
+        default=0,
+        help="number of this worker when several share --storage (0, 1, ...)",
+    )
     sw.add_argument("--data-dir")
     sw.add_argument("--results-dir", default="results")
     sw.add_argument("--work-dir", default="runs")
     sw.add_argument("--no-progress", action="store_true")
-    sw.add_argument("--allow-dirty", action="store_true", help="let uncommitted code write into the published results/")
+    sw.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="let uncommitted code write into the published results/",
+    )
     sw.set_defaults(func=cmd_sweep)
 
-    pp = sub.add_parser("paper", help="regenerate a paper's tables from our records, the paper's numbers beside ours")
+    pp = sub.add_parser(
+        "paper",
+        help="regenerate a paper's tables from our records, the paper's numbers beside ours",
+    )
     pp.add_argument("paper", help="diffmic-v2, dcube, odm or survey")
     pp.add_argument("--table", help="one table id (e.g. IV)")
-    pp.add_argument("--preset", help="records of this preset (default, per dataset: the preset with the most records)")
+    pp.add_argument(
+        "--preset",
+        help="records of this preset (default, per dataset: the preset with the most records)",
+    )
     pp.add_argument("--results-dir", default="results")
     pp.add_argument("--out-dir", default="leaderboards")
     pp.set_defaults(func=cmd_paper)
 
-    rp = sub.add_parser("reproduce", help="compare our numbers with a paper's, within stated tolerances")
+    rp = sub.add_parser(
+        "reproduce", help="compare our numbers with a paper's, within stated tolerances"
+    )
     rp.add_argument("paper")
     rp.add_argument("--preset")
     rp.add_argument("--results-dir", default="results")
     rp.set_defaults(func=cmd_reproduce)
 
-    pl = sub.add_parser("plots", help="ROC curves, confusion matrices, training curves, t-SNE of denoised labels")
+    pl = sub.add_parser(
+        "plots", help="ROC curves, confusion matrices, training curves, t-SNE of denoised labels"
+    )
     pl.add_argument("--suite", default="classification")
     pl.add_argument("--results-dir", default="results")
     pl.add_argument("--out-dir", default="leaderboards/plots")
@@ -233,25 +360,56 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("what", choices=("methods", "datasets", "metrics", "suites"))
     ls.set_defaults(func=cmd_list)
 
-    pf = sub.add_parser("perf", help="training / inference throughput, FLOPs and memory of methods (random weights and images)")
+    pf = sub.add_parser(
+        "perf",
+        help="training / inference throughput, FLOPs and memory of methods (random weights and images)",
+    )
     pf.add_argument("--method", help="one registered method")
-    pf.add_argument("--suite", help="every method of a suite, at --preset's options and batch size; writes leaderboards/perf.md")
+    pf.add_argument(
+        "--suite",
+        help="every method of a suite, at --preset's options and batch size; writes leaderboards/perf.md",
+    )
     pf.add_argument("--preset", default="full", help="with --suite (default: full)")
-    pf.add_argument("--precisions", default="fp32,bf16", help="with --suite: the precisions to measure each method in")
+    pf.add_argument(
+        "--precisions",
+        default="fp32,bf16",
+        help="with --suite: the precisions to measure each method in",
+    )
     pf.add_argument("--methods", type=_csv, help="with --suite: only these methods")
-    pf.add_argument("--dataset", help="with --suite: the dataset whose shape the random images take (default: the suite's first)")
+    pf.add_argument(
+        "--dataset",
+        help="with --suite: the dataset whose shape the random images take (default: the suite's first)",
+    )
     pf.add_argument("--data-dir")
-    pf.add_argument("--table", action="store_true", help="rebuild leaderboards/perf.md from the records (measures nothing by itself)")
+    pf.add_argument(
+        "--table",
+        action="store_true",
+        help="rebuild leaderboards/perf.md from the records (measures nothing by itself)",
+    )
     pf.add_argument("--out-dir", default="leaderboards")
-    pf.add_argument("--options", help='with --method: options as JSON, e.g. \'{"latent_dim": 1024}\' (default: the paper\'s)')
+    pf.add_argument(
+        "--options",
+        help="with --method: options as JSON, e.g. '{\"latent_dim\": 1024}' (default: the paper's)",
+    )
     pf.add_argument("--image-size", type=int, default=224)
     pf.add_argument("--channels", type=int, default=3)
     pf.add_argument("--classes", type=int, default=5)
-    pf.add_argument("--batch-size", type=int, default=64, help="inference batch size (batch 1 is always measured too)")
-    pf.add_argument("--train-batch-size", type=int, default=64, help="with --method (a suite uses its preset's)")
+    pf.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        help="inference batch size (batch 1 is always measured too)",
+    )
+    pf.add_argument(
+        "--train-batch-size", type=int, default=64, help="with --method (a suite uses its preset's)"
+    )
     pf.add_argument("--train-steps", type=int, default=3, help="timed steps per training stage")
     pf.add_argument("--repeats", type=int, default=2, help="timed inference calls")
-    pf.add_argument("--authors-pattern", action="store_true", help="run with the method's AUTHORS_PATTERN options, fp32 (the reference code)")
+    pf.add_argument(
+        "--authors-pattern",
+        action="store_true",
+        help="run with the method's AUTHORS_PATTERN options, fp32 (the reference code)",
+    )
     pf.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     pf.add_argument("--cpu", action="store_true")
     pf.add_argument("--results-dir", default="results")

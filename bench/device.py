@@ -9,6 +9,7 @@ cuDNN's fastest convolutions use). The CPU thread count follows ``OMP_NUM_THREAD
 it is set, else the cores this process may run on (its affinity mask, not the machine's
 core count). All of it is recorded in every record's provenance (``execution``).
 """
+
 from __future__ import annotations
 
 import os

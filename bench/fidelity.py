@@ -12,6 +12,7 @@ Features are extracted once per image set and the metrics are computed from them
 per-class FID reuses the overall features. torch-fidelity's convention is kept: for
 precision/recall, input 1 is the generated set, input 2 the real one.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,7 +33,9 @@ def _fidelity():
     import torch_fidelity
 
     if CLASSIFIER_EXTRACTOR not in torch_fidelity.registry.FEATURE_EXTRACTORS_REGISTRY:
-        torch_fidelity.register_feature_extractor(CLASSIFIER_EXTRACTOR, _classifier_features_class())
+        torch_fidelity.register_feature_extractor(
+            CLASSIFIER_EXTRACTOR, _classifier_features_class()
+        )
     return torch_fidelity
 
 
@@ -47,11 +50,15 @@ def _classifier_features_class():
         def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
             super().__init__(name, features_list)
             if not feature_extractor_weights_path:
-                raise BenchError(f"{CLASSIFIER_EXTRACTOR}: feature_extractor_weights_path (a saved classifier) is required")
+                raise BenchError(
+                    f"{CLASSIFIER_EXTRACTOR}: feature_extractor_weights_path (a saved classifier) is required"
+                )
             from baselines.timm_classifier import TimmClassifierConfig, build_timm_model
 
             blob = torch.load(feature_extractor_weights_path, map_location="cpu", weights_only=True)
-            cfg = TimmClassifierConfig(model=blob["model"], small_input_stem=blob["small_input_stem"])
+            cfg = TimmClassifierConfig(
+                model=blob["model"], small_input_stem=blob["small_input_stem"]
+            )
             self.model = build_timm_model(cfg, blob["in_chans"], blob["num_classes"])
             self.model.load_state_dict(blob["state"])
             self.in_chans, self.input_size = blob["in_chans"], blob["input_size"]
@@ -75,14 +82,22 @@ def _classifier_features_class():
             return torch.zeros(1, 3, 28, 28, dtype=torch.uint8)
 
         def forward(self, x):
-            if not (torch.is_tensor(x) and x.dtype == torch.uint8 and x.dim() == 4 and x.shape[1] == 3):
-                raise BenchError(f"{CLASSIFIER_EXTRACTOR}: expects uint8 [B, 3, H, W] images, got {getattr(x, 'dtype', type(x))} {tuple(getattr(x, 'shape', ()))}")
+            if not (
+                torch.is_tensor(x) and x.dtype == torch.uint8 and x.dim() == 4 and x.shape[1] == 3
+            ):
+                raise BenchError(
+                    f"{CLASSIFIER_EXTRACTOR}: expects uint8 [B, 3, H, W] images, got {getattr(x, 'dtype', type(x))} {tuple(getattr(x, 'shape', ()))}"
+                )
             x = x.float().div(127.5).sub(1.0)
             if self.in_chans == 1:
                 x = x.mean(dim=1, keepdim=True)
             if self.input_size and x.shape[-1] != self.input_size:
-                x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
-            return (self.model.forward_head(self.model.forward_features(x), pre_logits=True).float(),)
+                x = F.interpolate(
+                    x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False
+                )
+            return (
+                self.model.forward_head(self.model.forward_features(x), pre_logits=True).float(),
+            )
 
     return HarnessClassifierFeatures
 
@@ -93,13 +108,20 @@ class Extractor:
 
     name: str  # torch-fidelity registry name
     kwargs: dict[str, Any] = field(default_factory=dict)
-    info: dict[str, Any] = field(default_factory=dict)  # recorded: name, version, what it was trained on
+    info: dict[str, Any] = field(
+        default_factory=dict
+    )  # recorded: name, version, what it was trained on
 
     def create(self):
         tf = _fidelity()
         cuda = torch.cuda.is_available()
-        return tf.utils.create_feature_extractor(self.name, ["pool" if self.name == CLASSIFIER_EXTRACTOR else "2048"],
-                                                 cuda=cuda, verbose=False, **self.kwargs)
+        return tf.utils.create_feature_extractor(
+            self.name,
+            ["pool" if self.name == CLASSIFIER_EXTRACTOR else "2048"],
+            cuda=cuda,
+            verbose=False,
+            **self.kwargs,
+        )
 
 
 def file_sha256(path) -> str:
@@ -117,27 +139,61 @@ def inception_extractor(weights_path: str | None) -> Extractor:
         raise BenchError(
             f"Inception weights not found ({weights_path or 'no path given'}): pass a local copy of torch-fidelity's "
             "'weights-inception-2015-12-05-6726825d.pth' (downloads are not attempted offline), or use the "
-            f"{CLASSIFIER_EXTRACTOR!r} extractor")
-    return Extractor("inception-v3-compat", {"feature_extractor_weights_path": str(weights_path)},
-                     {"name": "inception-v3-compat", "version": file_sha256(weights_path)[:16], "weights": str(weights_path),
-                      "source": "torch-fidelity (TF-FID Inception port)"})
+            f"{CLASSIFIER_EXTRACTOR!r} extractor"
+        )
+    return Extractor(
+        "inception-v3-compat",
+        {"feature_extractor_weights_path": str(weights_path)},
+        {
+            "name": "inception-v3-compat",
+            "version": file_sha256(weights_path)[:16],
+            "weights": str(weights_path),
+            "source": "torch-fidelity (TF-FID Inception port)",
+        },
+    )
 
 
-def save_classifier_extractor(path: Path, model: torch.nn.Module, *, model_name: str, in_chans: int, num_classes: int,
-                              input_size: int | None, small_input_stem: bool, trained_on: dict) -> Extractor:
+def save_classifier_extractor(
+    path: Path,
+    model: torch.nn.Module,
+    *,
+    model_name: str,
+    in_chans: int,
+    num_classes: int,
+    input_size: int | None,
+    small_input_stem: bool,
+    trained_on: dict,
+) -> Extractor:
     """Store a trained timm classifier as a `bench-classifier` extractor file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model_name, "in_chans": in_chans, "num_classes": num_classes, "input_size": input_size,
-                "small_input_stem": small_input_stem, "state": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, path)
+    torch.save(
+        {
+            "model": model_name,
+            "in_chans": in_chans,
+            "num_classes": num_classes,
+            "input_size": input_size,
+            "small_input_stem": small_input_stem,
+            "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        },
+        path,
+    )
     return classifier_extractor(path, trained_on)
 
 
 def classifier_extractor(path: Path, trained_on: dict) -> Extractor:
     blob = torch.load(path, map_location="cpu", weights_only=True)
-    return Extractor(CLASSIFIER_EXTRACTOR, {"feature_extractor_weights_path": str(path)},
-                     {"name": CLASSIFIER_EXTRACTOR, "model": blob["model"], "version": file_sha256(path)[:16],
-                      "file": str(path), "trained_on": trained_on})
+    return Extractor(
+        CLASSIFIER_EXTRACTOR,
+        {"feature_extractor_weights_path": str(path)},
+        {
+            "name": CLASSIFIER_EXTRACTOR,
+            "model": blob["model"],
+            "version": file_sha256(path)[:16],
+            "file": str(path),
+            "trained_on": trained_on,
+        },
+    )
 
 
 def as_fidelity_images(images: np.ndarray, what: str) -> torch.Tensor:
@@ -164,17 +220,32 @@ class _Images(torch.utils.data.Dataset):
         return self.x[i]
 
 
-def extract_features(images: np.ndarray, extractor: Extractor, what: str = "images", batch_size: int = 64) -> torch.Tensor:
+def extract_features(
+    images: np.ndarray, extractor: Extractor, what: str = "images", batch_size: int = 64
+) -> torch.Tensor:
     """[N, D] float64 features of uint8 images (grey images are repeated to 3 channels)."""
     tf = _fidelity()
     fx = extractor.create()
-    feats = tf.utils.get_featuresdict_from_dataset(_Images(as_fidelity_images(images, what)), fx, batch_size,
-                                                   torch.cuda.is_available(), True, False)
+    feats = tf.utils.get_featuresdict_from_dataset(
+        _Images(as_fidelity_images(images, what)),
+        fx,
+        batch_size,
+        torch.cuda.is_available(),
+        True,
+        False,
+    )
     return next(iter(feats.values())).double()
 
 
-def fidelity_metrics(real: torch.Tensor, generated: torch.Tensor, *, kid_subset_size: int = 1000, kid_subsets: int = 100,
-                     k: int = 3, seed: int = 2020) -> dict[str, float]:
+def fidelity_metrics(
+    real: torch.Tensor,
+    generated: torch.Tensor,
+    *,
+    kid_subset_size: int = 1000,
+    kid_subsets: int = 100,
+    k: int = 3,
+    seed: int = 2020,
+) -> dict[str, float]:
     """FID, KID (mean, std over subsets; polynomial kernel) and precision/recall with a
     k-NN manifold (Kynkaenniemi et al.) from features of the real and generated sets."""
     from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
@@ -185,19 +256,42 @@ def fidelity_metrics(real: torch.Tensor, generated: torch.Tensor, *, kid_subset_
     if min(n_gen, n_real) < kid_subset_size:
         raise BenchError(
             f"KID needs at least kid_subset_size = {kid_subset_size} images in each set; got {n_gen} generated and "
-            f"{n_real} real. Generate more images or lower kid_subset_size.")
+            f"{n_real} real. Generate more images or lower kid_subset_size."
+        )
     if min(n_gen, n_real) <= k:
-        raise BenchError(f"precision/recall with k = {k} needs more than {k} images per set; got {n_gen} generated, {n_real} real")
-    fid = fid_statistics_to_metric(fid_features_to_statistics(generated.cpu()), fid_features_to_statistics(real.cpu()), False)
-    kid = kid_features_to_metric(generated, real, kid_subset_size=kid_subset_size, kid_subsets=kid_subsets, rng_seed=seed, verbose=False)
-    prc = prc_features_to_metric(generated, real, prc_neighborhood=k, save_cpu_ram=True, verbose=False)
-    return {"fid": fid["frechet_inception_distance"], "kid_mean": kid["kernel_inception_distance_mean"],
-            "kid_std": kid["kernel_inception_distance_std"], "precision": float(prc["precision"]),
-            "recall": float(prc["recall"])}
+        raise BenchError(
+            f"precision/recall with k = {k} needs more than {k} images per set; got {n_gen} generated, {n_real} real"
+        )
+    fid = fid_statistics_to_metric(
+        fid_features_to_statistics(generated.cpu()), fid_features_to_statistics(real.cpu()), False
+    )
+    kid = kid_features_to_metric(
+        generated,
+        real,
+        kid_subset_size=kid_subset_size,
+        kid_subsets=kid_subsets,
+        rng_seed=seed,
+        verbose=False,
+    )
+    prc = prc_features_to_metric(
+        generated, real, prc_neighborhood=k, save_cpu_ram=True, verbose=False
+    )
+    return {
+        "fid": fid["frechet_inception_distance"],
+        "kid_mean": kid["kernel_inception_distance_mean"],
+        "kid_std": kid["kernel_inception_distance_std"],
+        "precision": float(prc["precision"]),
+        "recall": float(prc["recall"]),
+    }
 
 
-def per_class_fid(real: torch.Tensor, real_labels: np.ndarray, generated: torch.Tensor, generated_labels: np.ndarray,
-                  num_classes: int) -> list[float | None]:
+def per_class_fid(
+    real: torch.Tensor,
+    real_labels: np.ndarray,
+    generated: torch.Tensor,
+    generated_labels: np.ndarray,
+    num_classes: int,
+) -> list[float | None]:
     """FID between the real and generated images of each class (None where either set
     has fewer than 2 images of that class)."""
     from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
@@ -208,5 +302,9 @@ def per_class_fid(real: torch.Tensor, real_labels: np.ndarray, generated: torch.
         if len(r) < 2 or len(g) < 2:
             out.append(None)
             continue
-        out.append(fid_statistics_to_metric(fid_features_to_statistics(g.cpu()), fid_features_to_statistics(r.cpu()), False)["frechet_inception_distance"])
+        out.append(
+            fid_statistics_to_metric(
+                fid_features_to_statistics(g.cpu()), fid_features_to_statistics(r.cpu()), False
+            )["frechet_inception_distance"]
+        )
     return out

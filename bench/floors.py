@@ -8,6 +8,7 @@ AUROC 0.5, balanced accuracy 1/C, accuracy = the largest class's share) and *cha
 shown, to 3 decimals) is no result, and a model that predicts one class for every test
 image is flagged whatever its scores (see ``bench/leaderboard.py``).
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -19,7 +20,15 @@ from bench.metrics import SINGLE_LABEL, compute_all, predictions
 
 #: metrics with a floor (ECE is not one: a constant predictor can be perfectly calibrated;
 #: nor is a generator's precision: a class-mean image sits inside the real manifold)
-FLOORED = ("accuracy", "balanced_accuracy", "auroc", "f1_macro", "precision_macro", "recall_macro", "kappa_quadratic")
+FLOORED = (
+    "accuracy",
+    "balanced_accuracy",
+    "auroc",
+    "f1_macro",
+    "precision_macro",
+    "recall_macro",
+    "kappa_quadratic",
+)
 FLOORED_GENERATION = ("fid", "kid_mean", "recall")
 
 
@@ -33,8 +42,13 @@ def floor_rows(labels: np.ndarray, task: str, num_classes: int) -> dict[str, dic
     else:
         freq = np.bincount(labels.astype(int), minlength=num_classes) / len(labels)
         majority = compute_all(labels, np.tile(freq, (len(labels), 1)), task)
-        chance = {"accuracy": 1 / num_classes, "balanced_accuracy": 1 / num_classes, "recall_macro": 1 / num_classes,
-                  "auroc": 0.5, "kappa_quadratic": 0.0}
+        chance = {
+            "accuracy": 1 / num_classes,
+            "balanced_accuracy": 1 / num_classes,
+            "recall_macro": 1 / num_classes,
+            "auroc": 0.5,
+            "kappa_quadratic": 0.0,
+        }
     keep = lambda d: {k: float(v) for k, v in d.items() if k in FLOORED and np.isfinite(v)}  # noqa: E731
     return {"majority class": keep(majority), "chance": keep(chance)}
 
@@ -57,7 +71,11 @@ def at_or_below(value: float, floor: float | None, higher_is_better: bool = True
     """True when `value`, as a table shows it (3 decimals), does not beat `floor`."""
     if floor is None or not np.isfinite(value):
         return False
-    return round(value, 3) <= round(floor, 3) if higher_is_better else round(value, 3) >= round(floor, 3)
+    return (
+        round(value, 3) <= round(floor, 3)
+        if higher_is_better
+        else round(value, 3) >= round(floor, 3)
+    )
 
 
 def degenerate_generator(record: dict) -> str:
@@ -87,7 +105,11 @@ def predicted_share(probs: np.ndarray, task: str) -> list[float]:
 
 def predicts_one_class(probs: np.ndarray, task: str) -> bool:
     """Every image gets the same predicted class (single-label tasks)."""
-    return task != "multilabel" and len(probs) > 1 and max(predicted_share(np.asarray(probs), task)) >= 1.0
+    return (
+        task != "multilabel"
+        and len(probs) > 1
+        and max(predicted_share(np.asarray(probs), task)) >= 1.0
+    )
 
 
 def _test_arrays(npz_path: str) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -103,14 +125,20 @@ def _test_arrays(npz_path: str) -> tuple[np.ndarray | None, np.ndarray | None]:
 def _read_test_arrays(npz_path: str, mtime_ns: int) -> tuple[np.ndarray | None, np.ndarray | None]:
     try:
         with np.load(npz_path, allow_pickle=False) as npz:
-            return (npz["test_probs"] if "test_probs" in npz.files else None,
-                    npz["test_labels"] if "test_labels" in npz.files else None)
+            return (
+                npz["test_probs"] if "test_probs" in npz.files else None,
+                npz["test_labels"] if "test_labels" in npz.files else None,
+            )
     except (OSError, ValueError):
         return None, None
 
 
 def _npz_path(record: dict) -> str | None:
-    return str(Path(record["_path"]).with_name(record["predictions"])) if record.get("predictions") and record.get("_path") else None
+    return (
+        str(Path(record["_path"]).with_name(record["predictions"]))
+        if record.get("predictions") and record.get("_path")
+        else None
+    )
 
 
 def one_class_seed(record: dict) -> bool:

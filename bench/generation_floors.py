@@ -17,6 +17,7 @@ All of it is measured in the extractor's feature space, on the same reference sp
   images (both resampled, bias-corrected), which says what difference between two FIDs
   is noise.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,7 +36,10 @@ def floor_image_sets(train: SplitData, labels: np.ndarray, seed: int = 0) -> dic
     training split without learning anything."""
     rng = np.random.default_rng(seed)
     labels = np.asarray(labels)
-    out = {name: np.empty((len(labels), *train.images.shape[1:]), dtype=np.uint8) for name in (REAL_VS_REAL, *COLLAPSE_FLOORS)}
+    out = {
+        name: np.empty((len(labels), *train.images.shape[1:]), dtype=np.uint8)
+        for name in (REAL_VS_REAL, *COLLAPSE_FLOORS)
+    }
     for c in np.unique(labels):
         want = np.flatnonzero(labels == c)
         pool = np.flatnonzero(np.asarray(train.labels) == c)
@@ -43,7 +47,9 @@ def floor_image_sets(train: SplitData, labels: np.ndarray, seed: int = 0) -> dic
             raise ValueError(f"class {c} has no training image to build a floor from")
         drawn = rng.choice(pool, size=len(want), replace=len(pool) < len(want))
         out[REAL_VS_REAL][want] = train.images[drawn]
-        out["class-mean image"][want] = np.round(train.images[pool].astype(np.float64).mean(axis=0)).astype(np.uint8)
+        out["class-mean image"][want] = np.round(
+            train.images[pool].astype(np.float64).mean(axis=0)
+        ).astype(np.uint8)
         out["one training image per class"][want] = train.images[rng.choice(pool)]
     return out
 
@@ -65,14 +71,24 @@ def within_class_diversity(features: torch.Tensor, labels: np.ndarray) -> float:
 
 def nearest_distance(features: torch.Tensor, pool: torch.Tensor, chunk: int = 1024) -> float:
     """Mean distance from each row of `features` to its nearest row of `pool`."""
-    mins = [torch.cdist(features[i:i + chunk], pool).min(dim=1).values for i in range(0, len(features), chunk)]
+    mins = [
+        torch.cdist(features[i : i + chunk], pool).min(dim=1).values
+        for i in range(0, len(features), chunk)
+    ]
     return float(torch.cat(mins).mean())
 
 
-def sample_diagnostics(real: torch.Tensor, real_labels: np.ndarray, fake: torch.Tensor, fake_labels: np.ndarray,
-                       train: torch.Tensor) -> dict[str, float]:
+def sample_diagnostics(
+    real: torch.Tensor,
+    real_labels: np.ndarray,
+    fake: torch.Tensor,
+    fake_labels: np.ndarray,
+    train: torch.Tensor,
+) -> dict[str, float]:
     """Diversity and memorisation ratios of a generated set (see the module docstring)."""
-    diversity = within_class_diversity(fake, fake_labels) / within_class_diversity(real, real_labels)
+    diversity = within_class_diversity(fake, fake_labels) / within_class_diversity(
+        real, real_labels
+    )
     copying = nearest_distance(fake, train) / nearest_distance(real, train)
     return {"diversity": diversity, "novelty": copying}
 
@@ -87,12 +103,24 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(mu @ mu + ca.trace() + cb.trace() - 2 * eig.sqrt().sum())
 
 
-def fid_bootstrap_interval(real: torch.Tensor, fake: torch.Tensor, n_boot: int = 200, seed: int = 0) -> list[float]:
+def fid_bootstrap_interval(
+    real: torch.Tensor, fake: torch.Tensor, n_boot: int = 200, seed: int = 0
+) -> list[float]:
     """A 95 % interval of FID from bootstrap resamples of both sets: the 2.5th and 97.5th
     percentiles, shifted by the bootstrap's bias (a resample repeats images, which
     inflates FID: the resampled values sit above the estimate itself), floored at 0."""
     g = torch.Generator().manual_seed(seed)
-    values = np.array([frechet_distance(real[torch.randint(len(real), (len(real),), generator=g)],
-                                        fake[torch.randint(len(fake), (len(fake),), generator=g)]) for _ in range(n_boot)])
+    values = np.array(
+        [
+            frechet_distance(
+                real[torch.randint(len(real), (len(real),), generator=g)],
+                fake[torch.randint(len(fake), (len(fake),), generator=g)],
+            )
+            for _ in range(n_boot)
+        ]
+    )
     bias = values.mean() - frechet_distance(real, fake)
-    return [max(0.0, float(np.percentile(values, 2.5) - bias)), max(0.0, float(np.percentile(values, 97.5) - bias))]
+    return [
+        max(0.0, float(np.percentile(values, 2.5) - bias)),
+        max(0.0, float(np.percentile(values, 97.5) - bias)),
+    ]

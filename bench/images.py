@@ -1,4 +1,5 @@
 """Image strips for humans: sample grids saved as PNG beside the records."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,7 +17,7 @@ def save_class_grid(images: np.ndarray, labels: np.ndarray, path: Path, per_clas
     for c in np.unique(labels):
         row = np.zeros((size_h, per_class * size_w, ch), dtype=np.uint8)
         for i, im in enumerate(images[np.asarray(labels) == c][:per_class]):
-            row[:, i * size_w:(i + 1) * size_w] = im
+            row[:, i * size_w : (i + 1) * size_w] = im
         rows.append(row)
     grid = np.concatenate(rows, axis=0)
     path = Path(path)

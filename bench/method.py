@@ -6,15 +6,17 @@ on ``val`` only, never on test) and ``predict(split, ctx) -> probabilities [N, C
 generation methods ``fit`` and ``sample(labels, ctx) -> uint8 images``; restoration
 methods ``fit`` on paired patches and ``restore(inputs, ctx) -> images``.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -65,10 +67,18 @@ class RunContext:
     progress: bool = True
     cache_dir: Path | None = None  # shared across units: pretrained priors keyed by hash
     data_id: str = ""  # identifies the data and its splits (the bundle's split hash)
-    artifact_stem: Path | None = None  # files a method writes beside its record: f"{stem}.<what>.png"
-    on_eval: Callable[[int, float], None] | None = None  # each validation score (epoch, value): sweeps prune on it
-    checkpoint_every_s: float = 300.0  # training is checkpointed after validation at most this often (resume)
-    probe: TrainingProbe | None = None  # bench perf: measure a few steps of each training stage, then stop
+    artifact_stem: Path | None = (
+        None  # files a method writes beside its record: f"{stem}.<what>.png"
+    )
+    on_eval: Callable[[int, float], None] | None = (
+        None  # each validation score (epoch, value): sweeps prune on it
+    )
+    checkpoint_every_s: float = (
+        300.0  # training is checkpointed after validation at most this often (resume)
+    )
+    probe: TrainingProbe | None = (
+        None  # bench perf: measure a few steps of each training stage, then stop
+    )
 
     @property
     def device(self):
@@ -147,7 +157,9 @@ class MethodSpec:
     preset_options_of: str | None = None
 
     def make_config(self, overrides: dict[str, Any] | None = None):
-        return build_config(self.cls.Config, {**self.defaults, **(overrides or {})}, self.cls.__name__)
+        return build_config(
+            self.cls.Config, {**self.defaults, **(overrides or {})}, self.cls.__name__
+        )
 
 
 def build_config(config_cls: type, values: dict[str, Any], owner: str):
@@ -161,7 +173,9 @@ def build_config(config_cls: type, values: dict[str, Any], owner: str):
     return config_cls(**values)
 
 
-def register_method(name: str, description: str = "", preset_options_of: str | None = None, **defaults):
+def register_method(
+    name: str, description: str = "", preset_options_of: str | None = None, **defaults
+):
     """Class decorator: ``@register_method("diffmic_v2")``. A variant registered with
     ``preset_options_of="diffmic_v2"`` runs with that method's preset options (sizes,
     budgets of sub-models) under its own, so that ablations are sized like the method."""
@@ -178,13 +192,19 @@ def config_dict(config) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config), default=str))
 
 
-def config_hash(method: str, config: dict[str, Any], budget: Budget, precision: str = "fp32") -> str:
+def config_hash(
+    method: str, config: dict[str, Any], budget: Budget, precision: str = "fp32"
+) -> str:
     """Stable short hash of what defines a run's settings (the seed is kept apart).
 
     The precision is part of a unit's identity, so bf16 and fp32 runs of one config are
     separate units side by side; fp32, the only precision before bf16 on CPUs, is left
     out of the payload so that every older record keeps its hash."""
-    budget_fields = {k: v for k, v in dataclasses.asdict(budget).items() if not (k in LATER_BUDGET_DEFAULTS and v == LATER_BUDGET_DEFAULTS[k])}
+    budget_fields = {
+        k: v
+        for k, v in dataclasses.asdict(budget).items()
+        if not (k in LATER_BUDGET_DEFAULTS and v == LATER_BUDGET_DEFAULTS[k])
+    }
     settings = {"method": method, "config": config, "budget": budget_fields}
     if precision != "fp32":
         settings["precision"] = precision

@@ -7,11 +7,12 @@ accuracy at threshold 0.5 (the MedMNIST convention); quadratic kappa on argmax
 predictions; ECE is top-label, 15 equal-width bins. An undefined metric (e.g. AUROC
 with one class present) is NaN with a warning, never a crash and never a silent 0.
 """
+
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from sklearn import metrics as skm
@@ -35,19 +36,25 @@ class Metric:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", category=UndefinedMetricWarning)
-                value = float(self.fn(np.asarray(labels), np.asarray(probs, dtype=np.float64), task))
+                value = float(
+                    self.fn(np.asarray(labels), np.asarray(probs, dtype=np.float64), task)
+                )
         except ValueError as exc:  # sklearn raises for some undefined cases
             value, why = float("nan"), str(exc)
         else:
             why = "e.g. only one class present"
         if np.isnan(value):
-            warnings.warn(f"metric {self.name} is undefined here ({why}); reporting NaN", stacklevel=2)
+            warnings.warn(
+                f"metric {self.name} is undefined here ({why}); reporting NaN", stacklevel=2
+            )
         return value
 
 
 def metric(name: str, description: str, higher_is_better: bool = True, tasks=ALL_TASKS):
     def wrap(fn):
-        return METRICS.add(name, Metric(name, fn, higher_is_better, tuple(tasks), description), description)
+        return METRICS.add(
+            name, Metric(name, fn, higher_is_better, tuple(tasks), description), description
+        )
 
     return wrap
 
@@ -70,7 +77,9 @@ def _macro(score_fn):
     return lambda y, p, task: score_fn(y, predictions(p, task), average="macro", zero_division=0)
 
 
-metric("precision_macro", "macro precision (0 for a never-predicted class)")(_macro(skm.precision_score))
+metric("precision_macro", "macro precision (0 for a never-predicted class)")(
+    _macro(skm.precision_score)
+)
 metric("recall_macro", "macro recall (sensitivity)")(_macro(skm.recall_score))
 metric("f1_macro", "macro F1")(_macro(skm.f1_score))
 
@@ -83,7 +92,9 @@ def auroc(y, p, task):
         return float(np.mean(per_label_auroc(y, p)))
     if len(np.unique(y)) < p.shape[1]:
         raise ValueError(f"only {len(np.unique(y))} of {p.shape[1]} classes present")
-    return skm.roc_auc_score(y, p / p.sum(axis=1, keepdims=True), multi_class="ovr", average="macro")
+    return skm.roc_auc_score(
+        y, p / p.sum(axis=1, keepdims=True), multi_class="ovr", average="macro"
+    )
 
 
 def per_label_auroc(y: np.ndarray, p: np.ndarray) -> list[float]:
@@ -92,14 +103,18 @@ def per_label_auroc(y: np.ndarray, p: np.ndarray) -> list[float]:
     out = []
     for k in range(p.shape[1]):
         if onehot[:, k].min() == onehot[:, k].max():
-            warnings.warn(f"AUROC of class {k} is undefined (only one value present); NaN", stacklevel=2)
+            warnings.warn(
+                f"AUROC of class {k} is undefined (only one value present); NaN", stacklevel=2
+            )
             out.append(float("nan"))
         else:
             out.append(float(skm.roc_auc_score(onehot[:, k], p[:, k])))
     return out
 
 
-@metric("kappa_quadratic", "quadratic-weighted Cohen's kappa (ordinal agreement)", tasks=SINGLE_LABEL)
+@metric(
+    "kappa_quadratic", "quadratic-weighted Cohen's kappa (ordinal agreement)", tasks=SINGLE_LABEL
+)
 def kappa_quadratic(y, p, task):
     pred = predictions(p, task)
     if len(np.unique(np.concatenate([y, pred]))) < 2:
@@ -107,7 +122,11 @@ def kappa_quadratic(y, p, task):
     return skm.cohen_kappa_score(y, pred, weights="quadratic")
 
 
-@metric("ece", "expected calibration error, top-label, 15 bins (lower is better)", higher_is_better=False)
+@metric(
+    "ece",
+    "expected calibration error, top-label, 15 bins (lower is better)",
+    higher_is_better=False,
+)
 def ece(y, p, task, n_bins: int = 15):
     if task == "multilabel":  # marginal calibration over all (sample, label) pairs
         confidence, correct = p.ravel(), y.ravel().astype(float)
@@ -123,7 +142,11 @@ def ece(y, p, task, n_bins: int = 15):
 
 
 def compute_all(labels: np.ndarray, probs: np.ndarray, task: str) -> dict[str, float]:
-    return {m.obj.name: m.obj(labels, probs, task) for m in METRICS.entries() if m.obj and task in m.obj.tasks}
+    return {
+        m.obj.name: m.obj(labels, probs, task)
+        for m in METRICS.entries()
+        if m.obj and task in m.obj.tasks
+    }
 
 
 def per_class(labels: np.ndarray, probs: np.ndarray, task: str) -> dict[str, list[float]]:
@@ -146,17 +169,43 @@ GENERATION = ("generation",)
 
 
 def _from_features(*_):
-    raise TypeError("generation and restoration metrics are computed from images (bench.fidelity, bench.image_quality), not from probabilities")
+    raise TypeError(
+        "generation and restoration metrics are computed from images (bench.fidelity, bench.image_quality), not from probabilities"
+    )
 
 
 for _name, _text, _higher in (
-    ("fid", "Frechet distance between generated and real feature statistics (torch-fidelity; lower is better)", False),
-    ("kid_mean", "kernel (polynomial) MMD between generated and real features, mean over subsets (lower is better)", False),
+    (
+        "fid",
+        "Frechet distance between generated and real feature statistics (torch-fidelity; lower is better)",
+        False,
+    ),
+    (
+        "kid_mean",
+        "kernel (polynomial) MMD between generated and real features, mean over subsets (lower is better)",
+        False,
+    ),
     ("kid_std", "standard deviation of KID over subsets (spread, not a score)", False),
-    ("precision", "fraction of generated images inside the real k-NN manifold (k = 3; fidelity)", True),
-    ("recall", "fraction of real images inside the generated k-NN manifold (k = 3; diversity)", True),
-    ("diversity", "within-class mean pairwise feature distance, generated / real (1 = as varied; near 0 = collapsed)", True),
-    ("novelty", "distance to the nearest training image, generated / real held-out (1 = as new; near 0 = copies)", True),
+    (
+        "precision",
+        "fraction of generated images inside the real k-NN manifold (k = 3; fidelity)",
+        True,
+    ),
+    (
+        "recall",
+        "fraction of real images inside the generated k-NN manifold (k = 3; diversity)",
+        True,
+    ),
+    (
+        "diversity",
+        "within-class mean pairwise feature distance, generated / real (1 = as varied; near 0 = collapsed)",
+        True,
+    ),
+    (
+        "novelty",
+        "distance to the nearest training image, generated / real held-out (1 = as new; near 0 = copies)",
+        True,
+    ),
 ):
     metric(_name, _text, higher_is_better=_higher, tasks=GENERATION)(_from_features)
 
@@ -168,4 +217,3 @@ for _name, _text, _higher in (
     ("rmse", "root mean squared error in data-range units (lower is better)", False),
 ):
     metric(_name, _text, higher_is_better=_higher, tasks=("restoration",))(_from_features)
-

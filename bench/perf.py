@@ -15,6 +15,7 @@ a fraction of the peak of the precision it ran in. Records go to
 (for DiffMIC-v2: every encoder re-run at each sampling step, as the reference code
 does) in fp32, for the side-by-side with our implementation.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,8 +23,9 @@ import json
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,7 +60,7 @@ class PerfInput:
     name: str = ""  # the dataset whose shape this is, if any
 
     @classmethod
-    def of(cls, spec) -> "PerfInput":
+    def of(cls, spec) -> PerfInput:
         return cls(spec.size, spec.channels, max(1, len(spec.class_names)), spec.name)
 
 
@@ -81,28 +83,58 @@ def random_data(task: str, shape: PerfInput, n: int, rng: np.random.Generator):
     """(spec, split) of `n` random images with balanced labels, in the task's format."""
     labels = np.arange(n) % shape.classes
     ids = [f"random/{i}" for i in range(n)]
-    images = rng.integers(0, 256, (n, shape.image_size, shape.image_size, shape.channels), dtype=np.uint8)
+    images = rng.integers(
+        0, 256, (n, shape.image_size, shape.image_size, shape.channels), dtype=np.uint8
+    )
     source = f"random uint8 images of {shape.name or 'the given'} shape (bench perf)"
     if task == "restoration":
-        spec = PairedSpec(name=f"random-{shape.image_size}px", channels=shape.channels, size=shape.image_size,
-                          degradation={"kind": "gaussian", "sigma": 0.1}, source=source, synthetic=True)
+        spec = PairedSpec(
+            name=f"random-{shape.image_size}px",
+            channels=shape.channels,
+            size=shape.image_size,
+            degradation={"kind": "gaussian", "sigma": 0.1},
+            source=source,
+            synthetic=True,
+        )
         clean = images.astype(np.float32) / 255
         noisy = (clean + 0.1 * rng.standard_normal(clean.shape)).astype(np.float32)
         return spec, PairedSplit(noisy, clean, ids, list(ids))  # each patch its own source image
-    spec = DatasetSpec(name=f"random-{shape.image_size}px", task="multiclass", class_names=tuple(f"c{i}" for i in range(shape.classes)),
-                       channels=shape.channels, size=shape.image_size, source=source, synthetic=True)
+    spec = DatasetSpec(
+        name=f"random-{shape.image_size}px",
+        task="multiclass",
+        class_names=tuple(f"c{i}" for i in range(shape.classes)),
+        channels=shape.channels,
+        size=shape.image_size,
+        source=source,
+        synthetic=True,
+    )
     return spec, SplitData(images, labels, ids)
 
 
 def _rate(flops_per_image: float, images_per_s: float, peak: float) -> dict[str, float]:
     achieved = flops_per_image * images_per_s / 1e9
-    return {"achieved_gflops": achieved, "fraction_of_peak": achieved / peak if peak > 0 else float("nan")}
+    return {
+        "achieved_gflops": achieved,
+        "fraction_of_peak": achieved / peak if peak > 0 else float("nan"),
+    }
 
 
-def run_perf(method: str, *, options: dict[str, Any] | None = None, shape: PerfInput = PerfInput(), batch_size: int = 64,
-             train_batch_size: int = 64, train_steps: int = 3, repeats: int = 2, authors_pattern: bool = False,
-             precision: str = "auto", cpu: bool = False, results_dir: str | Path = "results", preset: str | None = None,
-             log=print) -> tuple[dict, Path]:
+def run_perf(
+    method: str,
+    *,
+    options: dict[str, Any] | None = None,
+    shape: PerfInput = PerfInput(),
+    batch_size: int = 64,
+    train_batch_size: int = 64,
+    train_steps: int = 3,
+    repeats: int = 2,
+    authors_pattern: bool = False,
+    precision: str = "auto",
+    cpu: bool = False,
+    results_dir: str | Path = "results",
+    preset: str | None = None,
+    log=print,
+) -> tuple[dict, Path]:
     """Measure one method (options as given, e.g. a suite preset's) and write its record."""
     spec_entry = METHODS.get(method)
     cls = spec_entry.cls
@@ -110,31 +142,56 @@ def run_perf(method: str, *, options: dict[str, Any] | None = None, shape: PerfI
     if authors_pattern:
         pattern = getattr(cls, "AUTHORS_PATTERN", None)
         if not pattern:
-            raise BenchError(f"bench perf: {method} declares no AUTHORS_PATTERN (options reproducing the reference code's pattern)")
+            raise BenchError(
+                f"bench perf: {method} declares no AUTHORS_PATTERN (options reproducing the reference code's pattern)"
+            )
         options.update(pattern)
         precision = "fp32"
     config = spec_entry.make_config(options)
     accelerator, precision = make_accelerator(precision, cpu)
     device = accelerator.device
-    peaks = {"fp32": matmul_peak(device, torch.float32), "bf16": matmul_peak(device, torch.bfloat16)}
+    peaks = {
+        "fp32": matmul_peak(device, torch.float32),
+        "bf16": matmul_peak(device, torch.bfloat16),
+    }
     rng = np.random.default_rng(0)
     data_spec, train = random_data(cls.task, shape, max(2 * train_batch_size, shape.classes), rng)
     _, val = random_data(cls.task, shape, max(8, shape.classes), rng)
     budget = Budget(epochs=1, batch_size=train_batch_size, eval_batch_size=batch_size)
     probe = TrainingProbe(steps=train_steps)
     with tempfile.TemporaryDirectory(prefix="bench-perf-") as scratch:
-        ctx = RunContext(accelerator, 0, budget, Path(scratch), log, False, cache_dir=Path(scratch) / "cache",
-                         data_id="perf-random", probe=probe)
+        ctx = RunContext(
+            accelerator,
+            0,
+            budget,
+            Path(scratch),
+            log,
+            False,
+            cache_dir=Path(scratch) / "cache",
+            data_id="perf-random",
+            probe=probe,
+        )
         torch.manual_seed(0)
         m = cls(config, data_spec)
         reset_peak_memory(device)
         m.fit(train, val, ctx)
         train_memory = peak_memory(device)
-        result: dict[str, Any] = {"training_stages": probe.stages, "train_peak_memory": train_memory}
+        result: dict[str, Any] = {
+            "training_stages": probe.stages,
+            "train_peak_memory": train_memory,
+        }
         if probe.stages:  # the method's own training is its last stage; earlier ones are its priors
             main = probe.stages[-1]
-            result.update(train_images_per_s=main["images_per_s"], train_flops_per_image=main["flops_per_image"],
-                          **{f"train_{k}": v for k, v in _rate(main["flops_per_image"], main["images_per_s"], peaks[precision]).items()})
+            result.update(
+                train_images_per_s=main["images_per_s"],
+                train_flops_per_image=main["flops_per_image"],
+                **{
+                    f"train_{k}": v
+                    for k, v in _rate(
+                        main["flops_per_image"], main["images_per_s"], peaks[precision]
+                    ).items()
+                },
+            )
         for n, key in ((batch_size, "inference"), (1, "batch1")):
             _, split = random_data(cls.task, shape, n, rng)
             ctx.budget = dataclasses.replace(budget, eval_batch_size=n)
@@ -145,14 +202,22 @@ def run_perf(method: str, *, options: dict[str, Any] | None = None, shape: PerfI
             flops = counter.get_total_flops() / n
             sync_device(device)
             t0 = time.perf_counter()
-            calls = repeats if t0 - t_first < LONG_CALL_S else 1  # a sampler of minutes is timed once
+            calls = (
+                repeats if t0 - t_first < LONG_CALL_S else 1
+            )  # a sampler of minutes is timed once
             for _ in range(calls):
                 INFER[cls.task](m, split, ctx)
             sync_device(device)
             s = (time.perf_counter() - t0) / calls
-            result.update({f"{key}_images_per_s": n / s, f"{key}_ms_per_image": 1000 * s / n, f"{key}_flops_per_image": flops,
-                           f"{key}_peak_memory": peak_memory(device),
-                           **{f"{key}_{k}": v for k, v in _rate(flops, n / s, peaks[precision]).items()}})
+            result.update(
+                {
+                    f"{key}_images_per_s": n / s,
+                    f"{key}_ms_per_image": 1000 * s / n,
+                    f"{key}_flops_per_image": flops,
+                    f"{key}_peak_memory": peak_memory(device),
+                    **{f"{key}_{k}": v for k, v in _rate(flops, n / s, peaks[precision]).items()},
+                }
+            )
     cfg = config_dict(config)
     record = {
         "kind": "perf",
@@ -170,16 +235,36 @@ def run_perf(method: str, *, options: dict[str, Any] | None = None, shape: PerfI
         "results": result,
         "provenance": {**environment(device, precision, 1), "finished": now()},
     }
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{device.type}-{precision}-{record['pattern']}-b{batch_size}").strip("-")
-    path = Path(results_dir) / "perf" / re.sub(r"[^A-Za-z0-9_.-]+", "-", method) / record["config_hash"] / f"{slug}.json"
+    slug = re.sub(
+        r"[^A-Za-z0-9]+", "-", f"{device.type}-{precision}-{record['pattern']}-b{batch_size}"
+    ).strip("-")
+    path = (
+        Path(results_dir)
+        / "perf"
+        / re.sub(r"[^A-Za-z0-9_.-]+", "-", method)
+        / record["config_hash"]
+        / f"{slug}.json"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     return record, path
 
 
-def run_perf_suite(suite_name: str, preset_name: str, *, precisions: tuple[str, ...] = ("fp32", "bf16"), methods: list[str] | None = None,
-                   dataset: str | None = None, data_dir=None, batch_size: int = 64, train_steps: int = 3, repeats: int = 2,
-                   cpu: bool = False, results_dir: str | Path = "results", log=print) -> list[Path]:
+def run_perf_suite(
+    suite_name: str,
+    preset_name: str,
+    *,
+    precisions: tuple[str, ...] = ("fp32", "bf16"),
+    methods: list[str] | None = None,
+    dataset: str | None = None,
+    data_dir=None,
+    batch_size: int = 64,
+    train_steps: int = 3,
+    repeats: int = 2,
+    cpu: bool = False,
+    results_dir: str | Path = "results",
+    log=print,
+) -> list[Path]:
     """Every method of a suite at a preset's options and train batch size, in each
     precision, on random data of the shape of the suite's first dataset (or `dataset`);
     methods that declare an authors' pattern are measured in it too."""
@@ -191,19 +276,37 @@ def run_perf_suite(suite_name: str, preset_name: str, *, precisions: tuple[str, 
     entries = [e for e in suite.methods if not methods or e.name in methods]
     if methods and len(entries) != len(methods):
         unknown = sorted(set(methods) - {e.name for e in entries})
-        raise BenchError(f"methods {unknown} are not in suite {suite.name!r} ({', '.join(e.name for e in suite.methods)})")
+        raise BenchError(
+            f"methods {unknown} are not in suite {suite.name!r} ({', '.join(e.name for e in suite.methods)})"
+        )
     entry = dataset or suite.datasets[0]
     shape = PerfInput.of(dataset_source(entry).load(data_dir=data_dir).spec)
     paths = []
     for e in entries:
         spec = METHODS.get(e.name)
         options = suite.options_for(e, preset, spec.preset_options_of)
-        runs = [(p, False) for p in precisions] + ([("fp32", True)] if getattr(spec.cls, "AUTHORS_PATTERN", None) else [])
+        runs = [(p, False) for p in precisions] + (
+            [("fp32", True)] if getattr(spec.cls, "AUTHORS_PATTERN", None) else []
+        )
         for precision, authors in runs:
-            log(f"perf {e.name} ({precision}{', authors pattern' if authors else ''}) on {shape.name} shape ...")
-            record, path = run_perf(e.name, options=options, shape=shape, batch_size=batch_size, train_batch_size=preset.budget.batch_size,
-                                    train_steps=train_steps, repeats=repeats, authors_pattern=authors, precision=precision, cpu=cpu,
-                                    results_dir=results_dir, preset=preset.name, log=lambda msg: None)
+            log(
+                f"perf {e.name} ({precision}{', authors pattern' if authors else ''}) on {shape.name} shape ..."
+            )
+            record, path = run_perf(
+                e.name,
+                options=options,
+                shape=shape,
+                batch_size=batch_size,
+                train_batch_size=preset.budget.batch_size,
+                train_steps=train_steps,
+                repeats=repeats,
+                authors_pattern=authors,
+                precision=precision,
+                cpu=cpu,
+                results_dir=results_dir,
+                preset=preset.name,
+                log=lambda msg: None,
+            )
             log("  " + summary_line(record))
             paths.append(path)
     return paths
@@ -211,7 +314,12 @@ def run_perf_suite(suite_name: str, preset_name: str, *, precisions: tuple[str, 
 
 def summary_line(record: dict) -> str:
     r = record["results"]
-    train = (f"train {r['train_images_per_s']:.1f} img/s ({100 * r['train_fraction_of_peak']:.0f} % of peak)"
-             if "train_images_per_s" in r else "no training")
-    return (f"{train}; inference {r['inference_images_per_s']:.1f} img/s at batch {record['batch_size']} "
-            f"({100 * r['inference_fraction_of_peak']:.0f} % of peak); batch 1 {r['batch1_ms_per_image']:.1f} ms")
+    train = (
+        f"train {r['train_images_per_s']:.1f} img/s ({100 * r['train_fraction_of_peak']:.0f} % of peak)"
+        if "train_images_per_s" in r
+        else "no training"
+    )
+    return (
+        f"{train}; inference {r['inference_images_per_s']:.1f} img/s at batch {record['batch_size']} "
+        f"({100 * r['inference_fraction_of_peak']:.0f} % of peak); batch 1 {r['batch1_ms_per_image']:.1f} ms"
+    )

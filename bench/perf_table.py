@@ -7,6 +7,7 @@ the training and inference throughput, FLOPs per image, the fraction of the matm
 peak measured in the same run, batch-1 latency and peak memory; then the methods
 measured in their authors' pattern beside ours, and the full-protocol training runs.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,7 +33,16 @@ def load_perf_records(results_dir: str | Path) -> list[dict]:
         if r.get("schema") != SCHEMA:
             continue
         p = r["provenance"]
-        key = (p["device"], r.get("preset"), r["input"]["name"], r["input"]["image_size"], r["method"], p["precision"], r["pattern"], r["batch_size"])
+        key = (
+            p["device"],
+            r.get("preset"),
+            r["input"]["name"],
+            r["input"]["image_size"],
+            r["method"],
+            p["precision"],
+            r["pattern"],
+            r["batch_size"],
+        )
         if key not in newest or p["finished"] > newest[key]["provenance"]["finished"]:
             newest[key] = r
     return list(newest.values())
@@ -41,7 +51,9 @@ def load_perf_records(results_dir: str | Path) -> list[dict]:
 def _num(value, digits: int = 1) -> str:
     if value is None or not np.isfinite(value):
         return "n/a"
-    return f"{value:,.{digits}f}" if abs(value) >= 10 or digits == 0 else f"{value:.{max(digits, 2)}g}"
+    return (
+        f"{value:,.{digits}f}" if abs(value) >= 10 or digits == 0 else f"{value:.{max(digits, 2)}g}"
+    )
 
 
 def _pct(fraction) -> str:
@@ -75,7 +87,11 @@ def perf_rows(group: list[dict]) -> list[str]:
         speedup = ""
         if precision == "bf16" and r["method"] in fp32:
             base = fp32[r["method"]]
-            t = f"{res['train_images_per_s'] / base['train_images_per_s']:.2f}x" if trains and base.get("train_images_per_s") else "n/a"
+            t = (
+                f"{res['train_images_per_s'] / base['train_images_per_s']:.2f}x"
+                if trains and base.get("train_images_per_s")
+                else "n/a"
+            )
             speedup = f"{t}, {res['inference_images_per_s'] / base['inference_images_per_s']:.2f}x"
         lines.append(
             f"| {r['method']} | {precision} | {res['training_stages'][-1]['batch_size'] if trains else ''} | "
@@ -83,7 +99,8 @@ def perf_rows(group: list[dict]) -> list[str]:
             f"{_num(res['train_flops_per_image'] / 1e9, 3) if trains else ''} | {_pct(frac) + mark if trains else ''} | "
             f"{r['batch_size']} | {_num(res['inference_images_per_s'])} | {_num(res['inference_flops_per_image'] / 1e9, 3)} | "
             f"{_pct(res['inference_fraction_of_peak'])} | {_num(res['batch1_ms_per_image'])} | {speedup} | "
-            f"{_num(max(res['train_peak_memory']['peak_mb'], res['inference_peak_memory']['peak_mb']), 0)} | {_stages(r)} |")
+            f"{_num(max(res['train_peak_memory']['peak_mb'], res['inference_peak_memory']['peak_mb']), 0)} | {_stages(r)} |"
+        )
     return lines
 
 
@@ -91,37 +108,62 @@ def authors_rows(group: list[dict]) -> list[str]:
     authors = {r["method"]: r["results"] for r in group if r["pattern"] == "authors"}
     if not authors:
         return []
-    lines = ["", "Methods that declare their authors' pattern (`AUTHORS_PATTERN`), inference at the same batch size:", "",
-             "| method | ours: precision | ours img/s | authors' pattern (fp32) img/s | ours / authors' | batch-1 ms, ours / authors' |",
-             "|---|---|---|---|---|---|"]
-    for r in sorted((r for r in group if r["pattern"] == "ours" and r["method"] in authors),
-                    key=lambda r: (r["method"], r["provenance"]["precision"])):
+    lines = [
+        "",
+        "Methods that declare their authors' pattern (`AUTHORS_PATTERN`), inference at the same batch size:",
+        "",
+        "| method | ours: precision | ours img/s | authors' pattern (fp32) img/s | ours / authors' | batch-1 ms, ours / authors' |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in sorted(
+        (r for r in group if r["pattern"] == "ours" and r["method"] in authors),
+        key=lambda r: (r["method"], r["provenance"]["precision"]),
+    ):
         res, a = r["results"], authors[r["method"]]
-        lines.append(f"| {r['method']} | {r['provenance']['precision']} | {_num(res['inference_images_per_s'])} | "
-                     f"{_num(a['inference_images_per_s'])} | {res['inference_images_per_s'] / a['inference_images_per_s']:.1f}x | "
-                     f"{_num(res['batch1_ms_per_image'])} / {_num(a['batch1_ms_per_image'])} |")
+        lines.append(
+            f"| {r['method']} | {r['provenance']['precision']} | {_num(res['inference_images_per_s'])} | "
+            f"{_num(a['inference_images_per_s'])} | {res['inference_images_per_s'] / a['inference_images_per_s']:.1f}x | "
+            f"{_num(res['batch1_ms_per_image'])} / {_num(a['batch1_ms_per_image'])} |"
+        )
     return lines
 
 
 def full_run_rows(results_dir: str | Path) -> list[str]:
     """Wall time and training throughput of the full-preset classification records."""
-    records = [r for r in load_records(Path(results_dir), "classification") if r["preset"] == "full"]
+    records = [
+        r for r in load_records(Path(results_dir), "classification") if r["preset"] == "full"
+    ]
     if not records:
         return []
     groups: dict[tuple, list[dict]] = {}
     for r in records:
-        groups.setdefault((r["dataset"], r["method"], r["provenance"].get("precision", "?"), r["provenance"].get("device", "?")), []).append(r)
-    lines = ["", "## Full-protocol training runs (classification records, preset `full`)", "",
-             "Each unit is one seed of the whole protocol (training, validation every epoch, test), one process.", "",
-             "| dataset | method | precision | device | seeds | train img/s (mean) | wall time per unit, s (mean; range) | test AUROC (mean) | commit |",
-             "|---|---|---|---|---|---|---|---|---|"]
+        groups.setdefault(
+            (
+                r["dataset"],
+                r["method"],
+                r["provenance"].get("precision", "?"),
+                r["provenance"].get("device", "?"),
+            ),
+            [],
+        ).append(r)
+    lines = [
+        "",
+        "## Full-protocol training runs (classification records, preset `full`)",
+        "",
+        "Each unit is one seed of the whole protocol (training, validation every epoch, test), one process.",
+        "",
+        "| dataset | method | precision | device | seeds | train img/s (mean) | wall time per unit, s (mean; range) | test AUROC (mean) | commit |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for (dataset, method, precision, device), rs in sorted(groups.items()):
         walls = [r["timings"]["wall_s"] for r in rs]
         speed = [r["timings"].get("train_images_per_s") or np.nan for r in rs]
         auroc = [r["metrics"]["test"].get("auroc") or np.nan for r in rs]
         commits = sorted({(r["provenance"].get("git_commit") or "?")[:7] for r in rs})
-        lines.append(f"| {dataset} | {method} | {precision} | {device} | {len(rs)} | {np.nanmean(speed):.1f} | "
-                     f"{np.mean(walls):.0f}; {_range(walls)} | {np.nanmean(auroc):.3f} | {', '.join(commits)} |")
+        lines.append(
+            f"| {dataset} | {method} | {precision} | {device} | {len(rs)} | {np.nanmean(speed):.1f} | "
+            f"{np.mean(walls):.0f}; {_range(walls)} | {np.nanmean(auroc):.3f} | {', '.join(commits)} |"
+        )
     return lines
 
 
@@ -159,15 +201,31 @@ def render_perf(results_dir: str | Path) -> str:
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         i = r["input"]
-        groups.setdefault((r["provenance"]["device"], r.get("preset") or "none", i["name"] or "random", i["image_size"], i["channels"], i["classes"]), []).append(r)
+        groups.setdefault(
+            (
+                r["provenance"]["device"],
+                r.get("preset") or "none",
+                i["name"] or "random",
+                i["image_size"],
+                i["channels"],
+                i["classes"],
+            ),
+            [],
+        ).append(r)
     for (device, preset, name, size, channels, classes), group in sorted(groups.items()):
-        lines += ["", f"## {device}: preset `{preset}`, {name} shape ({size} px, {channels} channel(s), {classes} classes)", ""]
+        lines += [
+            "",
+            f"## {device}: preset `{preset}`, {name} shape ({size} px, {channels} channel(s), {classes} classes)",
+            "",
+        ]
         lines += perf_rows(group) + authors_rows(group)
     lines += full_run_rows(results_dir)
     return "\n".join(lines) + "\n"
 
 
-def write_perf_table(results_dir: str | Path = "results", out_dir: str | Path = "leaderboards") -> Path:
+def write_perf_table(
+    results_dir: str | Path = "results", out_dir: str | Path = "leaderboards"
+) -> Path:
     path = Path(out_dir) / "perf.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_perf(results_dir))

@@ -3,6 +3,7 @@ ROC curves and confusion matrices per method, training curves (validation metric
 epoch, DiffMIC-v2's Fig. 6), and a t-SNE of DiffMIC-v2's denoised label grids along
 the reverse process (its Fig. 5) where a record kept them (``save_trajectory``).
 One seed per method (the lowest present), named in each title."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -56,7 +57,9 @@ def roc_figure(by_method: dict[str, dict], title: str, path: Path) -> Path:
     return path
 
 
-def confusion_figure(by_method: dict[str, dict], class_names: list[str], title: str, path: Path) -> Path:
+def confusion_figure(
+    by_method: dict[str, dict], class_names: list[str], title: str, path: Path
+) -> Path:
     from sklearn.metrics import confusion_matrix
 
     from bench.records import load_predictions
@@ -69,12 +72,27 @@ def confusion_figure(by_method: dict[str, dict], class_names: list[str], title: 
     for ax, (method, rec) in zip(axes.flat, by_method.items()):
         npz = load_predictions(rec)
         k = npz["test_probs"].shape[1]
-        cm = confusion_matrix(npz["test_labels"], npz["test_probs"].argmax(1), labels=list(range(k)), normalize="true")
+        cm = confusion_matrix(
+            npz["test_labels"], npz["test_probs"].argmax(1), labels=list(range(k)), normalize="true"
+        )
         ax.imshow(cm, vmin=0, vmax=1, cmap="Blues")
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, f"{cm[i, j]:.2f}", ha="center", va="center", fontsize=6, color="white" if cm[i, j] > 0.5 else "black")
-        ax.set_xticks(range(k), class_names[:k] if len(class_names) >= k else range(k), fontsize=6, rotation=45)
+                ax.text(
+                    j,
+                    i,
+                    f"{cm[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if cm[i, j] > 0.5 else "black",
+                )
+        ax.set_xticks(
+            range(k),
+            class_names[:k] if len(class_names) >= k else range(k),
+            fontsize=6,
+            rotation=45,
+        )
         ax.set_yticks(range(k), class_names[:k] if len(class_names) >= k else range(k), fontsize=6)
         ax.set_title(f"{method} (seed {rec['seed']})", fontsize=8)
     for ax in list(axes.flat)[n:]:
@@ -124,7 +142,9 @@ def tsne_figure(rec: dict, title: str, path: Path, panels: int = 4) -> Path | No
     plt = _plt()
     fig, axes = plt.subplots(1, len(steps), figsize=(3 * len(steps), 3), squeeze=False)
     for ax, s in zip(axes[0], steps):
-        emb = TSNE(n_components=2, perplexity=min(30, len(labels) - 1), random_state=0, init="pca").fit_transform(traj[:, s])
+        emb = TSNE(
+            n_components=2, perplexity=min(30, len(labels) - 1), random_state=0, init="pca"
+        ).fit_transform(traj[:, s])
         ax.scatter(emb[:, 0], emb[:, 1], c=labels, s=4, cmap="tab10")
         ax.set_title(f"after step {s + 1} of {traj.shape[1]}", fontsize=8)
         ax.set_xticks([]), ax.set_yticks([])
@@ -141,7 +161,9 @@ def write_plots(suite_name: str, results_dir="results", out_dir="leaderboards/pl
 
     suite = load_suite(suite_name)
     if suite.task != "classification":
-        raise BenchError(f"bench plots draws classification figures; suite {suite.name!r} is a {suite.task} suite")
+        raise BenchError(
+            f"bench plots draws classification figures; suite {suite.name!r} is a {suite.task} suite"
+        )
     records = load_records(Path(results_dir), suite.name, status="ok")
     if not records:
         raise BenchError(f"no complete records for suite {suite.name!r} under {results_dir}/")
@@ -154,11 +176,23 @@ def write_plots(suite_name: str, results_dir="results", out_dir="leaderboards/pl
         stem = f"{key[0]}-{key[1]}"
         title = f"{key[1]} ({key[0]}), test split"
         written.append(roc_figure(by_method, f"ROC: {title}", out / f"{stem}-roc.png"))
-        written.append(confusion_figure(by_method, group[0].get("class_names") or [], f"Confusion: {title}", out / f"{stem}-confusion.png"))
-        curve = curves_figure(by_method, f"Training curves: {key[1]} ({key[0]})", out / f"{stem}-curves.png")
+        written.append(
+            confusion_figure(
+                by_method,
+                group[0].get("class_names") or [],
+                f"Confusion: {title}",
+                out / f"{stem}-confusion.png",
+            )
+        )
+        curve = curves_figure(
+            by_method, f"Training curves: {key[1]} ({key[0]})", out / f"{stem}-curves.png"
+        )
         written += [curve] if curve else []
         for method, rec in by_method.items():
-            tsne = tsne_figure(rec, f"{method}: t-SNE of denoised label grids along the reverse process ({key[1]}, seed {rec['seed']})",
-                               out / f"{stem}-{method}-tsne.png")
+            tsne = tsne_figure(
+                rec,
+                f"{method}: t-SNE of denoised label grids along the reverse process ({key[1]}, seed {rec['seed']})",
+                out / f"{stem}-{method}-tsne.png",
+            )
             written += [tsne] if tsne else []
     return written

@@ -1,4 +1,5 @@
 """Where and with what a run happened: git state, package versions, device, memory."""
+
 from __future__ import annotations
 
 import platform
@@ -15,7 +16,18 @@ import torch
 
 from bench.device import execution_settings
 
-PACKAGES = ("diffmed-bench", "torch", "torchvision", "timm", "accelerate", "numpy", "scipy", "scikit-learn", "pandas", "datasets")
+PACKAGES = (
+    "diffmed-bench",
+    "torch",
+    "torchvision",
+    "timm",
+    "accelerate",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "pandas",
+    "datasets",
+)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -36,7 +48,15 @@ def git_state() -> dict:
     leaderboards/ do not count) or a new file in the packages; untracked files elsewhere
     (a run script, its logs) do not change what ran."""
     commit = _git("rev-parse", "HEAD")
-    changed = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results", ":(exclude)leaderboards")
+    changed = _git(
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+        "--",
+        ".",
+        ":(exclude)results",
+        ":(exclude)leaderboards",
+    )
     new_code = _git("ls-files", "--others", "--exclude-standard", "--", *CODE_DIRS)
     dirty = None if changed is None or new_code is None else bool(changed or new_code)
     return {"git_commit": commit, "git_dirty": dirty}
@@ -86,5 +106,11 @@ def reset_peak_memory(device: torch.device) -> None:
 
 def peak_memory(device: torch.device) -> dict:
     if device.type == "cuda":
-        return {"peak_mb": torch.cuda.max_memory_allocated(device) / 2**20, "kind": "cuda_max_allocated"}
-    return {"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "kind": "process_max_rss"}
+        return {
+            "peak_mb": torch.cuda.max_memory_allocated(device) / 2**20,
+            "kind": "cuda_max_allocated",
+        }
+    return {
+        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "kind": "process_max_rss",
+    }

@@ -46,6 +46,7 @@ test split; ``per_class.test`` the FID per class and the image counts;
 hash, what it was trained on); the .npz holds ``generated_images`` (uint8) and
 ``generated_labels``.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -54,9 +55,10 @@ import math
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -69,8 +71,17 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
 
 
-def unit_stem(results_dir: Path, suite: str, dataset: str, method: str, config_hash: str, seed: int) -> Path:
-    return Path(results_dir) / safe_name(suite) / safe_name(dataset) / safe_name(method) / config_hash / f"seed{seed}"
+def unit_stem(
+    results_dir: Path, suite: str, dataset: str, method: str, config_hash: str, seed: int
+) -> Path:
+    return (
+        Path(results_dir)
+        / safe_name(suite)
+        / safe_name(dataset)
+        / safe_name(method)
+        / config_hash
+        / f"seed{seed}"
+    )
 
 
 def refuse_unpublished(preset, results_dir: Path, allow_dirty: bool = False) -> None:
@@ -83,11 +94,15 @@ def refuse_unpublished(preset, results_dir: Path, allow_dirty: bool = False) -> 
     if Path(results_dir).resolve() != (REPO / "results").resolve():
         return
     if not preset.published:
-        raise BenchError(f"preset {preset.name!r} is a pipeline check and is never published: its records may not go into "
-                         f"{REPO / 'results'}; give --results-dir another folder (e.g. runs/results)")
+        raise BenchError(
+            f"preset {preset.name!r} is a pipeline check and is never published: its records may not go into "
+            f"{REPO / 'results'}; give --results-dir another folder (e.g. runs/results)"
+        )
     if git_state()["git_dirty"] and not allow_dirty:
-        raise BenchError(f"the code has uncommitted changes (git status in {REPO}): records made from it may not go into "
-                         f"the published {REPO / 'results'}; commit first, give --results-dir another folder, or --allow-dirty")
+        raise BenchError(
+            f"the code has uncommitted changes (git status in {REPO}): records made from it may not go into "
+            f"the published {REPO / 'results'}; commit first, give --results-dir another folder, or --allow-dirty"
+        )
 
 
 def data_identity(data: dict[str, Any] | None) -> tuple:
@@ -95,7 +110,11 @@ def data_identity(data: dict[str, Any] | None) -> tuple:
     their paths, which differ from one machine to the next) and the hash of its images
     (which catches a folder dataset's image changed under the same manifest)."""
     data = data or {}
-    return data.get("split_hash"), tuple(sorted((data.get("files") or {}).values())), data.get("images_sha256")
+    return (
+        data.get("split_hash"),
+        tuple(sorted((data.get("files") or {}).values())),
+        data.get("images_sha256"),
+    )
 
 
 def same_data(recorded: dict[str, Any] | None, current: dict[str, Any] | None) -> bool:
@@ -140,7 +159,9 @@ def unit_lock(stem: Path) -> Iterator[bool]:
                 pass
             os.close(fd)
     except OSError as exc:
-        raise BenchError(f"cannot write in the results folder {path.parent} ({exc.strerror or exc})") from exc
+        raise BenchError(
+            f"cannot write in the results folder {path.parent} ({exc.strerror or exc})"
+        ) from exc
     try:
         yield True
     finally:
@@ -178,7 +199,9 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def write_record(stem: Path, record: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> Path:
+def write_record(
+    stem: Path, record: dict[str, Any], arrays: dict[str, np.ndarray] | None = None
+) -> Path:
     """Predictions first, then the record. A write that fails (disk full, permissions)
     leaves neither file behind, so the unit is not complete and its rerun writes both."""
     record = {"schema_version": SCHEMA_VERSION, **record}
@@ -208,7 +231,10 @@ def load_records(results_dir: Path, suite: str, status: str | None = "ok") -> li
     out = []
     for path in sorted((Path(results_dir) / safe_name(suite)).rglob("seed*.json")):
         record = read_json(path)
-        if record is None or record.get("schema_version", "").split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+        if (
+            record is None
+            or record.get("schema_version", "").split(".")[0] != SCHEMA_VERSION.split(".")[0]
+        ):
             continue
         if status is None or record.get("status") == status:
             out.append({**record, "_path": str(path)})

@@ -5,14 +5,16 @@ module is imported; the registry imports those packages lazily, the first time a
 looked up, so `import bench` stays cheap and adding a method means adding one file.
 Names with a prefix (``timm:<model>``) are resolved by a registered prefix factory.
 """
+
 from __future__ import annotations
 
 import difflib
 import importlib
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bench.errors import BenchError
 

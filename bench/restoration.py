@@ -1,9 +1,11 @@
 """Shared pieces of the restoration suite: paired patches on the device, batched
 restoration, validation PSNR, the supervised image-to-image loop (DnCNN, and any
 method whose training step is one loss), and scoring a restoration unit."""
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,11 +27,17 @@ def is_floor_method(label: str) -> bool:
 
 def to_device(images: np.ndarray, device) -> torch.Tensor:
     """float [B, H, W, C] (data range [0, 1]) -> [B, C, H, W] on `device`."""
-    return torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(device).permute(0, 3, 1, 2)
+    return (
+        torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+        .to(device)
+        .permute(0, 3, 1, 2)
+    )
 
 
 @torch.no_grad()
-def restore_batched(fn: Callable[[torch.Tensor], torch.Tensor], inputs: np.ndarray, ctx: RunContext) -> np.ndarray:
+def restore_batched(
+    fn: Callable[[torch.Tensor], torch.Tensor], inputs: np.ndarray, ctx: RunContext
+) -> np.ndarray:
     """Apply `fn` ([B, C, H, W] in, same out, data range [0, 1]) in eval batches."""
     out = []
     for idx in batches(len(inputs), ctx.budget.eval_batch_size):
@@ -44,9 +52,20 @@ def validation_psnr(restore: Callable[[np.ndarray], np.ndarray], val, limit: int
     return float(per_image_quality(restore(val.inputs[idx]), val.targets[idx])["psnr"].mean())
 
 
-def train_image_to_image(module: torch.nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                         restore: Callable[[np.ndarray], np.ndarray], train, val, ctx: RunContext, *, lr: float,
-                         betas=(0.9, 0.999), eval_every: int = 1, generators: tuple = (), desc: str = "restore") -> dict:
+def train_image_to_image(
+    module: torch.nn.Module,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    restore: Callable[[np.ndarray], np.ndarray],
+    train,
+    val,
+    ctx: RunContext,
+    *,
+    lr: float,
+    betas=(0.9, 0.999),
+    eval_every: int = 1,
+    generators: tuple = (),
+    desc: str = "restore",
+) -> dict:
     """Adam on loss_fn(input, target) over paired patches (random flips), keeping the
     weights with the best validation PSNR; `generators`: those `loss_fn` draws from."""
     budget = ctx.budget
@@ -61,9 +80,21 @@ def train_image_to_image(module: torch.nn.Module, loss_fn: Callable[[torch.Tenso
         with ctx.accelerator.autocast():
             return loss_fn(x, y)
 
-    return train_loop(module, step, lambda: validation_psnr(restore, val), ctx, n_train=len(train),
-                      batch_size=budget.batch_size, total_steps=total, epochs=epochs, optimizer=opt,
-                      metric_name="psnr", eval_every=eval_every, generators=(gen, *generators), desc=desc)
+    return train_loop(
+        module,
+        step,
+        lambda: validation_psnr(restore, val),
+        ctx,
+        n_train=len(train),
+        batch_size=budget.batch_size,
+        total_steps=total,
+        epochs=epochs,
+        optimizer=opt,
+        metric_name="psnr",
+        eval_every=eval_every,
+        generators=(gen, *generators),
+        desc=desc,
+    )
 
 
 def score_restoration_unit(method, bundle, ctx: RunContext, strip_count: int = 6) -> dict[str, Any]:
@@ -81,23 +112,37 @@ def score_restoration_unit(method, bundle, ctx: RunContext, strip_count: int = 6
         if outputs[s].shape != split.targets.shape:
             from bench.errors import TrainingError
 
-            raise TrainingError(f"{type(method).__name__}.restore returned {outputs[s].shape}, expected {split.targets.shape}")
+            raise TrainingError(
+                f"{type(method).__name__}.restore returned {outputs[s].shape}, expected {split.targets.shape}"
+            )
         q = per_image_quality(outputs[s], split.targets, data_range)
         metrics[s] = {k: float(v.mean()) for k, v in q.items()}
         arrays.update({f"{s}_{k}": v.astype(np.float32) for k, v in q.items()})
         arrays[f"{s}_ids"] = np.array(split.ids)
     test = bundle.splits["test"]
-    degraded = {k: float(v.mean()) for k, v in per_image_quality(test.inputs, test.targets, data_range).items()}
+    degraded = {
+        k: float(v.mean())
+        for k, v in per_image_quality(test.inputs, test.targets, data_range).items()
+    }
     if ctx.artifact_stem is not None:
         from bench.images import save_strip
 
-        pick = np.linspace(0, len(test) - 1, min(strip_count, len(test))).round().astype(int)  # the scored outputs
-        save_strip([test.inputs[pick], outputs["test"][pick], test.targets[pick]], ctx.artifact_stem.parent / f"{ctx.artifact_stem.name}.strip.png")
+        pick = (
+            np.linspace(0, len(test) - 1, min(strip_count, len(test))).round().astype(int)
+        )  # the scored outputs
+        save_strip(
+            [test.inputs[pick], outputs["test"][pick], test.targets[pick]],
+            ctx.artifact_stem.parent / f"{ctx.artifact_stem.name}.strip.png",
+        )
     return {
         "metrics": metrics,
         "per_class": {},
-        "evaluation": {"data_range": data_range, "degradation": bundle.spec.degradation, "input_scores_test": degraded,
-                       "strip_png": f"{ctx.artifact_stem.name}.strip.png" if ctx.artifact_stem else None},
+        "evaluation": {
+            "data_range": data_range,
+            "degradation": bundle.spec.degradation,
+            "input_scores_test": degraded,
+            "strip_png": f"{ctx.artifact_stem.name}.strip.png" if ctx.artifact_stem else None,
+        },
         "_arrays": arrays,
         "_throughput": (len(test), out_s),
     }

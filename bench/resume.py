@@ -9,13 +9,15 @@ history, and every random stream (torch, CUDA, numpy, python, and the stage's ow
 generators), so a resumed run continues the same sequence of batches and noise as an
 uninterrupted one. The runner deletes these files once the unit's record is written.
 """
+
 from __future__ import annotations
 
 import os
 import random
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,7 +40,10 @@ def rng_states(generators: tuple[Generator, ...]) -> dict[str, Any]:
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         "numpy": np.random.get_state(),
         "python": random.getstate(),
-        "generators": [g.get_state() if isinstance(g, torch.Generator) else g.bit_generator.state for g in generators],
+        "generators": [
+            g.get_state() if isinstance(g, torch.Generator) else g.bit_generator.state
+            for g in generators
+        ],
     }
 
 
@@ -68,27 +73,44 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
             os.unlink(tmp)
 
 
-def load_checkpoint(path: Path, module: torch.nn.Module, n_generators: int, n_stateful: int, plan: dict[str, Any],
-                    log: Callable[[str], None]) -> dict | None:
+def load_checkpoint(
+    path: Path,
+    module: torch.nn.Module,
+    n_generators: int,
+    n_stateful: int,
+    plan: dict[str, Any],
+    log: Callable[[str], None],
+) -> dict | None:
     """The saved state, or None (and a message) when there is none, it does not fit
     `module` (the code changed since it was written) or it was written for another
     training `plan` (steps, epochs, batch size, train size, seed): training then starts afresh."""
     if not path.exists():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)  # our own file, written by save_checkpoint
+        state = torch.load(
+            path, map_location="cpu", weights_only=False
+        )  # our own file, written by save_checkpoint
     except Exception as e:  # noqa: BLE001 - a truncated or foreign file must not stop the run
-        log(f"ignoring unreadable checkpoint {path} ({type(e).__name__}: {e}); training from the start")
+        log(
+            f"ignoring unreadable checkpoint {path} ({type(e).__name__}: {e}); training from the start"
+        )
         return None
     current = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     saved = {k: tuple(v.shape) for k, v in state.get("module", {}).items()}
-    if (saved != current or len(state.get("rng", {}).get("generators", ())) != n_generators
-            or len(state.get("stateful", ())) != n_stateful):
-        log(f"ignoring checkpoint {path}: it does not match this model (written by other code?); training from the start")
+    if (
+        saved != current
+        or len(state.get("rng", {}).get("generators", ())) != n_generators
+        or len(state.get("stateful", ())) != n_stateful
+    ):
+        log(
+            f"ignoring checkpoint {path}: it does not match this model (written by other code?); training from the start"
+        )
         return None
     if state.get("plan") != plan:
-        log(f"ignoring checkpoint {path}: written for another training plan ({state.get('plan')}, now {plan}); "
-            "training from the start")
+        log(
+            f"ignoring checkpoint {path}: written for another training plan ({state.get('plan')}, now {plan}); "
+            "training from the start"
+        )
         return None
     return state
 

@@ -7,6 +7,7 @@ written once, by its owner. The outcomes are gathered on rank 0 for the summary.
 A unit that fails (NaN loss, out of memory, bad data) is recorded as failed and the
 suite goes on; nothing already written is touched.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,15 +25,26 @@ from bench.data.load import dataset_source
 from bench.data.spec import DatasetBundle, DatasetSpec
 from bench.device import make_accelerator
 from bench.errors import BenchError, DataError, MissingDataError, TrainingError
-from bench.method import MethodSpec, RunContext, config_dict, config_hash
 from bench.floors import predicted_share
+from bench.method import MethodSpec, RunContext, config_dict, config_hash
 from bench.metrics import compute_all, per_class
 from bench.provenance import environment, now, peak_memory, reset_peak_memory
-from bench.records import is_complete, read_json, refuse_unpublished, unit_lock, unit_stem, write_record
-from bench.resume import remove_checkpoints
+from bench.records import (
+    is_complete,
+    read_json,
+    refuse_unpublished,
+    unit_lock,
+    unit_stem,
+    write_record,
+)
 from bench.registry import DATASETS, METHODS
+from bench.resume import remove_checkpoints
 
-SYNTHETIC_TWINS = {"binary": "synthetic_lesions", "multiclass": "synthetic_severity", "ordinal": "synthetic_severity"}
+SYNTHETIC_TWINS = {
+    "binary": "synthetic_lesions",
+    "multiclass": "synthetic_severity",
+    "ordinal": "synthetic_severity",
+}
 
 
 @dataclass
@@ -53,6 +65,7 @@ def suite_dataset_entries(suite: Suite, only: list[str] | None) -> list:
     """The suite's dataset entries (those in `only`, when given), plus any registered
     dataset named in `only` that the suite does not list: it runs with the suite's
     methods and presets, without a suite file of its own."""
+
     def name_of(entry):
         return entry if isinstance(entry, str) else entry.get("name")
 
@@ -63,15 +76,21 @@ def suite_dataset_entries(suite: Suite, only: list[str] | None) -> list:
         try:
             source = DATASETS.get(name)
         except BenchError as exc:
-            raise BenchError(f"dataset {name!r} is neither in suite {suite.name!r} ({', '.join(map(str, map(name_of, suite.datasets)))}) "
-                             f"nor registered: {exc}") from None
+            raise BenchError(
+                f"dataset {name!r} is neither in suite {suite.name!r} ({', '.join(map(str, map(name_of, suite.datasets)))}) "
+                f"nor registered: {exc}"
+            ) from None
         if (source.task == "restoration") != (suite.task == "restoration"):
-            raise BenchError(f"dataset {name!r} is a {source.task} dataset; suite {suite.name!r} is a {suite.task} suite")
+            raise BenchError(
+                f"dataset {name!r} is a {source.task} dataset; suite {suite.name!r} is a {suite.task} suite"
+            )
         entries.append(name)
     return entries
 
 
-def resolve_datasets(suite: Suite, only: list[str] | None, data_dir, download, fallback_synthetic: bool, log):
+def resolve_datasets(
+    suite: Suite, only: list[str] | None, data_dir, download, fallback_synthetic: bool, log
+):
     """Load each dataset once; on missing (not bad) data, use a synthetic twin if allowed."""
     bundles: dict[str, DatasetBundle] = {}
     errors: dict[str, str] = {}
@@ -84,36 +103,64 @@ def resolve_datasets(suite: Suite, only: list[str] | None, data_dir, download, f
             if not (fallback_synthetic and twin and isinstance(exc, MissingDataError)):
                 errors[source.name] = str(exc)
                 continue
-            log(f"NO REAL DATA for {source.name}: {exc}\n  -> running on the SYNTHETIC dataset {twin} instead (not medical data).")
+            log(
+                f"NO REAL DATA for {source.name}: {exc}\n  -> running on the SYNTHETIC dataset {twin} instead (not medical data)."
+            )
             if twin not in bundles:
                 bundles[twin] = dataset_source(twin).load()
     return bundles, errors
 
 
-def plan_units(suite: Suite, preset: Preset, dataset_names, methods_only, seeds, results_dir,
-               precision: str = "fp32") -> tuple[list[Unit], dict[str, MethodSpec]]:
+def plan_units(
+    suite: Suite,
+    preset: Preset,
+    dataset_names,
+    methods_only,
+    seeds,
+    results_dir,
+    precision: str = "fp32",
+) -> tuple[list[Unit], dict[str, MethodSpec]]:
     specs, units = {}, []
     entries = [m for m in suite.methods if not methods_only or m.name in methods_only]
-    entries += [MethodEntry(name) for name in methods_only or [] if name not in {m.name for m in suite.methods}]
+    entries += [
+        MethodEntry(name)
+        for name in methods_only or []
+        if name not in {m.name for m in suite.methods}
+    ]
     if not entries:
         raise BenchError(f"no methods selected from suite {suite.name!r}")
     for entry in entries:
         spec = METHODS.get(entry.name)  # unknown names fail here, before any training
         if spec.cls.task != suite.task:
-            raise BenchError(f"method {entry.name!r} is a {spec.cls.task} method; suite {suite.name!r} is a {suite.task} suite")
-        config = config_dict(spec.make_config(suite.options_for(entry, preset, spec.preset_options_of)))
+            raise BenchError(
+                f"method {entry.name!r} is a {spec.cls.task} method; suite {suite.name!r} is a {suite.task} suite"
+            )
+        config = config_dict(
+            spec.make_config(suite.options_for(entry, preset, spec.preset_options_of))
+        )
         chash = config_hash(entry.name, config, preset.budget, precision)
         specs[entry.name] = spec
         for dataset in dataset_names:
             for seed in seeds:
-                units.append(Unit(dataset, entry.name, seed, config, chash, unit_stem(results_dir, suite.name, dataset, entry.name, chash, seed)))
+                units.append(
+                    Unit(
+                        dataset,
+                        entry.name,
+                        seed,
+                        config,
+                        chash,
+                        unit_stem(results_dir, suite.name, dataset, entry.name, chash, seed),
+                    )
+                )
     return units, specs
 
 
 def check_probs(probs: np.ndarray, n: int, spec: DatasetSpec, method: str) -> np.ndarray:
     probs = np.asarray(probs, dtype=np.float64)
     if probs.shape != (n, spec.num_classes):
-        raise TrainingError(f"{method}.predict returned shape {probs.shape}, expected ({n}, {spec.num_classes})")
+        raise TrainingError(
+            f"{method}.predict returned shape {probs.shape}, expected ({n}, {spec.num_classes})"
+        )
     if not np.isfinite(probs).all():
         raise TrainingError(f"{method}.predict returned non-finite scores")
     if probs.min() < -1e-6 or probs.max() > 1 + 1e-6:
@@ -126,14 +173,36 @@ def unit_work_dir(unit: Unit, suite: Suite, work_dir: Path) -> Path:
     return unit_stem(work_dir, suite.name, unit.dataset, unit.method, unit.config_hash, unit.seed)
 
 
-def run_unit(unit: Unit, spec: MethodSpec, bundle: DatasetBundle, suite: Suite, preset: Preset, accelerator, work_dir: Path,
-             progress: bool, extractors: dict | None = None, on_eval=None, checkpoint_every_s: float = 300.0) -> dict[str, Any]:
+def run_unit(
+    unit: Unit,
+    spec: MethodSpec,
+    bundle: DatasetBundle,
+    suite: Suite,
+    preset: Preset,
+    accelerator,
+    work_dir: Path,
+    progress: bool,
+    extractors: dict | None = None,
+    on_eval=None,
+    checkpoint_every_s: float = 300.0,
+) -> dict[str, Any]:
     from accelerate.utils import set_seed
 
     set_seed(unit.seed, deterministic=True)
     method = spec.cls(spec.make_config(unit.config), bundle.spec)
-    ctx = RunContext(accelerator, unit.seed, preset.budget, unit_work_dir(unit, suite, work_dir), tqdm.write, progress, work_dir / "cache",
-                     bundle.split_hash, artifact_stem=unit.stem, on_eval=on_eval, checkpoint_every_s=checkpoint_every_s)
+    ctx = RunContext(
+        accelerator,
+        unit.seed,
+        preset.budget,
+        unit_work_dir(unit, suite, work_dir),
+        tqdm.write,
+        progress,
+        work_dir / "cache",
+        bundle.split_hash,
+        artifact_stem=unit.stem,
+        on_eval=on_eval,
+        checkpoint_every_s=checkpoint_every_s,
+    )
     ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     reset_peak_memory(accelerator.device)
     splits = bundle.splits
@@ -141,7 +210,15 @@ def run_unit(unit: Unit, spec: MethodSpec, bundle: DatasetBundle, suite: Suite, 
     selection = method.fit(splits["train"], splits["val"], ctx) or {}
     train_s = time.perf_counter() - t0
     if method.task == "generation":
-        scored = score_generation(method, bundle, suite, preset, ctx, work_dir, extractors if extractors is not None else {})
+        scored = score_generation(
+            method,
+            bundle,
+            suite,
+            preset,
+            ctx,
+            work_dir,
+            extractors if extractors is not None else {},
+        )
     elif method.task == "restoration":
         from bench.restoration import score_restoration_unit
 
@@ -155,20 +232,26 @@ def run_unit(unit: Unit, spec: MethodSpec, bundle: DatasetBundle, suite: Suite, 
         "selection": selection,
         "timings": {
             "train_s": train_s,
-            "train_images_per_s": seen / selection.get("train_compute_s", train_s) if seen else None,
+            "train_images_per_s": seen / selection.get("train_compute_s", train_s)
+            if seen
+            else None,
             "inference_images_per_s": n_out / out_s if out_s > 0 else None,
         },
         "memory": peak_memory(accelerator.device),
     }
 
 
-def score_classification(method, bundle: DatasetBundle, unit: Unit, ctx: RunContext) -> dict[str, Any]:
+def score_classification(
+    method, bundle: DatasetBundle, unit: Unit, ctx: RunContext
+) -> dict[str, Any]:
     """Predict val and test; metrics, per-class metrics, method extras, arrays."""
     splits, task = bundle.splits, bundle.spec.task
     probs, extras, infer_s = {}, {}, 0.0
     for s in ("val", "test"):
         t1 = time.perf_counter()
-        probs[s] = check_probs(method.predict(splits[s], ctx), len(splits[s]), bundle.spec, unit.method)
+        probs[s] = check_probs(
+            method.predict(splits[s], ctx), len(splits[s]), bundle.spec, unit.method
+        )
         infer_s = time.perf_counter() - t1  # the test split's time is the one reported
         extras[s] = dict(method.extras)
     priors = {s: method.prior_predictions(splits[s], ctx) for s in ("val", "test")}
@@ -178,30 +261,53 @@ def score_classification(method, bundle: DatasetBundle, unit: Unit, ctx: RunCont
         arrays[f"{s}_labels"] = splits[s].labels
         arrays[f"{s}_ids"] = np.array(splits[s].ids)
         arrays.update({f"{s}_{name}": np.asarray(v) for name, v in extras[s].items()})
-        arrays.update({f"{s}_prior_{name}": np.asarray(v, dtype=np.float32) for name, v in priors[s].items()})
+        arrays.update(
+            {f"{s}_prior_{name}": np.asarray(v, dtype=np.float32) for name, v in priors[s].items()}
+        )
     return {
         "metrics": {s: compute_all(splits[s].labels, probs[s], task) for s in ("val", "test")},
         "per_class": {"test": per_class(splits["test"].labels, probs["test"], task)},
         "predicted_share": {s: predicted_share(probs[s], task) for s in ("val", "test")},
-        "priors": {name: {s: {**compute_all(splits[s].labels, priors[s][name], task),
-                              "predicted_share": predicted_share(priors[s][name], task)} for s in ("val", "test")}
-                   for name in priors["test"]},
-        "extras": {s: {name: float(np.mean(v)) for name, v in extras[s].items() if np.ndim(v) == 1}  # per-sample scalars
-                   for s in ("val", "test") if extras[s]},
+        "priors": {
+            name: {
+                s: {
+                    **compute_all(splits[s].labels, priors[s][name], task),
+                    "predicted_share": predicted_share(priors[s][name], task),
+                }
+                for s in ("val", "test")
+            }
+            for name in priors["test"]
+        },
+        "extras": {
+            s: {
+                name: float(np.mean(v)) for name, v in extras[s].items() if np.ndim(v) == 1
+            }  # per-sample scalars
+            for s in ("val", "test")
+            if extras[s]
+        },
         "_arrays": arrays,
         "_throughput": (len(splits["test"]), infer_s),
     }
 
 
-def score_generation(method, bundle: DatasetBundle, suite: Suite, preset: Preset, ctx: RunContext, work_dir: Path,
-                     extractors: dict) -> dict[str, Any]:
+def score_generation(
+    method,
+    bundle: DatasetBundle,
+    suite: Suite,
+    preset: Preset,
+    ctx: RunContext,
+    work_dir: Path,
+    extractors: dict,
+) -> dict[str, Any]:
     """Sample and score against the reference split with the dataset's shared extractor."""
     from bench.generation import GenerationEval, evaluate_generator, feature_extractor
 
     settings = GenerationEval.from_options(suite.evaluation_for(preset))
     key = (bundle.spec.name, bundle.split_hash, settings)
     if key not in extractors:
-        extractors[key] = feature_extractor(settings, bundle, ctx.accelerator, work_dir / "cache", ctx.log)
+        extractors[key] = feature_extractor(
+            settings, bundle, ctx.accelerator, work_dir / "cache", ctx.log
+        )
     result = evaluate_generator(method, bundle, ctx, settings, extractors[key])
     return {
         "metrics": result["metrics"],
@@ -219,17 +325,23 @@ def data_block(bundle: DatasetBundle | None) -> dict[str, Any] | None:
     return {
         "split_hash": bundle.split_hash,
         "files": bundle.files,
-        "images_sha256": getattr(bundle, "images_sha256", None),  # None for paired data: its split hash covers the pixels
+        "images_sha256": getattr(
+            bundle, "images_sha256", None
+        ),  # None for paired data: its split hash covers the pixels
         "duplicates_across_splits": bundle.duplicates_across_splits,
         "n": {k: len(v) for k, v in bundle.splits.items()},
         "source": bundle.spec.source,
         "synthetic": bundle.spec.synthetic,
         "licence": bundle.spec.licence,
-        "notes": list(getattr(bundle, "notes", [])),  # e.g. a data file that is not the official one
+        "notes": list(
+            getattr(bundle, "notes", [])
+        ),  # e.g. a data file that is not the official one
     }
 
 
-def base_record(unit: Unit, suite: Suite, preset: Preset, bundle: DatasetBundle | None, env: dict) -> dict[str, Any]:
+def base_record(
+    unit: Unit, suite: Suite, preset: Preset, bundle: DatasetBundle | None, env: dict
+) -> dict[str, Any]:
     data = data_block(bundle)
     return {
         "suite": suite.name,
@@ -280,46 +392,113 @@ def run_suite(
     preset = suite.preset(preset_name)
     results_dir, work_dir = Path(results_dir), Path(work_dir)
     refuse_unpublished(preset, results_dir, allow_dirty)
-    bundles, data_errors = resolve_datasets(suite, datasets, data_dir, download, fallback_synthetic, log)
+    bundles, data_errors = resolve_datasets(
+        suite, datasets, data_dir, download, fallback_synthetic, log
+    )
     if data_errors and not bundles:  # nothing can run: an input error, not failed units
-        raise DataError("; ".join(f"{name}: {msg}" if name not in msg else msg for name, msg in data_errors.items()))
+        raise DataError(
+            "; ".join(
+                f"{name}: {msg}" if name not in msg else msg for name, msg in data_errors.items()
+            )
+        )
     for name, bundle in bundles.items():
         for note in getattr(bundle, "notes", []):
             log(f"{name}: ⚠ {note}")
     names = list(bundles) + list(data_errors)
-    units, specs = plan_units(suite, preset, names, methods, seeds or suite.seeds, results_dir, precision)
+    units, specs = plan_units(
+        suite, preset, names, methods, seeds or suite.seeds, results_dir, precision
+    )
     data = {name: data_block(bundle) for name, bundle in bundles.items()}
     pending = [u for u in units if rerun or not is_complete(u.stem, data.get(u.dataset))]
     other_data = [u for u in pending if is_complete(u.stem)]
     accelerator.wait_for_everyone()  # every rank has decided what is pending before anyone writes
     mine = pending[accelerator.process_index :: accelerator.num_processes]
-    log(f"suite {suite.name} / preset {preset.name}: {len(units)} units, {len(units) - len(pending)} complete, "
-        f"{len(pending)} to run on {accelerator.num_processes} process(es) [{accelerator.device}, {precision}]")
+    log(
+        f"suite {suite.name} / preset {preset.name}: {len(units)} units, {len(units) - len(pending)} complete, "
+        f"{len(pending)} to run on {accelerator.num_processes} process(es) [{accelerator.device}, {precision}]"
+    )
     if other_data and not rerun:
-        log(f"  {len(other_data)} of them have a record made from other data (split hash, file MD5s or pixels differ): "
-            f"run again, the new record says which one it replaces ({other_data[0].label}, ...)")
+        log(
+            f"  {len(other_data)} of them have a record made from other data (split hash, file MD5s or pixels differ): "
+            f"run again, the new record says which one it replaces ({other_data[0].label}, ...)"
+        )
     env = environment(accelerator.device, precision, accelerator.num_processes)
     outcomes, extractors = [], {}
-    bar = tqdm(mine, desc=f"rank {accelerator.process_index}" if accelerator.num_processes > 1 else "units", disable=None if progress else True, dynamic_ncols=True)
+    bar = tqdm(
+        mine,
+        desc=f"rank {accelerator.process_index}" if accelerator.num_processes > 1 else "units",
+        disable=None if progress else True,
+        dynamic_ncols=True,
+    )
     for unit in bar:
         bar.set_postfix_str(unit.label)
         with unit_lock(unit.stem) as locked:
             if not locked:  # another process is running it now
-                outcomes.append({"unit": unit.label, "status": "running in another process (skipped)", "record": str(unit.stem.with_suffix(".json"))})
-            elif not rerun and is_complete(unit.stem, data.get(unit.dataset)):  # another process finished it meanwhile
-                outcomes.append({"unit": unit.label, "status": "complete (skipped)", "record": str(unit.stem.with_suffix(".json"))})
+                outcomes.append(
+                    {
+                        "unit": unit.label,
+                        "status": "running in another process (skipped)",
+                        "record": str(unit.stem.with_suffix(".json")),
+                    }
+                )
+            elif not rerun and is_complete(
+                unit.stem, data.get(unit.dataset)
+            ):  # another process finished it meanwhile
+                outcomes.append(
+                    {
+                        "unit": unit.label,
+                        "status": "complete (skipped)",
+                        "record": str(unit.stem.with_suffix(".json")),
+                    }
+                )
             else:
-                outcomes.append(run_and_record(unit, specs[unit.method], bundles.get(unit.dataset), data_errors.get(unit.dataset), suite, preset,
-                                               accelerator, env, work_dir, progress, extractors, checkpoint_every_s=checkpoint_every_s))
+                outcomes.append(
+                    run_and_record(
+                        unit,
+                        specs[unit.method],
+                        bundles.get(unit.dataset),
+                        data_errors.get(unit.dataset),
+                        suite,
+                        preset,
+                        accelerator,
+                        env,
+                        work_dir,
+                        progress,
+                        extractors,
+                        checkpoint_every_s=checkpoint_every_s,
+                    )
+                )
         tqdm.write(rank + _outcome_line(outcomes[-1]))
     accelerator.wait_for_everyone()
     gathered = gather_object(outcomes) if accelerator.num_processes > 1 else outcomes
-    skipped = [{"unit": u.label, "status": "complete (skipped)", "record": str(u.stem.with_suffix(".json"))} for u in units if u not in pending]
+    skipped = [
+        {
+            "unit": u.label,
+            "status": "complete (skipped)",
+            "record": str(u.stem.with_suffix(".json")),
+        }
+        for u in units
+        if u not in pending
+    ]
     return skipped + list(gathered)
 
 
-def run_and_record(unit, spec, bundle, data_error, suite, preset, accelerator, env, work_dir, progress, extractors=None,
-                    passthrough: tuple = (), on_eval=None, checkpoint_every_s: float = 300.0) -> dict[str, Any]:
+def run_and_record(
+    unit,
+    spec,
+    bundle,
+    data_error,
+    suite,
+    preset,
+    accelerator,
+    env,
+    work_dir,
+    progress,
+    extractors=None,
+    passthrough: tuple = (),
+    on_eval=None,
+    checkpoint_every_s: float = 300.0,
+) -> dict[str, Any]:
     """Run one unit and write its record, ok or failed; exceptions of a `passthrough`
     type (a sweep's pruning) propagate instead, and nothing is written."""
     started = now()
@@ -328,14 +507,29 @@ def run_and_record(unit, spec, bundle, data_error, suite, preset, accelerator, e
     previous = read_json(unit.stem.with_suffix(".json"))
     if previous and previous.get("status") == "ok":  # say what this record overwrites
         old = previous.get("data") or {}
-        record["replaces"] = {"split_hash": old.get("split_hash"), "files": old.get("files"), "images_sha256": old.get("images_sha256"),
-                              "git_commit": (previous.get("provenance") or {}).get("git_commit"),
-                              "finished": (previous.get("provenance") or {}).get("finished")}
+        record["replaces"] = {
+            "split_hash": old.get("split_hash"),
+            "files": old.get("files"),
+            "images_sha256": old.get("images_sha256"),
+            "git_commit": (previous.get("provenance") or {}).get("git_commit"),
+            "finished": (previous.get("provenance") or {}).get("finished"),
+        }
     try:
         if bundle is None:
             raise DataError(data_error)
-        result = run_unit(unit, spec, bundle, suite, preset, accelerator, work_dir, progress, extractors, on_eval,
-                          checkpoint_every_s)
+        result = run_unit(
+            unit,
+            spec,
+            bundle,
+            suite,
+            preset,
+            accelerator,
+            work_dir,
+            progress,
+            extractors,
+            on_eval,
+            checkpoint_every_s,
+        )
         arrays = result.pop("_arrays")
         result["timings"]["wall_s"] = time.perf_counter() - t0
         record.update(status="ok", error=None, **result)
@@ -343,15 +537,24 @@ def run_and_record(unit, spec, bundle, data_error, suite, preset, accelerator, e
         raise
     except Exception as exc:  # noqa: BLE001 - a unit's failure (NaN, OOM, bad data) must not stop the suite
         arrays = None
-        record.update(status="failed", error={"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()})
+        record.update(
+            status="failed",
+            error={
+                "type": type(exc).__name__,
+                "message": str(exc),
+                "traceback": traceback.format_exc(),
+            },
+        )
         record["timings"] = {"wall_s": time.perf_counter() - t0}
     record["provenance"]["finished"] = now()
     try:
         path = write_record(unit.stem, record, arrays)
     except OSError as exc:
-        raise BenchError(f"{unit.label}: cannot write its record {unit.stem.with_suffix('.json')} ({exc.strerror or exc}); nothing "
-                         f"half-written is left, and its training checkpoints in {unit_work_dir(unit, suite, Path(work_dir))} "
-                         "are kept, so a rerun writes the record without training again") from exc
+        raise BenchError(
+            f"{unit.label}: cannot write its record {unit.stem.with_suffix('.json')} ({exc.strerror or exc}); nothing "
+            f"half-written is left, and its training checkpoints in {unit_work_dir(unit, suite, Path(work_dir))} "
+            "are kept, so a rerun writes the record without training again"
+        ) from exc
     if record["status"] == "ok":  # a failed unit keeps them: its rerun resumes
         remove_checkpoints(unit_work_dir(unit, suite, Path(work_dir)))
     return {
@@ -369,6 +572,9 @@ def _outcome_line(o: dict[str, Any]) -> str:
         return f"  FAILED {o['unit']}: {o['error']}"
     if o["status"] != "ok":
         return f"  {o['unit']}: {o['status']}"
-    shown = [f"{k} {o['test'][k]:.3f}" for k in ("accuracy", "auroc", "fid", "precision", "recall", "psnr", "ssim")
-             if o["test"].get(k) is not None]
+    shown = [
+        f"{k} {o['test'][k]:.3f}"
+        for k in ("accuracy", "auroc", "fid", "precision", "recall", "psnr", "ssim")
+        if o["test"].get(k) is not None
+    ]
     return f"  ok {o['unit']}: test {', '.join(shown) or 'n/a'} ({o['wall_s']:.0f}s)"

@@ -4,10 +4,11 @@ Paired tests run on matched units (the same seeds, folds or classes for both met
 bootstrap and McNemar run on per-sample predictions of the same test images.
 Marks: ``***`` p < 0.01, ``**`` p < 0.05, ``*`` p < 0.1.
 """
+
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from scipy import stats
@@ -93,4 +94,3 @@ def significance_mark(p: float) -> str:
     if not np.isfinite(p):
         return ""
     return "***" if p < 0.01 else "**" if p < 0.05 else "*" if p < 0.1 else ""
-

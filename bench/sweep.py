@@ -12,6 +12,7 @@ scores are reported to a median pruner. Outputs: ``<study>.best.json``, a markdo
 table of the trials, and PNG plots (optimisation history, parameter importances,
 metric against each parameter).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,7 +49,9 @@ class Param:
             return list(self.choices)
         if self.integer:
             return list(range(int(self.low), int(self.high) + 1))
-        raise BenchError(f"a grid needs choices or an integer range; {self.field} is a continuous range")
+        raise BenchError(
+            f"a grid needs choices or an integer range; {self.field} is a continuous range"
+        )
 
 
 def declared_space(method: str, params: list[str]) -> dict[str, Param]:
@@ -59,7 +62,9 @@ def declared_space(method: str, params: list[str]) -> dict[str, Param]:
         raise BenchError(f"method {method!r} declares no search space (SEARCH_SPACE)")
     unknown = [p for p in params if p not in space]
     if unknown or not params:
-        raise BenchError(f"{method}: unknown sweep parameters {unknown or params} (declared: {sorted(space)})")
+        raise BenchError(
+            f"{method}: unknown sweep parameters {unknown or params} (declared: {sorted(space)})"
+        )
     return {p: space[p] for p in params}
 
 
@@ -77,12 +82,12 @@ def _objective_value(record: dict, metric: str | None) -> float:
 
 
 def _direction(metric: str | None, selection_metric: str | None) -> str:
-    from bench.registry import METRICS
-
-    from bench.registry import UnknownNameError
+    from bench.registry import METRICS, UnknownNameError
 
     name = metric or selection_metric
-    if name == "noise_mse":  # the diffusion generators' validation noise loss (not a registered metric)
+    if (
+        name == "noise_mse"
+    ):  # the diffusion generators' validation noise loss (not a registered metric)
         return "minimize"
     if name is None:  # a method without a selection metric (e.g. the GAN): optuna's default
         return "maximize"
@@ -92,10 +97,27 @@ def _direction(metric: str | None, selection_metric: str | None) -> str:
         raise BenchError(f"cannot tell whether {name!r} should be maximised: {exc}") from exc
 
 
-def run_sweep(method: str, dataset: str, params: list[str], *, suite_name: str = "classification", preset_name: str = "smoke",
-              trials: int | None = None, storage: str | None = None, study_name: str | None = None, seed: int = 0,
-              metric: str | None = None, grid: bool = False, prune: bool | None = None, worker: int = 0, data_dir=None,
-              results_dir="results", work_dir="runs", progress: bool = False, allow_dirty: bool = False) -> dict[str, Any]:
+def run_sweep(
+    method: str,
+    dataset: str,
+    params: list[str],
+    *,
+    suite_name: str = "classification",
+    preset_name: str = "smoke",
+    trials: int | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    seed: int = 0,
+    metric: str | None = None,
+    grid: bool = False,
+    prune: bool | None = None,
+    worker: int = 0,
+    data_dir=None,
+    results_dir="results",
+    work_dir="runs",
+    progress: bool = False,
+    allow_dirty: bool = False,
+) -> dict[str, Any]:
     """Run (or resume) a study until it holds `trials` finished trials. Several workers
     share a study through `storage`; give each its own `worker` number so their
     samplers propose different trials. A grid is not pruned unless asked (its point is
@@ -105,11 +127,11 @@ def run_sweep(method: str, dataset: str, params: list[str], *, suite_name: str =
 
     from bench.config import MethodEntry, load_suite
     from bench.data.load import dataset_source
+    from bench.device import make_accelerator
     from bench.method import config_dict, config_hash
     from bench.provenance import environment
     from bench.records import is_complete, read_json, refuse_unpublished, unit_stem
     from bench.registry import METHODS
-    from bench.device import make_accelerator
     from bench.runner import Unit, data_block, run_and_record
 
     space = declared_space(method, params)
@@ -119,7 +141,10 @@ def run_sweep(method: str, dataset: str, params: list[str], *, suite_name: str =
     spec = METHODS.get(method)
     entry = next((m for m in suite.methods if m.name == method), MethodEntry(method))
     base = suite.options_for(entry, preset, spec.preset_options_of)
-    source_entry = next((d for d in suite.datasets if (d if isinstance(d, str) else d.get("name")) == dataset), dataset)
+    source_entry = next(
+        (d for d in suite.datasets if (d if isinstance(d, str) else d.get("name")) == dataset),
+        dataset,
+    )
     bundle = dataset_source(source_entry).load(data_dir=data_dir)
     if metric is None and suite.task == "classification":
         metric = "auroc"
@@ -127,21 +152,34 @@ def run_sweep(method: str, dataset: str, params: list[str], *, suite_name: str =
     root = Path(results_dir) / "sweeps"
     root.mkdir(parents=True, exist_ok=True)
     storage = open_storage(storage or f"sqlite:///{(root / f'{study_name}.db').resolve()}")
-    selection_metric = getattr(spec.make_config(base), "selection_metric", None) if metric is None else None
+    selection_metric = (
+        getattr(spec.make_config(base), "selection_metric", None) if metric is None else None
+    )
     grid_space = {p: space[p].grid() for p in params} if grid else None
     # a grid point counts once it has a complete trial; other studies count pruned trials as done
-    counted = (optuna.trial.TrialState.COMPLETE,) + (() if grid else (optuna.trial.TrialState.PRUNED,))
-    study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True,
-                                direction=_direction(metric, selection_metric),
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
-                                if (prune if prune is not None else not grid) else optuna.pruners.NopPruner())
+    counted = (optuna.trial.TrialState.COMPLETE,) + (
+        () if grid else (optuna.trial.TrialState.PRUNED,)
+    )
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=storage,
+        load_if_exists=True,
+        direction=_direction(metric, selection_metric),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        if (prune if prune is not None else not grid)
+        else optuna.pruners.NopPruner(),
+    )
     done = len(study.get_trials(deepcopy=False, states=counted))
     # a resumed study (or another worker) gets a fresh random stream, or TPE's start-up
     # trials would propose the first trials' values again; a grid runs as queued trials
     # (below): optuna's GridSampler counts pruned points as visited and stops the study
     # once every point was tried, so it cannot repair a grid
     sampler_seed = seed * 1_000_003 + done + 7919 * worker
-    study.sampler = optuna.samplers.RandomSampler(seed=sampler_seed) if grid else optuna.samplers.TPESampler(seed=sampler_seed)
+    study.sampler = (
+        optuna.samplers.RandomSampler(seed=sampler_seed)
+        if grid
+        else optuna.samplers.TPESampler(seed=sampler_seed)
+    )
     study.set_user_attr("method", method)
     study.set_user_attr("dataset", bundle.spec.name)
     study.set_user_attr("objective", f"validation {metric or 'selection value'}")
@@ -164,28 +202,56 @@ def run_sweep(method: str, dataset: str, params: list[str], *, suite_name: str =
                 raise optuna.TrialPruned(f"pruned at epoch {step} (validation {value:.4f})")
 
         if not is_complete(stem, data_block(bundle)):
-            outcome = run_and_record(unit, spec, bundle, None, sweep_suite, preset, accelerator, env, Path(work_dir), progress,
-                                      passthrough=(optuna.TrialPruned,), on_eval=report)
+            outcome = run_and_record(
+                unit,
+                spec,
+                bundle,
+                None,
+                sweep_suite,
+                preset,
+                accelerator,
+                env,
+                Path(work_dir),
+                progress,
+                passthrough=(optuna.TrialPruned,),
+                on_eval=report,
+            )
             if outcome["status"] != "ok":
                 raise BenchError(f"trial {trial.number} failed: {outcome['error']}")
         return _objective_value(read_json(stem.with_suffix(".json")), metric)
 
-    target = trials if trials is not None else (int(np.prod([len(v) for v in grid_space.values()])) if grid else 20)
+    target = (
+        trials
+        if trials is not None
+        else (int(np.prod([len(v) for v in grid_space.values()])) if grid else 20)
+    )
     if grid:  # every grid point without a complete (or running, or queued) trial is queued
         import itertools
 
-        live = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
-        have = {tuple(t.params.get(p, t.system_attrs.get("fixed_params", {}).get(p)) for p in params)
-                for t in study.get_trials(deepcopy=False, states=live)}
+        live = (
+            optuna.trial.TrialState.COMPLETE,
+            optuna.trial.TrialState.RUNNING,
+            optuna.trial.TrialState.WAITING,
+        )
+        have = {
+            tuple(t.params.get(p, t.system_attrs.get("fixed_params", {}).get(p)) for p in params)
+            for t in study.get_trials(deepcopy=False, states=live)
+        }
         for combo in itertools.product(*grid_space.values()):
             if combo not in have:
                 study.enqueue_trial(dict(zip(params, combo)))
         queued = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
-        done = target - queued  # the queued points are what is left (a point may have run twice before)
+        done = (
+            target - queued
+        )  # the queued points are what is left (a point may have run twice before)
     if done < target:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study.optimize(objective, n_trials=target - done, catch=(BenchError,),
-                       callbacks=[] if grid else [optuna.study.MaxTrialsCallback(target, states=counted)])
+        study.optimize(
+            objective,
+            n_trials=target - done,
+            catch=(BenchError,),
+            callbacks=[] if grid else [optuna.study.MaxTrialsCallback(target, states=counted)],
+        )
     return write_outputs(study, root, params, space)
 
 
@@ -215,27 +281,48 @@ def write_outputs(study, root: Path, params: list[str], space: dict[str, Param])
     out = {"study": name, "trials": len(study.trials), "complete": len(complete), "files": []}
     if complete:
         best = study.best_trial
-        out["best"] = {"number": best.number, "value": best.value, "params": best.params,
-                       "config": {space[p].field: v for p, v in best.params.items()}, "record": best.user_attrs.get("record")}
+        out["best"] = {
+            "number": best.number,
+            "value": best.value,
+            "params": best.params,
+            "config": {space[p].field: v for p, v in best.params.items()},
+            "record": best.user_attrs.get("record"),
+        }
         path = root / f"{name}.best.json"
         path.write_text(json.dumps(out["best"], indent=1))
         out["files"].append(str(path))
     reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    rows = sorted(study.trials, key=lambda t: (t.value is None, -(t.value or 0) if reverse else (t.value or 0)))
+    rows = sorted(
+        study.trials,
+        key=lambda t: (t.value is None, -(t.value or 0) if reverse else (t.value or 0)),
+    )
     flags = {t.number: _trial_flag(t.user_attrs.get("record")) for t in rows}
-    lines = [f"# Sweep `{name}`", "", f"_Written by `bench sweep` from the Optuna study; objective: "
-             f"{study.user_attrs.get('objective')} ({study.direction.name.lower()}); do not edit by hand. "
-             f"⚠: the trial's model is no result (its test number at or below the floor of its split, or one class "
-             f"predicted; bench/floors.py); {sum(map(bool, flags.values()))} of {len(rows)} trials._", "",
-             "| trial | state | " + " | ".join(params) + " | value | record | floor |", "|---|---|" + "---|" * (len(params) + 3)]
+    lines = [
+        f"# Sweep `{name}`",
+        "",
+        f"_Written by `bench sweep` from the Optuna study; objective: "
+        f"{study.user_attrs.get('objective')} ({study.direction.name.lower()}); do not edit by hand. "
+        f"⚠: the trial's model is no result (its test number at or below the floor of its split, or one class "
+        f"predicted; bench/floors.py); {sum(map(bool, flags.values()))} of {len(rows)} trials._",
+        "",
+        "| trial | state | " + " | ".join(params) + " | value | record | floor |",
+        "|---|---|" + "---|" * (len(params) + 3),
+    ]
     for t in rows:
         value = "" if t.value is None else f"{t.value:.4f}"
         if complete and t.number == study.best_trial.number and not flags[t.number]:
             value = f"**{value}**"
-        lines.append(f"| {t.number} | {t.state.name.lower()} | " + " | ".join(_fmt(t.params.get(p, "")) for p in params)
-                     + f" | {value} | {t.user_attrs.get('record', '')} | {'⚠ ' + flags[t.number] if flags[t.number] else ''} |")
+        lines.append(
+            f"| {t.number} | {t.state.name.lower()} | "
+            + " | ".join(_fmt(t.params.get(p, "")) for p in params)
+            + f" | {value} | {t.user_attrs.get('record', '')} | {'⚠ ' + flags[t.number] if flags[t.number] else ''} |"
+        )
     notes = []
-    for kind, plot in (("history", "plot_optimization_history"), ("importances", "plot_param_importances"), ("slice", "plot_slice")):
+    for kind, plot in (
+        ("history", "plot_optimization_history"),
+        ("importances", "plot_param_importances"),
+        ("slice", "plot_slice"),
+    ):
         png = root / f"{name}.{kind}.png"
         try:
             _save_plot(study, plot, png, params)

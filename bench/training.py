@@ -5,13 +5,14 @@ Images stay uint8 in memory; each batch is moved to the device, scaled to [-1, 1
 (MedMNIST's mean 0.5 / std 0.5) and resized there when the method's input size
 differs from the data's.
 """
+
 from __future__ import annotations
 
 import copy
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -23,7 +24,13 @@ from bench.device import sync_device, to_channels_last
 from bench.errors import TrainingError
 from bench.method import RunContext
 from bench.metrics import METRICS
-from bench.resume import checkpoint_path, load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from bench.resume import (
+    checkpoint_path,
+    load_checkpoint,
+    restore_rng_states,
+    rng_states,
+    save_checkpoint,
+)
 
 
 def to_device_batch(images: np.ndarray, device, size: int | None = None) -> torch.Tensor:
@@ -40,12 +47,18 @@ def from_device_batch(x: torch.Tensor, size: int | None = None) -> np.ndarray:
     (generated images back in the loaders' format; resized with antialiasing)."""
     x = x.detach().float()
     if size is not None and x.shape[-1] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        x = F.interpolate(
+            x, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+        )
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def batches(n: int, batch_size: int, generator: torch.Generator | None = None, drop_last: bool = False) -> Iterator[np.ndarray]:
-    order = torch.randperm(n, generator=generator).numpy() if generator is not None else np.arange(n)
+def batches(
+    n: int, batch_size: int, generator: torch.Generator | None = None, drop_last: bool = False
+) -> Iterator[np.ndarray]:
+    order = (
+        torch.randperm(n, generator=generator).numpy() if generator is not None else np.arange(n)
+    )
     stop = n - n % batch_size if drop_last and n >= batch_size else n
     for start in range(0, stop, batch_size):
         yield order[start : start + batch_size]
@@ -62,7 +75,9 @@ def probabilities(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_probs(model: torch.nn.Module, split: SplitData, ctx: RunContext, size: int | None, multilabel: bool) -> np.ndarray:
+def predict_probs(
+    model: torch.nn.Module, split: SplitData, ctx: RunContext, size: int | None, multilabel: bool
+) -> np.ndarray:
     model.eval()
     out = []
     for idx in batches(len(split), ctx.budget.eval_batch_size):
@@ -90,7 +105,9 @@ def make_optimizer(model: torch.nn.Module, s: SupervisedSettings, total_steps: i
     return opt, sched
 
 
-def plan_steps(n_train: int, batch_size: int, epochs: int, max_steps: int | None) -> tuple[int, int]:
+def plan_steps(
+    n_train: int, batch_size: int, epochs: int, max_steps: int | None
+) -> tuple[int, int]:
     """(total optimiser steps, epochs actually run) for a budget, honouring max_steps."""
     steps_per_epoch = max(1, n_train // batch_size) if n_train > batch_size else 1
     total = epochs * steps_per_epoch
@@ -110,8 +127,14 @@ def random_flip_rotate(x: torch.Tensor, generator: torch.Generator) -> torch.Ten
     return x
 
 
-def augmented_batch(images: np.ndarray, idx: np.ndarray, ctx: RunContext, size: int | None, augment: bool,
-                    generator: torch.Generator) -> torch.Tensor:
+def augmented_batch(
+    images: np.ndarray,
+    idx: np.ndarray,
+    ctx: RunContext,
+    size: int | None,
+    augment: bool,
+    generator: torch.Generator,
+) -> torch.Tensor:
     """A training batch on the device, randomly flipped and rotated when `augment`."""
     x = to_device_batch(images[idx], ctx.device, size)
     return random_flip_rotate(x, generator) if augment else x
@@ -166,7 +189,9 @@ def train_loop(
         optimizer.zero_grad(set_to_none=True)
         ctx.accelerator.backward(loss)
         if grad_clip:  # over what this optimiser updates (`module` may hold other trained parts)
-            ctx.accelerator.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
+            ctx.accelerator.clip_grad_norm_(
+                [p for g in optimizer.param_groups for p in g["params"]], grad_clip
+            )
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
@@ -174,12 +199,20 @@ def train_loop(
             after_step(step + 1)
 
     if ctx.probe is not None:
-        return probe_stage(module, train_step, update, ctx, gen, n_train=n_train, batch_size=batch_size, desc=desc)
+        return probe_stage(
+            module, train_step, update, ctx, gen, n_train=n_train, batch_size=batch_size, desc=desc
+        )
     all_generators = (gen, *generators)
     best = {"value": -math.inf, "epoch": None, "state": None}
     history, step, seen, t_train, start_epoch, stale, stopped = [], 0, 0, 0.0, 0, 0, False
     path = checkpoint_path(ctx.checkpoint_dir, desc)
-    plan = {"total_steps": total_steps, "epochs": epochs, "batch_size": batch_size, "n_train": n_train, "seed": ctx.seed}
+    plan = {
+        "total_steps": total_steps,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "n_train": n_train,
+        "seed": ctx.seed,
+    }
     saved = load_checkpoint(path, module, len(all_generators), len(stateful), plan, ctx.log)
     if saved is not None:
         module.load_state_dict(saved["module"])
@@ -189,7 +222,12 @@ def train_loop(
         for obj, state in zip(stateful, saved["stateful"], strict=True):
             obj.load_state_dict(state)
         restore_rng_states(saved["rng"], all_generators)
-        start_epoch, step, seen, t_train = saved["epoch"], saved["step"], saved["seen"], saved["t_train"]
+        start_epoch, step, seen, t_train = (
+            saved["epoch"],
+            saved["step"],
+            saved["seen"],
+            saved["t_train"],
+        )
         history, best = saved["history"], saved["best"]
         stale, stopped = saved.get("stale", 0), saved.get("stopped", False)
         ctx.log(f"{desc}: resuming after epoch {start_epoch} of {epochs} from {path}")
@@ -203,19 +241,41 @@ def train_loop(
         """At most every `checkpoint_every_s`, and always after the last epoch (or an early
         stop): a unit whose record cannot be written (disk full) then reruns without training."""
         nonlocal last_save
-        if time.monotonic() - last_save < ctx.checkpoint_every_s and epochs_done < epochs and not stopped:
+        if (
+            time.monotonic() - last_save < ctx.checkpoint_every_s
+            and epochs_done < epochs
+            and not stopped
+        ):
             return
-        save_checkpoint(path, {
-            "plan": plan, "epoch": epochs_done, "step": step, "seen": seen, "t_train": t_train, "history": history, "best": best,
-            "stale": stale, "stopped": stopped,
-            "module": module.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None, "rng": rng_states(all_generators),
-            "stateful": [obj.state_dict() for obj in stateful],
-        })
+        save_checkpoint(
+            path,
+            {
+                "plan": plan,
+                "epoch": epochs_done,
+                "step": step,
+                "seen": seen,
+                "t_train": t_train,
+                "history": history,
+                "best": best,
+                "stale": stale,
+                "stopped": stopped,
+                "module": module.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "rng": rng_states(all_generators),
+                "stateful": [obj.state_dict() for obj in stateful],
+            },
+        )
         last_save = time.monotonic()
 
-    bar = tqdm(total=total_steps, initial=step, desc=desc, leave=False, disable=None if ctx.progress else True,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=total_steps,
+        initial=step,
+        desc=desc,
+        leave=False,
+        disable=None if ctx.progress else True,
+        dynamic_ncols=True,
+    )
     for epoch in range(start_epoch, epochs):
         if stopped:
             break
@@ -248,13 +308,20 @@ def train_loop(
             if not math.isfinite(score):
                 score = -math.inf
             if best["state"] is None or score > best["value"]:
-                best = {"value": score, "epoch": epoch + 1, "state": copy.deepcopy(module.state_dict()), "raw": value}
+                best = {
+                    "value": score,
+                    "epoch": epoch + 1,
+                    "state": copy.deepcopy(module.state_dict()),
+                    "raw": value,
+                }
                 stale = 0
             else:
                 stale += 1
             stopped = bool(ctx.budget.patience) and stale >= ctx.budget.patience
             if stopped:
-                ctx.log(f"{desc}: stopping after epoch {epoch + 1}: no better validation {metric_name} in {stale} evaluations")
+                ctx.log(
+                    f"{desc}: stopping after epoch {epoch + 1}: no better validation {metric_name} in {stale} evaluations"
+                )
             checkpoint(epoch + 1)
     bar.close()
     if best["state"] is not None:
@@ -274,8 +341,17 @@ def train_loop(
     }
 
 
-def probe_stage(module: torch.nn.Module, train_step, update, ctx: RunContext, gen: torch.Generator, *, n_train: int,
-                batch_size: int, desc: str) -> dict:
+def probe_stage(
+    module: torch.nn.Module,
+    train_step,
+    update,
+    ctx: RunContext,
+    gen: torch.Generator,
+    *,
+    n_train: int,
+    batch_size: int,
+    desc: str,
+) -> dict:
     """train_loop under ``ctx.probe``: warm-up steps, one step under the FLOP counter, then
     timed steps (the same work as in training: loss, backward, optimiser, scheduler and
     after-step hook); no validation, no checkpoint; the stage's numbers go to the probe."""
@@ -300,12 +376,28 @@ def probe_stage(module: torch.nn.Module, train_step, update, ctx: RunContext, ge
                 break
     sync_device(ctx.device)
     seconds = time.perf_counter() - t0
-    probe.stages.append({"stage": desc, "batch_size": min(batch_size, n_train), "timed_steps": probe.steps,
-                         "images_per_s": timed_images / seconds, "flops_per_image": flops})
+    probe.stages.append(
+        {
+            "stage": desc,
+            "batch_size": min(batch_size, n_train),
+            "timed_steps": probe.steps,
+            "images_per_s": timed_images / seconds,
+            "flops_per_image": flops,
+        }
+    )
     module.eval()
-    return {"selection_metric": None, "best_epoch": None, "best_val_value": None, "epochs_run": 0, "steps": step,
-            "train_images_seen": timed_images, "train_compute_s": seconds, "history": [], "resumed_after_epoch": None,
-            "probe": True}
+    return {
+        "selection_metric": None,
+        "best_epoch": None,
+        "best_val_value": None,
+        "epochs_run": 0,
+        "steps": step,
+        "train_images_seen": timed_images,
+        "train_compute_s": seconds,
+        "history": [],
+        "resumed_after_epoch": None,
+        "probe": True,
+    }
 
 
 def train_supervised(
@@ -341,6 +433,18 @@ def train_supervised(
     def evaluate():
         return metric(val.labels, predict_probs(model, val, ctx, s.input_size, multilabel), task)
 
-    return train_loop(model, step, evaluate, ctx, n_train=len(train), batch_size=budget.batch_size,
-                      total_steps=total_steps, epochs=epochs, optimizer=opt, scheduler=sched,
-                      higher_is_better=metric.higher_is_better, metric_name=s.selection_metric, generators=(flips,))
+    return train_loop(
+        model,
+        step,
+        evaluate,
+        ctx,
+        n_train=len(train),
+        batch_size=budget.batch_size,
+        total_steps=total_steps,
+        epochs=epochs,
+        optimizer=opt,
+        scheduler=sched,
+        higher_is_better=metric.higher_is_better,
+        metric_name=s.selection_metric,
+        generators=(flips,),
+    )

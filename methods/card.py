@@ -21,6 +21,7 @@ the samples, for the majority-voted class), ``vote`` (the majority-voted class, 
 prediction) and ``vote_agreement`` (share of samples voting for it).
 The authors select checkpoints on the test split; here selection is on validation.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,9 +35,20 @@ from bench.method import ClassificationMethod, RunContext, register_method
 from bench.metrics import METRICS
 from bench.training import augmented_batch, plan_steps, train_loop
 from methods.label_diffusion import (
+    PooledEncoder,
+    TimeScaledMLP,
+    batched_inference,
+    cached_pretraining,
+    classification_loss,
+    ddpm_scheduler,
+    fit_prior,
+    noise_draws,
+    one_hot_targets,
+    prior_mean_noising,
     require_single_label,
-    PooledEncoder, TimeScaledMLP, batched_inference, cached_pretraining, classification_loss,
-    ddpm_scheduler, fit_prior, noise_draws, one_hot_targets, prior_mean_noising, sample_prior_mean, timm_trunk, warmup_cosine,
+    sample_prior_mean,
+    timm_trunk,
+    warmup_cosine,
 )
 
 
@@ -60,7 +72,9 @@ class CARDConfig:
     augment: bool = False  # the CIFAR-10 config uses none
     eval_every: int = 5
     eval_samples: int = 1  # chains per image for the validation score during training
-    noise_draws: int = 1  # (t, noise) draws per image per step (CARD: 1); more lower the loss's variance
+    noise_draws: int = (
+        1  # (t, noise) draws per image per step (CARD: 1); more lower the loss's variance
+    )
 
 
 class PriorClassifier(nn.Module):
@@ -107,7 +121,10 @@ def sample_statistics(samples: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
-@register_method("card", "CARD (NeurIPS 2022): label diffusion around a frozen prior, sample voting, interval widths")
+@register_method(
+    "card",
+    "CARD (NeurIPS 2022): label diffusion around a frozen prior, sample voting, interval widths",
+)
 class CARD(ClassificationMethod):
     """CARD: label diffusion around a frozen prior classifier."""
 
@@ -120,7 +137,9 @@ class CARD(ClassificationMethod):
     def build(self, ctx: RunContext) -> None:
         cfg, C = self.config, self.spec.num_classes
         self.ctx = ctx
-        self.prior = PriorClassifier(cfg.prior, self.spec.channels, C, cfg.small_input_stem).to(ctx.device)
+        self.prior = PriorClassifier(cfg.prior, self.spec.channels, C, cfg.small_input_stem).to(
+            ctx.device
+        )
         self.net = CARDNet(cfg, C, self.spec.channels).to(ctx.device)
         self.scheduler = ddpm_scheduler(cfg.timesteps, cfg.beta_start, cfg.beta_end)
         self.sampler = ddpm_scheduler(cfg.timesteps, cfg.beta_start, cfg.beta_end)
@@ -134,13 +153,35 @@ class CARD(ClassificationMethod):
         self.build(ctx)
 
         def train_prior():
-            return fit_prior(self.prior, lambda x, y0: classification_loss(self.prior(x).float(), y0, False), self.prior,
-                             train, val, ctx, self.spec, lr=cfg.prior_lr, epochs=cfg.prior_epochs, batch_size=ctx.budget.batch_size,
-                             image_size=cfg.image_size, augment=cfg.augment, desc="CARD prior")
+            return fit_prior(
+                self.prior,
+                lambda x, y0: classification_loss(self.prior(x).float(), y0, False),
+                self.prior,
+                train,
+                val,
+                ctx,
+                self.spec,
+                lr=cfg.prior_lr,
+                epochs=cfg.prior_epochs,
+                batch_size=ctx.budget.batch_size,
+                image_size=cfg.image_size,
+                augment=cfg.augment,
+                desc="CARD prior",
+            )
 
-        payload = {"model": "card-prior", "prior": cfg.prior, "stem": cfg.small_input_stem, "epochs": cfg.prior_epochs,
-                   "lr": cfg.prior_lr, "image_size": cfg.image_size, "augment": cfg.augment, "classes": C,
-                   "channels": self.spec.channels, "batch_size": ctx.budget.batch_size, "max_steps": ctx.budget.max_steps}
+        payload = {
+            "model": "card-prior",
+            "prior": cfg.prior,
+            "stem": cfg.small_input_stem,
+            "epochs": cfg.prior_epochs,
+            "lr": cfg.prior_lr,
+            "image_size": cfg.image_size,
+            "augment": cfg.augment,
+            "classes": C,
+            "channels": self.spec.channels,
+            "batch_size": ctx.budget.batch_size,
+            "max_steps": ctx.budget.max_steps,
+        }
         prior_summary = cached_pretraining("card_prior", payload, self.prior, train_prior, ctx)
         self.prior.requires_grad_(False).eval()
 
@@ -157,17 +198,35 @@ class CARD(ClassificationMethod):
             with torch.no_grad():
                 prior = self.prior_probs(x)
             t, noise = noise_draws(len(idx), C, cfg.noise_draws, cfg.timesteps, gen, ctx.device)
-            y_t = prior_mean_noising(self.scheduler.alphas_cumprod, y0[:, None], prior[:, None], t, noise)
+            y_t = prior_mean_noising(
+                self.scheduler.alphas_cumprod, y0[:, None], prior[:, None], t, noise
+            )
             with ctx.accelerator.autocast():
                 eps = self.net(y_t, t, prior, self.net.feature(x)).float()
             return ((eps - noise) ** 2).mean()
 
         def evaluate():
-            return auroc(val.labels, self.predict(val, ctx, num_samples=cfg.eval_samples), self.spec.task)
+            return auroc(
+                val.labels, self.predict(val, ctx, num_samples=cfg.eval_samples), self.spec.task
+            )
 
-        summary = train_loop(self.net, step, evaluate, ctx, n_train=len(train), batch_size=budget.batch_size,
-                             total_steps=total, epochs=epochs, optimizer=opt, scheduler=sched, metric_name="auroc",
-                             eval_every=cfg.eval_every, grad_clip=cfg.grad_clip, generators=(gen,), desc="CARD")
+        summary = train_loop(
+            self.net,
+            step,
+            evaluate,
+            ctx,
+            n_train=len(train),
+            batch_size=budget.batch_size,
+            total_steps=total,
+            epochs=epochs,
+            optimizer=opt,
+            scheduler=sched,
+            metric_name="auroc",
+            eval_every=cfg.eval_every,
+            grad_clip=cfg.grad_clip,
+            generators=(gen,),
+            desc="CARD",
+        )
         return {"prior": prior_summary, **summary}
 
     @torch.no_grad()
@@ -185,14 +244,18 @@ class CARD(ClassificationMethod):
 
         return sample_prior_mean(eps_fn, prior_s, self.sampler, generator).reshape(s, b, -1)
 
-    def predict(self, split: SplitData, ctx: RunContext, num_samples: int | None = None) -> np.ndarray:
+    def predict(
+        self, split: SplitData, ctx: RunContext, num_samples: int | None = None
+    ) -> np.ndarray:
         self.ctx = ctx
         self.net.eval()
         gen = torch.Generator().manual_seed(ctx.seed + 4)
         stats: dict[str, list] = {}
 
         def run(x):
-            for k, v in sample_statistics(self.sample(x, num_samples or self.config.num_samples, gen)).items():
+            for k, v in sample_statistics(
+                self.sample(x, num_samples or self.config.num_samples, gen)
+            ).items():
                 stats.setdefault(k, []).append(v.cpu())
             return stats["probs"][-1]
 
@@ -203,4 +266,10 @@ class CARD(ClassificationMethod):
     def prior_predictions(self, split: SplitData, ctx: RunContext) -> dict[str, np.ndarray]:
         self.prior.eval()
         with torch.no_grad():
-            return {"f_phi": batched_inference(self.prior_probs, split.images, ctx, self.config.image_size).numpy().astype(np.float64)}
+            return {
+                "f_phi": batched_inference(
+                    self.prior_probs, split.images, ctx, self.config.image_size
+                )
+                .numpy()
+                .astype(np.float64)
+            }

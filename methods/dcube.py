@@ -25,6 +25,7 @@ Paper vs authors' code (medical-ai-cv/D-Cube), each behind an option:
 - Sub-feature CNN: ResNet-50 as in the code (the paper's tables name ResNeXt-101);
   ImageNet weights only from a local ``sub_weights_file`` (no downloads here).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,13 +41,27 @@ import torch.nn.functional as F
 from bench.data.spec import SplitData
 from bench.errors import BenchError
 from bench.images import save_class_grid
-from bench.method import ClassificationMethod, MethodSpec, RunContext, build_config, config_dict, register_method
+from bench.method import (
+    ClassificationMethod,
+    MethodSpec,
+    RunContext,
+    build_config,
+    config_dict,
+    register_method,
+)
 from bench.registry import METHODS
 from bench.sweep import Param
 from bench.training import batches, from_device_batch, plan_steps, to_device_batch, train_loop
 from methods.label_diffusion import (
-    cache_key, cached_pretraining, ddim_scheduler, ddpm_scheduler, feature_map, q_sample,
-    require_single_label, reverse_process, timm_trunk,
+    cache_key,
+    cached_pretraining,
+    ddim_scheduler,
+    ddpm_scheduler,
+    feature_map,
+    q_sample,
+    require_single_label,
+    reverse_process,
+    timm_trunk,
 )
 
 # ------------------------------------------------------------------------ stage-1 model
@@ -80,9 +95,13 @@ class Stage1Config:
 
     def __post_init__(self):
         if self.contrastive_reduction not in ("sum", "mean"):
-            raise BenchError(f"D-Cube stage1.contrastive_reduction must be 'sum' or 'mean', not {self.contrastive_reduction!r}")
+            raise BenchError(
+                f"D-Cube stage1.contrastive_reduction must be 'sum' or 'mean', not {self.contrastive_reduction!r}"
+            )
         if self.depth % 2:
-            raise BenchError(f"D-Cube stage1.depth must be even (in + out blocks), got {self.depth}")
+            raise BenchError(
+                f"D-Cube stage1.depth must be even (in + out blocks), got {self.depth}"
+            )
 
 
 def stage1_config(overrides: dict[str, Any] | Stage1Config) -> Stage1Config:
@@ -116,18 +135,26 @@ class UViT(nn.Module):
     def __init__(self, cfg: Stage1Config, image_size: int, in_chans: int, num_classes: int):
         super().__init__()
         if image_size % cfg.patch_size:
-            raise BenchError(f"D-Cube: image size {image_size} is not a multiple of patch_size {cfg.patch_size}")
+            raise BenchError(
+                f"D-Cube: image size {image_size} is not a multiple of patch_size {cfg.patch_size}"
+            )
         self.patch, self.in_chans, self.dim = cfg.patch_size, in_chans, cfg.dim
         self.grid = image_size // cfg.patch_size
-        self.patch_embed = nn.Conv2d(in_chans, cfg.dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid ** 2, cfg.dim))
+        self.patch_embed = nn.Conv2d(
+            in_chans, cfg.dim, kernel_size=cfg.patch_size, stride=cfg.patch_size
+        )
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid**2, cfg.dim))
         self.label_emb = nn.Embedding(num_classes, cfg.dim)
         half = cfg.depth // 2
-        self.in_blocks = nn.ModuleList(UViTBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, skip=False) for _ in range(half))
+        self.in_blocks = nn.ModuleList(
+            UViTBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, skip=False) for _ in range(half)
+        )
         self.mid_block = UViTBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, skip=False)
-        self.out_blocks = nn.ModuleList(UViTBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, skip=True) for _ in range(half))
+        self.out_blocks = nn.ModuleList(
+            UViTBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, skip=True) for _ in range(half)
+        )
         self.norm = nn.LayerNorm(cfg.dim)
-        self.decoder_pred = nn.Linear(cfg.dim, cfg.patch_size ** 2 * in_chans)
+        self.decoder_pred = nn.Linear(cfg.dim, cfg.patch_size**2 * in_chans)
         self.final_layer = nn.Conv2d(in_chans, in_chans, kernel_size=3, padding=1)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.apply(_init_weights)
@@ -138,26 +165,36 @@ class UViT(nn.Module):
 
     @property
     def tokens(self) -> int:
-        return 1 + self.grid ** 2
+        return 1 + self.grid**2
 
     def block_names(self) -> list[str]:
         h = len(self.in_blocks)
         return [f"in{i}" for i in range(h)] + ["mid"] + [f"out{i}" for i in range(h)]
 
-    def class_embedding(self, y: torch.Tensor | None = None, probs: torch.Tensor | None = None) -> torch.Tensor | None:
+    def class_embedding(
+        self, y: torch.Tensor | None = None, probs: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
         """Embedding of labels `y`, or the probability-weighted mix for soft labels."""
         if probs is not None:
             return probs.to(self.label_emb.weight.dtype) @ self.label_emb.weight
         return None if y is None else self.label_emb(y)
 
-    def blocks(self, x: torch.Tensor, t: torch.Tensor, class_emb: torch.Tensor | None = None, upto: int | None = None) -> list[torch.Tensor]:
+    def blocks(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        class_emb: torch.Tensor | None = None,
+        upto: int | None = None,
+    ) -> list[torch.Tensor]:
         """Every block's output [B, 1 + N, dim] in order (in..., mid, out...), stopping
         after block `upto` when given (stage 2 needs no more)."""
         from diffusers.models.embeddings import get_timestep_embedding
 
         last = self.num_blocks - 1 if upto is None else upto
         h = self.patch_embed(x).flatten(2).transpose(1, 2)
-        temb = get_timestep_embedding(t, self.dim, flip_sin_to_cos=True, downscale_freq_shift=0).to(h.dtype)
+        temb = get_timestep_embedding(t, self.dim, flip_sin_to_cos=True, downscale_freq_shift=0).to(
+            h.dtype
+        )
         h = torch.cat([temb[:, None, :], h], dim=1) + self.pos_embed
         if class_emb is not None:
             h = h + class_emb[:, None, :].to(h.dtype)
@@ -184,8 +221,15 @@ class UViT(nn.Module):
         x = x.reshape(b, g, g, p, p, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, g * p, g * p)
         return self.final_layer(x)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, *,
-                probs: torch.Tensor | None = None, return_mid: bool = False):
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        y: torch.Tensor | None = None,
+        *,
+        probs: torch.Tensor | None = None,
+        return_mid: bool = False,
+    ):
         """Predicted noise; with `return_mid`, also the mid-block tokens (contrastive loss)."""
         outs = self.blocks(x, t, self.class_embedding(y, probs))
         eps = self.decode(outs[-1])
@@ -202,7 +246,9 @@ def _init_weights(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
-def contrastive_loss(a: torch.Tensor, b: torch.Tensor, different: torch.Tensor, margin: float, reduction: str = "sum") -> torch.Tensor:
+def contrastive_loss(
+    a: torch.Tensor, b: torch.Tensor, different: torch.Tensor, margin: float, reduction: str = "sum"
+) -> torch.Tensor:
     """Per pair: d = squared L2 between the flattened features (summed, or averaged per
     feature); loss = d for the same class, max(0, margin - d) for different classes
     (the authors' form). Returns the per-pair losses [B]."""
@@ -212,7 +258,9 @@ def contrastive_loss(a: torch.Tensor, b: torch.Tensor, different: torch.Tensor, 
     return (1 - different) * d + different * torch.clamp(margin - d, min=0)
 
 
-def partner_indices(labels: np.ndarray, anchors: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def partner_indices(
+    labels: np.ndarray, anchors: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """For each anchor, a partner of the same class (probability 1/2) or of another
     class; returns (partner indices, different-class flags). With one class present,
     every partner is of the same class."""
@@ -230,11 +278,20 @@ def partner_indices(labels: np.ndarray, anchors: np.ndarray, rng: np.random.Gene
     return partners, different
 
 
-def train_stage1(unet: UViT, cfg: Stage1Config, train: SplitData, val: SplitData, ctx: RunContext, image_size: int) -> dict:
+def train_stage1(
+    unet: UViT,
+    cfg: Stage1Config,
+    train: SplitData,
+    val: SplitData,
+    ctx: RunContext,
+    image_size: int,
+) -> dict:
     """Noise MSE on both images of each pair (per-image sums over pixels, as the code)
     + contrastive loss on the mid-block tokens; AdamW; keeps the weights with the lowest
     validation noise loss (fixed t and noise). The suite's ``max_steps`` caps it."""
-    alphas = ddpm_scheduler(cfg.timesteps, cfg.beta_start, cfg.beta_end).alphas_cumprod.to(ctx.device)
+    alphas = ddpm_scheduler(cfg.timesteps, cfg.beta_start, cfg.beta_end).alphas_cumprod.to(
+        ctx.device
+    )
     total, epochs = plan_steps(len(train), cfg.batch_size, cfg.epochs, ctx.budget.max_steps)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(ctx.seed + 11)
@@ -252,14 +309,24 @@ def train_stage1(unet: UViT, cfg: Stage1Config, train: SplitData, val: SplitData
         with ctx.accelerator.autocast():
             e1, m1 = unet(q_sample(alphas, x1, t, noise), t, y1, return_mid=True)
             e2, m2 = unet(q_sample(alphas, x2, t, noise), t, y2, return_mid=True)
-        mse = ((e1.float() - noise) ** 2).flatten(1).sum(1) + ((e2.float() - noise) ** 2).flatten(1).sum(1)
-        con = contrastive_loss(m1, m2, torch.as_tensor(different, device=ctx.device), cfg.margin, cfg.contrastive_reduction)
+        mse = ((e1.float() - noise) ** 2).flatten(1).sum(1) + ((e2.float() - noise) ** 2).flatten(
+            1
+        ).sum(1)
+        con = contrastive_loss(
+            m1,
+            m2,
+            torch.as_tensor(different, device=ctx.device),
+            cfg.margin,
+            cfg.contrastive_reduction,
+        )
         return (mse + cfg.contrastive_weight * con).mean()
 
     probe = np.arange(min(len(val), 256))
     probe_gen = torch.Generator().manual_seed(1234)
     probe_t = torch.randint(1, cfg.timesteps, (len(probe),), generator=probe_gen)
-    probe_noise = torch.randn((len(probe), unet.in_chans, image_size, image_size), generator=probe_gen)
+    probe_noise = torch.randn(
+        (len(probe), unet.in_chans, image_size, image_size), generator=probe_gen
+    )
 
     @torch.no_grad()
     def evaluate():  # mean per-image noise loss on a fixed validation probe (lower is better)
@@ -273,20 +340,43 @@ def train_stage1(unet: UViT, cfg: Stage1Config, train: SplitData, val: SplitData
             total_loss += ((eps - n) ** 2).flatten(1).sum(1).sum().item()
         return total_loss / len(probe)
 
-    return train_loop(unet, step, evaluate, ctx, n_train=len(train), batch_size=cfg.batch_size, total_steps=total,
-                      epochs=epochs, optimizer=opt, higher_is_better=False, metric_name="noise_mse",
-                      eval_every=cfg.eval_every, generators=(gen, rng), desc="D-Cube stage 1")
+    return train_loop(
+        unet,
+        step,
+        evaluate,
+        ctx,
+        n_train=len(train),
+        batch_size=cfg.batch_size,
+        total_steps=total,
+        epochs=epochs,
+        optimizer=opt,
+        higher_is_better=False,
+        metric_name="noise_mse",
+        eval_every=cfg.eval_every,
+        generators=(gen, rng),
+        desc="D-Cube stage 1",
+    )
 
 
-def stage1_model(cfg: Stage1Config, spec, train: SplitData, val: SplitData, ctx: RunContext) -> tuple[UViT, dict]:
+def stage1_model(
+    cfg: Stage1Config, spec, train: SplitData, val: SplitData, ctx: RunContext
+) -> tuple[UViT, dict]:
     """The trained stage-1 U-ViT for this data, seed and config: from the shared cache
     when it was trained before (by D-Cube or by a "+Syn" run), else trained and stored."""
     require_single_label("D-Cube", spec)
     size = cfg.image_size or spec.size
     unet = UViT(cfg, size, spec.channels, spec.num_classes).to(ctx.device)
-    payload = {"model": "dcube-uvit", "stage1": dataclasses.asdict(cfg), "image_size": size, "classes": spec.num_classes,
-               "channels": spec.channels, "max_steps": ctx.budget.max_steps}
-    summary = cached_pretraining("dcube_stage1", payload, unet, lambda: train_stage1(unet, cfg, train, val, ctx, size), ctx)
+    payload = {
+        "model": "dcube-uvit",
+        "stage1": dataclasses.asdict(cfg),
+        "image_size": size,
+        "classes": spec.num_classes,
+        "channels": spec.channels,
+        "max_steps": ctx.budget.max_steps,
+    }
+    summary = cached_pretraining(
+        "dcube_stage1", payload, unet, lambda: train_stage1(unet, cfg, train, val, ctx, size), ctx
+    )
     unet.requires_grad_(False).eval()
     return unet, summary
 
@@ -294,8 +384,13 @@ def stage1_model(cfg: Stage1Config, spec, train: SplitData, val: SplitData, ctx:
 # ------------------------------------------------------------------- layer selection
 
 
-def ks_layer_selection(features: list[np.ndarray], names: list[str], alpha: float = 0.05, samples: int = 1000,
-                       seed: int = 0) -> dict:
+def ks_layer_selection(
+    features: list[np.ndarray],
+    names: list[str],
+    alpha: float = 0.05,
+    samples: int = 1000,
+    seed: int = 0,
+) -> dict:
     """Kolmogorov-Smirnov test of each layer's features against a Gaussian.
 
     For each layer, `samples` values drawn at random (fixed seed) from the batch's
@@ -312,7 +407,14 @@ def ks_layer_selection(features: list[np.ndarray], names: list[str], alpha: floa
         v = v[rng.choice(v.size, size=min(samples, v.size), replace=False)] if samples else v
         std = float(np.std(f)) or 1.0
         res = kstest((v - float(np.mean(f))) / std, "norm")
-        layers.append({"index": i, "name": name, "statistic": float(res.statistic), "p_value": float(res.pvalue)})
+        layers.append(
+            {
+                "index": i,
+                "name": name,
+                "statistic": float(res.statistic),
+                "p_value": float(res.pvalue),
+            }
+        )
     kept = [layer["index"] for layer in layers if layer["p_value"] < alpha]
     note = None
     if not kept:
@@ -320,8 +422,14 @@ def ks_layer_selection(features: list[np.ndarray], names: list[str], alpha: floa
         note = f"no layer had p < {alpha}; kept the least Gaussian one"
     for layer in layers:
         layer["kept"] = layer["index"] in kept
-    return {"alpha": alpha, "samples": samples, "layers": layers, "kept": kept,
-            "kept_names": [names[i] for i in kept], "note": note}
+    return {
+        "alpha": alpha,
+        "samples": samples,
+        "layers": layers,
+        "kept": kept,
+        "kept_names": [names[i] for i in kept],
+        "note": note,
+    }
 
 
 def plot_ks(selection: dict, path, title: str = "") -> None:
@@ -337,8 +445,19 @@ def plot_ks(selection: dict, path, title: str = "") -> None:
     kept = np.array([layer["kept"] for layer in layers])
     fig, ax = plt.subplots(figsize=(max(4, 0.45 * len(layers) + 2), 3))
     ax.plot(x, p, color="0.5", lw=1)
-    ax.scatter(x[kept], p[kept], marker="*", s=120, color="gold", edgecolor="k", label="kept (non-Gaussian)", zorder=3)
-    ax.scatter(x[~kept], p[~kept], marker="x", s=50, color="red", label="dropped (Gaussian)", zorder=3)
+    ax.scatter(
+        x[kept],
+        p[kept],
+        marker="*",
+        s=120,
+        color="gold",
+        edgecolor="k",
+        label="kept (non-Gaussian)",
+        zorder=3,
+    )
+    ax.scatter(
+        x[~kept], p[~kept], marker="x", s=50, color="red", label="dropped (Gaussian)", zorder=3
+    )
     ax.axhline(selection["alpha"], color="k", ls="--", lw=0.8, label=f"p = {selection['alpha']}")
     ax.set_yscale("log")
     ax.set_xticks(x, [layer["name"] for layer in layers], rotation=45, fontsize=8)
@@ -377,8 +496,18 @@ class DCubeHead(nn.Module):
     32 -> 4) and two FC layers (-> 32 -> C, dropout 0.5).
     """
 
-    def __init__(self, n_layers: int, tokens: int, dim: int, grid: int, in_chans: int, num_classes: int,
-                 sub_model: str, sub_small_stem: bool, use_sub_features: bool = True):
+    def __init__(
+        self,
+        n_layers: int,
+        tokens: int,
+        dim: int,
+        grid: int,
+        in_chans: int,
+        num_classes: int,
+        sub_model: str,
+        sub_small_stem: bool,
+        use_sub_features: bool = True,
+    ):
         super().__init__()
         self.grid, self.use_sub = grid, use_sub_features
         self.norm_f = nn.LayerNorm(dim)
@@ -391,7 +520,13 @@ class DCubeHead(nn.Module):
         self.fuse = nn.Conv2d(2 * dim if use_sub_features else dim, 1, kernel_size=1)
         chans = [num_classes if use_sub_features else 1, 64, 32, 4]
         self.stages = nn.Sequential(*(MultiKernelStage(a, b) for a, b in zip(chans, chans[1:])))
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(4 * grid * grid, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, num_classes))
+        self.fc = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(4 * grid * grid, 32),
+            nn.ReLU(),
+            nn.Dropout(0.5),
+            nn.Linear(32, num_classes),
+        )
 
     def forward(self, layers: list[torch.Tensor], image: torch.Tensor) -> torch.Tensor:
         tokens = torch.cat([self.norm_f(h) for h in layers], dim=1)  # [B, n * L, dim]
@@ -400,14 +535,24 @@ class DCubeHead(nn.Module):
         if not self.use_sub:
             return self.fc(self.stages(self.fuse(x)))
         f = feature_map(self.trunk, self.to_rgb(image))
-        sub = F.interpolate(self.sub_proj(f), size=(self.grid, self.grid), mode="bilinear", align_corners=False)
+        sub = F.interpolate(
+            self.sub_proj(f), size=(self.grid, self.grid), mode="bilinear", align_corners=False
+        )
         scores = self.score(f).sum(dim=(2, 3), keepdim=True)  # [B, C, 1, 1]
         x = self.fuse(torch.cat([x, sub], dim=1))  # [B, 1, g, g]
         return self.fc(self.stages(x + x * scores))
 
 
-def cycle_loss(unet: UViT, x0: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, alphas: torch.Tensor,
-               form: str, generator: torch.Generator, timesteps: int) -> torch.Tensor:
+def cycle_loss(
+    unet: UViT,
+    x0: torch.Tensor,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    alphas: torch.Tensor,
+    form: str,
+    generator: torch.Generator,
+    timesteps: int,
+) -> torch.Tensor:
     """MSE between the frozen model's noise predictions for the same x_t and t under
     the predicted class and under the true class. "paper": the prediction enters as
     the softmax-weighted class embedding (differentiable); "code": as the argmax,
@@ -449,12 +594,22 @@ class DCubeConfig:
     def __post_init__(self):
         self.stage1 = dataclasses.asdict(stage1_config(self.stage1))
         if self.cycle_form not in ("paper", "code"):
-            raise BenchError(f"D-Cube cycle_form must be 'paper' or 'code', not {self.cycle_form!r}")
-        if not (isinstance(self.feature_layers, (list, tuple)) or self.feature_layers in ("ks", "code", "last")):
-            raise BenchError(f"D-Cube feature_layers must be 'ks', 'code', 'last' or a list of block indices, not {self.feature_layers!r}")
+            raise BenchError(
+                f"D-Cube cycle_form must be 'paper' or 'code', not {self.cycle_form!r}"
+            )
+        if not (
+            isinstance(self.feature_layers, (list, tuple))
+            or self.feature_layers in ("ks", "code", "last")
+        ):
+            raise BenchError(
+                f"D-Cube feature_layers must be 'ks', 'code', 'last' or a list of block indices, not {self.feature_layers!r}"
+            )
 
 
-@register_method("dcube", "D-Cube: frozen class-conditional U-ViT hyper-features, KS layer selection, CNN sub-features")
+@register_method(
+    "dcube",
+    "D-Cube: frozen class-conditional U-ViT hyper-features, KS layer selection, CNN sub-features",
+)
 class DCube(ClassificationMethod):
     Config = DCubeConfig
     #: the paper tunes lambda_cyc per dataset (10, 100) and fixes alpha = 0.05, lambda_cr = 0.1
@@ -482,14 +637,20 @@ class DCube(ClassificationMethod):
             return [unet.num_blocks - 1]
         bad = [i for i in choice if not 0 <= int(i) < unet.num_blocks]
         if bad:
-            raise BenchError(f"D-Cube feature_layers {bad} out of range 0..{unet.num_blocks - 1} ({unet.block_names()})")
+            raise BenchError(
+                f"D-Cube feature_layers {bad} out of range 0..{unet.num_blocks - 1} ({unet.block_names()})"
+            )
         return sorted(int(i) for i in choice)
 
     def select_layers(self, train: SplitData, ctx: RunContext) -> dict:
         names = self.unet.block_names()
         fixed = self.fixed_layers(self.unet)
         if fixed is not None:
-            return {"method": self.config.feature_layers, "kept": fixed, "kept_names": [names[i] for i in fixed]}
+            return {
+                "method": self.config.feature_layers,
+                "kept": fixed,
+                "kept_names": [names[i] for i in fixed],
+            }
         cfg = self.config
         idx = np.random.default_rng(ctx.seed + 13).permutation(len(train))[: cfg.ks_batch]
         gen = torch.Generator().manual_seed(ctx.seed + 13)
@@ -508,8 +669,17 @@ class DCube(ClassificationMethod):
 
     def build_head(self) -> DCubeHead:
         cfg = self.config
-        head = DCubeHead(len(self.layers), self.unet.tokens, self.s1.dim, cfg.head_grid or self.unet.grid,
-                         self.spec.channels, self.spec.num_classes, cfg.sub_model, cfg.sub_small_stem, cfg.use_sub_features)
+        head = DCubeHead(
+            len(self.layers),
+            self.unet.tokens,
+            self.s1.dim,
+            cfg.head_grid or self.unet.grid,
+            self.spec.channels,
+            self.spec.num_classes,
+            cfg.sub_model,
+            cfg.sub_small_stem,
+            cfg.use_sub_features,
+        )
         if cfg.sub_weights_file and cfg.use_sub_features:
             from baselines.timm_classifier import _load_weights
 
@@ -534,7 +704,9 @@ class DCube(ClassificationMethod):
         head = self.build_head().to(ctx.device)
         ema = ModelEmaV3(head, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay else None
         self.model = nn.ModuleDict({"head": head, **({"ema": ema.module} if ema else {})})
-        alphas = ddpm_scheduler(s1.timesteps, s1.beta_start, s1.beta_end).alphas_cumprod.to(ctx.device)
+        alphas = ddpm_scheduler(s1.timesteps, s1.beta_start, s1.beta_end).alphas_cumprod.to(
+            ctx.device
+        )
         budget = ctx.budget
         total, epochs = plan_steps(len(train), budget.batch_size, budget.epochs, budget.max_steps)
         opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -552,24 +724,42 @@ class DCube(ClassificationMethod):
                 logits = self.logits(head, x, t).float()
                 loss = F.cross_entropy(logits, y)
                 if cfg.consistency_weight:
-                    loss = loss + cfg.consistency_weight * F.mse_loss(self.logits(head, x.flip(-1), t).float(), logits)
+                    loss = loss + cfg.consistency_weight * F.mse_loss(
+                        self.logits(head, x.flip(-1), t).float(), logits
+                    )
                 if cfg.cycle_weight:
-                    loss = loss + cfg.cycle_weight * cycle_loss(self.unet, x, logits, y, alphas, cfg.cycle_form, gen, s1.timesteps)
+                    loss = loss + cfg.cycle_weight * cycle_loss(
+                        self.unet, x, logits, y, alphas, cfg.cycle_form, gen, s1.timesteps
+                    )
             return loss
 
         def evaluate():
             return auroc(val.labels, self.predict(val, ctx), self.spec.task)
 
-        summary = train_loop(self.model, step, evaluate, ctx, n_train=len(train), batch_size=budget.batch_size,
-                             total_steps=total, epochs=epochs, optimizer=opt, metric_name="auroc",
-                             eval_every=cfg.eval_every, after_step=(lambda s: ema.update(head, step=s)) if ema else None,
-                             generators=(gen,), desc="D-Cube stage 2")
+        summary = train_loop(
+            self.model,
+            step,
+            evaluate,
+            ctx,
+            n_train=len(train),
+            batch_size=budget.batch_size,
+            total_steps=total,
+            epochs=epochs,
+            optimizer=opt,
+            metric_name="auroc",
+            eval_every=cfg.eval_every,
+            after_step=(lambda s: ema.update(head, step=s)) if ema else None,
+            generators=(gen,),
+            desc="D-Cube stage 2",
+        )
         self.probe = self.fit_probe(train, ctx)
         return {**summary, "stage1": stage1, "layers": selection}
 
     def eval_timesteps(self, n: int, ctx: RunContext) -> torch.Tensor:
         """Each evaluated image's random t, seeded: the same for every call on a split."""
-        return torch.randint(1, self.s1.timesteps, (n,), generator=torch.Generator().manual_seed(ctx.seed + 19))
+        return torch.randint(
+            1, self.s1.timesteps, (n,), generator=torch.Generator().manual_seed(ctx.seed + 19)
+        )
 
     @torch.no_grad()
     def hyper_features(self, split: SplitData, ctx: RunContext) -> np.ndarray:
@@ -591,7 +781,9 @@ class DCube(ClassificationMethod):
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(self.hyper_features(train, ctx), train.labels)
+        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(
+            self.hyper_features(train, ctx), train.labels
+        )
 
     def prior_predictions(self, split: SplitData, ctx: RunContext) -> dict[str, np.ndarray]:
         probs = np.zeros((len(split), self.spec.num_classes))
@@ -607,7 +799,9 @@ class DCube(ClassificationMethod):
         for idx in batches(len(split), ctx.budget.eval_batch_size):
             x = to_device_batch(split.images[idx], ctx.device, self.image_size)
             with ctx.accelerator.autocast():
-                out.append(torch.softmax(self.logits(head, x, ts[idx].to(ctx.device)).float(), dim=1).cpu())
+                out.append(
+                    torch.softmax(self.logits(head, x, ts[idx].to(ctx.device)).float(), dim=1).cpu()
+                )
         return torch.cat(out).numpy().astype(np.float64)
 
 
@@ -615,13 +809,25 @@ class DCube(ClassificationMethod):
 
 
 @torch.no_grad()
-def sample_images(unet: UViT, labels: np.ndarray, cfg: Stage1Config, ctx: RunContext, *, sampler: str, steps: int,
-                  batch_size: int, generator: torch.Generator, rederived_eps: bool = True) -> torch.Tensor:
+def sample_images(
+    unet: UViT,
+    labels: np.ndarray,
+    cfg: Stage1Config,
+    ctx: RunContext,
+    *,
+    sampler: str,
+    steps: int,
+    batch_size: int,
+    generator: torch.Generator,
+    rederived_eps: bool = True,
+) -> torch.Tensor:
     """Class-conditional samples in [-1, 1]: diffusers DDPM (posterior variance, as the
     authors' sampler) or DDIM (eta 0, x0 clipped; `rederived_eps`: the direction term
     uses the eps of the clipped x0), `steps` steps; no guidance (the model has no
     unconditional branch)."""
-    scheduler = (ddpm_scheduler if sampler == "ddpm" else ddim_scheduler)(cfg.timesteps, cfg.beta_start, cfg.beta_end)
+    scheduler = (ddpm_scheduler if sampler == "ddpm" else ddim_scheduler)(
+        cfg.timesteps, cfg.beta_start, cfg.beta_end
+    )
     scheduler.set_timesteps(steps)
     size = unet.grid * unet.patch
     out = []
@@ -633,17 +839,25 @@ def sample_images(unet: UViT, labels: np.ndarray, cfg: Stage1Config, ctx: RunCon
             with ctx.accelerator.autocast():
                 return unet(x_t, t, y)
 
-        out.append(reverse_process(eps, x, scheduler, generator, rederived_eps and sampler == "ddim").clamp(-1, 1).cpu())
+        out.append(
+            reverse_process(eps, x, scheduler, generator, rederived_eps and sampler == "ddim")
+            .clamp(-1, 1)
+            .cpu()
+        )
     return torch.cat(out)
 
 
-def synthetic_counts(counts: np.ndarray, balance: float, add_per_class: list[int] | None) -> np.ndarray:
+def synthetic_counts(
+    counts: np.ndarray, balance: float, add_per_class: list[int] | None
+) -> np.ndarray:
     """Images to add per class: explicit counts, or enough to bring every class up to
     `balance` x the largest class's count (1.0 = balanced)."""
     if add_per_class is not None:
         add = np.asarray(add_per_class, dtype=np.int64)
         if add.shape != counts.shape or (add < 0).any():
-            raise BenchError(f"+Syn add_per_class needs {len(counts)} non-negative counts, got {add_per_class}")
+            raise BenchError(
+                f"+Syn add_per_class needs {len(counts)} non-negative counts, got {add_per_class}"
+            )
         return add
     target = int(math.ceil(balance * counts.max()))
     return np.maximum(target - counts, 0)
@@ -653,7 +867,9 @@ def synthetic_counts(counts: np.ndarray, balance: float, add_per_class: list[int
 class SynConfig:
     base: str = "resnet18"  # the wrapped method's registry name
     base_options: dict = field(default_factory=dict)  # its options; recorded resolved
-    stage1: dict = field(default_factory=dict)  # D-Cube stage-1 options (same key = same cached model)
+    stage1: dict = field(
+        default_factory=dict
+    )  # D-Cube stage-1 options (same key = same cached model)
     balance: float = 1.0
     add_per_class: list | None = None  # explicit images to add per class (overrides balance)
     sampler: str = "ddpm"  # the authors': ancestral DDPM over all T steps
@@ -688,34 +904,69 @@ class SynAugmented(ClassificationMethod):
     def extras(self):
         return self.inner.extras
 
-    def synthesise(self, train: SplitData, val: SplitData, ctx: RunContext) -> tuple[SplitData, dict]:
+    def synthesise(
+        self, train: SplitData, val: SplitData, ctx: RunContext
+    ) -> tuple[SplitData, dict]:
         cfg = self.config
         unet, stage1 = stage1_model(self.s1, self.spec, train, val, ctx)
         counts = np.bincount(train.labels, minlength=self.spec.num_classes)
         add = synthetic_counts(counts, cfg.balance, cfg.add_per_class)
         labels = np.repeat(np.arange(len(add)), add)
-        key = cache_key({"stage1": stage1["file"], "labels": add.tolist(), "sampler": cfg.sampler,
-                         "steps": cfg.sampling_steps, "seed": ctx.seed,
-                         **({"ddim_eps": cfg.ddim_eps} if cfg.sampler == "ddim" else {})})
+        key = cache_key(
+            {
+                "stage1": stage1["file"],
+                "labels": add.tolist(),
+                "sampler": cfg.sampler,
+                "steps": cfg.sampling_steps,
+                "seed": ctx.seed,
+                **({"ddim_eps": cfg.ddim_eps} if cfg.sampler == "ddim" else {}),
+            }
+        )
         path = (ctx.cache_dir or ctx.checkpoint_dir) / "dcube_syn" / f"{key}.npz"
         if path.is_file():
             with np.load(path) as f:
                 images, cache = f["images"], "hit"
         else:
-            ctx.log(f"+Syn: sampling {len(labels)} images {add.tolist()} ({cfg.sampler}, {cfg.sampling_steps} steps)")
+            ctx.log(
+                f"+Syn: sampling {len(labels)} images {add.tolist()} ({cfg.sampler}, {cfg.sampling_steps} steps)"
+            )
             gen = torch.Generator().manual_seed(ctx.seed + 23)
-            x = sample_images(unet, labels, self.s1, ctx, sampler=cfg.sampler, steps=cfg.sampling_steps,
-                              batch_size=cfg.sample_batch, generator=gen, rederived_eps=cfg.ddim_eps == "rederived") if len(labels) else torch.zeros(0, self.spec.channels, self.spec.size, self.spec.size)
+            x = (
+                sample_images(
+                    unet,
+                    labels,
+                    self.s1,
+                    ctx,
+                    sampler=cfg.sampler,
+                    steps=cfg.sampling_steps,
+                    batch_size=cfg.sample_batch,
+                    generator=gen,
+                    rederived_eps=cfg.ddim_eps == "rederived",
+                )
+                if len(labels)
+                else torch.zeros(0, self.spec.channels, self.spec.size, self.spec.size)
+            )
             images, cache = from_device_batch(x, self.spec.size), "miss"
             path.parent.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(path, images=images, labels=labels)
-        augmented = SplitData(np.concatenate([train.images, images]), np.concatenate([train.labels, labels]),
-                              list(train.ids) + [f"syn-{c}-{i}" for i, c in enumerate(labels)])
-        info = {"counts_before": counts.tolist(), "added": add.tolist(),
-                "counts_after": np.bincount(augmented.labels, minlength=self.spec.num_classes).tolist(),
-                "sampler": cfg.sampler, "steps": cfg.sampling_steps, "cache": cache, "stage1": stage1}
+        augmented = SplitData(
+            np.concatenate([train.images, images]),
+            np.concatenate([train.labels, labels]),
+            list(train.ids) + [f"syn-{c}-{i}" for i, c in enumerate(labels)],
+        )
+        info = {
+            "counts_before": counts.tolist(),
+            "added": add.tolist(),
+            "counts_after": np.bincount(augmented.labels, minlength=self.spec.num_classes).tolist(),
+            "sampler": cfg.sampler,
+            "steps": cfg.sampling_steps,
+            "cache": cache,
+            "stage1": stage1,
+        }
         if ctx.artifact_stem is not None and len(labels):
-            grid = save_class_grid(images, labels, ctx.artifact_stem.parent / f"{ctx.artifact_stem.name}.synthetic.png")
+            grid = save_class_grid(
+                images, labels, ctx.artifact_stem.parent / f"{ctx.artifact_stem.name}.synthetic.png"
+            )
             info["samples_png"] = grid.name
         return augmented, info
 
@@ -730,7 +981,15 @@ class SynAugmented(ClassificationMethod):
 
 def _syn_spec(base: str) -> MethodSpec:
     METHODS.get(base)  # unknown base names fail here, with a suggestion
-    return MethodSpec(SynAugmented, {"base": base}, f"{base} trained on a set rebalanced with D-Cube stage-1 samples")
+    return MethodSpec(
+        SynAugmented,
+        {"base": base},
+        f"{base} trained on a set rebalanced with D-Cube stage-1 samples",
+    )
 
 
-METHODS.add_prefix("syn", _syn_spec, "+Syn: any method on a training set rebalanced with D-Cube stage-1 samples, e.g. syn:resnet18")
+METHODS.add_prefix(
+    "syn",
+    _syn_spec,
+    "+Syn: any method on a training set rebalanced with D-Cube stage-1 samples, e.g. syn:resnet18",
+)

@@ -16,6 +16,7 @@ As in the authors' code (scott-yjyang/DiffMIC):
   readout softmax(y0).
 The authors select checkpoints on the test split; here selection is on validation.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,9 +31,20 @@ from bench.metrics import METRICS
 from bench.training import augmented_batch, plan_steps, train_loop
 from methods.card import CARDNet
 from methods.label_diffusion import (
+    DCG,
+    batched_inference,
+    cached_pretraining,
+    classification_loss,
+    dcg_prior_predictions,
+    ddpm_scheduler,
+    fit_prior,
+    gaussian_mmd,
+    noise_draws,
+    one_hot_targets,
+    prior_mean_noising,
     require_single_label,
-    DCG, batched_inference, cached_pretraining, classification_loss, dcg_prior_predictions, ddpm_scheduler, fit_prior,
-    gaussian_mmd, noise_draws, one_hot_targets, prior_mean_noising, sample_prior_mean, warmup_cosine,
+    sample_prior_mean,
+    warmup_cosine,
 )
 
 
@@ -59,10 +71,15 @@ class DiffMICConfig:
     grad_clip: float = 1.0
     augment: bool = True
     eval_every: int = 5
-    noise_draws: int = 1  # (t, noise) draws per image per step (the authors: 1); see methods/card.py
+    noise_draws: int = (
+        1  # (t, noise) draws per image per step (the authors: 1); see methods/card.py
+    )
 
 
-@register_method("diffmic", "DiffMIC (MICCAI 2023): CARD-style label diffusion with a jointly trained DCG and MMD terms")
+@register_method(
+    "diffmic",
+    "DiffMIC (MICCAI 2023): CARD-style label diffusion with a jointly trained DCG and MMD terms",
+)
 class DiffMIC(ClassificationMethod):
     """DiffMIC v1: CARD-style label diffusion with dual-granularity guidance."""
 
@@ -75,7 +92,9 @@ class DiffMIC(ClassificationMethod):
     def build(self, ctx: RunContext) -> None:
         cfg, C = self.config, self.spec.num_classes
         self.ctx = ctx
-        self.dcg = DCG(C, self.spec.channels, cfg.dcg_backbone, cfg.dcg_small_stem, cfg.num_rois, cfg.roi_size).to(ctx.device)
+        self.dcg = DCG(
+            C, self.spec.channels, cfg.dcg_backbone, cfg.dcg_small_stem, cfg.num_rois, cfg.roi_size
+        ).to(ctx.device)
         self.net = CARDNet(cfg, C, self.spec.channels).to(ctx.device)
         self.models = nn.ModuleDict({"net": self.net, "dcg": self.dcg})  # selected together
         self.scheduler = ddpm_scheduler(cfg.timesteps, cfg.beta_start, cfg.beta_end)
@@ -88,13 +107,40 @@ class DiffMIC(ClassificationMethod):
         dcg_loss = lambda x, y0: classification_loss(self.dcg(x).fused.float(), y0, False)  # noqa: E731
 
         def pretrain():
-            return fit_prior(self.dcg, dcg_loss, lambda x: self.dcg(x).fused, train, val, ctx, self.spec, lr=cfg.dcg_lr,
-                             epochs=cfg.dcg_pretrain_epochs, batch_size=ctx.budget.batch_size, image_size=cfg.image_size,
-                             augment=cfg.augment, desc="DCG")
+            return fit_prior(
+                self.dcg,
+                dcg_loss,
+                lambda x: self.dcg(x).fused,
+                train,
+                val,
+                ctx,
+                self.spec,
+                lr=cfg.dcg_lr,
+                epochs=cfg.dcg_pretrain_epochs,
+                batch_size=ctx.budget.batch_size,
+                image_size=cfg.image_size,
+                augment=cfg.augment,
+                desc="DCG",
+            )
 
-        keys = ("image_size", "dcg_backbone", "dcg_small_stem", "num_rois", "roi_size", "dcg_lr", "dcg_pretrain_epochs", "augment")
-        payload = {"model": "dcg-v1", "classes": C, "channels": self.spec.channels, "batch_size": ctx.budget.batch_size,
-                   "max_steps": ctx.budget.max_steps, **{k: getattr(cfg, k) for k in keys}}
+        keys = (
+            "image_size",
+            "dcg_backbone",
+            "dcg_small_stem",
+            "num_rois",
+            "roi_size",
+            "dcg_lr",
+            "dcg_pretrain_epochs",
+            "augment",
+        )
+        payload = {
+            "model": "dcg-v1",
+            "classes": C,
+            "channels": self.spec.channels,
+            "batch_size": ctx.budget.batch_size,
+            "max_steps": ctx.budget.max_steps,
+            **{k: getattr(cfg, k) for k in keys},
+        }
         dcg_summary = cached_pretraining("dcg_v1", payload, self.dcg, pretrain, ctx)
 
         budget = ctx.budget
@@ -115,13 +161,21 @@ class DiffMIC(ClassificationMethod):
             with ctx.accelerator.autocast():
                 feature = self.net.feature(x)
                 eps = {}
-                for name, logits in (("fused", out.fused), ("global", out.global_), ("local", out.local)):
+                for name, logits in (
+                    ("fused", out.fused),
+                    ("global", out.global_),
+                    ("local", out.local),
+                ):
                     prior = torch.softmax(logits.float(), dim=1)
-                    y_t = prior_mean_noising(self.scheduler.alphas_cumprod, y0[:, None], prior[:, None], t, noise)
+                    y_t = prior_mean_noising(
+                        self.scheduler.alphas_cumprod, y0[:, None], prior[:, None], t, noise
+                    )
                     eps[name] = self.net(y_t, t, prior, feature).float().flatten(0, 1)
             noise = noise.flatten(0, 1)
             loss = ((eps["fused"] - noise) ** 2).mean()
-            loss = loss + cfg.mmd_weight * (gaussian_mmd(noise, eps["global"]) + gaussian_mmd(noise, eps["local"]))
+            loss = loss + cfg.mmd_weight * (
+                gaussian_mmd(noise, eps["global"]) + gaussian_mmd(noise, eps["local"])
+            )
             if cfg.joint_dcg:
                 self.dcg.train()
                 with ctx.accelerator.autocast():
@@ -134,10 +188,24 @@ class DiffMIC(ClassificationMethod):
         def evaluate():
             return auroc(val.labels, self.predict(val, ctx), self.spec.task)
 
-        summary = train_loop(self.models, step, evaluate, ctx, n_train=len(train), batch_size=budget.batch_size,
-                             total_steps=total, epochs=epochs, optimizer=opt, scheduler=sched, metric_name="auroc",
-                             eval_every=cfg.eval_every, grad_clip=cfg.grad_clip, generators=(gen,),
-                             stateful=(dcg_opt,), desc="DiffMIC")
+        summary = train_loop(
+            self.models,
+            step,
+            evaluate,
+            ctx,
+            n_train=len(train),
+            batch_size=budget.batch_size,
+            total_steps=total,
+            epochs=epochs,
+            optimizer=opt,
+            scheduler=sched,
+            metric_name="auroc",
+            eval_every=cfg.eval_every,
+            grad_clip=cfg.grad_clip,
+            generators=(gen,),
+            stateful=(dcg_opt,),
+            desc="DiffMIC",
+        )
         return {"dcg_pretraining": dcg_summary, **summary}
 
     @torch.no_grad()
@@ -156,7 +224,13 @@ class DiffMIC(ClassificationMethod):
         self.ctx = ctx
         self.models.eval()
         gen = torch.Generator().manual_seed(ctx.seed + 4)
-        return batched_inference(lambda x: self.sample_scores(x, gen), split.images, ctx, self.config.image_size).numpy().astype(np.float64)
+        return (
+            batched_inference(
+                lambda x: self.sample_scores(x, gen), split.images, ctx, self.config.image_size
+            )
+            .numpy()
+            .astype(np.float64)
+        )
 
     def prior_predictions(self, split: SplitData, ctx: RunContext) -> dict[str, np.ndarray]:
         return dcg_prior_predictions(self.dcg, split, ctx, self.config.image_size, False)

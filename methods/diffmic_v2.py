@@ -39,6 +39,7 @@ Probabilities keep the ranking of the grid means (the authors score the raw mean
 multilabel data); ``readout: clamp`` clips them to [0, 1] and renormalises, which ties
 every image whose estimates are all below 0.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -51,14 +52,27 @@ import torch.nn.functional as F
 
 from bench.data.spec import SplitData
 from bench.errors import BenchError
-from bench.sweep import Param
 from bench.method import ClassificationMethod, RunContext, register_method
 from bench.metrics import METRICS
+from bench.sweep import Param
 from bench.training import augmented_batch, plan_steps, train_loop
 from methods.label_diffusion import (
-    DCG, DCGOutput, MapEncoder, PooledEncoder, TimeScaledMLP, batched_inference, cached_pretraining,
-    classification_loss, ddim_scheduler, dcg_prior_predictions, fit_prior, one_hot_targets, prior_agreement, prior_probabilities,
-    q_sample, scores_to_probabilities,
+    DCG,
+    DCGOutput,
+    MapEncoder,
+    PooledEncoder,
+    TimeScaledMLP,
+    batched_inference,
+    cached_pretraining,
+    classification_loss,
+    dcg_prior_predictions,
+    ddim_scheduler,
+    fit_prior,
+    one_hot_targets,
+    prior_agreement,
+    prior_probabilities,
+    q_sample,
+    scores_to_probabilities,
 )
 
 
@@ -114,21 +128,33 @@ class DiffMICv2Config:
     augment: bool = True  # random flips and 90-degree rotations
     eval_every: int = 5  # validation sampling every n epochs (the authors: 5)
     recompute_conditions: bool = False  # the authors' inference: encoders re-run every step
-    save_trajectory: bool = False  # keep the denoised label grid after every DDIM step (paper Fig. 5 t-SNE)
+    save_trajectory: bool = (
+        False  # keep the denoised label grid after every DDIM step (paper Fig. 5 t-SNE)
+    )
 
 
 def components(cfg: DiffMICv2Config) -> Components:
     if cfg.ablation not in ABLATIONS:
-        raise BenchError(f"diffmic_v2: ablation must be one of {list(ABLATIONS)}, not {cfg.ablation!r}")
+        raise BenchError(
+            f"diffmic_v2: ablation must be one of {list(ABLATIONS)}, not {cfg.ablation!r}"
+        )
     if cfg.sample_init not in ("authors", "paper"):
-        raise BenchError(f"diffmic_v2: sample_init must be 'authors' or 'paper', not {cfg.sample_init!r}")
+        raise BenchError(
+            f"diffmic_v2: sample_init must be 'authors' or 'paper', not {cfg.sample_init!r}"
+        )
     if cfg.ddim_eps not in ("rederived", "authors"):
-        raise BenchError(f"diffmic_v2: ddim_eps must be 'rederived' or 'authors', not {cfg.ddim_eps!r}")
+        raise BenchError(
+            f"diffmic_v2: ddim_eps must be 'rederived' or 'authors', not {cfg.ddim_eps!r}"
+        )
     if cfg.readout not in ("softmax", "clamp") or not cfg.readout_temperature > 0:
-        raise BenchError(f"diffmic_v2: readout must be 'softmax' or 'clamp' with readout_temperature > 0, "
-                         f"not {cfg.readout!r} at {cfg.readout_temperature!r}")
+        raise BenchError(
+            f"diffmic_v2: readout must be 'softmax' or 'clamp' with readout_temperature > 0, "
+            f"not {cfg.readout!r} at {cfg.readout_temperature!r}"
+        )
     if cfg.denoiser not in ("authors", "unet2d"):
-        raise BenchError(f"diffmic_v2: denoiser must be 'authors' or 'unet2d', not {cfg.denoiser!r}")
+        raise BenchError(
+            f"diffmic_v2: denoiser must be 'authors' or 'unet2d', not {cfg.denoiser!r}"
+        )
     return ABLATIONS[cfg.ablation]
 
 
@@ -139,7 +165,9 @@ def distance_weights(num_points: int, device=None) -> torch.Tensor:
     return d / (num_points - 1) if num_points > 1 else d
 
 
-def guidance_map(y_global: torch.Tensor, y_local: torch.Tensor, num_points: int, mode: str = "dense") -> torch.Tensor:
+def guidance_map(
+    y_global: torch.Tensor, y_local: torch.Tensor, num_points: int, mode: str = "dense"
+) -> torch.Tensor:
     """M [B, C, N_p, N_p]: m_ij = (1 - d_ij) y_g + d_ij y_l (eq. 5), or one prior everywhere."""
     if mode == "global":
         y_local = y_global
@@ -157,12 +185,17 @@ class GridUNet(nn.Module):
     def __init__(self, num_in: int, width: int, feature_dim: int, num_out: int, n_steps: int):
         super().__init__()
         self.inp, self.n1 = nn.Conv2d(num_in, width, 3, padding=1), nn.BatchNorm2d(width)
-        self.down, self.n2 = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.BatchNorm2d(2 * width)
+        self.down, self.n2 = (
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+            nn.BatchNorm2d(2 * width),
+        )
         self.mid, self.n3 = nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width)
         self.up, self.n4 = nn.Conv2d(3 * width, width, 3, padding=1), nn.BatchNorm2d(width)
         self.out = nn.Conv2d(width, num_out, 1)
         self.feature = nn.Linear(feature_dim, width)
-        self.t_in, self.t_down, self.t_up = (nn.Embedding(n_steps, c) for c in (width, 2 * width, width))
+        self.t_in, self.t_down, self.t_up = (
+            nn.Embedding(n_steps, c) for c in (width, 2 * width, width)
+        )
         for e in (self.t_in, self.t_down, self.t_up):
             nn.init.uniform_(e.weight)
 
@@ -171,7 +204,9 @@ class GridUNet(nn.Module):
         e = embed(t).permute(0, 3, 1, 2)  # [B, ch, N_p, N_p]
         return e if e.shape[-2:] == size else F.adaptive_avg_pool2d(e, size)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, feature: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, feature: torch.Tensor | None
+    ) -> torch.Tensor:
         h1 = self.inp(x)
         h1 = F.softplus(self.n1(h1 * self._scale(self.t_in, t, h1.shape[-2:])))
         if feature is not None:
@@ -195,10 +230,14 @@ class DiffMICv2Net(nn.Module):
         super().__init__()
         self.cfg, self.comps = cfg, comps
         dim = cfg.latent_dim
-        self.global_encoder = MapEncoder(cfg.global_encoder, in_chans, dim, **self._encoder_kwargs(cfg))
+        self.global_encoder = MapEncoder(
+            cfg.global_encoder, in_chans, dim, **self._encoder_kwargs(cfg)
+        )
         self.global_norm = nn.BatchNorm1d(dim)
         if comps.image_prior == "fused":
-            self.roi_encoder = PooledEncoder(cfg.roi_encoder, in_chans, dim, cfg.roi_encoder_small_stem)
+            self.roi_encoder = PooledEncoder(
+                cfg.roi_encoder, in_chans, dim, cfg.roi_encoder_small_stem
+            )
             self.roi_norm = nn.BatchNorm1d(dim)
             self.fusion = nn.Parameter(torch.randn(1, dim, cfg.num_rois + 1))  # Q of eq. 6
         num_in = num_classes * (1 if comps.guidance == "none" else 2)
@@ -218,7 +257,9 @@ class DiffMICv2Net(nn.Module):
         feature = self.global_norm(self.global_encoder(x))
         if self.comps.image_prior == "fused":
             b, k = dcg.rois.shape[:2]
-            rois = self.roi_norm(self.roi_encoder(dcg.rois.reshape(b * k, *dcg.rois.shape[2:]))).reshape(b, k, -1)
+            rois = self.roi_norm(
+                self.roi_encoder(dcg.rois.reshape(b * k, *dcg.rois.shape[2:]))
+            ).reshape(b, k, -1)
             tokens = torch.cat([feature[:, :, None], rois.transpose(1, 2)], dim=2)  # [B, H, K + 1]
             feature = (tokens * torch.softmax(self.fusion, dim=2)).sum(dim=2)
         guide = None
@@ -237,14 +278,21 @@ class DiffMICv2Net(nn.Module):
         return eps.reshape(b, n, n, -1).permute(0, 3, 1, 2)
 
 
-def draw_timesteps(batch: int, num_points: int, timesteps: int, heterologous: bool, generator=None) -> torch.Tensor:
+def draw_timesteps(
+    batch: int, num_points: int, timesteps: int, heterologous: bool, generator=None
+) -> torch.Tensor:
     """[B, N_p, N_p] training timesteps: independent per point (heterologous) or one per image."""
     if heterologous:
         return torch.randint(0, timesteps, (batch, num_points, num_points), generator=generator)
-    return torch.randint(0, timesteps, (batch, 1, 1), generator=generator).expand(batch, num_points, num_points)
+    return torch.randint(0, timesteps, (batch, 1, 1), generator=generator).expand(
+        batch, num_points, num_points
+    )
 
 
-@register_method("diffmic_v2", "DiffMIC-v2 (TMI 2025): heterologous label diffusion with dual-granularity guidance")
+@register_method(
+    "diffmic_v2",
+    "DiffMIC-v2 (TMI 2025): heterologous label diffusion with dual-granularity guidance",
+)
 class DiffMICv2(ClassificationMethod):
     """DiffMIC-v2: heterologous label diffusion with dual-granularity guidance."""
 
@@ -266,17 +314,38 @@ class DiffMICv2(ClassificationMethod):
     # -------------------------------------------------------------------- building
     def build(self, ctx: RunContext) -> None:
         cfg, C = self.config, self.spec.num_classes
-        self.dcg = DCG(C, self.spec.channels, cfg.dcg_backbone, cfg.dcg_small_stem, cfg.num_rois, cfg.roi_size).to(ctx.device)
-        self.net = DiffMICv2Net(cfg, self.comps, C, self.spec.channels).to(ctx.device) if self.comps.diffusion else None
+        self.dcg = DCG(
+            C, self.spec.channels, cfg.dcg_backbone, cfg.dcg_small_stem, cfg.num_rois, cfg.roi_size
+        ).to(ctx.device)
+        self.net = (
+            DiffMICv2Net(cfg, self.comps, C, self.spec.channels).to(ctx.device)
+            if self.comps.diffusion
+            else None
+        )
         self.scheduler = ddim_scheduler(cfg.timesteps, cfg.beta_start, cfg.beta_end)
         self.sampler = ddim_scheduler(cfg.timesteps, cfg.beta_start, cfg.beta_end)
         self.sampler.set_timesteps(cfg.sampling_steps)
 
     def dcg_payload(self) -> dict:
         cfg = self.config
-        keys = ("image_size", "num_rois", "roi_size", "dcg_backbone", "dcg_small_stem", "dcg_lr", "dcg_epochs", "dcg_batch_size", "augment")
-        return {"model": "dcg-v2", "task": self.spec.task, "classes": self.spec.num_classes, "channels": self.spec.channels,
-                **{k: getattr(cfg, k) for k in keys}}
+        keys = (
+            "image_size",
+            "num_rois",
+            "roi_size",
+            "dcg_backbone",
+            "dcg_small_stem",
+            "dcg_lr",
+            "dcg_epochs",
+            "dcg_batch_size",
+            "augment",
+        )
+        return {
+            "model": "dcg-v2",
+            "task": self.spec.task,
+            "classes": self.spec.num_classes,
+            "channels": self.spec.channels,
+            **{k: getattr(cfg, k) for k in keys},
+        }
 
     def pretrain_dcg(self, train: SplitData, val: SplitData, ctx: RunContext) -> dict:
         """Cross-entropy on the global and local predictions (paper), then frozen."""
@@ -284,12 +353,26 @@ class DiffMICv2(ClassificationMethod):
 
         def loss(x, y0):
             out = self.dcg(x)
-            return classification_loss(out.global_.float(), y0, self.multilabel) + classification_loss(out.local.float(), y0, self.multilabel)
+            return classification_loss(
+                out.global_.float(), y0, self.multilabel
+            ) + classification_loss(out.local.float(), y0, self.multilabel)
 
         def train_dcg():
-            return fit_prior(self.dcg, loss, lambda x: self.dcg(x).fused, train, val, ctx, self.spec, lr=cfg.dcg_lr,
-                             epochs=cfg.dcg_epochs, batch_size=cfg.dcg_batch_size, image_size=cfg.image_size,
-                             augment=cfg.augment, desc="DCG")
+            return fit_prior(
+                self.dcg,
+                loss,
+                lambda x: self.dcg(x).fused,
+                train,
+                val,
+                ctx,
+                self.spec,
+                lr=cfg.dcg_lr,
+                epochs=cfg.dcg_epochs,
+                batch_size=cfg.dcg_batch_size,
+                image_size=cfg.image_size,
+                augment=cfg.augment,
+                desc="DCG",
+            )
 
         payload = {**self.dcg_payload(), "max_steps": ctx.budget.max_steps}
         summary = cached_pretraining("dcg", payload, self.dcg, train_dcg, ctx)
@@ -297,13 +380,19 @@ class DiffMICv2(ClassificationMethod):
         return summary
 
     # -------------------------------------------------------------------- training
-    def training_loss(self, x: torch.Tensor, y0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def training_loss(
+        self, x: torch.Tensor, y0: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
         """Focal-weighted noise MSE of one batch (x already on the device, y0 one/multi-hot)."""
         cfg = self.config
         n, b = cfg.num_points, x.shape[0]
         with torch.no_grad():
             dcg = self.dcg(x)
-            weights = 1 + cfg.focal_alpha * (1 - prior_agreement(dcg.fused.float(), y0, self.multilabel)) ** cfg.focal_gamma
+            weights = (
+                1
+                + cfg.focal_alpha
+                * (1 - prior_agreement(dcg.fused.float(), y0, self.multilabel)) ** cfg.focal_gamma
+            )
         t = draw_timesteps(b, n, cfg.timesteps, self.comps.heterologous, generator).to(x.device)
         grid = y0[:, :, None, None].expand(-1, -1, n, n)
         noise = torch.randn(grid.shape, generator=generator).to(x.device)
@@ -322,25 +411,48 @@ class DiffMICv2(ClassificationMethod):
         budget = ctx.budget
         total, epochs = plan_steps(len(train), budget.batch_size, budget.epochs, budget.max_steps)
         opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total, 1), eta_min=cfg.lr_min)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, T_max=max(total, 1), eta_min=cfg.lr_min
+        )
         gen = torch.Generator().manual_seed(ctx.seed + 3)
         metric = METRICS.get("auroc")
 
         def step(idx):
             x = augmented_batch(train.images, idx, ctx, cfg.image_size, cfg.augment, gen)
-            return self.training_loss(x, one_hot_targets(train.labels[idx], self.spec.num_classes, self.multilabel, ctx.device), gen)
+            return self.training_loss(
+                x,
+                one_hot_targets(
+                    train.labels[idx], self.spec.num_classes, self.multilabel, ctx.device
+                ),
+                gen,
+            )
 
         def evaluate():
             return metric(val.labels, self.predict(val, ctx), self.spec.task)
 
-        summary = train_loop(self.net, step, evaluate, ctx, n_train=len(train), batch_size=budget.batch_size,
-                             total_steps=total, epochs=epochs, optimizer=opt, scheduler=sched, metric_name="auroc",
-                             eval_every=cfg.eval_every, generators=(gen,), desc="DiffMIC-v2")
+        summary = train_loop(
+            self.net,
+            step,
+            evaluate,
+            ctx,
+            n_train=len(train),
+            batch_size=budget.batch_size,
+            total_steps=total,
+            epochs=epochs,
+            optimizer=opt,
+            scheduler=sched,
+            metric_name="auroc",
+            eval_every=cfg.eval_every,
+            generators=(gen,),
+            desc="DiffMIC-v2",
+        )
         return {"dcg": dcg_summary, **summary}
 
     # ------------------------------------------------------------------- inference
     @torch.no_grad()
-    def sample_scores(self, x: torch.Tensor, generator: torch.Generator, trajectory: list | None = None) -> torch.Tensor:
+    def sample_scores(
+        self, x: torch.Tensor, generator: torch.Generator, trajectory: list | None = None
+    ) -> torch.Tensor:
         """Class scores [B, C] for a batch: DDIM over the label grid, then the grid mean.
         With `trajectory`, the grid after each step is appended to it ([B, C * N_p^2])."""
         cfg = self.config
@@ -354,7 +466,11 @@ class DiffMICv2(ClassificationMethod):
             rand = torch.rand((2, b, c), generator=generator).to(x.device)
             y = guidance_map(rand[0], rand[1], n, "dense")
         else:
-            mean = cond.guide.float() if cond.guide is not None else torch.zeros(b, c, n, n, device=x.device)
+            mean = (
+                cond.guide.float()
+                if cond.guide is not None
+                else torch.zeros(b, c, n, n, device=x.device)
+            )
             y = mean + torch.randn((b, c, n, n), generator=generator).to(x.device)
         for t in self.sampler.timesteps:
             if cfg.recompute_conditions:  # the authors' pattern: every encoder again at every step
@@ -364,7 +480,9 @@ class DiffMICv2(ClassificationMethod):
             t_grid = torch.full((b, n, n), int(t), device=x.device, dtype=torch.long)
             with self.ctx.accelerator.autocast():
                 eps = self.net(y, t_grid, cond).float()
-            y = self.sampler.step(eps, t, y, eta=0.0, use_clipped_model_output=cfg.ddim_eps == "rederived").prev_sample
+            y = self.sampler.step(
+                eps, t, y, eta=0.0, use_clipped_model_output=cfg.ddim_eps == "rederived"
+            ).prev_sample
             if trajectory is not None:
                 trajectory.append(y.flatten(1).float().cpu())
         return y.mean(dim=(2, 3))
@@ -374,7 +492,9 @@ class DiffMICv2(ClassificationMethod):
         self.dcg.eval()
         if self.net is not None:
             self.net.eval()
-        gen = torch.Generator().manual_seed(ctx.seed + 4)  # same draws for every call: deterministic predictions
+        gen = torch.Generator().manual_seed(
+            ctx.seed + 4
+        )  # same draws for every call: deterministic predictions
         steps: list = []  # per batch, the grids after each step
         keep = self.config.save_trajectory and self.comps.diffusion
 
@@ -390,8 +510,9 @@ class DiffMICv2(ClassificationMethod):
         if not self.comps.diffusion:
             return scores.numpy().astype(np.float64)
         temperature = self.config.readout_temperature if self.config.readout == "softmax" else None
-        return scores_to_probabilities(scores, self.multilabel, temperature).numpy().astype(np.float64)
-
+        return (
+            scores_to_probabilities(scores, self.multilabel, temperature).numpy().astype(np.float64)
+        )
 
     def prior_predictions(self, split: SplitData, ctx: RunContext) -> dict[str, np.ndarray]:
         return dcg_prior_predictions(self.dcg, split, ctx, self.config.image_size, self.multilabel)
@@ -399,5 +520,9 @@ class DiffMICv2(ClassificationMethod):
 
 for _name, _ in ABLATIONS.items():
     if _name != "full":
-        register_method(f"diffmic_v2_{_name.lower()}", f"DiffMIC-v2 ablation {_name} (paper Table IV)",
-                        preset_options_of="diffmic_v2", ablation=_name)(DiffMICv2)
+        register_method(
+            f"diffmic_v2_{_name.lower()}",
+            f"DiffMIC-v2 ablation {_name} (paper Table IV)",
+            preset_options_of="diffmic_v2",
+            ablation=_name,
+        )(DiffMICv2)

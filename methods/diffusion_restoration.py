@@ -5,6 +5,7 @@ extra input channels (SR3 / Palette style); cosine noise schedule (Improved DDPM
 DDIM sampling (eta 0) from pure noise to the restored image. Learned variances, the
 other half of IDDPM, are not used (DDIM does not need them). Weights are selected on
 validation PSNR of sampled restorations."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,18 +33,27 @@ class DiffusionRestorerConfig:
     schedule: str = "cosine"  # Improved DDPM's; "linear" = Ho et al.'s 1e-4..0.02
     lr: float = 1e-4
     sampling_steps: int = 50
-    num_samples: int = 1  # posterior samples averaged per image (1: one sample, as scored before this option)
+    num_samples: int = (
+        1  # posterior samples averaged per image (1: one sample, as scored before this option)
+    )
     eval_every: int = 5
 
     def __post_init__(self):
         self.block_out_channels = tuple(self.block_out_channels)
         if self.schedule not in SCHEDULES:
-            raise BenchError(f"diffusion_restorer schedule must be one of {sorted(SCHEDULES)}, not {self.schedule!r}")
+            raise BenchError(
+                f"diffusion_restorer schedule must be one of {sorted(SCHEDULES)}, not {self.schedule!r}"
+            )
         if self.num_samples < 1:
-            raise BenchError(f"diffusion_restorer num_samples must be at least 1, not {self.num_samples}")
+            raise BenchError(
+                f"diffusion_restorer num_samples must be at least 1, not {self.num_samples}"
+            )
 
 
-@register_method("diffusion_restorer", "Image-conditioned DDPM (cosine schedule, IDDPM-style), DDIM sampling: denoising / translation")
+@register_method(
+    "diffusion_restorer",
+    "Image-conditioned DDPM (cosine schedule, IDDPM-style), DDIM sampling: denoising / translation",
+)
 class DiffusionRestorer(RestorationMethod):
     Config = DiffusionRestorerConfig
 
@@ -51,13 +61,25 @@ class DiffusionRestorer(RestorationMethod):
         from diffusers import DDIMScheduler, DDPMScheduler
 
         cfg = self.config
-        kw = dict(num_train_timesteps=cfg.timesteps, beta_schedule=SCHEDULES[cfg.schedule], clip_sample=True)
+        kw = dict(
+            num_train_timesteps=cfg.timesteps,
+            beta_schedule=SCHEDULES[cfg.schedule],
+            clip_sample=True,
+        )
         return DDPMScheduler(**kw), DDIMScheduler(**kw, set_alpha_to_one=True)
 
     def fit(self, train, val, ctx: RunContext) -> dict:
         cfg, ch = self.config, self.spec.channels
-        self.unet = diffusers_unet(self.spec.size, 2 * ch, ch, cfg.block_out_channels, cfg.layers_per_block,
-                                   cfg.attention_resolution, cfg.norm_num_groups, cfg.dropout).to(ctx.device)
+        self.unet = diffusers_unet(
+            self.spec.size,
+            2 * ch,
+            ch,
+            cfg.block_out_channels,
+            cfg.layers_per_block,
+            cfg.attention_resolution,
+            cfg.norm_num_groups,
+            cfg.dropout,
+        ).to(ctx.device)
         ddpm, _ = self.schedulers()
         gen = torch.Generator().manual_seed(ctx.seed + 53)
 
@@ -68,8 +90,18 @@ class DiffusionRestorer(RestorationMethod):
             x_t = ddpm.add_noise(x0, noise, t)
             return F.mse_loss(self.unet(torch.cat([x_t, cond], dim=1), t).sample.float(), noise)
 
-        return train_image_to_image(self.unet, loss, lambda inputs: self.restore(inputs, ctx), train, val, ctx,
-                                    lr=cfg.lr, eval_every=cfg.eval_every, generators=(gen,), desc="diffusion restorer")
+        return train_image_to_image(
+            self.unet,
+            loss,
+            lambda inputs: self.restore(inputs, ctx),
+            train,
+            val,
+            ctx,
+            lr=cfg.lr,
+            eval_every=cfg.eval_every,
+            generators=(gen,),
+            desc="diffusion restorer",
+        )
 
     @torch.no_grad()
     def restore(self, inputs: np.ndarray, ctx: RunContext) -> np.ndarray:
@@ -78,12 +110,16 @@ class DiffusionRestorer(RestorationMethod):
         ddim.set_timesteps(self.config.sampling_steps)
         gen = torch.Generator().manual_seed(ctx.seed + 59)
 
-        def run(x):  # the mean of num_samples restorations: the posterior mean, the MSE-optimal estimate
+        def run(
+            x,
+        ):  # the mean of num_samples restorations: the posterior mean, the MSE-optimal estimate
             cond = x * 2 - 1
             total = torch.zeros_like(cond)
             for _ in range(self.config.num_samples):
                 z = torch.randn(cond.shape, generator=gen).to(cond.device)
-                z = reverse_process(lambda z_t, t: self.unet(torch.cat([z_t, cond], dim=1), t).sample, z, ddim)
+                z = reverse_process(
+                    lambda z_t, t: self.unet(torch.cat([z_t, cond], dim=1), t).sample, z, ddim
+                )
                 total += (z.clamp(-1, 1) + 1) / 2
             return total / self.config.num_samples
 

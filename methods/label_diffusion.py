@@ -13,14 +13,16 @@ not the image. Shared here, so each method file only holds what is its own:
 - timm feature encoders, and a cache for pretrained priors keyed by a hash of what
   defines them (data and splits, seed, config, budget).
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,35 +39,63 @@ def ddim_scheduler(timesteps: int, beta_start: float, beta_end: float, clip_samp
     """diffusers DDIM with linear betas; x0 clipped to [-1, 1], alpha_prev(0) = 1."""
     from diffusers import DDIMScheduler
 
-    return DDIMScheduler(num_train_timesteps=timesteps, beta_start=beta_start, beta_end=beta_end,
-                         beta_schedule="linear", clip_sample=clip_sample, set_alpha_to_one=True)
+    return DDIMScheduler(
+        num_train_timesteps=timesteps,
+        beta_start=beta_start,
+        beta_end=beta_end,
+        beta_schedule="linear",
+        clip_sample=clip_sample,
+        set_alpha_to_one=True,
+    )
 
 
 def ddpm_scheduler(timesteps: int, beta_start: float, beta_end: float):
     """diffusers DDPM (posterior variance, no clipping), as CARD's reverse chain."""
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(num_train_timesteps=timesteps, beta_start=beta_start, beta_end=beta_end,
-                         beta_schedule="linear", clip_sample=False, variance_type="fixed_small")
+    return DDPMScheduler(
+        num_train_timesteps=timesteps,
+        beta_start=beta_start,
+        beta_end=beta_end,
+        beta_schedule="linear",
+        clip_sample=False,
+        variance_type="fixed_small",
+    )
 
 
-def diffusers_unet(size: int, in_channels: int, out_channels: int, block_out_channels, layers_per_block: int,
-                   attention_resolution: int, norm_num_groups: int, dropout: float, num_class_embeds: int | None = None):
+def diffusers_unet(
+    size: int,
+    in_channels: int,
+    out_channels: int,
+    block_out_channels,
+    layers_per_block: int,
+    attention_resolution: int,
+    norm_num_groups: int,
+    dropout: float,
+    num_class_embeds: int | None = None,
+):
     """Ho et al.'s DDPM U-Net as diffusers ``UNet2DModel``: residual blocks, self-attention
     at the level whose feature map is `attention_resolution` px, optional class embeddings."""
     from diffusers import UNet2DModel
 
-    attn = [size // 2 ** i == attention_resolution for i in range(len(block_out_channels))]
+    attn = [size // 2**i == attention_resolution for i in range(len(block_out_channels))]
     return UNet2DModel(
-        sample_size=size, in_channels=in_channels, out_channels=out_channels, layers_per_block=layers_per_block,
-        block_out_channels=tuple(block_out_channels), norm_num_groups=norm_num_groups, dropout=dropout,
+        sample_size=size,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        layers_per_block=layers_per_block,
+        block_out_channels=tuple(block_out_channels),
+        norm_num_groups=norm_num_groups,
+        dropout=dropout,
         down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attn),
         up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)),
         num_class_embeds=num_class_embeds,
     )
 
 
-def q_sample(alphas_cumprod: torch.Tensor, y0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+def q_sample(
+    alphas_cumprod: torch.Tensor, y0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
+) -> torch.Tensor:
     """sqrt(ab_t) y0 + sqrt(1 - ab_t) noise, with `t` broadcastable to `y0` (per point)."""
     ab = alphas_cumprod.to(y0.device)[t].to(y0.dtype)
     while ab.dim() < y0.dim():
@@ -73,7 +103,9 @@ def q_sample(alphas_cumprod: torch.Tensor, y0: torch.Tensor, t: torch.Tensor, no
     return ab.sqrt() * y0 + (1 - ab).sqrt() * noise
 
 
-def antithetic_timesteps(n: int, timesteps: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+def antithetic_timesteps(
+    n: int, timesteps: int, generator: torch.Generator | None = None, device=None
+) -> torch.Tensor:
     """CARD's antithetic sampling: t and T-1-t in pairs."""
     t = torch.randint(0, timesteps, (n // 2 + 1,), generator=generator)
     return torch.cat([t, timesteps - 1 - t])[:n].to(device)
@@ -85,7 +117,9 @@ def one_hot_targets(labels: np.ndarray, num_classes: int, multilabel: bool, devi
     return y.float() if multilabel else F.one_hot(y.long(), num_classes).float()
 
 
-def scores_to_probabilities(scores: torch.Tensor, multilabel: bool, temperature: float | None = None) -> torch.Tensor:
+def scores_to_probabilities(
+    scores: torch.Tensor, multilabel: bool, temperature: float | None = None
+) -> torch.Tensor:
     """Denoised label estimates -> probabilities. With a `temperature`: a softmax of the
     estimates / temperature over the classes (per label: a sigmoid of (estimate - 0.5) /
     temperature), which keeps their ranking. Without: clipped to [0, 1] (per label) and
@@ -110,7 +144,9 @@ def prior_agreement(logits: torch.Tensor, y0: torch.Tensor, multilabel: bool) ->
 
 def require_single_label(method: str, spec) -> None:
     if spec.task == "multilabel":
-        raise BenchError(f"{method}: multilabel data is not supported (its readout is a softmax over classes; use diffmic_v2)")
+        raise BenchError(
+            f"{method}: multilabel data is not supported (its readout is a softmax over classes; use diffmic_v2)"
+        )
 
 
 def prior_probabilities(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
@@ -163,7 +199,9 @@ class TimeScaledMLP(nn.Module):
         h = lin(h, t)
         return F.softplus(norm(h.reshape(b * p, -1)).reshape(b, p, -1))
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, feature: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, feature: torch.Tensor | None
+    ) -> torch.Tensor:
         h = self._block(self.lin1, self.norms[0], x, t)
         if feature is not None:
             h = h * feature[:, None, :]
@@ -180,13 +218,17 @@ def timm_trunk(name: str, in_chans: int, small_input_stem: bool = False, **kwarg
     import timm
 
     try:
-        model = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)
+        model = timm.create_model(
+            name, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs
+        )
     except RuntimeError as exc:
         raise BenchError(f"timm cannot build encoder {name!r}: {exc}") from exc
     if small_input_stem:
         if not (isinstance(getattr(model, "conv1", None), nn.Conv2d) and hasattr(model, "maxpool")):
             raise BenchError(f"small_input_stem applies to ResNet-style encoders, not {name}")
-        model.conv1 = nn.Conv2d(in_chans, model.conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+        model.conv1 = nn.Conv2d(
+            in_chans, model.conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False
+        )
         model.maxpool = nn.Identity()
     return model
 
@@ -195,7 +237,7 @@ def feature_map(trunk: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """[B, D, h, w] from a CNN trunk, or patch tokens of a ViT reshaped to a map."""
     f = trunk.forward_features(x)
     if f.dim() == 3:  # tokens [B, prefix + N, D]
-        f = f[:, getattr(trunk, "num_prefix_tokens", 0):]
+        f = f[:, getattr(trunk, "num_prefix_tokens", 0) :]
         side = int(round(f.shape[1] ** 0.5))
         f = f.transpose(1, 2).reshape(f.shape[0], f.shape[2], side, -1)
     return f
@@ -205,7 +247,9 @@ class MapEncoder(nn.Module):
     """Image -> trunk feature map -> 1x1 conv to `dim` -> global average pool (the
     DiffMIC-v2 global encoder; the authors use EfficientSAM ViT-S, any timm model here)."""
 
-    def __init__(self, name: str, in_chans: int, dim: int, small_input_stem: bool = False, **kwargs):
+    def __init__(
+        self, name: str, in_chans: int, dim: int, small_input_stem: bool = False, **kwargs
+    ):
         super().__init__()
         self.trunk = timm_trunk(name, in_chans, small_input_stem, **kwargs)
         self.proj = nn.Conv2d(self.trunk.num_features, dim, kernel_size=1)
@@ -217,7 +261,9 @@ class MapEncoder(nn.Module):
 class PooledEncoder(nn.Module):
     """Image -> timm pooled features -> linear to `dim` (the ROI / CARD image encoder)."""
 
-    def __init__(self, name: str, in_chans: int, dim: int, small_input_stem: bool = False, **kwargs):
+    def __init__(
+        self, name: str, in_chans: int, dim: int, small_input_stem: bool = False, **kwargs
+    ):
         super().__init__()
         self.trunk = timm_trunk(name, in_chans, small_input_stem, **kwargs)
         self.proj = nn.Linear(self.trunk.num_features, dim)
@@ -240,7 +286,9 @@ class GatedAttention(nn.Module):
         self.w = nn.Linear(attn_dim, 1, bias=False)
 
     def forward(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        alpha = torch.softmax(self.w(torch.tanh(self.V(r)) * torch.sigmoid(self.U(r))).squeeze(-1), dim=1)
+        alpha = torch.softmax(
+            self.w(torch.tanh(self.V(r)) * torch.sigmoid(self.U(r))).squeeze(-1), dim=1
+        )
         return (alpha.unsqueeze(-1) * r).sum(dim=1), alpha
 
 
@@ -263,13 +311,19 @@ def select_roi_cells(saliency: torch.Tensor, k: int, window: int = 1) -> torch.T
         positions.append(torch.stack([row, col], dim=1))
         rows = torch.arange(h, device=score.device)[None, :, None]
         cols = torch.arange(w, device=score.device)[None, None, :]
-        inside = ((rows >= row[:, None, None]) & (rows < row[:, None, None] + window)
-                  & (cols >= col[:, None, None]) & (cols < col[:, None, None] + window))
+        inside = (
+            (rows >= row[:, None, None])
+            & (rows < row[:, None, None] + window)
+            & (cols >= col[:, None, None])
+            & (cols < col[:, None, None] + window)
+        )
         score = score.masked_fill(inside[:, None], -1.0)  # below every normalised score
     return torch.stack(positions, dim=1)
 
 
-def crop_tiles(x: torch.Tensor, cells: torch.Tensor, grid: tuple[int, int], size: int) -> torch.Tensor:
+def crop_tiles(
+    x: torch.Tensor, cells: torch.Tensor, grid: tuple[int, int], size: int
+) -> torch.Tensor:
     """Crop size x size tiles whose upper-left corners are the grid cells mapped to pixels.
 
     x [B, ch, H, W], cells [B, K, 2] on a grid of `grid` cells -> [B, K, ch, size, size];
@@ -283,7 +337,9 @@ def crop_tiles(x: torch.Tensor, cells: torch.Tensor, grid: tuple[int, int], size
     rows = (top[..., None] + offs).clamp(max=H - 1)  # [B, K, size]
     cols = (left[..., None] + offs).clamp(max=W - 1)
     bi = torch.arange(b, device=x.device)[:, None, None, None]
-    tiles = x.permute(0, 2, 3, 1)[bi, rows[..., :, None], cols[..., None, :]]  # [B, K, size, size, ch]
+    tiles = x.permute(0, 2, 3, 1)[
+        bi, rows[..., :, None], cols[..., None, :]
+    ]  # [B, K, size, size, ch]
     return tiles.permute(0, 1, 4, 2, 3).reshape(b, k, ch, size, size)
 
 
@@ -305,12 +361,22 @@ class DCG(nn.Module):
     -> gated attention -> linear (no bias) -> local prior. Priors are logits.
     """
 
-    def __init__(self, num_classes: int, in_chans: int, backbone: str = "resnet18", small_input_stem: bool = False,
-                 num_rois: int = 6, roi_size: int = 32, attn_dim: int = 128):
+    def __init__(
+        self,
+        num_classes: int,
+        in_chans: int,
+        backbone: str = "resnet18",
+        small_input_stem: bool = False,
+        num_rois: int = 6,
+        roi_size: int = 32,
+        attn_dim: int = 128,
+    ):
         super().__init__()
         self.num_rois, self.roi_size = num_rois, roi_size
         self.global_trunk = timm_trunk(backbone, in_chans, small_input_stem)
-        self.saliency = nn.Conv2d(self.global_trunk.num_features, num_classes, kernel_size=1, bias=False)
+        self.saliency = nn.Conv2d(
+            self.global_trunk.num_features, num_classes, kernel_size=1, bias=False
+        )
         self.local_trunk = timm_trunk(backbone, in_chans, small_input_stem)
         self.attention = GatedAttention(self.local_trunk.num_features, attn_dim)
         self.local_head = nn.Linear(self.local_trunk.num_features, num_classes, bias=False)
@@ -336,10 +402,14 @@ class DCG(nn.Module):
 
 
 def cache_key(payload: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[
+        :16
+    ]
 
 
-def cached_pretraining(kind: str, payload: dict[str, Any], model: nn.Module, train: Callable[[], dict], ctx: RunContext) -> dict:
+def cached_pretraining(
+    kind: str, payload: dict[str, Any], model: nn.Module, train: Callable[[], dict], ctx: RunContext
+) -> dict:
     """Load `model`'s weights from the shared cache if a run with the same `payload`
     (data + splits, seed, config, budget) trained it before; else train and store them.
 
@@ -353,14 +423,24 @@ def cached_pretraining(kind: str, payload: dict[str, Any], model: nn.Module, tra
         model.load_state_dict(blob["state"])
         model.to(ctx.device).eval()
         return {**blob["summary"], "cache": "hit", "file": str(path)}
-    on_eval, ctx.on_eval = ctx.on_eval, None  # a sweep prunes on the method's own training, not on its pretraining
+    on_eval, ctx.on_eval = (
+        ctx.on_eval,
+        None,
+    )  # a sweep prunes on the method's own training, not on its pretraining
     try:
         summary = train()
     finally:
         ctx.on_eval = on_eval
     root.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"state": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "summary": summary, "payload": payload}, tmp)
+    torch.save(
+        {
+            "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "summary": summary,
+            "payload": payload,
+        },
+        tmp,
+    )
     os.replace(tmp, path)
     model.eval()
     return {**summary, "cache": "miss", "file": str(path)}
@@ -369,9 +449,22 @@ def cached_pretraining(kind: str, payload: dict[str, Any], model: nn.Module, tra
 # ------------------------------------------------------------------ supervised priors
 
 
-def fit_prior(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-              logits_fn: Callable[[torch.Tensor], torch.Tensor], train, val, ctx: RunContext, spec, *,
-              lr: float, epochs: int, batch_size: int, image_size: int | None, augment: bool, desc: str) -> dict:
+def fit_prior(
+    model: nn.Module,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    logits_fn: Callable[[torch.Tensor], torch.Tensor],
+    train,
+    val,
+    ctx: RunContext,
+    spec,
+    *,
+    lr: float,
+    epochs: int,
+    batch_size: int,
+    image_size: int | None,
+    augment: bool,
+    desc: str,
+) -> dict:
     """Train a prior classifier with cross-entropy (Adam, constant lr), keeping the
     weights with the best validation AUROC. The suite's ``max_steps`` caps it too."""
     from bench.metrics import METRICS
@@ -386,18 +479,42 @@ def fit_prior(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], 
     def step(idx):
         x = augmented_batch(train.images, idx, ctx, image_size, augment, gen)
         with ctx.accelerator.autocast():
-            return loss_fn(x, one_hot_targets(train.labels[idx], spec.num_classes, multilabel, ctx.device))
+            return loss_fn(
+                x, one_hot_targets(train.labels[idx], spec.num_classes, multilabel, ctx.device)
+            )
 
     def evaluate():
-        probs = batched_inference(lambda x: prior_probabilities(logits_fn(x).float(), multilabel), val.images, ctx, image_size)
+        probs = batched_inference(
+            lambda x: prior_probabilities(logits_fn(x).float(), multilabel),
+            val.images,
+            ctx,
+            image_size,
+        )
         return auroc(val.labels, probs.numpy(), spec.task)
 
-    return train_loop(model, step, evaluate, ctx, n_train=len(train), batch_size=batch_size, total_steps=total,
-                      epochs=n_epochs, optimizer=opt, metric_name="auroc", generators=(gen,), desc=desc)
+    return train_loop(
+        model,
+        step,
+        evaluate,
+        ctx,
+        n_train=len(train),
+        batch_size=batch_size,
+        total_steps=total,
+        epochs=n_epochs,
+        optimizer=opt,
+        metric_name="auroc",
+        generators=(gen,),
+        desc=desc,
+    )
 
 
 @torch.no_grad()
-def batched_inference(fn: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray, ctx: RunContext, image_size: int | None) -> torch.Tensor:
+def batched_inference(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    images: np.ndarray,
+    ctx: RunContext,
+    image_size: int | None,
+) -> torch.Tensor:
     """Apply `fn` to the images in eval batches (on the device, autocast); CPU float result."""
     from bench.training import batches, to_device_batch
 
@@ -409,27 +526,42 @@ def batched_inference(fn: Callable[[torch.Tensor], torch.Tensor], images: np.nda
     return torch.cat(out)
 
 
-def dcg_prior_predictions(dcg: nn.Module, split, ctx: RunContext, image_size: int | None, multilabel: bool) -> dict[str, np.ndarray]:
+def dcg_prior_predictions(
+    dcg: nn.Module, split, ctx: RunContext, image_size: int | None, multilabel: bool
+) -> dict[str, np.ndarray]:
     """A DCG's own predictions (global, local and fused branches) on a split."""
     dcg.eval()
     with torch.no_grad():
-        out = batched_inference(lambda x: torch.stack([(o := dcg(x)).global_, o.local, o.fused], dim=1), split.images, ctx, image_size)
-    return {f"DCG {name}": prior_probabilities(out[:, i], multilabel).numpy().astype(np.float64)
-            for i, name in enumerate(("global", "local", "fused"))}
+        out = batched_inference(
+            lambda x: torch.stack([(o := dcg(x)).global_, o.local, o.fused], dim=1),
+            split.images,
+            ctx,
+            image_size,
+        )
+    return {
+        f"DCG {name}": prior_probabilities(out[:, i], multilabel).numpy().astype(np.float64)
+        for i, name in enumerate(("global", "local", "fused"))
+    }
 
 
 # ------------------------------------------------- CARD-style prior-mean diffusion
 
 
-def prior_mean_noising(alphas_cumprod: torch.Tensor, y0: torch.Tensor, prior: torch.Tensor, t: torch.Tensor,
-                       noise: torch.Tensor) -> torch.Tensor:
+def prior_mean_noising(
+    alphas_cumprod: torch.Tensor,
+    y0: torch.Tensor,
+    prior: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+) -> torch.Tensor:
     """CARD's forward process: sqrt(ab) y0 + (1 - sqrt(ab)) prior + sqrt(1 - ab) noise,
     i.e. plain DDPM noising of the residual y0 - prior, shifted back by the prior."""
     return prior + q_sample(alphas_cumprod, y0 - prior, t, noise)
 
 
-def noise_draws(batch: int, num_classes: int, draws: int, timesteps: int, generator: torch.Generator,
-                device) -> tuple[torch.Tensor, torch.Tensor]:
+def noise_draws(
+    batch: int, num_classes: int, draws: int, timesteps: int, generator: torch.Generator, device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`draws` (t, noise) pairs per image for CARD's loss: t [B, D], antithetic over all
     B * D draws, and noise [B, D, C]. One draw per image is CARD's; more reuse an image's
     feature and prior for several pairs, lowering the variance of the same loss at the
@@ -439,8 +571,12 @@ def noise_draws(batch: int, num_classes: int, draws: int, timesteps: int, genera
 
 
 @torch.no_grad()
-def sample_prior_mean(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], prior: torch.Tensor, scheduler,
-                      generator: torch.Generator) -> torch.Tensor:
+def sample_prior_mean(
+    eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    prior: torch.Tensor,
+    scheduler,
+    generator: torch.Generator,
+) -> torch.Tensor:
     """CARD's reverse chain, as diffusers DDPM on z = y - prior: z_T ~ N(0, I); each step
     z_{t-1} ~ the DDPM posterior; the last step returns the reparameterised y0 without
     noise. CARD's coefficients gamma_0..2 on (y0, y_t, prior) sum to one, which makes
@@ -451,8 +587,13 @@ def sample_prior_mean(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tenso
 
 
 @torch.no_grad()
-def reverse_process(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor, scheduler,
-                    generator: torch.Generator | None = None, rederived_eps: bool = False) -> torch.Tensor:
+def reverse_process(
+    eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    scheduler,
+    generator: torch.Generator | None = None,
+    rederived_eps: bool = False,
+) -> torch.Tensor:
     """A diffusers scheduler's reverse chain from x_T over its ``timesteps``: at each,
     ``eps_fn(x_t, t)`` (t: one long per sample) predicts the noise and the scheduler steps.
     `rederived_eps` (DDIM only): the direction term uses the eps re-derived from the
@@ -460,7 +601,9 @@ def reverse_process(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     kwargs = {"use_clipped_model_output": True} if rederived_eps else {}
     for t in scheduler.timesteps:
         t_batch = torch.full(x.shape[:1], int(t), device=x.device, dtype=torch.long)
-        x = scheduler.step(eps_fn(x, t_batch).float(), t, x, generator=generator, **kwargs).prev_sample
+        x = scheduler.step(
+            eps_fn(x, t_batch).float(), t, x, generator=generator, **kwargs
+        ).prev_sample
     return x
 
 
@@ -485,6 +628,8 @@ def warmup_cosine(optimizer, total_steps: int, warmup_fraction: float, final_fra
         if step < warmup:
             return (step + 1) / warmup
         progress = (step - warmup) / max(1, total_steps - warmup)
-        return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return final_fraction + (1 - final_fraction) * 0.5 * (
+            1 + math.cos(math.pi * min(1.0, progress))
+        )
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -18,6 +18,7 @@ Choices the paper leaves open, recorded in the config:
   ``guidance_scale`` = 2 (s = 1: purely conditional, s = 0: unconditional).
 Sampling: DDIM, 100 steps, eta 0. "dm" is the same model with the ordinal weight 0.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,7 +33,13 @@ from bench.errors import BenchError
 from bench.method import GenerationMethod, RunContext, register_method
 from bench.sweep import Param
 from bench.training import batches, from_device_batch, plan_steps, to_device_batch, train_loop
-from methods.label_diffusion import ddim_scheduler, ddpm_scheduler, diffusers_unet, q_sample, reverse_process
+from methods.label_diffusion import (
+    ddim_scheduler,
+    ddpm_scheduler,
+    diffusers_unet,
+    q_sample,
+    reverse_process,
+)
 
 
 @dataclass
@@ -59,19 +66,33 @@ class ODMConfig:
     def __post_init__(self):
         self.block_out_channels = tuple(self.block_out_channels)
         if self.ordinal_distance not in ("l2", "squared"):
-            raise BenchError(f"ODM ordinal_distance must be 'l2' or 'squared', not {self.ordinal_distance!r}")
+            raise BenchError(
+                f"ODM ordinal_distance must be 'l2' or 'squared', not {self.ordinal_distance!r}"
+            )
         if self.triple != "random":
             raise BenchError(f"ODM triple must be 'random', not {self.triple!r}")
 
 
 def build_unet(cfg: ODMConfig, channels: int, num_classes: int) -> nn.Module:
     """The class-conditional U-Net, num_classes + 1 class embeddings (the last = null)."""
-    return diffusers_unet(cfg.image_size, channels, channels, cfg.block_out_channels, cfg.layers_per_block,
-                          cfg.attention_resolution, cfg.norm_num_groups, cfg.dropout, num_class_embeds=num_classes + 1)
+    return diffusers_unet(
+        cfg.image_size,
+        channels,
+        channels,
+        cfg.block_out_channels,
+        cfg.layers_per_block,
+        cfg.attention_resolution,
+        cfg.norm_num_groups,
+        cfg.dropout,
+        num_class_embeds=num_classes + 1,
+    )
 
 
-def ordinal_loss(eps_p: torch.Tensor, eps_q: torch.Tensor, eps_r: torch.Tensor, distance: str = "l2") -> torch.Tensor:
+def ordinal_loss(
+    eps_p: torch.Tensor, eps_q: torch.Tensor, eps_r: torch.Tensor, distance: str = "l2"
+) -> torch.Tensor:
     """Per-sample (d(p, r) - (d(p, q) + d(q, r)))^2 between predicted noises."""
+
     def d(a, b):
         sq = ((a.float() - b.float()) ** 2).flatten(1).sum(dim=1)
         return sq if distance == "squared" else (sq + 1e-12).sqrt()
@@ -82,7 +103,9 @@ def ordinal_loss(eps_p: torch.Tensor, eps_q: torch.Tensor, eps_r: torch.Tensor, 
 def ordered_triples(n: int, num_classes: int, generator: torch.Generator) -> torch.Tensor:
     """n random ordered class triples p < q < r, [n, 3]."""
     if num_classes < 3:
-        raise BenchError(f"the ordinal loss needs at least 3 ordered classes, the data has {num_classes}")
+        raise BenchError(
+            f"the ordinal loss needs at least 3 ordered classes, the data has {num_classes}"
+        )
     keys = torch.rand(n, num_classes, generator=generator)
     return keys.argsort(dim=1)[:, :3].sort(dim=1).values
 
@@ -93,30 +116,48 @@ def squared_error(eps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     return ((eps.float() - noise) ** 2).flatten(1).sum(dim=1).mean()
 
 
-def odm_loss(unet: nn.Module, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor, noise: torch.Tensor,
-             triples: torch.Tensor | None, cfg: ODMConfig) -> dict[str, torch.Tensor]:
+def odm_loss(
+    unet: nn.Module,
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    y: torch.Tensor,
+    noise: torch.Tensor,
+    triples: torch.Tensor | None,
+    cfg: ODMConfig,
+) -> dict[str, torch.Tensor]:
     """Noise loss for the (possibly dropped) labels `y`, plus ordinal_weight x mean over the
     batch of lambda_t L_ordinal for the classes `triples` [B, 3] at the same x_t and t."""
     if triples is None or not cfg.ordinal_weight:
         dm = squared_error(unet(x_t, t, class_labels=y).sample, noise)
         return {"loss": dm, "dm": dm, "ordinal": torch.zeros(len(t), device=t.device)}
-    eps = unet(x_t.repeat(4, 1, 1, 1), t.repeat(4), class_labels=torch.cat([y, triples.T.reshape(-1)])).sample.float()
+    eps = unet(
+        x_t.repeat(4, 1, 1, 1), t.repeat(4), class_labels=torch.cat([y, triples.T.reshape(-1)])
+    ).sample.float()
     eps_y, eps_p, eps_q, eps_r = eps.chunk(4)
     dm = squared_error(eps_y, noise)
-    ordinal = t.float() / cfg.timesteps * ordinal_loss(eps_p, eps_q, eps_r, cfg.ordinal_distance)  # lambda_t = t / T
+    ordinal = (
+        t.float() / cfg.timesteps * ordinal_loss(eps_p, eps_q, eps_r, cfg.ordinal_distance)
+    )  # lambda_t = t / T
     return {"loss": dm + cfg.ordinal_weight * ordinal.mean(), "dm": dm, "ordinal": ordinal}
 
 
-def guided_eps(unet: nn.Module, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, null: int, scale: float) -> torch.Tensor:
+def guided_eps(
+    unet: nn.Module, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, null: int, scale: float
+) -> torch.Tensor:
     """Classifier-free guidance: eps_u + scale (eps_c - eps_u), in one batched call."""
     if scale == 1.0:
         return unet(x, t, class_labels=y).sample
-    both = unet(torch.cat([x, x]), torch.cat([t, t]), class_labels=torch.cat([y, torch.full_like(y, null)])).sample
+    both = unet(
+        torch.cat([x, x]), torch.cat([t, t]), class_labels=torch.cat([y, torch.full_like(y, null)])
+    ).sample
     eps_c, eps_u = both.chunk(2)
     return eps_u + scale * (eps_c - eps_u)
 
 
-@register_method("odm", "Ordinal Diffusion Model (ODM): conditional DDPM + ordinal loss on predicted noises, weight t/T, CFG s = 2")
+@register_method(
+    "odm",
+    "Ordinal Diffusion Model (ODM): conditional DDPM + ordinal loss on predicted noises, weight t/T, CFG s = 2",
+)
 class ConditionalDiffusion(GenerationMethod):
     """Class-conditional DDPM (diffusers UNet2DModel), with ODM's ordinal loss when its weight > 0."""
 
@@ -129,11 +170,17 @@ class ConditionalDiffusion(GenerationMethod):
 
     def fit(self, train: SplitData, val: SplitData, ctx: RunContext) -> dict:
         cfg, C = self.config, self.spec.num_classes
-        ordinal = bool(cfg.ordinal_weight) and C >= 3  # no ordered triple exists among fewer than 3 classes
+        ordinal = (
+            bool(cfg.ordinal_weight) and C >= 3
+        )  # no ordered triple exists among fewer than 3 classes
         if cfg.ordinal_weight and not ordinal:
-            ctx.log(f"ODM: {self.spec.name} has {C} classes, so no ordered triple: the ordinal term is empty (= the conditional DM)")
+            ctx.log(
+                f"ODM: {self.spec.name} has {C} classes, so no ordered triple: the ordinal term is empty (= the conditional DM)"
+            )
         self.unet = build_unet(cfg, self.spec.channels, C).to(ctx.device)
-        alphas = ddpm_scheduler(cfg.timesteps, cfg.beta_start, cfg.beta_end).alphas_cumprod.to(ctx.device)
+        alphas = ddpm_scheduler(cfg.timesteps, cfg.beta_start, cfg.beta_end).alphas_cumprod.to(
+            ctx.device
+        )
         budget = ctx.budget
         total, epochs = plan_steps(len(train), budget.batch_size, budget.epochs, budget.max_steps)
         opt = torch.optim.Adam(self.unet.parameters(), lr=cfg.lr)
@@ -155,7 +202,9 @@ class ConditionalDiffusion(GenerationMethod):
         probe = np.arange(min(len(val), 256))
         probe_gen = torch.Generator().manual_seed(4321)
         probe_t = torch.randint(0, cfg.timesteps, (len(probe),), generator=probe_gen)
-        probe_noise = torch.randn((len(probe), self.spec.channels, cfg.image_size, cfg.image_size), generator=probe_gen)
+        probe_noise = torch.randn(
+            (len(probe), self.spec.channels, cfg.image_size, cfg.image_size), generator=probe_gen
+        )
 
         @torch.no_grad()
         def evaluate():  # conditional noise MSE on a fixed validation probe (lower is better)
@@ -165,17 +214,39 @@ class ConditionalDiffusion(GenerationMethod):
                 t, noise = probe_t[chunk].to(ctx.device), probe_noise[chunk].to(ctx.device)
                 y = torch.as_tensor(val.labels[probe[chunk]], device=ctx.device).long()
                 with ctx.accelerator.autocast():
-                    eps = self.unet(q_sample(alphas, x0, t, noise), t, class_labels=y).sample.float()
+                    eps = self.unet(
+                        q_sample(alphas, x0, t, noise), t, class_labels=y
+                    ).sample.float()
                 total_loss += F.mse_loss(eps, noise, reduction="sum").item()
             return total_loss / (len(probe) * probe_noise[0].numel())
 
-        summary = train_loop(self.unet, step, evaluate, ctx, n_train=len(train), batch_size=budget.batch_size, total_steps=total,
-                             epochs=epochs, optimizer=opt, higher_is_better=False, metric_name="noise_mse",
-                             eval_every=cfg.eval_every, generators=(gen,), desc="ODM" if ordinal else "DM")
-        return {**summary, "ordinal_loss": "on" if ordinal else ("off" if not cfg.ordinal_weight else f"empty: {C} classes")}
+        summary = train_loop(
+            self.unet,
+            step,
+            evaluate,
+            ctx,
+            n_train=len(train),
+            batch_size=budget.batch_size,
+            total_steps=total,
+            epochs=epochs,
+            optimizer=opt,
+            higher_is_better=False,
+            metric_name="noise_mse",
+            eval_every=cfg.eval_every,
+            generators=(gen,),
+            desc="ODM" if ordinal else "DM",
+        )
+        return {
+            **summary,
+            "ordinal_loss": "on"
+            if ordinal
+            else ("off" if not cfg.ordinal_weight else f"empty: {C} classes"),
+        }
 
     @torch.no_grad()
-    def sample(self, labels: np.ndarray, ctx: RunContext, generator: torch.Generator | None = None) -> np.ndarray:
+    def sample(
+        self, labels: np.ndarray, ctx: RunContext, generator: torch.Generator | None = None
+    ) -> np.ndarray:
         cfg = self.config
         self.unet.eval()
         scheduler = ddim_scheduler(cfg.timesteps, cfg.beta_start, cfg.beta_end)
@@ -184,15 +255,22 @@ class ConditionalDiffusion(GenerationMethod):
         out = []
         for idx in batches(len(labels), cfg.sample_batch):
             y = torch.as_tensor(np.asarray(labels)[idx], device=ctx.device).long()
-            x = torch.randn((len(idx), self.spec.channels, cfg.image_size, cfg.image_size), generator=generator).to(ctx.device)
+            x = torch.randn(
+                (len(idx), self.spec.channels, cfg.image_size, cfg.image_size), generator=generator
+            ).to(ctx.device)
 
             def eps(x_t, t, y=y):
                 with ctx.accelerator.autocast():
-                    return guided_eps(self.unet, x_t, t, y, self.spec.num_classes, cfg.guidance_scale)
+                    return guided_eps(
+                        self.unet, x_t, t, y, self.spec.num_classes, cfg.guidance_scale
+                    )
 
             out.append(reverse_process(eps, x, scheduler).clamp(-1, 1).cpu())
         return from_device_batch(torch.cat(out), self.spec.size)
 
 
-register_method("dm", "Conditional DDPM (diffusers UNet2DModel, CFG s = 2): ODM without its ordinal loss",
-                ordinal_weight=0.0)(ConditionalDiffusion)
+register_method(
+    "dm",
+    "Conditional DDPM (diffusers UNet2DModel, CFG s = 2): ODM without its ordinal loss",
+    ordinal_weight=0.0,
+)(ConditionalDiffusion)

@@ -2,6 +2,7 @@
 when it holds the files, else the small committed subset in tests/fixtures/medmnist, so no
 test skips for want of data. BENCH_TEST_FIXTURE_ONLY=1 forces the committed subset and hides
 the official files (to check that the tests pass on a machine without them)."""
+
 import os
 from pathlib import Path
 
@@ -13,7 +14,11 @@ FIXTURE_DATA = REPO / "tests" / "fixtures" / "medmnist"
 SHARED_DATA = REPO.parent / "shared" / "data" / "medmnist"
 FIXTURE_ONLY = os.environ.get("BENCH_TEST_FIXTURE_ONLY", "") not in ("", "0")
 #: where the official files may be (read at import, before `isolated_env` repoints BENCH_DATA_DIR)
-OFFICIAL_DIRS = [] if FIXTURE_ONLY else [Path(d).expanduser() for d in (os.environ.get("BENCH_DATA_DIR"), SHARED_DATA) if d]
+OFFICIAL_DIRS = (
+    []
+    if FIXTURE_ONLY
+    else [Path(d).expanduser() for d in (os.environ.get("BENCH_DATA_DIR"), SHARED_DATA) if d]
+)
 
 
 def pytest_configure(config):
@@ -50,8 +55,11 @@ def official_file(flag: str) -> Path:
         path = d / f"{flag}.npz"
         if path.is_file() and md5sum(path) == INFO["datasets"][flag]["md5"]["28"]:
             return path
-    pytest.skip("BENCH_TEST_FIXTURE_ONLY=1 hides the official files" if FIXTURE_ONLY
-                else f"the official {flag}.npz is not in {', '.join(map(str, OFFICIAL_DIRS))}")
+    pytest.skip(
+        "BENCH_TEST_FIXTURE_ONLY=1 hides the official files"
+        if FIXTURE_ONLY
+        else f"the official {flag}.npz is not in {', '.join(map(str, OFFICIAL_DIRS))}"
+    )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -62,7 +70,9 @@ def data_dir_stays_untouched():
     before = sorted(p.name for p in d.iterdir())
     yield
     after = sorted(p.name for p in d.iterdir())
-    assert after == before, f"tests wrote into the data folder {d}: {sorted(set(after) - set(before))}"
+    assert after == before, (
+        f"tests wrote into the data folder {d}: {sorted(set(after) - set(before))}"
+    )
 
 
 @pytest.fixture(autouse=True)

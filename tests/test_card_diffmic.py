@@ -1,5 +1,6 @@
 """CARD and DiffMIC (v1): the prior-mean process, its reverse chain, the MMD term,
 CARD's voting readout and interval widths, and short real runs through the runner."""
+
 import json
 
 import numpy as np
@@ -12,10 +13,22 @@ from bench.metrics import compute_all
 from bench.registry import METHODS
 from methods.card import sample_statistics
 from methods.label_diffusion import (
-    antithetic_timesteps, ddpm_scheduler, gaussian_mmd, noise_draws, prior_mean_noising, q_sample, sample_prior_mean,
+    antithetic_timesteps,
+    ddpm_scheduler,
+    gaussian_mmd,
+    noise_draws,
+    prior_mean_noising,
+    q_sample,
+    sample_prior_mean,
 )
 
-TINY = {"image_size": 28, "small_input_stem": True, "feature_dim": 32, "sampling_steps": 20, "eval_every": 1}
+TINY = {
+    "image_size": 28,
+    "small_input_stem": True,
+    "feature_dim": 32,
+    "sampling_steps": 20,
+    "eval_every": 1,
+}
 
 
 def test_prior_mean_noising_is_cards_formula():
@@ -27,9 +40,13 @@ def test_prior_mean_noising_is_cards_formula():
     t = torch.tensor([0, 10, 500, 999])
     ab = sched.alphas_cumprod[t][:, None]
     expected = ab.sqrt() * y0 + (1 - ab.sqrt()) * prior + (1 - ab).sqrt() * noise
-    torch.testing.assert_close(prior_mean_noising(sched.alphas_cumprod, y0, prior, t, noise), expected)
+    torch.testing.assert_close(
+        prior_mean_noising(sched.alphas_cumprod, y0, prior, t, noise), expected
+    )
     # at the last step the label is (almost) gone: y_T ~ prior + noise
-    assert torch.allclose(q_sample(sched.alphas_cumprod, y0, torch.tensor([999] * 4), noise), noise, atol=0.01)
+    assert torch.allclose(
+        q_sample(sched.alphas_cumprod, y0, torch.tensor([999] * 4), noise), noise, atol=0.01
+    )
 
 
 def test_reverse_chain_equals_cards_posterior_with_prior_mean():
@@ -50,7 +67,10 @@ def test_reverse_chain_equals_cards_posterior_with_prior_mean():
         var = (1 - ab[t - 1]) / (1 - ab[t]) * betas[t]
         z = torch.randn(5, 3, generator=torch.Generator().manual_seed(t), dtype=torch.float64)
         card = g0 * y0_hat + g1 * y_t + g2 * prior + var.sqrt() * z
-        ours = sched.step(eps, t, y_t - prior, generator=torch.Generator().manual_seed(t)).prev_sample + prior
+        ours = (
+            sched.step(eps, t, y_t - prior, generator=torch.Generator().manual_seed(t)).prev_sample
+            + prior
+        )
         torch.testing.assert_close(ours, card, rtol=1e-4, atol=1e-4)  # float32 schedule
     # last step: the reparameterised y0, no noise
     sched.set_timesteps(T)
@@ -95,7 +115,13 @@ def test_noise_draws_one_per_image_is_cards_and_more_share_the_image():
 
     net = CARDNet(CARDConfig(feature_dim=16, small_input_stem=True), 3, 1).eval()
     prior, feature = torch.softmax(torch.randn(4, 3), 1), torch.randn(4, 16)
-    y_t = prior_mean_noising(ddpm_scheduler(1000, 1e-4, 0.02).alphas_cumprod, torch.eye(3)[[0, 1, 2, 0]][:, None], prior[:, None], t, noise)
+    y_t = prior_mean_noising(
+        ddpm_scheduler(1000, 1e-4, 0.02).alphas_cumprod,
+        torch.eye(3)[[0, 1, 2, 0]][:, None],
+        prior[:, None],
+        t,
+        noise,
+    )
     with torch.no_grad():
         together = net(y_t, t, prior, feature)
         alone = torch.stack([net(y_t[:, d], t[:, d], prior, feature) for d in range(5)], dim=1)
@@ -131,7 +157,11 @@ def test_classification_suite_has_the_diffusion_classifiers_with_diffmic_v2_as_r
     assert {"diffmic_v2", "diffmic", "card"} <= set(names) and suite.reference == "diffmic_v2"
     for preset in suite.presets:  # smoke, standard, full
         for name in ("diffmic_v2", "diffmic", "card"):
-            METHODS.get(name).make_config(suite.options_for(next(m for m in suite.methods if m.name == name), suite.preset(preset)))
+            METHODS.get(name).make_config(
+                suite.options_for(
+                    next(m for m in suite.methods if m.name == name), suite.preset(preset)
+                )
+            )
 
 
 @pytest.mark.slow
@@ -141,43 +171,92 @@ def test_card_and_diffmic_run_in_a_suite_with_extras_recorded(data_dir, tmp_path
     from bench.runner import run_suite
 
     suite = tmp_path / "s.yaml"
-    suite.write_text(json.dumps({
-        "description": "tiny", "task": "classification", "datasets": ["breastmnist"], "seeds": [0], "reference": "card",
-        "methods": [
-            {"name": "card", "options": {**TINY, "prior_epochs": 1, "num_samples": 4}},
-            {"name": "diffmic", "options": {**TINY, "dcg_backbone": "resnet18", "dcg_small_stem": True, "roi_size": 7, "dcg_pretrain_epochs": 1}},
-        ],
-        "presets": {"smoke": {"budget": {"epochs": 1, "batch_size": 16, "eval_batch_size": 256, "max_steps": 2}}},
-    }))
-    outcomes = run_suite(str(suite), results_dir=tmp_path / "results", work_dir=tmp_path / "runs", progress=False)
+    suite.write_text(
+        json.dumps(
+            {
+                "description": "tiny",
+                "task": "classification",
+                "datasets": ["breastmnist"],
+                "seeds": [0],
+                "reference": "card",
+                "methods": [
+                    {"name": "card", "options": {**TINY, "prior_epochs": 1, "num_samples": 4}},
+                    {
+                        "name": "diffmic",
+                        "options": {
+                            **TINY,
+                            "dcg_backbone": "resnet18",
+                            "dcg_small_stem": True,
+                            "roi_size": 7,
+                            "dcg_pretrain_epochs": 1,
+                        },
+                    },
+                ],
+                "presets": {
+                    "smoke": {
+                        "budget": {
+                            "epochs": 1,
+                            "batch_size": 16,
+                            "eval_batch_size": 256,
+                            "max_steps": 2,
+                        }
+                    }
+                },
+            }
+        )
+    )
+    outcomes = run_suite(
+        str(suite), results_dir=tmp_path / "results", work_dir=tmp_path / "runs", progress=False
+    )
     assert [o["status"] for o in outcomes] == ["ok", "ok"], outcomes
     card = json.loads(next((tmp_path / "results").rglob("card/*/seed0.json")).read_text())
     assert card["selection"]["prior"]["cache"] == "miss"
-    assert card["extras"]["test"]["piw"] >= 0 and 0.5 <= card["extras"]["test"]["vote_agreement"] <= 1
+    assert (
+        card["extras"]["test"]["piw"] >= 0 and 0.5 <= card["extras"]["test"]["vote_agreement"] <= 1
+    )
     with np.load(next((tmp_path / "results").rglob("card/*/seed0.npz"))) as npz:
         assert npz["test_piw"].shape == npz["test_labels"].shape
         assert set(np.unique(npz["test_vote"])) <= {0, 1}
     diffmic = json.loads(next((tmp_path / "results").rglob("diffmic/*/seed0.json")).read_text())
     # the priors' own metrics and every model's share of predictions per class are recorded
-    assert set(card["priors"]) == {"f_phi"} and set(diffmic["priors"]) == {"DCG global", "DCG local", "DCG fused"}
+    assert set(card["priors"]) == {"f_phi"} and set(diffmic["priors"]) == {
+        "DCG global",
+        "DCG local",
+        "DCG fused",
+    }
     for r in (card, diffmic):
         for prior in r["priors"].values():
-            assert 0 <= prior["test"]["auroc"] <= 1 and sum(prior["test"]["predicted_share"]) == pytest.approx(1)
-        assert sum(r["predicted_share"]["test"]) == pytest.approx(1) and len(r["predicted_share"]["val"]) == 2
+            assert 0 <= prior["test"]["auroc"] <= 1 and sum(
+                prior["test"]["predicted_share"]
+            ) == pytest.approx(1)
+        assert (
+            sum(r["predicted_share"]["test"]) == pytest.approx(1)
+            and len(r["predicted_share"]["val"]) == 2
+        )
     with np.load(next((tmp_path / "results").rglob("diffmic/*/seed0.npz"))) as npz:
         fused = npz["test_prior_DCG fused"]
-    assert compute_all(npz_labels(tmp_path), fused.astype(np.float64), "binary")["auroc"] == pytest.approx(diffmic["priors"]["DCG fused"]["test"]["auroc"], abs=1e-6)
-    md = write_leaderboard(str(suite), results_dir=tmp_path / "results", out_dir=tmp_path / "lb")[0].read_text()
+    assert compute_all(npz_labels(tmp_path), fused.astype(np.float64), "binary")[
+        "auroc"
+    ] == pytest.approx(diffmic["priors"]["DCG fused"]["test"]["auroc"], abs=1e-6)
+    md = write_leaderboard(str(suite), results_dir=tmp_path / "results", out_dir=tmp_path / "lb")[
+        0
+    ].read_text()
     rows = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ")]
     assert rows.index("card ▸ f_phi (its prior)") == rows.index("card (ref)") + 1
     assert rows.index("diffmic ▸ DCG fused (its prior)") > rows.index("diffmic")
-    cached = torch.load(diffmic["selection"]["dcg_pretraining"]["file"], weights_only=False)["state"]
-    trained = {k: v for k, v in cached.items() if k.endswith("weight") and v.dtype.is_floating_point}
+    cached = torch.load(diffmic["selection"]["dcg_pretraining"]["file"], weights_only=False)[
+        "state"
+    ]
+    trained = {
+        k: v for k, v in cached.items() if k.endswith("weight") and v.dtype.is_floating_point
+    }
     assert trained, "the DCG cache holds weights"
     # rerun: the pretrained priors come from the cache
     for p in (tmp_path / "results").rglob("*.json"):
         p.unlink()
-    run_suite(str(suite), results_dir=tmp_path / "results", work_dir=tmp_path / "runs", progress=False)
+    run_suite(
+        str(suite), results_dir=tmp_path / "results", work_dir=tmp_path / "runs", progress=False
+    )
     card2 = json.loads(next((tmp_path / "results").rglob("card/*/seed0.json")).read_text())
     assert card2["selection"]["prior"]["cache"] == "hit"
     assert card2["metrics"]["test"] == card["metrics"]["test"]

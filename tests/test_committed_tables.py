@@ -1,12 +1,13 @@
 """Every committed leaderboard and paper table is what the committed code makes from the
 committed records: none is stale or edited by hand."""
+
 import pytest
+from conftest import REPO
 
 from bench.leaderboard import write_leaderboard
 from bench.paper import write_paper
 from bench.perf_table import write_perf_table
 from bench.records import load_records
-from conftest import REPO
 
 RESULTS, TABLES = REPO / "results", REPO / "leaderboards"
 
@@ -14,19 +15,27 @@ RESULTS, TABLES = REPO / "results", REPO / "leaderboards"
 @pytest.mark.parametrize("suite", ["classification", "generation", "restoration"])
 def test_a_suite_leaderboard_is_rebuilt_identically(suite, tmp_path):
     if not load_records(RESULTS, suite):
-        assert not (TABLES / f"{suite}.md").exists(), f"leaderboards/{suite}.md has no records behind it"
+        assert not (TABLES / f"{suite}.md").exists(), (
+            f"leaderboards/{suite}.md has no records behind it"
+        )
         return
     for path in write_leaderboard(suite, results_dir=RESULTS, out_dir=tmp_path):
-        assert path.read_text() == (TABLES / path.name).read_text(), f"leaderboards/{path.name} is stale: run bench leaderboard --suite {suite}"
+        assert path.read_text() == (TABLES / path.name).read_text(), (
+            f"leaderboards/{path.name} is stale: run bench leaderboard --suite {suite}"
+        )
 
 
 @pytest.mark.parametrize("paper", ["diffmic-v2", "dcube", "odm", "survey"])
 def test_a_paper_table_is_rebuilt_identically(paper, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)  # the table names its results folder as given: `results/`
     path = write_paper(paper, None, "results", None, tmp_path)
-    assert path.read_text() == (TABLES / path.name).read_text(), f"leaderboards/{path.name} is stale: run bench paper {paper}"
+    assert path.read_text() == (TABLES / path.name).read_text(), (
+        f"leaderboards/{path.name} is stale: run bench paper {paper}"
+    )
 
 
 def test_the_perf_table_is_rebuilt_identically(tmp_path):
     path = write_perf_table(RESULTS, tmp_path)
-    assert path.read_text() == (TABLES / path.name).read_text(), "leaderboards/perf.md is stale: run bench perf --table"
+    assert path.read_text() == (TABLES / path.name).read_text(), (
+        "leaderboards/perf.md is stale: run bench perf --table"
+    )

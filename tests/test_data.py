@@ -2,6 +2,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FIXTURE_DATA, official_file
 from PIL import Image
 
 from bench.cli import main
@@ -12,15 +13,22 @@ from bench.data.locate import md5sum
 from bench.data.spec import DatasetBundle, DatasetSpec, SplitData, image_hashes, validate_bundle
 from bench.data.splits import make_splits
 from bench.errors import DataError
-from conftest import FIXTURE_DATA, official_file
 
 
 def test_medmnist_files_load(data_dir):
     b = load_bundle("breastmnist")
-    assert b.spec.task == "binary" and b.spec.channels == 1 and b.splits["train"].images.shape[1:] == (28, 28, 1)
+    assert (
+        b.spec.task == "binary"
+        and b.spec.channels == 1
+        and b.splits["train"].images.shape[1:] == (28, 28, 1)
+    )
     assert list(b.files.values()) == [md5sum(data_dir / "breastmnist.npz")]
     r = load_bundle("retinamnist")
-    assert r.spec.task == "ordinal" and r.spec.num_classes == 5 and r.splits["test"].images.shape[1:] == (28, 28, 3)
+    assert (
+        r.spec.task == "ordinal"
+        and r.spec.num_classes == 5
+        and r.splits["test"].images.shape[1:] == (28, 28, 3)
+    )
     assert len(b.split_hash) == 16 and b.split_hash != r.split_hash
     assert b.duplicates_across_splits >= 0
 
@@ -45,7 +53,11 @@ def test_committed_fixture_is_small_complete_and_loads():
         for split in b.splits.values():
             assert np.bincount(split.labels, minlength=b.spec.num_classes).min() >= 2
         with np.load(f) as npz:
-            assert all(npz[f"{s}_images"].dtype == np.uint8 and npz[f"{s}_labels"].shape == (len(b.splits[s]), 1) for s in b.splits)
+            assert all(
+                npz[f"{s}_images"].dtype == np.uint8
+                and npz[f"{s}_labels"].shape == (len(b.splits[s]), 1)
+                for s in b.splits
+            )
 
 
 @pytest.mark.parametrize("flag", ["breastmnist", "retinamnist"])
@@ -62,7 +74,11 @@ def test_missing_file_offline_names_file_and_places(monkeypatch, tmp_path):
     with pytest.raises(DataError) as err:
         load_bundle("dermamnist_64", data_dir=tmp_path / "given")
     msg = str(err.value)
-    assert "'dermamnist_64.npz'" in msg and str(tmp_path / "given") in msg and str(tmp_path / "empty") in msg
+    assert (
+        "'dermamnist_64.npz'" in msg
+        and str(tmp_path / "given") in msg
+        and str(tmp_path / "empty") in msg
+    )
     assert "offline" in msg
 
 
@@ -79,7 +95,10 @@ def test_md5_mismatch_warns_and_records(data_dir, tmp_path):
 
 def test_corrupt_npz_is_named(tmp_path):
     (tmp_path / "retinamnist.npz").write_bytes(b"not a zip file")
-    with pytest.warns(UserWarning), pytest.raises(DataError, match="retinamnist.npz.*not a readable"):
+    with (
+        pytest.warns(UserWarning),
+        pytest.raises(DataError, match="retinamnist.npz.*not a readable"),
+    ):
         load_bundle("retinamnist", data_dir=tmp_path)
 
 
@@ -102,7 +121,12 @@ def test_cross_split_duplicates_are_counted():
     train = SplitData(imgs[:3], np.array([0, 1, 0]), ["a", "b", "c"])
     val = SplitData(imgs[3:5], np.array([1, 0]), ["d", "e"])
     test = SplitData(np.concatenate([imgs[:1], imgs[5:]]), np.array([0, 1]), ["f", "g"])  # f == a
-    assert validate_bundle(DatasetBundle(spec, {"train": train, "val": val, "test": test})).duplicates_across_splits == 2
+    assert (
+        validate_bundle(
+            DatasetBundle(spec, {"train": train, "val": val, "test": test})
+        ).duplicates_across_splits
+        == 2
+    )
 
 
 def test_grouped_splits_are_deterministic_and_leak_free():
@@ -123,7 +147,9 @@ def _write_folder(root, rows, size=8):
     rng = np.random.default_rng(0)
     lines = ["path,label,patient_id"]
     for i, (label, patient) in enumerate(rows):
-        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(root / f"img{i}.png")
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(
+            root / f"img{i}.png"
+        )
         lines.append(f"img{i}.png,{label},{patient}")
     (root / "labels.csv").write_text("\n".join(lines) + "\n")
 
@@ -132,7 +158,11 @@ def test_folder_dataset_by_name_with_stored_split(tmp_path):
     rows = [("benign" if i % 3 else "malignant", f"p{i // 2}") for i in range(60)]
     _write_folder(tmp_path / "ds", rows)
     b = load_folder("mine", tmp_path / "ds", size=16, channels=1, task="binary")
-    assert b.spec.class_names == ("benign", "malignant") and b.splits["train"].images.shape[1:] == (16, 16, 1)
+    assert b.spec.class_names == ("benign", "malignant") and b.splits["train"].images.shape[1:] == (
+        16,
+        16,
+        1,
+    )
     stored = (tmp_path / "ds" / "labels.splits.csv").read_text().splitlines()
     assert stored[0].endswith(",split") and len(stored) == 61
     again = load_folder("mine", tmp_path / "ds", size=16, channels=1, task="binary")
@@ -148,7 +178,9 @@ def test_folder_multilabel_and_errors(tmp_path):
 
     _write_folder(tmp_path / "bad", [("0", "p0")] * 20)
     csv = tmp_path / "bad" / "labels.csv"
-    csv.write_text(csv.read_text().replace("img3.png,0", "img3.png,7").replace("img3.png", "img3.png", 1))
+    csv.write_text(
+        csv.read_text().replace("img3.png,0", "img3.png,7").replace("img3.png", "img3.png", 1)
+    )
     with pytest.raises(DataError, match="row 5: label 7 outside"):
         load_folder("bad", tmp_path / "bad", class_names=["0", "1"], task="binary")
     csv.write_text(csv.read_text().replace("img3.png,7", "img3.png,1"))
@@ -168,8 +200,14 @@ def test_ordinal_named_labels_take_their_order_from_class_names(tmp_path):
     with pytest.raises(DataError) as err:
         load_folder("dr", tmp_path / "dr", task="ordinal", size=8)
     msg = str(err.value)
-    assert str(tmp_path / "dr" / "labels.csv") in msg and "['mild', 'moderate', 'none', 'proliferative', 'severe']" in msg
-    assert "row 2: 'none'" in msg and "give class_names in the dataset entry, lowest grade first" in msg
+    assert (
+        str(tmp_path / "dr" / "labels.csv") in msg
+        and "['mild', 'moderate', 'none', 'proliferative', 'severe']" in msg
+    )
+    assert (
+        "row 2: 'none'" in msg
+        and "give class_names in the dataset entry, lowest grade first" in msg
+    )
     b = load_folder("dr", tmp_path / "dr", task="ordinal", size=8, class_names=GRADES)
     assert b.spec.class_names == tuple(GRADES)
     manifest = (tmp_path / "dr" / "labels.splits.csv").read_text().splitlines()[1:]
@@ -177,30 +215,58 @@ def test_ordinal_named_labels_take_their_order_from_class_names(tmp_path):
     split = b.splits["train"]
     assert [grade_of[i] for i in split.ids] == split.labels.tolist()
 
-    _write_folder(tmp_path / "num", [(str(i % 5), f"p{i}") for i in range(50)])  # integer grades need no names
-    assert load_folder("num", tmp_path / "num", task="ordinal", size=8).spec.class_names == ("0", "1", "2", "3", "4")
+    _write_folder(
+        tmp_path / "num", [(str(i % 5), f"p{i}") for i in range(50)]
+    )  # integer grades need no names
+    assert load_folder("num", tmp_path / "num", task="ordinal", size=8).spec.class_names == (
+        "0",
+        "1",
+        "2",
+        "3",
+        "4",
+    )
 
 
 def test_a_label_missing_from_class_names_is_named_with_its_row(tmp_path):
-    _write_folder(tmp_path / "ds", [("benign" if i % 3 else "malignant", f"p{i}") for i in range(30)])
-    with pytest.raises(DataError, match=r"labels.csv: row 3: label 'benign' is not in class_names \['normal', 'malignant'\]"):
+    _write_folder(
+        tmp_path / "ds", [("benign" if i % 3 else "malignant", f"p{i}") for i in range(30)]
+    )
+    with pytest.raises(
+        DataError,
+        match=r"labels.csv: row 3: label 'benign' is not in class_names \['normal', 'malignant'\]",
+    ):
         load_folder("ds", tmp_path / "ds", task="binary", class_names=["normal", "malignant"])
-    with pytest.raises(DataError, match="class_names must be a list in class order, got the string 'benign, malignant'"):
+    with pytest.raises(
+        DataError,
+        match="class_names must be a list in class order, got the string 'benign, malignant'",
+    ):
         load_folder("ds", tmp_path / "ds", task="binary", class_names="benign, malignant")
-    assert load_folder("ds", tmp_path / "ds", task="binary", size=8).spec.class_names == ("benign", "malignant")
+    assert load_folder("ds", tmp_path / "ds", task="binary", size=8).spec.class_names == (
+        "benign",
+        "malignant",
+    )
 
 
 def _with_split_column(root, splits):
     csv = root / "labels.csv"
-    lines = [",".join(line.split(",")[:3]) for line in csv.read_text().splitlines()]  # path,label,patient_id
-    csv.write_text("\n".join([lines[0] + ",split"] + [f"{line},{s}" for line, s in zip(lines[1:], splits)]) + "\n")
+    lines = [
+        ",".join(line.split(",")[:3]) for line in csv.read_text().splitlines()
+    ]  # path,label,patient_id
+    csv.write_text(
+        "\n".join([lines[0] + ",split"] + [f"{line},{s}" for line, s in zip(lines[1:], splits)])
+        + "\n"
+    )
 
 
 def test_unknown_split_values_are_named_with_their_rows(tmp_path):
     _write_folder(tmp_path / "ds", [(str(i % 2), f"p{i}") for i in range(60)])
     splits = ["test" if i % 5 == 0 else "valid" if i % 5 == 1 else "train" for i in range(60)]
     _with_split_column(tmp_path / "ds", splits)
-    assert {k: len(v) for k, v in load_folder("ds", tmp_path / "ds", size=8).splits.items()} == {"train": 36, "val": 12, "test": 12}
+    assert {k: len(v) for k, v in load_folder("ds", tmp_path / "ds", size=8).splits.items()} == {
+        "train": 36,
+        "val": 12,
+        "test": 12,
+    }
     for i in range(2, 60, 6):  # 10 rows of 'Train', one 'tst'
         splits[i] = "Train"
     splits[55] = "tst"
@@ -213,7 +279,9 @@ def test_unknown_split_values_are_named_with_their_rows(tmp_path):
     )
 
 
-def test_an_unwritable_split_file_is_named_and_an_unchanged_one_is_not_rewritten(tmp_path, monkeypatch):
+def test_an_unwritable_split_file_is_named_and_an_unchanged_one_is_not_rewritten(
+    tmp_path, monkeypatch
+):
     _write_folder(tmp_path / "ds", [(str(i % 2), f"p{i}") for i in range(30)])
     split_file = tmp_path / "ds" / "labels.splits.csv"
     split_file.mkdir()  # not writable as a file, even for root
@@ -230,8 +298,12 @@ def test_an_unwritable_split_file_is_named_and_an_unchanged_one_is_not_rewritten
         raise PermissionError(13, "Permission denied", str(self))
 
     monkeypatch.setattr(Path, "write_text", read_only)
-    assert load_folder("ds", tmp_path / "ds", size=8).split_hash == first.split_hash  # stored split unchanged: no write
-    with pytest.raises(DataError, match=r"cannot write the split file .*labels.splits.csv \(Permission denied\)"):
+    assert (
+        load_folder("ds", tmp_path / "ds", size=8).split_hash == first.split_hash
+    )  # stored split unchanged: no write
+    with pytest.raises(
+        DataError, match=r"cannot write the split file .*labels.splits.csv \(Permission denied\)"
+    ):
         load_folder("ds", tmp_path / "ds", size=8, split_seed=1)
 
 
@@ -241,25 +313,56 @@ def test_an_unknown_inline_dataset_option_is_named_with_a_suggestion(tmp_path, c
         load_bundle(entry)
     assert str(err.value).startswith(
         "dataset 'myfolder': unknown option 'manifset' for loader 'folder' (did you mean 'manifest'?); "
-        "valid options: root, manifest, task, size, channels, class_names,")
+        "valid options: root, manifest, task, size, channels, class_names,"
+    )
     with pytest.raises(DataError, match="dataset 'myfolder': loader 'folder' needs option 'root'"):
         load_bundle({"name": "myfolder", "loader": "folder"})
     suite = tmp_path / "typo.yaml"
-    suite.write_text(f"datasets: [{{name: myfolder, loader: folder, root: {tmp_path}, manifset: x.csv}}]\n"
-                     "methods: [resnet18]\npresets: {smoke: {budget: {epochs: 1}}}\n")
-    assert main(["run", "--suite", str(suite), "--results-dir", str(tmp_path / "r"), "--work-dir", str(tmp_path / "w")]) == 2
+    suite.write_text(
+        f"datasets: [{{name: myfolder, loader: folder, root: {tmp_path}, manifset: x.csv}}]\n"
+        "methods: [resnet18]\npresets: {smoke: {budget: {epochs: 1}}}\n"
+    )
+    assert (
+        main(
+            [
+                "run",
+                "--suite",
+                str(suite),
+                "--results-dir",
+                str(tmp_path / "r"),
+                "--work-dir",
+                str(tmp_path / "w"),
+            ]
+        )
+        == 2
+    )
     err_lines = capsys.readouterr().err.strip().splitlines()
-    assert len(err_lines) == 1 and err_lines[0].startswith("bench: error: dataset 'myfolder': unknown option 'manifset'")
+    assert len(err_lines) == 1 and err_lines[0].startswith(
+        "bench: error: dataset 'myfolder': unknown option 'manifset'"
+    )
 
 
 def test_hf_dataset_from_disk(tmp_path):
     datasets = pytest.importorskip("datasets")
     rng = np.random.default_rng(0)
-    feats = datasets.Features({"img": datasets.Image(), "y": datasets.ClassLabel(names=["no", "mild", "severe"])})
+    feats = datasets.Features(
+        {"img": datasets.Image(), "y": datasets.ClassLabel(names=["no", "mild", "severe"])}
+    )
     train = datasets.Dataset.from_dict(
-        {"img": [Image.fromarray(rng.integers(0, 255, (10, 10), dtype=np.uint8)) for _ in range(40)], "y": [i % 3 for i in range(40)]}, features=feats)
-    datasets.DatasetDict({"train": train, "test": train.select(range(9))}).save_to_disk(str(tmp_path / "hfds"))
-    b = load_hf("hfds", str(tmp_path / "hfds"), image_column="img", label_column="y", size=12, channels=1)
+        {
+            "img": [
+                Image.fromarray(rng.integers(0, 255, (10, 10), dtype=np.uint8)) for _ in range(40)
+            ],
+            "y": [i % 3 for i in range(40)],
+        },
+        features=feats,
+    )
+    datasets.DatasetDict({"train": train, "test": train.select(range(9))}).save_to_disk(
+        str(tmp_path / "hfds")
+    )
+    b = load_hf(
+        "hfds", str(tmp_path / "hfds"), image_column="img", label_column="y", size=12, channels=1
+    )
     assert b.spec.class_names == ("no", "mild", "severe")
     assert len(b.splits["test"]) == 9 and len(b.splits["train"]) + len(b.splits["val"]) == 40
     assert b.splits["val"].images.shape[1:] == (12, 12, 1)

@@ -1,5 +1,6 @@
 """D-Cube: the U-ViT, the contrastive and cycle losses, KS layer selection, "+Syn"
 rebalancing, and a short real run of D-Cube and syn:resnet18 through the runner."""
+
 import json
 
 import numpy as np
@@ -9,12 +10,28 @@ import torch
 from bench.errors import BenchError
 from bench.registry import METHODS
 from methods.dcube import (
-    DCube, Stage1Config, UViT, contrastive_loss, cycle_loss, ks_layer_selection, partner_indices, plot_ks,
-    synthetic_counts, train_stage1,
+    DCube,
+    Stage1Config,
+    UViT,
+    contrastive_loss,
+    cycle_loss,
+    ks_layer_selection,
+    partner_indices,
+    plot_ks,
+    synthetic_counts,
+    train_stage1,
 )
 from methods.label_diffusion import ddpm_scheduler
 
-TINY_STAGE1 = {"patch_size": 4, "dim": 32, "depth": 2, "heads": 2, "epochs": 1, "batch_size": 16, "eval_every": 1}
+TINY_STAGE1 = {
+    "patch_size": 4,
+    "dim": 32,
+    "depth": 2,
+    "heads": 2,
+    "epochs": 1,
+    "batch_size": 16,
+    "eval_every": 1,
+}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -29,16 +46,24 @@ def test_contrastive_loss_pulls_same_class_together_and_pushes_others_past_the_m
     g = torch.Generator().manual_seed(0)
     a = torch.randn(4, 5, 8, generator=g)
     same, diff = torch.zeros(4), torch.ones(4)
-    assert torch.equal(contrastive_loss(a, a, same, 0.1), torch.zeros(4))  # identical, same class: 0
+    assert torch.equal(
+        contrastive_loss(a, a, same, 0.1), torch.zeros(4)
+    )  # identical, same class: 0
     far = a + 1.0
-    torch.testing.assert_close(contrastive_loss(a, far, same, 0.1), torch.full((4,), 40.0))  # d = 5 * 8 * 1^2
+    torch.testing.assert_close(
+        contrastive_loss(a, far, same, 0.1), torch.full((4,), 40.0)
+    )  # d = 5 * 8 * 1^2
     # different classes: margin - d below the margin, 0 beyond it
     close = a + 0.01
-    torch.testing.assert_close(contrastive_loss(a, close, diff, 0.1), torch.full((4,), 0.1 - 40 * 1e-4))
+    torch.testing.assert_close(
+        contrastive_loss(a, close, diff, 0.1), torch.full((4,), 0.1 - 40 * 1e-4)
+    )
     assert (contrastive_loss(a, close, diff, 0.1) > 0).all()
     assert torch.equal(contrastive_loss(a, far, diff, 0.1), torch.zeros(4))
     # "mean" averages per feature, so the same pair is now inside the margin
-    torch.testing.assert_close(contrastive_loss(a, a + 0.2, diff, 0.1, "mean"), torch.full((4,), 0.1 - 0.04))
+    torch.testing.assert_close(
+        contrastive_loss(a, a + 0.2, diff, 0.1, "mean"), torch.full((4,), 0.1 - 0.04)
+    )
 
 
 def test_partner_indices_draw_same_class_half_the_time():
@@ -55,7 +80,9 @@ def test_partner_indices_draw_same_class_half_the_time():
 def test_uvit_blocks_skips_and_class_conditioning():
     unet = tiny_unet(depth=4)
     assert unet.block_names() == ["in0", "in1", "mid", "out0", "out1"]
-    assert [b.skip_linear is not None for b in (*unet.in_blocks, unet.mid_block, *unet.out_blocks)] == [False] * 3 + [True] * 2
+    assert [
+        b.skip_linear is not None for b in (*unet.in_blocks, unet.mid_block, *unet.out_blocks)
+    ] == [False] * 3 + [True] * 2
     x, t = torch.randn(2, 1, 8, 8), torch.tensor([10, 900])
     outs = unet.blocks(x, t)
     assert len(outs) == 5 and all(o.shape == (2, 1 + 4, 32) for o in outs)
@@ -73,15 +100,29 @@ def test_cycle_loss_has_a_gradient_in_the_paper_form_and_none_in_the_code_form()
     x = torch.randn(4, 1, 8, 8)
     labels = torch.tensor([0, 1, 2, 0])
     logits = torch.randn(4, 3, requires_grad=True)
-    paper = cycle_loss(unet, x, logits, labels, alphas, "paper", torch.Generator().manual_seed(0), 1000)
+    paper = cycle_loss(
+        unet, x, logits, labels, alphas, "paper", torch.Generator().manual_seed(0), 1000
+    )
     paper.backward()
     assert paper.item() > 0 and logits.grad is not None and logits.grad.abs().sum() > 0
-    code = cycle_loss(unet, x, logits, labels, alphas, "code", torch.Generator().manual_seed(0), 1000)
+    code = cycle_loss(
+        unet, x, logits, labels, alphas, "code", torch.Generator().manual_seed(0), 1000
+    )
     assert not code.requires_grad and code.item() > 0
     # a prediction equal to the truth costs nothing in either form
     sure = (torch.nn.functional.one_hot(labels, 3) * 50.0).requires_grad_(True)
-    assert cycle_loss(unet, x, sure, labels, alphas, "code", torch.Generator().manual_seed(0), 1000).item() == 0
-    assert cycle_loss(unet, x, sure, labels, alphas, "paper", torch.Generator().manual_seed(0), 1000).item() < 1e-10
+    assert (
+        cycle_loss(
+            unet, x, sure, labels, alphas, "code", torch.Generator().manual_seed(0), 1000
+        ).item()
+        == 0
+    )
+    assert (
+        cycle_loss(
+            unet, x, sure, labels, alphas, "paper", torch.Generator().manual_seed(0), 1000
+        ).item()
+        < 1e-10
+    )
 
 
 def test_ks_selection_keeps_structured_layers_and_drops_gaussian_noise(tmp_path):
@@ -90,21 +131,29 @@ def test_ks_selection_keeps_structured_layers_and_drops_gaussian_noise(tmp_path)
     sparse = np.maximum(g.standard_normal((64, 50, 32)), 0)  # ReLU-like: half zeros
     pattern = np.sin(np.linspace(0, 20, 50))[None, :, None] + 0.05 * g.standard_normal((64, 50, 32))
     names = ["noise", "sparse", "pattern", "noise2"]
-    sel = ks_layer_selection([noise, sparse, pattern, g.standard_normal((64, 50, 32))], names, alpha=0.05, samples=1000)
-    assert sel["kept"] == [1, 2] and sel["kept_names"] == ["sparse", "pattern"] and sel["note"] is None
+    sel = ks_layer_selection(
+        [noise, sparse, pattern, g.standard_normal((64, 50, 32))], names, alpha=0.05, samples=1000
+    )
+    assert (
+        sel["kept"] == [1, 2] and sel["kept_names"] == ["sparse", "pattern"] and sel["note"] is None
+    )
     p = {layer["name"]: layer["p_value"] for layer in sel["layers"]}
     assert p["noise"] > 0.05 and p["noise2"] > 0.05 and p["sparse"] < 1e-6 and p["pattern"] < 1e-6
     plot_ks(sel, tmp_path / "ks.png")
     assert (tmp_path / "ks.png").stat().st_size > 1000
     # nothing non-Gaussian: the least Gaussian layer is kept, and that is said
     h = np.random.default_rng(1)
-    only_noise = ks_layer_selection([h.standard_normal((64, 50, 32)), h.standard_normal((64, 50, 32))], ["a", "b"])
+    only_noise = ks_layer_selection(
+        [h.standard_normal((64, 50, 32)), h.standard_normal((64, 50, 32))], ["a", "b"]
+    )
     assert len(only_noise["kept"]) == 1 and "no layer" in only_noise["note"]
 
 
 def test_feature_layer_choices_follow_the_authors_code():
     spec = type("S", (), {"size": 8, "channels": 1, "num_classes": 3})()
-    cfg = METHODS.get("dcube").make_config({"stage1": {**TINY_STAGE1, "depth": 12}, "feature_layers": "code"})
+    cfg = METHODS.get("dcube").make_config(
+        {"stage1": {**TINY_STAGE1, "depth": 12}, "feature_layers": "code"}
+    )
     m = DCube(cfg, spec)
     unet = UViT(m.s1, 8, 1, 3)
     assert m.fixed_layers(unet) == [6, 8, 9]  # mid block, out_blocks[1], out_blocks[2]
@@ -140,7 +189,13 @@ def test_stage1_training_lowers_the_validation_noise_loss(data_dir, tmp_path):
     cfg = Stage1Config(**{**TINY_STAGE1, "epochs": 6, "lr": 1e-3})
     torch.manual_seed(0)
     unet = UViT(cfg, 28, 1, 2)
-    ctx = RunContext(make_accelerator("fp32", cpu=True)[0], 0, Budget(epochs=1, batch_size=16, eval_batch_size=64), tmp_path, progress=False)
+    ctx = RunContext(
+        make_accelerator("fp32", cpu=True)[0],
+        0,
+        Budget(epochs=1, batch_size=16, eval_batch_size=64),
+        tmp_path,
+        progress=False,
+    )
     summary = train_stage1(unet, cfg, train, val, ctx, 28)
     val_losses = [h["val_noise_mse"] for h in summary["history"]]
     assert summary["steps"] == 6 * 8 and val_losses[-1] < 0.9 * val_losses[0]
@@ -158,7 +213,9 @@ def test_classification_suite_lists_dcube_and_a_syn_variant_sharing_stage1_optio
         p = suite.preset(preset)
         dcube = METHODS.get("dcube").make_config(suite.options_for(entries["dcube"], p))
         for base_name in ("resnet18", "vit_tiny_patch16_224"):
-            syn = METHODS.get(f"syn:{base_name}").make_config(suite.options_for(entries[f"syn:{base_name}"], p))
+            syn = METHODS.get(f"syn:{base_name}").make_config(
+                suite.options_for(entries[f"syn:{base_name}"], p)
+            )
             base = METHODS.get(base_name).make_config(suite.options_for(entries[base_name], p))
             assert dcube.stage1 == syn.stage1  # one cached stage-1 model serves all
             assert syn.base_options == config_dict(base)  # +Syn trains the suite's own baseline
@@ -173,29 +230,74 @@ def test_dcube_and_syn_run_in_a_suite_sharing_the_stage1_model(data_dir, tmp_pat
 
     stage1 = {**TINY_STAGE1, "epochs": 2}
     suite = tmp_path / "s.yaml"
-    suite.write_text(json.dumps({
-        "description": "tiny", "task": "classification", "datasets": ["breastmnist"], "seeds": [0], "reference": "dcube",
-        "methods": [
-            {"name": "dcube", "options": {"stage1": stage1, "sub_model": "resnet18", "sub_small_stem": True}},
-            {"name": "syn:resnet18", "options": {"stage1": stage1, "sampler": "ddim", "sampling_steps": 4,
-                                                 "base_options": {"input_size": 32}}},
-        ],
-        "presets": {"smoke": {"budget": {"epochs": 1, "batch_size": 16, "eval_batch_size": 256, "max_steps": 3}}},
-    }))
-    outcomes = run_suite(str(suite), results_dir=tmp_path / "results", work_dir=tmp_path / "runs", progress=False)
+    suite.write_text(
+        json.dumps(
+            {
+                "description": "tiny",
+                "task": "classification",
+                "datasets": ["breastmnist"],
+                "seeds": [0],
+                "reference": "dcube",
+                "methods": [
+                    {
+                        "name": "dcube",
+                        "options": {
+                            "stage1": stage1,
+                            "sub_model": "resnet18",
+                            "sub_small_stem": True,
+                        },
+                    },
+                    {
+                        "name": "syn:resnet18",
+                        "options": {
+                            "stage1": stage1,
+                            "sampler": "ddim",
+                            "sampling_steps": 4,
+                            "base_options": {"input_size": 32},
+                        },
+                    },
+                ],
+                "presets": {
+                    "smoke": {
+                        "budget": {
+                            "epochs": 1,
+                            "batch_size": 16,
+                            "eval_batch_size": 256,
+                            "max_steps": 3,
+                        }
+                    }
+                },
+            }
+        )
+    )
+    outcomes = run_suite(
+        str(suite), results_dir=tmp_path / "results", work_dir=tmp_path / "runs", progress=False
+    )
     assert [o["status"] for o in outcomes] == ["ok", "ok"], outcomes
     dcube_path = next((tmp_path / "results").rglob("dcube/*/seed0.json"))
     dcube = json.loads(dcube_path.read_text())
     layers = dcube["selection"]["layers"]
     assert [layer["name"] for layer in layers["layers"]] == ["in0", "mid", "out0"]
     assert all(0 <= layer["p_value"] <= 1 for layer in layers["layers"]) and layers["kept"]
-    assert layers["kept"] == [layer["index"] for layer in layers["layers"] if layer["p_value"] < 0.05] or layers["note"]
+    assert (
+        layers["kept"] == [layer["index"] for layer in layers["layers"] if layer["p_value"] < 0.05]
+        or layers["note"]
+    )
     assert (dcube_path.parent / layers["plot"]).is_file()
     assert dcube["selection"]["stage1"]["cache"] == "miss"
     probe = dcube["priors"]["U-ViT features, linear probe"]  # D-Cube's counterpart of a prior
-    assert 0 <= probe["test"]["auroc"] <= 1 and sum(probe["test"]["predicted_share"]) == pytest.approx(1)
+    assert 0 <= probe["test"]["auroc"] <= 1 and sum(
+        probe["test"]["predicted_share"]
+    ) == pytest.approx(1)
     syn_path = next((tmp_path / "results").rglob("syn-resnet18/*/seed0.json"))
     syn = json.loads(syn_path.read_text())["selection"]["synthetic"]
-    assert syn["stage1"]["cache"] == "hit" and syn["stage1"]["file"] == dcube["selection"]["stage1"]["file"]
-    assert syn["counts_before"] == [147, 399] and syn["added"] == [252, 0] and syn["counts_after"] == [399, 399]
+    assert (
+        syn["stage1"]["cache"] == "hit"
+        and syn["stage1"]["file"] == dcube["selection"]["stage1"]["file"]
+    )
+    assert (
+        syn["counts_before"] == [147, 399]
+        and syn["added"] == [252, 0]
+        and syn["counts_after"] == [399, 399]
+    )
     assert (syn_path.parent / syn["samples_png"]).is_file()

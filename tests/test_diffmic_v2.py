@@ -7,11 +7,13 @@ tiles) and runs on the CPU with one thread, so the whole file takes well under t
 minutes on a small shared machine. The focal-weighted noise MSE of one batch is
 ``DiffMICv2.training_loss(x, y0, generator)``.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from conftest import real_data_dir
 
 import methods.diffmic_v2 as dm
 from bench.config import load_suite
@@ -23,7 +25,6 @@ from bench.metrics import compute_all
 from bench.registry import METHODS
 from bench.runner import make_accelerator, plan_units
 from bench.training import to_device_batch
-from conftest import real_data_dir
 from methods.label_diffusion import one_hot_targets
 
 TINY = {
@@ -65,10 +66,18 @@ def retina():
 def make_ctx(tmp_path, data_id: str = "", seed: int = 0, **budget) -> RunContext:
     acc, _ = make_accelerator("fp32", cpu=True)
     b = Budget(**{"epochs": 1, "batch_size": 8, "eval_batch_size": 8, "max_steps": 1, **budget})
-    return RunContext(acc, seed, b, tmp_path / "ck", lambda msg: None, False, tmp_path / "cache", data_id)
+    return RunContext(
+        acc, seed, b, tmp_path / "ck", lambda msg: None, False, tmp_path / "cache", data_id
+    )
 
 
-def make_method(spec: DatasetSpec, ctx: RunContext | None = None, init_seed: int = 0, name: str = "diffmic_v2", **opts):
+def make_method(
+    spec: DatasetSpec,
+    ctx: RunContext | None = None,
+    init_seed: int = 0,
+    name: str = "diffmic_v2",
+    **opts,
+):
     """The registered method with the tiny config; built (random weights) when ctx is given."""
     entry = METHODS.get(name)
     m = entry.cls(entry.make_config({**TINY, **opts}), spec)
@@ -85,11 +94,13 @@ def subset(split: SplitData, idx) -> SplitData:
 
 
 def images(split: SplitData, n: int, start: int = 0) -> torch.Tensor:
-    return to_device_batch(split.images[start:start + n], "cpu", 28)
+    return to_device_batch(split.images[start : start + n], "cpu", 28)
 
 
 def targets(split: SplitData, spec: DatasetSpec, n: int, start: int = 0) -> torch.Tensor:
-    return one_hot_targets(split.labels[start:start + n], spec.num_classes, spec.multilabel, "cpu")
+    return one_hot_targets(
+        split.labels[start : start + n], spec.num_classes, spec.multilabel, "cpu"
+    )
 
 
 def spy(monkeypatch, owner, name: str) -> list:
@@ -125,8 +136,13 @@ def grid_from_points(points: torch.Tensor, n: int) -> torch.Tensor:
 # ------------------------------------------------------------------ shapes, eq. 4-5
 
 
-@pytest.mark.parametrize("dataset,n_p,k", [("retinamnist", 1, 2), ("retinamnist", 3, 4), ("retinamnist", 6, 6), ("breastmnist", 6, 2)])
-def test_shapes_of_rois_guidance_feature_and_noise_grid(dataset, n_p, k, request, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "dataset,n_p,k",
+    [("retinamnist", 1, 2), ("retinamnist", 3, 4), ("retinamnist", 6, 6), ("breastmnist", 6, 2)],
+)
+def test_shapes_of_rois_guidance_feature_and_noise_grid(
+    dataset, n_p, k, request, tmp_path, monkeypatch
+):
     bundle = request.getfixturevalue("retina" if dataset == "retinamnist" else "breast")
     spec, train = bundle.spec, bundle.splits["train"]
     C, ch, B, H = spec.num_classes, spec.channels, 4, 48
@@ -160,7 +176,9 @@ def test_shapes_of_rois_guidance_feature_and_noise_grid(dataset, n_p, k, request
     p_true = (torch.softmax(out.fused, dim=1) * y0).sum(dim=1)
     weights = (1 + 10.0 * (1 - p_true))[:, None, None, None]
     assert loss.dim() == 0
-    torch.testing.assert_close(loss.detach(), (weights * (eps.detach() - noise) ** 2).mean(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        loss.detach(), (weights * (eps.detach() - noise) ** 2).mean(), rtol=1e-5, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("n_p", [1, 2, 3, 6])
@@ -180,8 +198,12 @@ def test_guidance_map_interpolates_global_on_the_diagonal_to_local_in_the_corner
             d = abs(i - j) / (n_p - 1) if n_p > 1 else 0.0
             torch.testing.assert_close(M[:, :, i, j], (1 - d) * g + d * loc)
     # the single-prior modes of the C3 / C4 ablations
-    torch.testing.assert_close(dm.guidance_map(g, loc, n_p, "global"), g[:, :, None, None].expand_as(M))
-    torch.testing.assert_close(dm.guidance_map(g, loc, n_p, "local"), loc[:, :, None, None].expand_as(M))
+    torch.testing.assert_close(
+        dm.guidance_map(g, loc, n_p, "global"), g[:, :, None, None].expand_as(M)
+    )
+    torch.testing.assert_close(
+        dm.guidance_map(g, loc, n_p, "local"), loc[:, :, None, None].expand_as(M)
+    )
 
 
 def test_heterologous_timesteps_differ_per_grid_point_vanilla_once_per_image():
@@ -218,11 +240,15 @@ def test_ddim_runs_ten_steps_from_900_to_0(breast, tmp_path, monkeypatch):
     assert scores.shape == (4, 2)
     # the last step lands on the clipped x0 estimate (alpha_prev(0) = 1): scores lie in [-1, 1]
     assert scores.abs().max() <= 1
-    torch.testing.assert_close(scores, m.sample_scores(x, torch.Generator().manual_seed(0)), rtol=0, atol=0)
+    torch.testing.assert_close(
+        scores, m.sample_scores(x, torch.Generator().manual_seed(0)), rtol=0, atol=0
+    )
 
 
 @pytest.mark.parametrize("init", ["authors", "paper"])
-def test_sample_init_authors_interpolates_random_priors_paper_adds_noise_to_m(init, breast, tmp_path, monkeypatch):
+def test_sample_init_authors_interpolates_random_priors_paper_adds_noise_to_m(
+    init, breast, tmp_path, monkeypatch
+):
     m = make_method(breast.spec, make_ctx(tmp_path), sample_init=init)
     m.dcg.eval()
     m.net.eval()
@@ -239,7 +265,9 @@ def test_sample_init_authors_interpolates_random_priors_paper_adds_noise_to_m(in
     torch.testing.assert_close(y_T, expected)
 
 
-def test_saved_trajectory_holds_the_grid_after_every_step_ending_at_the_prediction(breast, tmp_path):
+def test_saved_trajectory_holds_the_grid_after_every_step_ending_at_the_prediction(
+    breast, tmp_path
+):
     from methods.label_diffusion import scores_to_probabilities
 
     ctx = make_ctx(tmp_path)
@@ -249,14 +277,18 @@ def test_saved_trajectory_holds_the_grid_after_every_step_ending_at_the_predicti
     traj = m.extras["trajectory"]
     assert traj.shape == (12, 10, 2 * 3 * 3)  # [images, DDIM steps, C x N_p x N_p]
     final_scores = torch.from_numpy(traj[:, -1].astype(np.float32)).reshape(12, 2, 9).mean(-1)
-    np.testing.assert_allclose(scores_to_probabilities(final_scores, False, 0.1).numpy(), probs, atol=5e-3)  # float16 storage
+    np.testing.assert_allclose(
+        scores_to_probabilities(final_scores, False, 0.1).numpy(), probs, atol=5e-3
+    )  # float16 storage
     assert not np.allclose(traj[:, 0], traj[:, -1])  # the grid moves along the reverse process
     m.config.save_trajectory = False
     m.predict(val, ctx)
     assert m.extras == {}
 
 
-def test_cached_conditions_give_the_same_predictions_as_recomputing_them(breast, tmp_path, monkeypatch):
+def test_cached_conditions_give_the_same_predictions_as_recomputing_them(
+    breast, tmp_path, monkeypatch
+):
     ctx = make_ctx(tmp_path)
     m = make_method(breast.spec, ctx)
     val = subset(breast.splits["val"], range(12))  # 2 eval batches of 8 + 4
@@ -293,12 +325,23 @@ def test_ablations_run_with_the_preset_options_of_diffmic_v2(tmp_path):
     suite = load_suite("classification")
     for preset_name in ("smoke", "full"):
         preset = suite.preset(preset_name)
-        units, _ = plan_units(suite, preset, ["breastmnist"], ["diffmic_v2", "diffmic_v2_c1", "diffmic_v2_c6"], [0], tmp_path)
+        units, _ = plan_units(
+            suite,
+            preset,
+            ["breastmnist"],
+            ["diffmic_v2", "diffmic_v2_c1", "diffmic_v2_c6"],
+            [0],
+            tmp_path,
+        )
         configs = {u.method: u.config for u in units}
         sized = preset.method_options["diffmic_v2"]
         for name in ("diffmic_v2_c1", "diffmic_v2_c6"):
             assert configs[name]["ablation"] == name[-2:].upper()
-            assert {k: configs[name][k] for k in sized} == {k: configs["diffmic_v2"][k] for k in sized} == sized
+            assert (
+                {k: configs[name][k] for k in sized}
+                == {k: configs["diffmic_v2"][k] for k in sized}
+                == sized
+            )
         assert len({u.config_hash for u in units}) == 3
 
 
@@ -349,9 +392,13 @@ def test_each_ablation_switch_changes_what_is_computed(ablation, retina, tmp_pat
         cond = net.conditions(x, out)
         if image_prior == "fused":
             assert net.fusion.shape == (1, H, k + 1)
-            rois = net.roi_norm(net.roi_encoder(out.rois.reshape(B * k, *out.rois.shape[2:]))).reshape(B, k, H)
+            rois = net.roi_norm(
+                net.roi_encoder(out.rois.reshape(B * k, *out.rois.shape[2:]))
+            ).reshape(B, k, H)
             tokens = torch.cat([raw[:, :, None], rois.transpose(1, 2)], dim=2)
-            torch.testing.assert_close(cond.feature, (tokens * torch.softmax(net.fusion, dim=2)).sum(dim=2))
+            torch.testing.assert_close(
+                cond.feature, (tokens * torch.softmax(net.fusion, dim=2)).sum(dim=2)
+            )
             assert not torch.allclose(cond.feature, raw)
         else:
             assert not hasattr(net, "roi_encoder") and not hasattr(net, "fusion")
@@ -379,8 +426,14 @@ def test_short_training_lowers_the_diffusion_loss(breast, tmp_path):
 
     def mean_loss():
         with torch.no_grad():
-            return float(np.mean([m.training_loss(x, y0, torch.Generator().manual_seed(100 + i)).item()
-                                  for i, (x, y0) in enumerate(data)]))
+            return float(
+                np.mean(
+                    [
+                        m.training_loss(x, y0, torch.Generator().manual_seed(100 + i)).item()
+                        for i, (x, y0) in enumerate(data)
+                    ]
+                )
+            )
 
     before = mean_loss()
     assert mean_loss() == before  # fixed generators: the same noise and t every time
@@ -426,16 +479,27 @@ def test_dcg_checkpoint_is_cached_by_hash(breast, tmp_path):
     s4 = make_method(spec, ablation="C1", dcg_lr=1e-3).fit(tr, va, ctx)
     assert s4["dcg"]["cache"] == "miss" and s4["dcg"]["file"] != s1["dcg"]["file"]
     s5 = make_method(spec, ablation="C1").fit(tr, va, make_ctx(tmp_path, ctx.data_id, seed=1))
-    assert s5["dcg"]["cache"] == "miss" and s5["dcg"]["file"] not in (s1["dcg"]["file"], s4["dcg"]["file"])
+    assert s5["dcg"]["cache"] == "miss" and s5["dcg"]["file"] not in (
+        s1["dcg"]["file"],
+        s4["dcg"]["file"],
+    )
     assert len(list((tmp_path / "cache" / "dcg").glob("*.pt"))) == 3
 
 
-def test_multilabel_diffuses_multi_hot_targets_and_predicts_per_label(breast, tmp_path, monkeypatch):
-    patterns = np.array([[1, 1, 0], [0, 1, 1], [1, 0, 1], [0, 0, 0], [1, 1, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
+def test_multilabel_diffuses_multi_hot_targets_and_predicts_per_label(
+    breast, tmp_path, monkeypatch
+):
+    patterns = np.array(
+        [[1, 1, 0], [0, 1, 1], [1, 0, 1], [0, 0, 0], [1, 1, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1]]
+    )
     src = breast.splits["train"]
 
     def split(lo, n):
-        return SplitData(src.images[lo:lo + n], patterns[np.arange(n) % 8], [f"ml/{i}" for i in range(lo, lo + n)])
+        return SplitData(
+            src.images[lo : lo + n],
+            patterns[np.arange(n) % 8],
+            [f"ml/{i}" for i in range(lo, lo + n)],
+        )
 
     tr, va, te = split(0, 16), split(16, 8), split(24, 8)
     spec = DatasetSpec("breast_multilabel", "multilabel", ("a", "b", "c"), 1, 28)
@@ -451,7 +515,9 @@ def test_multilabel_diffuses_multi_hot_targets_and_predicts_per_label(breast, tm
     assert {tuple(r) for r in y0.int().tolist()} <= {tuple(r) for r in patterns.tolist()}
     assert (y0.sum(dim=1) >= 2).any()  # multi-hot, not one-hot
     torch.testing.assert_close(grids[0][0][1], y0[:, :, None, None].expand(-1, -1, 3, 3))
-    torch.testing.assert_close(one_hot_targets(patterns, 3, True, "cpu"), torch.tensor(patterns, dtype=torch.float32))
+    torch.testing.assert_close(
+        one_hot_targets(patterns, 3, True, "cpu"), torch.tensor(patterns, dtype=torch.float32)
+    )
 
     scores = spy(monkeypatch, m, "sample_scores")
     probs = m.predict(te, ctx)
@@ -459,7 +525,9 @@ def test_multilabel_diffuses_multi_hot_targets_and_predicts_per_label(breast, tm
     assert ((probs >= 0) & (probs <= 1)).all()
     raw = torch.cat([call[2] for call in scores])
     assert raw.shape == (8, 3)
-    np.testing.assert_allclose(probs, torch.sigmoid((raw - 0.5) / 0.1).numpy(), atol=1e-6)  # per label, not renormalised
+    np.testing.assert_allclose(
+        probs, torch.sigmoid((raw - 0.5) / 0.1).numpy(), atol=1e-6
+    )  # per label, not renormalised
     assert not np.allclose(probs.sum(axis=1), 1, atol=1e-3)
 
 
@@ -467,7 +535,9 @@ def test_multilabel_diffuses_multi_hot_targets_and_predicts_per_label(breast, tm
 
 
 @pytest.mark.parametrize("n_p", [3, 6])
-def test_unet2d_denoiser_shapes_and_spatial_mixing_unlike_the_pointwise_authors_head(n_p, retina, tmp_path):
+def test_unet2d_denoiser_shapes_and_spatial_mixing_unlike_the_pointwise_authors_head(
+    n_p, retina, tmp_path
+):
     spec, train = retina.spec, retina.splits["train"]
     C, B = spec.num_classes, 4
     ctx = make_ctx(tmp_path)
@@ -483,7 +553,10 @@ def test_unet2d_denoiser_shapes_and_spatial_mixing_unlike_the_pointwise_authors_
     loss = unet.training_loss(x, y0, torch.Generator().manual_seed(0))
     loss.backward()
     assert torch.isfinite(loss)
-    assert unet.net.denoiser.inp.weight.grad.abs().sum() > 0 and unet.net.denoiser.mid.weight.grad.abs().sum() > 0
+    assert (
+        unet.net.denoiser.inp.weight.grad.abs().sum() > 0
+        and unet.net.denoiser.mid.weight.grad.abs().sum() > 0
+    )
 
     gen = torch.Generator().manual_seed(1)
     y = torch.randn(B, C, n_p, n_p, generator=gen)
@@ -508,13 +581,21 @@ def test_unet2d_denoiser_shapes_and_spatial_mixing_unlike_the_pointwise_authors_
 
 
 def test_invalid_options_are_rejected(breast):
-    for bad in ({"ablation": "C7"}, {"sample_init": "zeros"}, {"denoiser": "transformer"}, {"ddim_eps": "raw"}, {"readout": "argmax"}):
+    for bad in (
+        {"ablation": "C7"},
+        {"sample_init": "zeros"},
+        {"denoiser": "transformer"},
+        {"ddim_eps": "raw"},
+        {"readout": "argmax"},
+    ):
         with pytest.raises(BenchError, match=next(iter(bad))):
             make_method(breast.spec, **bad)
 
 
 @pytest.mark.parametrize("ddim_eps", ["authors", "rederived"])
-def test_the_ddim_step_rederives_eps_from_the_clipped_x0_unless_told_otherwise(ddim_eps, breast, tmp_path, monkeypatch):
+def test_the_ddim_step_rederives_eps_from_the_clipped_x0_unless_told_otherwise(
+    ddim_eps, breast, tmp_path, monkeypatch
+):
     """A denoiser whose noise estimate is off by +0.5 on class 0 (a short training leaves
     such biases) at t = 900: x0 = (y - 0.99985 eps) / 0.017 saturates at the clip. With the
     raw eps (the authors' step) the whole error goes on into y at t = 800 with weight
@@ -526,16 +607,22 @@ def test_the_ddim_step_rederives_eps_from_the_clipped_x0_unless_told_otherwise(d
     m.net.eval()
     kwargs = spy(monkeypatch, m.sampler, "step")
     m.sample_scores(images(breast.splits["val"], 2), torch.Generator().manual_seed(0))
-    assert len(kwargs) == 10 and all(k["use_clipped_model_output"] == (ddim_eps == "rederived") for _, k, _ in kwargs)
+    assert len(kwargs) == 10 and all(
+        k["use_clipped_model_output"] == (ddim_eps == "rederived") for _, k, _ in kwargs
+    )
 
     y = torch.zeros(1, 2, 3, 3)  # y_900 on the path of a label at 0
     bias = torch.zeros(1, 2, 1, 1)
     bias[0, 0] = 0.5
     eps = torch.zeros_like(y) + bias
     m.sampler.set_timesteps(10)
-    y_800 = m.sampler.step(eps, 900, y, eta=0.0, use_clipped_model_output=ddim_eps == "rederived").prev_sample
+    y_800 = m.sampler.step(
+        eps, 900, y, eta=0.0, use_clipped_model_output=ddim_eps == "rederived"
+    ).prev_sample
     ab = m.sampler.alphas_cumprod
-    carried = (y_800[0, 0] - ab[800].sqrt() * -1.0) / (1 - ab[800]).sqrt()  # the noise y_800 carries on for class 0
+    carried = (y_800[0, 0] - ab[800].sqrt() * -1.0) / (
+        1 - ab[800]
+    ).sqrt()  # the noise y_800 carries on for class 0
     if ddim_eps == "authors":
         torch.testing.assert_close(carried, torch.full((3, 3), 0.5))
     else:
@@ -549,7 +636,9 @@ def test_the_softmax_readout_keeps_the_ranking_the_clamp_ties():
     clamped = scores_to_probabilities(scores, False)
     soft = scores_to_probabilities(scores, False, 0.1)
     assert torch.allclose(clamped[0], clamped[1])  # both become (0.5, 0.5): their order is lost
-    assert soft[2, 1] > soft[0, 1] > 0.5 > soft[1, 1] and torch.allclose(soft.sum(1), torch.ones(3))  # rows 0 and 1 apart again
+    assert soft[2, 1] > soft[0, 1] > 0.5 > soft[1, 1] and torch.allclose(
+        soft.sum(1), torch.ones(3)
+    )  # rows 0 and 1 apart again
     multi = scores_to_probabilities(scores, True, 0.1)
     assert torch.equal(multi.argsort(0), scores.argsort(0)) and multi[2, 1] > 0.5 > multi[0, 0]
 
@@ -568,5 +657,8 @@ def test_a_short_real_training_beats_chance_without_a_collapsed_class(breast, tm
     probs = m.predict(val, ctx)
     metrics = compute_all(val.labels, probs, "binary")
     shares = np.bincount(probs.argmax(1), minlength=2) / len(val)
-    assert metrics["auroc"] > 0.55 and metrics["balanced_accuracy"] > 0.52, (metrics, summary["history"])
+    assert metrics["auroc"] > 0.55 and metrics["balanced_accuracy"] > 0.52, (
+        metrics,
+        summary["history"],
+    )
     assert shares.max() < 0.95, shares

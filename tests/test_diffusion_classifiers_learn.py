@@ -3,11 +3,13 @@
 above chance (0.5) and predictions in both classes (a collapsed sampler sends every
 image to one class), and so must the method's prior. DiffMIC-v2's own test is in
 test_diffmic_v2.py."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from conftest import real_data_dir
 
 from bench.data.load import load_bundle
 from bench.data.spec import SplitData
@@ -15,7 +17,6 @@ from bench.device import make_accelerator
 from bench.method import Budget, RunContext
 from bench.metrics import compute_all
 from bench.registry import METHODS
-from conftest import real_data_dir
 
 # both cores: these are the suite's heaviest tests, and nothing else runs beside them
 
@@ -23,13 +24,41 @@ from conftest import real_data_dir
 #: loss with 16 (t, noise) draws per image (with CARD's one draw: val AUROC 0.49 here, 0.64
 #: after 40 epochs, while its prior reaches 0.82; with 16: 0.69 after 12)
 OPTIONS = {
-    "card": {"image_size": 28, "small_input_stem": True, "feature_dim": 128, "prior_epochs": 6,
-             "sampling_steps": 100, "num_samples": 4, "eval_every": 6, "noise_draws": 16},
-    "diffmic": {"image_size": 28, "roi_size": 7, "dcg_small_stem": True, "small_input_stem": True,
-                "dcg_backbone": "resnet18", "dcg_pretrain_epochs": 3, "feature_dim": 128,
-                "sampling_steps": 100, "eval_every": 6, "noise_draws": 16},
-    "dcube": {"stage1": {"patch_size": 4, "dim": 64, "depth": 2, "heads": 4, "epochs": 6, "eval_every": 6},
-              "sub_model": "resnet18", "sub_small_stem": True, "eval_every": 6},
+    "card": {
+        "image_size": 28,
+        "small_input_stem": True,
+        "feature_dim": 128,
+        "prior_epochs": 6,
+        "sampling_steps": 100,
+        "num_samples": 4,
+        "eval_every": 6,
+        "noise_draws": 16,
+    },
+    "diffmic": {
+        "image_size": 28,
+        "roi_size": 7,
+        "dcg_small_stem": True,
+        "small_input_stem": True,
+        "dcg_backbone": "resnet18",
+        "dcg_pretrain_epochs": 3,
+        "feature_dim": 128,
+        "sampling_steps": 100,
+        "eval_every": 6,
+        "noise_draws": 16,
+    },
+    "dcube": {
+        "stage1": {
+            "patch_size": 4,
+            "dim": 64,
+            "depth": 2,
+            "heads": 4,
+            "epochs": 6,
+            "eval_every": 6,
+        },
+        "sub_model": "resnet18",
+        "sub_small_stem": True,
+        "eval_every": 6,
+    },
 }
 
 
@@ -43,13 +72,23 @@ def breast():
 def test_a_short_real_training_beats_chance_without_a_collapsed_class(name, breast, tmp_path):
     torch.manual_seed(0)
     acc, _ = make_accelerator("fp32", cpu=True)
-    ctx = RunContext(acc, 0, Budget(epochs=12, batch_size=32, eval_batch_size=128), tmp_path / "ck",
-                     lambda msg: None, False, tmp_path / "cache", "breastmnist-test")
+    ctx = RunContext(
+        acc,
+        0,
+        Budget(epochs=12, batch_size=32, eval_batch_size=128),
+        tmp_path / "ck",
+        lambda msg: None,
+        False,
+        tmp_path / "cache",
+        "breastmnist-test",
+    )
     entry = METHODS.get(name)
     method = entry.cls(entry.make_config(OPTIONS[name]), breast.spec)
     train, val = breast.splits["train"], breast.splits["val"]
     idx = np.random.default_rng(0).permutation(len(train))[:256]
-    summary = method.fit(SplitData(train.images[idx], train.labels[idx], [train.ids[i] for i in idx]), val, ctx)
+    summary = method.fit(
+        SplitData(train.images[idx], train.labels[idx], [train.ids[i] for i in idx]), val, ctx
+    )
     probs = method.predict(val, ctx)
     metrics = compute_all(val.labels, probs, "binary")
     shares = np.bincount(probs.argmax(1), minlength=2) / len(val)
@@ -59,6 +98,10 @@ def test_a_short_real_training_beats_chance_without_a_collapsed_class(name, brea
     # the priors the diffusion starts from learnt too (D-Cube's tiny 6-epoch U-ViT here gives
     # its probe little to work with: its features are not required to separate the classes)
     priors = method.prior_predictions(val, ctx)
-    assert priors and all(p.shape == probs.shape and np.allclose(p.sum(1), 1) for p in priors.values())
+    assert priors and all(
+        p.shape == probs.shape and np.allclose(p.sum(1), 1) for p in priors.values()
+    )
     if name != "dcube":
-        assert all(compute_all(val.labels, p, "binary")["auroc"] > 0.6 for p in priors.values()), priors.keys()
+        assert all(compute_all(val.labels, p, "binary")["auroc"] > 0.6 for p in priors.values()), (
+            priors.keys()
+        )

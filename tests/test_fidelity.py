@@ -1,12 +1,18 @@
 """Generation metrics (bench.fidelity): torch-fidelity's FID/KID/precision-recall on
 features of a harness classifier, with input checks and per-class FID."""
+
 import numpy as np
 import pytest
 import torch
 
 from bench.errors import BenchError
 from bench.fidelity import (
-    as_fidelity_images, extract_features, fidelity_metrics, inception_extractor, per_class_fid, save_classifier_extractor,
+    as_fidelity_images,
+    extract_features,
+    fidelity_metrics,
+    inception_extractor,
+    per_class_fid,
+    save_classifier_extractor,
 )
 
 
@@ -17,8 +23,16 @@ def extractor(tmp_path_factory):
 
     torch.manual_seed(0)
     model = build_timm_model(TimmClassifierConfig(model="resnet18", small_input_stem=True), 1, 2)
-    return save_classifier_extractor(tmp_path_factory.mktemp("fx") / "fx.pt", model, model_name="resnet18", in_chans=1,
-                                     num_classes=2, input_size=None, small_input_stem=True, trained_on={"test": True})
+    return save_classifier_extractor(
+        tmp_path_factory.mktemp("fx") / "fx.pt",
+        model,
+        model_name="resnet18",
+        in_chans=1,
+        num_classes=2,
+        input_size=None,
+        small_input_stem=True,
+        trained_on={"test": True},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +52,12 @@ def test_fid_is_zero_against_itself_and_grows_with_noise(extractor, real_images)
     images, _ = real_images
     real = extract_features(images, extractor)
     assert real.shape == (len(images), 512)
-    fids = [fidelity_metrics(real, extract_features(noisy(images, s), extractor), kid_subset_size=50)["fid"] for s in (0, 8, 32)]
+    fids = [
+        fidelity_metrics(real, extract_features(noisy(images, s), extractor), kid_subset_size=50)[
+            "fid"
+        ]
+        for s in (0, 8, 32)
+    ]
     assert abs(fids[0]) < 1e-6 * (1 + fids[2])
     assert 0 < fids[1] < fids[2]
     same = fidelity_metrics(real, real, kid_subset_size=50)
@@ -48,25 +67,42 @@ def test_fid_is_zero_against_itself_and_grows_with_noise(extractor, real_images)
 def test_our_fid_equals_torch_fidelity_calculate_metrics(extractor, real_images):
     import torch_fidelity
 
-    from bench.fidelity import _Images, _fidelity
+    from bench.fidelity import _fidelity, _Images
 
     images, _ = real_images
     gen = noisy(images, 16)
-    ours = fidelity_metrics(extract_features(images, extractor), extract_features(gen, extractor), kid_subset_size=50)
+    ours = fidelity_metrics(
+        extract_features(images, extractor), extract_features(gen, extractor), kid_subset_size=50
+    )
     _fidelity()
     ref = torch_fidelity.calculate_metrics(
-        input1=_Images(as_fidelity_images(gen, "g")), input2=_Images(as_fidelity_images(images, "r")), fid=True, kid=True,
-        prc=True, kid_subset_size=50, feature_extractor=extractor.name, cuda=False, cache=False, verbose=False,
-        save_cpu_ram=True, **extractor.kwargs)
+        input1=_Images(as_fidelity_images(gen, "g")),
+        input2=_Images(as_fidelity_images(images, "r")),
+        fid=True,
+        kid=True,
+        prc=True,
+        kid_subset_size=50,
+        feature_extractor=extractor.name,
+        cuda=False,
+        cache=False,
+        verbose=False,
+        save_cpu_ram=True,
+        **extractor.kwargs,
+    )
     assert ours["fid"] == pytest.approx(ref["frechet_inception_distance"], rel=1e-4)
-    assert ours["kid_mean"] == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-3, abs=1e-7)  # float64 vs float32 features
+    assert ours["kid_mean"] == pytest.approx(
+        ref["kernel_inception_distance_mean"], rel=1e-3, abs=1e-7
+    )  # float64 vs float32 features
     assert (ours["precision"], ours["recall"]) == pytest.approx((ref["precision"], ref["recall"]))
 
 
 def test_kid_refuses_too_few_samples_with_a_clear_message(extractor, real_images):
     images, _ = real_images
     f = extract_features(images[:20], extractor)
-    with pytest.raises(BenchError, match="KID needs at least kid_subset_size = 50 images in each set; got 20 generated and 20 real"):
+    with pytest.raises(
+        BenchError,
+        match="KID needs at least kid_subset_size = 50 images in each set; got 20 generated and 20 real",
+    ):
         fidelity_metrics(f, f, kid_subset_size=50)
 
 
@@ -95,7 +131,15 @@ def test_extractor_version_follows_its_weights(extractor, tmp_path):
 
     torch.manual_seed(1)
     other = build_timm_model(TimmClassifierConfig(model="resnet18", small_input_stem=True), 1, 2)
-    ex2 = save_classifier_extractor(tmp_path / "b.pt", other, model_name="resnet18", in_chans=1, num_classes=2,
-                                    input_size=None, small_input_stem=True, trained_on={})
+    ex2 = save_classifier_extractor(
+        tmp_path / "b.pt",
+        other,
+        model_name="resnet18",
+        in_chans=1,
+        num_classes=2,
+        input_size=None,
+        small_input_stem=True,
+        trained_on={},
+    )
     assert extractor.info["name"] == ex2.info["name"] == "bench-classifier"
     assert len(extractor.info["version"]) == 16 and extractor.info["version"] != ex2.info["version"]

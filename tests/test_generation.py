@@ -1,6 +1,7 @@
 """The generation suite end to end on real RetinaMNIST (tiny budgets): ODM, DM and the
 conditional GAN train, sample and are scored with one shared, recorded extractor;
 records carry per-class FID and the generated images; the leaderboard renders."""
+
 import json
 
 import numpy as np
@@ -8,18 +9,46 @@ import pytest
 
 from bench.errors import BenchError
 
-UNET = {"image_size": 16, "block_out_channels": [16, 32], "layers_per_block": 1, "norm_num_groups": 8,
-        "attention_resolution": 8, "sampling_steps": 3}
+UNET = {
+    "image_size": 16,
+    "block_out_channels": [16, 32],
+    "layers_per_block": 1,
+    "norm_num_groups": 8,
+    "attention_resolution": 8,
+    "sampling_steps": 3,
+}
 
 
 def tiny_suite(tmp_path, methods):
     path = tmp_path / "gen.yaml"
-    path.write_text(json.dumps({
-        "description": "tiny generation", "task": "generation", "datasets": ["retinamnist"], "seeds": [0], "reference": "odm",
-        "methods": methods,
-        "evaluation": {"kid_subset_size": 20, "extractor_epochs": 1, "extractor_small_stem": False, "samples_per_class": 8},
-        "presets": {"smoke": {"budget": {"epochs": 1, "batch_size": 32, "eval_batch_size": 128, "max_steps": 2}}},
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "description": "tiny generation",
+                "task": "generation",
+                "datasets": ["retinamnist"],
+                "seeds": [0],
+                "reference": "odm",
+                "methods": methods,
+                "evaluation": {
+                    "kid_subset_size": 20,
+                    "extractor_epochs": 1,
+                    "extractor_small_stem": False,
+                    "samples_per_class": 8,
+                },
+                "presets": {
+                    "smoke": {
+                        "budget": {
+                            "epochs": 1,
+                            "batch_size": 32,
+                            "eval_batch_size": 128,
+                            "max_steps": 2,
+                        }
+                    }
+                },
+            }
+        )
+    )
     return path
 
 
@@ -28,44 +57,82 @@ def test_generation_suite_scores_every_method_with_one_recorded_extractor(data_d
     from bench.leaderboard import write_leaderboard
     from bench.runner import run_suite
 
-    suite = tiny_suite(tmp_path, [{"name": "odm", "options": UNET}, {"name": "dm", "options": UNET},
-                                  {"name": "cgan", "options": {"image_size": 16, "width": 8}}])
-    outcomes = run_suite(str(suite), results_dir=tmp_path / "results", work_dir=tmp_path / "runs", progress=False)
+    suite = tiny_suite(
+        tmp_path,
+        [
+            {"name": "odm", "options": UNET},
+            {"name": "dm", "options": UNET},
+            {"name": "cgan", "options": {"image_size": 16, "width": 8}},
+        ],
+    )
+    outcomes = run_suite(
+        str(suite), results_dir=tmp_path / "results", work_dir=tmp_path / "runs", progress=False
+    )
     assert [o["status"] for o in outcomes] == ["ok"] * 3, outcomes
-    records = {p.parent.parent.name: (p, json.loads(p.read_text())) for p in (tmp_path / "results").rglob("seed0.json")}
+    records = {
+        p.parent.parent.name: (p, json.loads(p.read_text()))
+        for p in (tmp_path / "results").rglob("seed0.json")
+    }
     assert set(records) == {"odm", "dm", "cgan"}
     versions = set()
-    with np.load(data_dir / "retinamnist.npz") as npz:  # the official file (174, 46, 92, 68, 20) or the committed subset
+    with np.load(
+        data_dir / "retinamnist.npz"
+    ) as npz:  # the official file (174, 46, 92, 68, 20) or the committed subset
         test_counts = np.bincount(npz["test_labels"].ravel(), minlength=5).tolist()
     for path, rec in records.values():
         m = rec["metrics"]["test"]
-        assert m["fid"] > 0 and m["kid_mean"] is not None and 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1
+        assert (
+            m["fid"] > 0
+            and m["kid_mean"] is not None
+            and 0 <= m["precision"] <= 1
+            and 0 <= m["recall"] <= 1
+        )
         pc = rec["per_class"]["test"]
-        assert len(pc["fid"]) == 5 and all(v > 0 for v in pc["fid"]) and pc["n_generated"] == [8] * 5
+        assert (
+            len(pc["fid"]) == 5 and all(v > 0 for v in pc["fid"]) and pc["n_generated"] == [8] * 5
+        )
         assert pc["n_reference"] == test_counts  # the test split's images per class
         info = rec["evaluation"]["extractor_info"]
         assert info["name"] == "bench-classifier" and info["trained_on"]["split"] == "train"
         versions.add(info["version"])
         assert (path.parent / rec["evaluation"]["samples_png"]).is_file()
         with np.load(path.with_suffix(".npz")) as npz:
-            assert npz["generated_images"].dtype == np.uint8 and npz["generated_images"].shape == (40, 28, 28, 3)
+            assert npz["generated_images"].dtype == np.uint8 and npz["generated_images"].shape == (
+                40,
+                28,
+                28,
+                3,
+            )
             assert np.array_equal(npz["generated_labels"], np.repeat(np.arange(5), 8))
     assert len(versions) == 1  # one extractor for every method
-    assert records["odm"][1]["selection"]["ordinal_loss"] == "on" and records["dm"][1]["selection"]["ordinal_loss"] == "off"
+    assert (
+        records["odm"][1]["selection"]["ordinal_loss"] == "on"
+        and records["dm"][1]["selection"]["ordinal_loss"] == "off"
+    )
     md, _ = write_leaderboard(str(suite), results_dir=tmp_path / "results", out_dir=tmp_path / "lb")
     text = md.read_text()
     assert "| method | seeds | fid | kid_mean | precision | recall |" in text
     assert "Per-class FID" in text and "lower is better for fid, kid_mean" in text
-    per_class_rows = [line for line in text.splitlines() if line.startswith("| odm") or line.startswith("| dm") or line.startswith("| cgan")]
-    assert sum("**" in line for line in per_class_rows[-3:]) >= 1  # the best FID of each class is bold
+    per_class_rows = [
+        line
+        for line in text.splitlines()
+        if line.startswith("| odm") or line.startswith("| dm") or line.startswith("| cgan")
+    ]
+    assert (
+        sum("**" in line for line in per_class_rows[-3:]) >= 1
+    )  # the best FID of each class is bold
 
 
 def test_a_classification_method_is_refused_in_a_generation_suite(data_dir, tmp_path):
     from bench.runner import run_suite
 
     suite = tiny_suite(tmp_path, ["resnet18"])
-    with pytest.raises(BenchError, match="'resnet18' is a classification method; suite 'gen' is a generation suite"):
-        run_suite(str(suite), results_dir=tmp_path / "results", work_dir=tmp_path / "runs", progress=False)
+    with pytest.raises(
+        BenchError, match="'resnet18' is a classification method; suite 'gen' is a generation suite"
+    ):
+        run_suite(
+            str(suite), results_dir=tmp_path / "results", work_dir=tmp_path / "runs", progress=False
+        )
 
 
 def test_generation_suite_options_are_valid():

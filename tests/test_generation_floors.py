@@ -1,45 +1,76 @@
 """Generation numbers a researcher can read: a seeded extractor, floors, diversity and
 memorisation, and FID's bootstrap interval, on real RetinaMNIST images."""
+
 import numpy as np
 import pytest
 import torch
+from conftest import real_data_dir
 
 from bench.data.load import load_bundle
 from bench.data.spec import DatasetBundle, SplitData, validate_bundle
 from bench.device import make_accelerator
 from bench.fidelity import extract_features, fidelity_metrics
 from bench.generation import GenerationEval, feature_extractor
-from conftest import real_data_dir
 from bench.generation_floors import (
-    fid_bootstrap_interval, floor_image_sets, frechet_distance, sample_diagnostics, within_class_diversity,
+    fid_bootstrap_interval,
+    floor_image_sets,
+    frechet_distance,
+    sample_diagnostics,
+    within_class_diversity,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-SETTINGS = GenerationEval(extractor_epochs=1, extractor_small_stem=False, kid_subset_size=20, kid_subsets=10)
+SETTINGS = GenerationEval(
+    extractor_epochs=1, extractor_small_stem=False, kid_subset_size=20, kid_subsets=10
+)
 
 
 @pytest.fixture(scope="module")
 def retina():
-    full = load_bundle("retinamnist", data_dir=real_data_dir())  # module scope: before isolated_env sets the dir
-    cut = {"train": 384, "val": 64, "test": 160}  # enough for every class, small enough to train three extractors
-    splits = {k: SplitData(v.images[:cut[k]], v.labels[:cut[k]], v.ids[:cut[k]]) for k, v in full.splits.items()}
+    full = load_bundle(
+        "retinamnist", data_dir=real_data_dir()
+    )  # module scope: before isolated_env sets the dir
+    cut = {
+        "train": 384,
+        "val": 64,
+        "test": 160,
+    }  # enough for every class, small enough to train three extractors
+    splits = {
+        k: SplitData(v.images[: cut[k]], v.labels[: cut[k]], v.ids[: cut[k]])
+        for k, v in full.splits.items()
+    }
     return validate_bundle(DatasetBundle(full.spec, splits, full.files))
 
 
 @pytest.fixture(scope="module")
 def extractor(retina, tmp_path_factory):
-    return feature_extractor(SETTINGS, retina, make_accelerator("fp32", cpu=True)[0], tmp_path_factory.mktemp("cache"), lambda m: None)
+    return feature_extractor(
+        SETTINGS,
+        retina,
+        make_accelerator("fp32", cpu=True)[0],
+        tmp_path_factory.mktemp("cache"),
+        lambda m: None,
+    )
 
 
 def test_the_extractor_is_the_same_whatever_ran_before_it(retina, extractor, tmp_path):
     torch.manual_seed(123)
     torch.randn(1000)  # another run order: the global stream is elsewhere now
     np.random.seed(7)
-    again = feature_extractor(SETTINGS, retina, make_accelerator("fp32", cpu=True)[0], tmp_path, lambda m: None)
-    assert again.info["version"] == extractor.info["version"] and again.info["trained_on"]["seed"] == 0
+    again = feature_extractor(
+        SETTINGS, retina, make_accelerator("fp32", cpu=True)[0], tmp_path, lambda m: None
+    )
+    assert (
+        again.info["version"] == extractor.info["version"] and again.info["trained_on"]["seed"] == 0
+    )
     state = torch.get_rng_state()
-    other = feature_extractor(GenerationEval(**{**SETTINGS.__dict__, "extractor_seed": 1}), retina,
-                              make_accelerator("fp32", cpu=True)[0], tmp_path / "s1", lambda m: None)
+    other = feature_extractor(
+        GenerationEval(**{**SETTINGS.__dict__, "extractor_seed": 1}),
+        retina,
+        make_accelerator("fp32", cpu=True)[0],
+        tmp_path / "s1",
+        lambda m: None,
+    )
     assert other.info["version"] != extractor.info["version"]  # the seed is what decides
     assert torch.equal(torch.get_rng_state(), state)  # and the caller's stream is left as it was
 
@@ -51,20 +82,43 @@ def test_floors_beat_noise_and_diversity_finds_collapse(retina, extractor):
     labels = np.sort(test.labels)
     sets = floor_image_sets(train, labels, seed=0)
     noise = np.random.default_rng(0).integers(0, 256, size=test.images.shape, dtype=np.uint8)
-    fid = {name: fidelity_metrics(real, extract_features(imgs, extractor), kid_subset_size=20, kid_subsets=10)["fid"]
-           for name, imgs in {**sets, "noise": noise}.items()}
+    fid = {
+        name: fidelity_metrics(
+            real, extract_features(imgs, extractor), kid_subset_size=20, kid_subsets=10
+        )["fid"]
+        for name, imgs in {**sets, "noise": noise}.items()
+    }
     # (with a 1-epoch extractor the class-mean image may even score below real images:
     # which is why a generator's FID needs these rows beside it)
-    assert max(fid["class-mean image"], fid["one training image per class"], fid["real training images"]) < fid["noise"], fid
-    diag = {name: sample_diagnostics(real, test.labels, extract_features(imgs, extractor), labels, train_f) for name, imgs in sets.items()}
-    assert diag["class-mean image"]["diversity"] < 0.05 < 0.5 < diag["real training images"]["diversity"], diag
-    assert diag["real training images"]["novelty"] < 0.05  # training images are their own nearest neighbours
+    assert (
+        max(
+            fid["class-mean image"],
+            fid["one training image per class"],
+            fid["real training images"],
+        )
+        < fid["noise"]
+    ), fid
+    diag = {
+        name: sample_diagnostics(
+            real, test.labels, extract_features(imgs, extractor), labels, train_f
+        )
+        for name, imgs in sets.items()
+    }
+    assert (
+        diag["class-mean image"]["diversity"]
+        < 0.05
+        < 0.5
+        < diag["real training images"]["diversity"]
+    ), diag
+    assert (
+        diag["real training images"]["novelty"] < 0.05
+    )  # training images are their own nearest neighbours
     assert within_class_diversity(real, test.labels) > 0
 
 
 def test_fid_matches_torch_fidelity_on_real_features(retina, extractor):
     real = extract_features(retina.splits["test"].images, extractor)
-    fake = extract_features(retina.splits["train"].images[:len(real)], extractor)
+    fake = extract_features(retina.splits["train"].images[: len(real)], extractor)
     ref = fidelity_metrics(real, fake, kid_subset_size=20, kid_subsets=10)["fid"]
     assert frechet_distance(real, fake) == pytest.approx(ref, rel=1e-6)
 
@@ -78,4 +132,6 @@ def test_fid_bootstrap_interval_holds_the_estimate_and_widens_with_fewer_images(
         assert lo <= frechet_distance(a[:n], b[:n]) <= hi
         widths.append(hi - lo)
     assert widths[1] > 2 * widths[0]
-    assert fid_bootstrap_interval(a[:100], b[:100], n_boot=50, seed=1) == fid_bootstrap_interval(a[:100], b[:100], n_boot=50, seed=1)
+    assert fid_bootstrap_interval(a[:100], b[:100], n_boot=50, seed=1) == fid_bootstrap_interval(
+        a[:100], b[:100], n_boot=50, seed=1
+    )

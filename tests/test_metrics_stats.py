@@ -34,7 +34,9 @@ def test_single_label_metrics_match_sklearn(multiclass):
     assert m["recall_macro"] == pytest.approx(skm.recall_score(y, pred, average="macro"))
     assert m["f1_macro"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
     assert m["auroc"] == pytest.approx(skm.roc_auc_score(y, p, multi_class="ovr", average="macro"))
-    assert m["kappa_quadratic"] == pytest.approx(skm.cohen_kappa_score(y, pred, weights="quadratic"))
+    assert m["kappa_quadratic"] == pytest.approx(
+        skm.cohen_kappa_score(y, pred, weights="quadratic")
+    )
     pc = per_class(y, p, "ordinal")
     assert pc["auroc"][2] == pytest.approx(skm.roc_auc_score(y == 2, p[:, 2]))
     assert 0.5 < m["auroc"] < 1.0
@@ -112,6 +114,7 @@ def test_paired_bootstrap_detects_a_real_difference():
     y = rng.integers(0, 2, 300)
     good = np.stack([1 - y * 0.8 - 0.1, y * 0.8 + 0.1], 1)
     noisy = _probs(rng, 300, 2)
+
     def acc(labels, probs):
         return (probs.argmax(1) == labels).mean()
 
@@ -123,4 +126,10 @@ def test_paired_bootstrap_detects_a_real_difference():
 
 
 def test_marks():
-    assert [stats.significance_mark(p) for p in (0.005, 0.03, 0.07, 0.2, np.nan)] == ["***", "**", "*", "", ""]
+    assert [stats.significance_mark(p) for p in (0.005, 0.03, 0.07, 0.2, np.nan)] == [
+        "***",
+        "**",
+        "*",
+        "",
+        "",
+    ]

@@ -1,5 +1,6 @@
 """ODM and the conditional DM: the ordinal loss, its t/T weight, classifier-free
 guidance, ordered triples, and a short real training + sampling run."""
+
 from types import SimpleNamespace
 
 import numpy as np
@@ -10,7 +11,6 @@ from bench.errors import BenchError
 from bench.registry import METHODS
 from methods.odm import ODMConfig, guided_eps, odm_loss, ordered_triples, ordinal_loss
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -19,7 +19,7 @@ class StubUNet(torch.nn.Module):
 
     def forward(self, x, t, class_labels):
         c = class_labels.float()[:, None, None, None]
-        return SimpleNamespace(sample=x * (1 + c) + c ** 2)
+        return SimpleNamespace(sample=x * (1 + c) + c**2)
 
 
 def test_ordinal_loss_is_zero_for_collinear_ordered_noises_and_positive_otherwise():
@@ -33,21 +33,37 @@ def test_ordinal_loss_is_zero_for_collinear_ordered_noises_and_positive_otherwis
     assert (ordinal_loss(p, beyond, r) > 1).all() and (ordinal_loss(p, off, r) > 1).all()
     # eq. (6) read literally (squared distances): zero at a right angle at q, not on the line
     q = torch.zeros(1, 2)
-    assert ordinal_loss(torch.tensor([[1.0, 0]]), q, torch.tensor([[0, 1.0]]), "squared").item() == pytest.approx(0)
-    assert ordinal_loss(torch.tensor([[-1.0, 0]]), q, torch.tensor([[1.0, 0]]), "squared").item() == pytest.approx(4)
+    assert ordinal_loss(
+        torch.tensor([[1.0, 0]]), q, torch.tensor([[0, 1.0]]), "squared"
+    ).item() == pytest.approx(0)
+    assert ordinal_loss(
+        torch.tensor([[-1.0, 0]]), q, torch.tensor([[1.0, 0]]), "squared"
+    ).item() == pytest.approx(4)
 
 
 def test_ordinal_term_is_weighted_by_t_over_T():
     cfg = ODMConfig(ordinal_weight=1.0, timesteps=1000)
     x = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(1))
-    triples = torch.tensor([[0, 2, 3]] * 3)  # eps_2 is off the segment from eps_0 to eps_3: loss > 0
+    triples = torch.tensor(
+        [[0, 2, 3]] * 3
+    )  # eps_2 is off the segment from eps_0 to eps_3: loss > 0
     t = torch.tensor([0, 500, 1000])
-    out = odm_loss(StubUNet(), x, t, torch.zeros(3, dtype=torch.long), torch.zeros_like(x), triples, cfg)
+    out = odm_loss(
+        StubUNet(), x, t, torch.zeros(3, dtype=torch.long), torch.zeros_like(x), triples, cfg
+    )
     raw = ordinal_loss(*(StubUNet()(x, t, torch.full((3,), c)).sample for c in (0, 2, 3)))
     torch.testing.assert_close(out["ordinal"], raw * torch.tensor([0.0, 0.5, 1.0]))
     assert out["ordinal"][0] == 0 and out["ordinal"][2] > 0
     torch.testing.assert_close(out["loss"], out["dm"] + out["ordinal"].mean())
-    dm = odm_loss(StubUNet(), x, t, torch.zeros(3, dtype=torch.long), torch.zeros_like(x), triples, ODMConfig(ordinal_weight=0.0))
+    dm = odm_loss(
+        StubUNet(),
+        x,
+        t,
+        torch.zeros(3, dtype=torch.long),
+        torch.zeros_like(x),
+        triples,
+        ODMConfig(ordinal_weight=0.0),
+    )
     torch.testing.assert_close(dm["loss"], out["dm"])
 
 
@@ -80,10 +96,25 @@ def test_odm_trains_and_samples_on_real_retinamnist(data_dir, tmp_path):
     train = SplitData(tr.images[:128], tr.labels[:128], tr.ids[:128])
     val = SplitData(va.images[:32], va.labels[:32], va.ids[:32])
     spec = METHODS.get("odm")
-    cfg = spec.make_config({"image_size": 16, "block_out_channels": [16, 32], "layers_per_block": 1, "norm_num_groups": 8,
-                            "attention_resolution": 8, "sampling_steps": 5, "lr": 1e-3})
+    cfg = spec.make_config(
+        {
+            "image_size": 16,
+            "block_out_channels": [16, 32],
+            "layers_per_block": 1,
+            "norm_num_groups": 8,
+            "attention_resolution": 8,
+            "sampling_steps": 5,
+            "lr": 1e-3,
+        }
+    )
     m = spec.cls(cfg, bundle.spec)
-    ctx = RunContext(make_accelerator("fp32", cpu=True)[0], 0, Budget(epochs=6, batch_size=32, eval_batch_size=64), tmp_path, progress=False)
+    ctx = RunContext(
+        make_accelerator("fp32", cpu=True)[0],
+        0,
+        Budget(epochs=6, batch_size=32, eval_batch_size=64),
+        tmp_path,
+        progress=False,
+    )
     summary = m.fit(train, val, ctx)
     losses = [h["val_noise_mse"] for h in summary["history"]]
     assert losses[-1] < 0.8 * losses[0]

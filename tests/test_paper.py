@@ -1,5 +1,6 @@
 """bench paper / bench reproduce: the papers' tables from fixture records, in the
 papers' layouts, with bold / underline / significance marks in the right cells."""
+
 import json
 
 import pytest
@@ -12,66 +13,149 @@ def write_record(root, suite, dataset, method, seed, test, preset="smoke", confi
     chash = "h" + "".join(str(v) for v in (config or {}).values())
     path = root / sub / suite / dataset / method.replace(":", "-") / chash / f"seed{seed}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"schema_version": "1.0", "status": "ok", "suite": suite, "preset": preset, "dataset": dataset,
-                                "method": method, "seed": seed, "config_hash": "h", "config": config or {},
-                                "metrics": {"test": test}}))
+    path.write_text(
+        json.dumps(
+            {
+                "schema_version": "1.0",
+                "status": "ok",
+                "suite": suite,
+                "preset": preset,
+                "dataset": dataset,
+                "method": method,
+                "seed": seed,
+                "config_hash": "h",
+                "config": config or {},
+                "metrics": {"test": test},
+            }
+        )
+    )
 
 
 @pytest.fixture
 def results(tmp_path):
     """RetinaMNIST: DiffMIC-v2 best, DiffMIC second (~0.01 below), ResNet-18 far below, 3 seeds."""
     for seed, jitter in enumerate((0.0, 0.004, -0.003)):
-        write_record(tmp_path, "classification", "retinamnist", "diffmic_v2", seed, {"accuracy": 0.60 + jitter, "f1_macro": 0.40 + jitter})
-        write_record(tmp_path, "classification", "retinamnist", "diffmic", seed, {"accuracy": 0.59 + jitter * 0.5, "f1_macro": 0.41 + jitter})
-        write_record(tmp_path, "classification", "retinamnist", "resnet18", seed, {"accuracy": 0.50 + jitter, "f1_macro": 0.30 + jitter})
+        write_record(
+            tmp_path,
+            "classification",
+            "retinamnist",
+            "diffmic_v2",
+            seed,
+            {"accuracy": 0.60 + jitter, "f1_macro": 0.40 + jitter},
+        )
+        write_record(
+            tmp_path,
+            "classification",
+            "retinamnist",
+            "diffmic",
+            seed,
+            {"accuracy": 0.59 + jitter * 0.5, "f1_macro": 0.41 + jitter},
+        )
+        write_record(
+            tmp_path,
+            "classification",
+            "retinamnist",
+            "resnet18",
+            seed,
+            {"accuracy": 0.50 + jitter, "f1_macro": 0.30 + jitter},
+        )
     return tmp_path
 
 
 def table_rows(text, heading):
     block = text.split(heading, 1)[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
-    return {line.split(" | ")[0].strip("| "): [c.strip() for c in line.strip("|").split(" | ")[1:]]
-            for line in block.splitlines() if line.startswith("| ") and not line.startswith("|---")}
+    return {
+        line.split(" | ")[0].strip("| "): [c.strip() for c in line.strip("|").split(" | ")[1:]]
+        for line in block.splitlines()
+        if line.startswith("| ") and not line.startswith("|---")
+    }
 
 
 def test_a_paper_table_renders_with_bold_underline_and_marks_in_the_right_cells(results):
     text, pairs = build_paper("diffmic-v2", "I-II", results_dir=results)
     rows = table_rows(text, "### APTOS2019 (ours: retinamnist)")
     header = rows["metric"]  # printed as in the paper: methods across
-    assert header[:4] == ["ResNet18 (resnet18)", "ViT (vit_tiny_patch16_224)", "DiffMIC (diffmic)", "DiffMIC-v2 (diffmic_v2)"]
+    assert header[:4] == [
+        "ResNet18 (resnet18)",
+        "ViT (vit_tiny_patch16_224)",
+        "DiffMIC (diffmic)",
+        "DiffMIC-v2 (diffmic_v2)",
+    ]
     acc = dict(zip(header, rows["Accuracy (ours)"]))
     assert acc["DiffMIC-v2 (diffmic_v2)"] == "**0.600 ± 0.004**"  # best, and the reference: no mark
-    assert acc["DiffMIC (diffmic)"].startswith("<u>0.590") and acc["DiffMIC (diffmic)"].endswith("</u>***")
-    assert acc["ResNet18 (resnet18)"].endswith("***") and acc["ViT (vit_tiny_patch16_224)"] == "not run"
+    assert acc["DiffMIC (diffmic)"].startswith("<u>0.590") and acc["DiffMIC (diffmic)"].endswith(
+        "</u>***"
+    )
+    assert (
+        acc["ResNet18 (resnet18)"].endswith("***")
+        and acc["ViT (vit_tiny_patch16_224)"] == "not run"
+    )
     assert dict(zip(header, rows["Accuracy (paper)"]))["DiffMIC-v2 (diffmic_v2)"] == "0.871"
     f1 = dict(zip(header, rows["F1-score (ours)"]))
     assert f1["DiffMIC (diffmic)"].startswith("**0.410")  # DiffMIC is best on F1: the bold moves
-    assert "RetinaMNIST (DeepDRiD fundus" in text and "### PMG2000 (no equivalent dataset here: paper numbers only)" in text
+    assert (
+        "RetinaMNIST (DeepDRiD fundus" in text
+        and "### PMG2000 (no equivalent dataset here: paper numbers only)" in text
+    )
     ablation, _ = build_paper("diffmic-v2", "IV", results_dir=results)
-    c1 = table_rows(ablation, "### PMG2000 (ours: retinamnist)")["C1 (no diffusion = ResNet18) (diffmic_v2_c1)"]
+    c1 = table_rows(ablation, "### PMG2000 (ours: retinamnist)")[
+        "C1 (no diffusion = ResNet18) (diffmic_v2_c1)"
+    ]
     assert c1 == ["0.879", "not run", "0.881", "not run"]  # said, not left out
     empty, _ = build_paper("odm", results_dir=results)
     assert "_No run of ours yet for this table on retinamnist (suite `generation`" in empty
-    verdicts = {(p["method"], p["metric"]): p["verdict"] for p in reproduce("diffmic-v2", results_dir=results)}
-    assert verdicts[("DiffMIC-v2", "Accuracy")] == "differs, other dataset"  # 0.600 vs 0.871 on a stand-in dataset
+    verdicts = {
+        (p["method"], p["metric"]): p["verdict"]
+        for p in reproduce("diffmic-v2", results_dir=results)
+    }
+    assert (
+        verdicts[("DiffMIC-v2", "Accuracy")] == "differs, other dataset"
+    )  # 0.600 vs 0.871 on a stand-in dataset
 
 
 def test_sweep_tables_read_sweep_records_and_plot(results, tmp_path):
     for n_p, acc in ((1, 0.55), (2, 0.58), (3, 0.57)):
-        write_record(results, "s", "retinamnist", "diffmic_v2", 0, {"accuracy": acc, "f1_macro": acc - 0.2}, sub="sweeps",
-                     config={"num_points": n_p, "num_rois": 6, "latent_dim": 128})
+        write_record(
+            results,
+            "s",
+            "retinamnist",
+            "diffmic_v2",
+            0,
+            {"accuracy": acc, "f1_macro": acc - 0.2},
+            sub="sweeps",
+            config={"num_points": n_p, "num_rois": 6, "latent_dim": 128},
+        )
     text, _ = build_paper("diffmic-v2", "Fig4", results_dir=results, out_dir=tmp_path)
     rows = table_rows(text, "## Table Fig4")
-    assert rows["N_p"] == ["1", "2", "3"] and rows["Accuracy (ours)"] == ["0.550 (n=1)", "**0.580** (n=1)", "0.570 (n=1)"]
+    assert rows["N_p"] == ["1", "2", "3"] and rows["Accuracy (ours)"] == [
+        "0.550 (n=1)",
+        "**0.580** (n=1)",
+        "0.570 (n=1)",
+    ]
     assert (tmp_path / "paper-diffmic_v2-Fig4-N_p.png").is_file()
     k_table, _ = build_paper("diffmic-v2", "V", results_dir=results)
     assert "| K | 2 | 4 | 6 | 8 | 10 |" in k_table and "0.935" in k_table  # the paper's rows stay
-    assert "_No sweep of K alone" in k_table  # the N_p study's records (all at K = 6) are not a K sweep
+    assert (
+        "_No sweep of K alone" in k_table
+    )  # the N_p study's records (all at K = 6) are not a K sweep
     for k, acc in ((2, 0.52), (6, 0.61)):
-        write_record(results, "k", "retinamnist", "diffmic_v2", 0, {"accuracy": acc, "f1_macro": acc - 0.2}, sub="sweeps",
-                     config={"num_points": 2, "num_rois": k, "latent_dim": 128})
+        write_record(
+            results,
+            "k",
+            "retinamnist",
+            "diffmic_v2",
+            0,
+            {"accuracy": acc, "f1_macro": acc - 0.2},
+            sub="sweeps",
+            config={"num_points": 2, "num_rois": k, "latent_dim": 128},
+        )
     k_table = build_paper("diffmic-v2", "V", results_dir=results)[0].split("| H |")[0]
     rows = table_rows(k_table, "## Table V")
-    assert rows["Accuracy (ours)"][:3] == ["0.520 (n=1)", "—", "**0.610** (n=1)"]  # K = 6: the K study's trial only
+    assert rows["Accuracy (ours)"][:3] == [
+        "0.520 (n=1)",
+        "—",
+        "**0.610** (n=1)",
+    ]  # K = 6: the K study's trial only
 
 
 def test_unknown_papers_and_tables_are_named(results, tmp_path):
@@ -86,11 +170,22 @@ def test_unknown_papers_and_tables_are_named(results, tmp_path):
 def test_rows_with_the_same_label_keep_their_own_numbers_and_ties_share_emphasis(tmp_path):
     """D-Cube Table III has two "+ Syn" rows (ResNet and ViT): each shows its own method's
     numbers; equal values share their emphasis."""
-    values = {"resnet18": 0.50, "syn:resnet18": 0.55, "vit_tiny_patch16_224": 0.46, "syn:vit_tiny_patch16_224": 0.43}
+    values = {
+        "resnet18": 0.50,
+        "syn:resnet18": 0.55,
+        "vit_tiny_patch16_224": 0.46,
+        "syn:vit_tiny_patch16_224": 0.43,
+    }
     for method, acc in values.items():
         for seed in range(2):
-            write_record(tmp_path, "classification", "retinamnist", method, seed,
-                         {"accuracy": acc, "precision_macro": 0.3, "recall_macro": 0.3, "f1_macro": 0.3})
+            write_record(
+                tmp_path,
+                "classification",
+                "retinamnist",
+                method,
+                seed,
+                {"accuracy": acc, "precision_macro": 0.3, "recall_macro": 0.3, "f1_macro": 0.3},
+            )
     text, _ = build_paper("dcube", "III", results_dir=tmp_path)
     lines = [line for line in text.splitlines() if line.startswith("| + Syn")]
     assert len(lines) == 2
@@ -107,16 +202,32 @@ def test_sweep_points_and_trials_at_or_below_the_floor_are_flagged_never_bold(tm
 
     labels = np.array([0] * 5 + [1, 2, 3, 4, 1])
     for n_p, acc in ((1, 0.45), (2, 0.58), (3, 0.57)):
-        write_record(tmp_path, "s", "retinamnist", "diffmic_v2", 0, {"accuracy": acc, "f1_macro": 0.3}, sub="sweeps",
-                     config={"num_points": n_p, "num_rois": 6, "latent_dim": 128})
+        write_record(
+            tmp_path,
+            "s",
+            "retinamnist",
+            "diffmic_v2",
+            0,
+            {"accuracy": acc, "f1_macro": 0.3},
+            sub="sweeps",
+            config={"num_points": n_p, "num_rois": 6, "latent_dim": 128},
+        )
         path = next((tmp_path / "sweeps").rglob(f"h{n_p}6128/seed0.json"))
         record = json.loads(path.read_text())
-        record.update(task="ordinal", class_names=list("abcde"), predictions="seed0.npz",
-                      predicted_share={"test": [0.6, 0.1, 0.1, 0.1, 0.1]}, selection={"selection_metric": "accuracy"})
+        record.update(
+            task="ordinal",
+            class_names=list("abcde"),
+            predictions="seed0.npz",
+            predicted_share={"test": [0.6, 0.1, 0.1, 0.1, 0.1]},
+            selection={"selection_metric": "accuracy"},
+        )
         path.write_text(json.dumps(record))
         np.savez(path.with_name("seed0.npz"), test_labels=labels, test_probs=np.full((10, 5), 0.2))
     text, _ = build_paper("diffmic-v2", "Fig4", results_dir=tmp_path, out_dir=tmp_path)
     rows = table_rows(text, "## Table Fig4")
     assert rows["Accuracy (ours)"] == ["⚠ 0.450 (n=1)", "**0.580** (n=1)", "0.570 (n=1)"]
-    flags = {n_p: _trial_flag(str(next((tmp_path / "sweeps").rglob(f"h{n_p}6128/seed0.json")))) for n_p in (1, 2)}
+    flags = {
+        n_p: _trial_flag(str(next((tmp_path / "sweeps").rglob(f"h{n_p}6128/seed0.json"))))
+        for n_p in (1, 2)
+    }
     assert flags == {1: "test accuracy 0.450 at or below its floor 0.500", 2: ""}

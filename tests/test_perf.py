@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from conftest import REPO
 
 from bench.config import MethodEntry, load_suite
 from bench.device import cpu_has_native_bf16, make_accelerator, resolve_precision
@@ -13,19 +14,33 @@ from bench.records import load_records
 from bench.registry import METHODS
 from bench.restoration import FLOOR_METHODS
 from bench.training import train_loop
-from conftest import REPO
 
-TINY_V2 = {"image_size": 28, "roi_size": 7, "dcg_small_stem": True, "roi_encoder_small_stem": True, "latent_dim": 32,
-           "global_encoder": "vit_tiny_patch16_224", "global_encoder_kwargs": {"patch_size": 4, "depth": 1}}
+TINY_V2 = {
+    "image_size": 28,
+    "roi_size": 7,
+    "dcg_small_stem": True,
+    "roi_encoder_small_stem": True,
+    "latent_dim": 32,
+    "global_encoder": "vit_tiny_patch16_224",
+    "global_encoder_kwargs": {"patch_size": 4, "depth": 1},
+}
 #: the shape of each suite's smoke data (BreastMNIST; RetinaMNIST; 16 px restoration patches)
-SMOKE_SHAPES = {"classification": PerfInput(28, 1, 2, "breastmnist"), "generation": PerfInput(28, 3, 5, "retinamnist"),
-                "restoration": PerfInput(16, 1, 1, "patches")}
-NOTHING_TO_TRAIN = set(FLOOR_METHODS)  # the restoration floors: training-free (identity, clip_input, nlm)
+SMOKE_SHAPES = {
+    "classification": PerfInput(28, 1, 2, "breastmnist"),
+    "generation": PerfInput(28, 3, 5, "retinamnist"),
+    "restoration": PerfInput(16, 1, 1, "patches"),
+}
+NOTHING_TO_TRAIN = set(
+    FLOOR_METHODS
+)  # the restoration floors: training-free (identity, clip_input, nlm)
 
 
 def test_precision_auto_is_bf16_exactly_where_the_cpu_has_native_bf16():
     assert resolve_precision("auto", use_cpu=True) == ("bf16" if cpu_has_native_bf16() else "fp32")
-    assert resolve_precision("auto", use_cpu=False) == "bf16" and resolve_precision("fp32", use_cpu=True) == "fp32"
+    assert (
+        resolve_precision("auto", use_cpu=False) == "bf16"
+        and resolve_precision("fp32", use_cpu=True) == "fp32"
+    )
     with pytest.raises(BenchError, match="unknown precision 'fp16'"):
         resolve_precision("fp16", use_cpu=True)
     # one process can switch precision (accelerate keeps one state per process)
@@ -35,11 +50,21 @@ def test_precision_auto_is_bf16_exactly_where_the_cpu_has_native_bf16():
 
 def test_the_precision_is_part_of_a_units_identity_and_old_records_keep_theirs():
     budget = Budget(epochs=100, batch_size=128, eval_batch_size=256)
-    assert config_hash("m", {"a": 1}, budget) == config_hash("m", {"a": 1}, budget, "fp32") != config_hash("m", {"a": 1}, budget, "bf16")
-    committed = [r for r in load_records(REPO / "results", "classification") if r["provenance"].get("precision") == "fp32"]
+    assert (
+        config_hash("m", {"a": 1}, budget)
+        == config_hash("m", {"a": 1}, budget, "fp32")
+        != config_hash("m", {"a": 1}, budget, "bf16")
+    )
+    committed = [
+        r
+        for r in load_records(REPO / "results", "classification")
+        if r["provenance"].get("precision") == "fp32"
+    ]
     assert committed, "no committed fp32 classification records"
     for r in committed:  # every committed fp32 record is still found under its own hash
-        assert config_hash(r["method"], r["config"], Budget(**r["budget"]), "fp32") == r["config_hash"]
+        assert (
+            config_hash(r["method"], r["config"], Budget(**r["budget"]), "fp32") == r["config_hash"]
+        )
 
 
 def test_the_probe_counts_flops_times_steps_and_stops_without_validation(tmp_path):
@@ -48,7 +73,14 @@ def test_the_probe_counts_flops_times_steps_and_stops_without_validation(tmp_pat
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1), torch.nn.Flatten(), torch.nn.Linear(4, 3))
     x, y = torch.randn(32, 1, 2, 2), torch.arange(32) % 3
     probe = TrainingProbe(steps=2)
-    ctx = RunContext(make_accelerator("fp32", cpu=True)[0], 0, Budget(), tmp_path / "ck", progress=False, probe=probe)
+    ctx = RunContext(
+        make_accelerator("fp32", cpu=True)[0],
+        0,
+        Budget(),
+        tmp_path / "ck",
+        progress=False,
+        probe=probe,
+    )
     calls = []
 
     def step(idx):
@@ -58,12 +90,32 @@ def test_the_probe_counts_flops_times_steps_and_stops_without_validation(tmp_pat
     def evaluate():
         raise AssertionError("the probe must not validate")
 
-    summary = train_loop(model, step, evaluate, ctx, n_train=32, batch_size=8, total_steps=1000, epochs=10,
-                         optimizer=torch.optim.SGD(model.parameters(), lr=0.1), desc="lin")
-    assert calls == [8] * probe.total_steps == [8] * 4 and summary["probe"] and not (tmp_path / "ck").exists()
+    summary = train_loop(
+        model,
+        step,
+        evaluate,
+        ctx,
+        n_train=32,
+        batch_size=8,
+        total_steps=1000,
+        epochs=10,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        desc="lin",
+    )
+    assert (
+        calls == [8] * probe.total_steps == [8] * 4
+        and summary["probe"]
+        and not (tmp_path / "ck").exists()
+    )
     (stage,) = probe.stages
-    conv_flops = 2 * 2 * 4  # 1x1 conv, one channel, 4 pixels: forward and weight gradient (the input needs none)
-    assert stage["stage"] == "lin" and stage["flops_per_image"] == 72 + conv_flops and stage["images_per_s"] > 0
+    conv_flops = (
+        2 * 2 * 4
+    )  # 1x1 conv, one channel, 4 pixels: forward and weight gradient (the input needs none)
+    assert (
+        stage["stage"] == "lin"
+        and stage["flops_per_image"] == 72 + conv_flops
+        and stage["images_per_s"] > 0
+    )
     assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
 
 
@@ -82,30 +134,65 @@ def _tiny_case(name: str) -> tuple[dict, PerfInput]:
 @pytest.mark.parametrize("name", METHODS.names() + ["syn:resnet18", "timm:resnet18"])
 def test_every_registered_method_can_be_measured(name, tmp_path):
     options, shape = _tiny_case(name)
-    record, path = run_perf(name, options=options, shape=shape, batch_size=2, train_batch_size=4, train_steps=1, repeats=1,
-                            precision="bf16", cpu=True, results_dir=tmp_path, preset="smoke", log=lambda m: None)
+    record, path = run_perf(
+        name,
+        options=options,
+        shape=shape,
+        batch_size=2,
+        train_batch_size=4,
+        train_steps=1,
+        repeats=1,
+        precision="bf16",
+        cpu=True,
+        results_dir=tmp_path,
+        preset="smoke",
+        log=lambda m: None,
+    )
     res = record["results"]
-    assert json.loads(path.read_text())["results"]["inference_images_per_s"] == res["inference_images_per_s"] > 0
+    assert (
+        json.loads(path.read_text())["results"]["inference_images_per_s"]
+        == res["inference_images_per_s"]
+        > 0
+    )
     assert abs(res["batch1_ms_per_image"] - 1000 / res["batch1_images_per_s"]) < 1e-6
     assert 0 < record["matmul_peak_gflops"]["fp32"] and 0 < record["matmul_peak_gflops"]["bf16"]
     if name in NOTHING_TO_TRAIN:
         assert res["training_stages"] == [] and res["inference_flops_per_image"] == 0
         return
     # every training stage went through the shared loop, and each did real work
-    assert res["training_stages"] and all(s["flops_per_image"] > 0 and s["images_per_s"] > 0 for s in res["training_stages"])
+    assert res["training_stages"] and all(
+        s["flops_per_image"] > 0 and s["images_per_s"] > 0 for s in res["training_stages"]
+    )
     assert res["inference_flops_per_image"] > 0 and 0 < res["inference_fraction_of_peak"] < 2
-    assert res["train_achieved_gflops"] == pytest.approx(res["train_flops_per_image"] * res["train_images_per_s"] / 1e9)
+    assert res["train_achieved_gflops"] == pytest.approx(
+        res["train_flops_per_image"] * res["train_images_per_s"] / 1e9
+    )
 
 
 def test_perf_records_the_authors_pattern_side_by_side_and_the_table_shows_both(tmp_path):
     runs = {}
     for authors in (False, True):
-        record, path = run_perf("diffmic_v2", options=TINY_V2, shape=PerfInput(28, 1, 2, "breastmnist"), batch_size=4,
-                                train_batch_size=4, train_steps=1, repeats=1, authors_pattern=authors, precision="bf16", cpu=True,
-                                results_dir=tmp_path, preset="tiny", log=lambda m: None)
+        record, path = run_perf(
+            "diffmic_v2",
+            options=TINY_V2,
+            shape=PerfInput(28, 1, 2, "breastmnist"),
+            batch_size=4,
+            train_batch_size=4,
+            train_steps=1,
+            repeats=1,
+            authors_pattern=authors,
+            precision="bf16",
+            cpu=True,
+            results_dir=tmp_path,
+            preset="tiny",
+            log=lambda m: None,
+        )
         assert json.loads(path.read_text()) == json.loads(json.dumps(record, default=str))
         runs[authors] = record
-    assert runs[False]["config"]["recompute_conditions"] is False and runs[True]["config"]["recompute_conditions"] is True
+    assert (
+        runs[False]["config"]["recompute_conditions"] is False
+        and runs[True]["config"]["recompute_conditions"] is True
+    )
     assert runs[True]["provenance"]["precision"] == "fp32" and runs[True]["pattern"] == "authors"
     assert [s["stage"] for s in runs[False]["results"]["training_stages"]] == ["DCG", "DiffMIC-v2"]
     with pytest.raises(BenchError, match="declares no AUTHORS_PATTERN"):
@@ -114,8 +201,16 @@ def test_perf_records_the_authors_pattern_side_by_side_and_the_table_shows_both(
     text = render_perf(tmp_path)
     ours = runs[False]["results"]["inference_images_per_s"]
     ratio = ours / runs[True]["results"]["inference_images_per_s"]
-    row = next(line for line in text.splitlines() if line.startswith("| diffmic_v2 | bf16 | ") and "x |" in line)
+    row = next(
+        line
+        for line in text.splitlines()
+        if line.startswith("| diffmic_v2 | bf16 | ") and "x |" in line
+    )
     assert f"| {ratio:.1f}x |" in row
-    main = next(line for line in text.splitlines() if line.startswith("| diffmic_v2 | bf16 | ") and "DCG" in line)
+    main = next(
+        line
+        for line in text.splitlines()
+        if line.startswith("| diffmic_v2 | bf16 | ") and "DCG" in line
+    )
     assert "DCG " in main.split("|")[-2]  # the prior's stage is listed beside the method's own
     assert "preset `tiny`, breastmnist shape (28 px, 1 channel(s), 2 classes)" in text

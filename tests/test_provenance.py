@@ -20,7 +20,9 @@ def test_dirty_means_changed_code_not_a_run_script_beside_it(tmp_path, monkeypat
 
     try:
         assert dirty() is False
-        (tmp_path / "run.sh").write_text("bench run ...\n")  # a run script and its log: the code is unchanged
+        (tmp_path / "run.sh").write_text(
+            "bench run ...\n"
+        )  # a run script and its log: the code is unchanged
         (tmp_path / "results").mkdir()
         (tmp_path / "results" / "seed0.json").write_text("{}")
         assert dirty() is False

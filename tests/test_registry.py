@@ -7,7 +7,9 @@ from bench.registry import DATASETS, METHODS, METRICS, SUITES, UnknownNameError
 
 def test_discovery_finds_every_kind():
     assert {"resnet18", "resnet50", "vit_tiny_patch16_224"} <= set(METHODS.names())
-    assert {"breastmnist", "retinamnist_224", "chestmnist_64", "synthetic_severity"} <= set(DATASETS.names())
+    assert {"breastmnist", "retinamnist_224", "chestmnist_64", "synthetic_severity"} <= set(
+        DATASETS.names()
+    )
     assert {"accuracy", "auroc", "kappa_quadratic", "ece"} <= set(METRICS.names())
     assert "classification" in SUITES.names()
     # every 2D MedMNIST flag at every size, no 3D
@@ -15,11 +17,14 @@ def test_discovery_finds_every_kind():
     assert not any("3d" in n for n in DATASETS.names())
 
 
-@pytest.mark.parametrize("registry,typo,expected", [
-    (METHODS, "resnet19", "resnet18"),
-    (DATASETS, "breastmnst", "breastmnist"),
-    (METRICS, "acuracy", "accuracy"),
-])
+@pytest.mark.parametrize(
+    "registry,typo,expected",
+    [
+        (METHODS, "resnet19", "resnet18"),
+        (DATASETS, "breastmnst", "breastmnist"),
+        (METRICS, "acuracy", "accuracy"),
+    ],
+)
 def test_unknown_name_suggests(registry, typo, expected):
     with pytest.raises(UnknownNameError, match=f"did you mean '{expected}'"):
         registry.get(typo)
@@ -42,7 +47,9 @@ def test_cli_list_and_unknown(capsys):
     out = capsys.readouterr().out
     assert "resnet18" in out and "timm:<name>" in out and "syn:<name>" in out
     lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
-    assert "U-ViT" in lines["dcube"] and "DiffMIC-v2" in lines["diffmic_v2"]  # each method's own description
+    assert (
+        "U-ViT" in lines["dcube"] and "DiffMIC-v2" in lines["diffmic_v2"]
+    )  # each method's own description
     assert main(["list", "suites"]) == 0
     assert "classification" in capsys.readouterr().out
     assert main(["run", "--suite", "clasification"]) == 2

@@ -1,11 +1,12 @@
 """Restoration: paired data from real images with a declared degradation, splits by
 source image, per-image PSNR/SSIM/NMAE/RMSE (scikit-image), each method improving on
 the noisy input after a short run, and the suite end to end."""
+
 import json
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 from bench.data.load import load_bundle
 from bench.errors import DataError
@@ -14,12 +15,27 @@ from bench.registry import METHODS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-BREAST_NOISY = {"name": "breast_g20", "loader": "paired", "images": ["medmnist:breastmnist"],
-                "degradation": {"kind": "gaussian", "sigma": 0.2}, "patch": 16, "train_stride": 12, "max_patches_per_image": 4}
-TINY = {"dncnn": {"depth": 6, "width": 32},
-        "pix2pix": {"width": 16},
-        "diffusion_restorer": {"block_out_channels": [32, 64, 64], "layers_per_block": 1, "norm_num_groups": 8,
-                               "sampling_steps": 10, "eval_every": 10, "lr": 5e-4}}
+BREAST_NOISY = {
+    "name": "breast_g20",
+    "loader": "paired",
+    "images": ["medmnist:breastmnist"],
+    "degradation": {"kind": "gaussian", "sigma": 0.2},
+    "patch": 16,
+    "train_stride": 12,
+    "max_patches_per_image": 4,
+}
+TINY = {
+    "dncnn": {"depth": 6, "width": 32},
+    "pix2pix": {"width": 16},
+    "diffusion_restorer": {
+        "block_out_channels": [32, 64, 64],
+        "layers_per_block": 1,
+        "norm_num_groups": 8,
+        "sampling_steps": 10,
+        "eval_every": 10,
+        "lr": 5e-4,
+    },
+}
 
 
 def test_psnr_ssim_agree_with_scikit_image_and_nmae_rmse_follow_their_definitions():
@@ -30,45 +46,84 @@ def test_psnr_ssim_agree_with_scikit_image_and_nmae_rmse_follow_their_definition
     output = np.clip(target + g.normal(0, 0.05, target.shape), 0, 1)
     q = per_image_quality(output, target, data_range=1.0)
     for i in range(3):
-        assert q["psnr"][i] == pytest.approx(peak_signal_noise_ratio(target[i], output[i], data_range=1.0))
-        assert q["psnr"][i] == pytest.approx(10 * np.log10(1 / np.mean((output[i] - target[i]) ** 2)))
-        assert q["ssim"][i] == pytest.approx(structural_similarity(target[i], output[i], data_range=1.0, channel_axis=-1, win_size=7))
+        assert q["psnr"][i] == pytest.approx(
+            peak_signal_noise_ratio(target[i], output[i], data_range=1.0)
+        )
+        assert q["psnr"][i] == pytest.approx(
+            10 * np.log10(1 / np.mean((output[i] - target[i]) ** 2))
+        )
+        assert q["ssim"][i] == pytest.approx(
+            structural_similarity(target[i], output[i], data_range=1.0, channel_axis=-1, win_size=7)
+        )
         assert q["nmae"][i] == pytest.approx(np.abs(output[i] - target[i]).mean())
         assert q["rmse"][i] == pytest.approx(np.sqrt(np.mean((output[i] - target[i]) ** 2)))
     with np.errstate(divide="ignore"):  # PSNR of a perfect restoration is infinite
         assert per_image_quality(target, target)["ssim"] == pytest.approx(1.0)
-    assert per_image_quality(2 * output, 2 * target, data_range=2.0)["psnr"] == pytest.approx(q["psnr"])
+    assert per_image_quality(2 * output, 2 * target, data_range=2.0)["psnr"] == pytest.approx(
+        q["psnr"]
+    )
 
 
 def test_identity_restoration_scores_the_degradations_own_psnr():
-    bundle = load_bundle({"name": "pkg", "loader": "paired", "images": ["skimage"], "degradation": {"kind": "gaussian", "sigma": 0.1},
-                          "patch": 32, "max_patches_per_image": 16})
+    bundle = load_bundle(
+        {
+            "name": "pkg",
+            "loader": "paired",
+            "images": ["skimage"],
+            "degradation": {"kind": "gaussian", "sigma": 0.1},
+            "patch": 32,
+            "max_patches_per_image": 16,
+        }
+    )
     test = bundle.splits["test"]
     identity = METHODS.get("identity").cls(None, bundle.spec).restore(test.inputs, None)
     psnr = per_image_quality(identity, test.targets)["psnr"]
-    assert psnr.mean() == pytest.approx(20.0, abs=0.3)  # sigma 0.1 of the data range: 20 log10(1 / 0.1) dB
+    assert psnr.mean() == pytest.approx(
+        20.0, abs=0.3
+    )  # sigma 0.1 of the data range: 20 log10(1 / 0.1) dB
 
 
 def test_splits_keep_every_source_image_and_its_patches_out_of_training():
-    bundle = load_bundle({"name": "pkg", "loader": "paired", "images": ["skimage", "pydicom"],
-                          "degradation": {"kind": "poisson", "peak": 30}, "patch": 32, "train_stride": 16})
+    bundle = load_bundle(
+        {
+            "name": "pkg",
+            "loader": "paired",
+            "images": ["skimage", "pydicom"],
+            "degradation": {"kind": "poisson", "peak": 30},
+            "patch": 32,
+            "train_stride": 16,
+        }
+    )
     images = {s: set(split.images) for s, split in bundle.splits.items()}
-    assert all(images.values()) and not (images["train"] & images["test"]) and not (images["train"] & images["val"])
+    assert (
+        all(images.values())
+        and not (images["train"] & images["test"])
+        and not (images["train"] & images["val"])
+    )
     assert bundle.duplicates_across_splits == 0
     # pydicom's MR slice in seven encodings is one image: no pixel-identical patch in two splits
     hashes = {s: {t.tobytes() for t in split.targets} for s, split in bundle.splits.items()}
     assert not (hashes["train"] & hashes["test"]) and not (hashes["train"] & hashes["val"])
-    again = load_bundle({"name": "pkg", "loader": "paired", "images": ["skimage", "pydicom"],
-                         "degradation": {"kind": "poisson", "peak": 30}, "patch": 32, "train_stride": 16})
+    again = load_bundle(
+        {
+            "name": "pkg",
+            "loader": "paired",
+            "images": ["skimage", "pydicom"],
+            "degradation": {"kind": "poisson", "peak": 30},
+            "patch": 32,
+            "train_stride": 16,
+        }
+    )
     assert again.split_hash == bundle.split_hash  # deterministic, noise included
     with pytest.raises(DataError, match="declared degradation"):
         load_bundle({"name": "x", "loader": "paired", "images": ["skimage"]})
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,steps", [("dncnn", 40), ("pix2pix", 150), ("diffusion_restorer", 60)])
+@pytest.mark.parametrize(
+    "name,steps", [("dncnn", 40), ("pix2pix", 150), ("diffusion_restorer", 60)]
+)
 def test_a_short_training_run_improves_psnr_over_the_noisy_input(name, steps, data_dir, tmp_path):
-    from pathlib import Path
 
     from bench.data.paired import PairedSplit
     from bench.method import Budget, RunContext
@@ -80,8 +135,13 @@ def test_a_short_training_run_improves_psnr_over_the_noisy_input(name, steps, da
     val = PairedSplit(va.inputs[:32], va.targets[:32], va.ids[:32], va.images[:32])
     spec = METHODS.get(name)
     method = spec.cls(spec.make_config(TINY[name]), bundle.spec)
-    ctx = RunContext(make_accelerator("fp32", cpu=True)[0], 0, Budget(epochs=5, batch_size=32, eval_batch_size=256, max_steps=steps),
-                     tmp_path, progress=False)
+    ctx = RunContext(
+        make_accelerator("fp32", cpu=True)[0],
+        0,
+        Budget(epochs=5, batch_size=32, eval_batch_size=256, max_steps=steps),
+        tmp_path,
+        progress=False,
+    )
     method.fit(train, val, ctx)
     held_out = te.inputs[:64]
     noisy = per_image_quality(held_out, te.targets[:64])["psnr"].mean()
@@ -90,53 +150,94 @@ def test_a_short_training_run_improves_psnr_over_the_noisy_input(name, steps, da
 
 
 @pytest.mark.slow
-def test_restoration_suite_records_per_image_scores_strips_and_the_survey_layout(data_dir, tmp_path):
+def test_restoration_suite_records_per_image_scores_strips_and_the_survey_layout(
+    data_dir, tmp_path
+):
     from bench.leaderboard import write_leaderboard
     from bench.runner import run_suite
 
     suite = tmp_path / "rest.yaml"
-    suite.write_text(json.dumps({
-        "description": "tiny restoration", "task": "restoration", "seeds": [0], "reference": "dncnn",
-        "datasets": [{**BREAST_NOISY, "max_patches_per_image": 1}],
-        "methods": [{"name": "dncnn", "options": TINY["dncnn"]}, "identity"],
-        "presets": {"smoke": {"budget": {"epochs": 1, "batch_size": 32, "eval_batch_size": 256, "max_steps": 5}}},
-    }))
-    outcomes = run_suite(str(suite), results_dir=tmp_path / "results", work_dir=tmp_path / "runs", progress=False)
+    suite.write_text(
+        json.dumps(
+            {
+                "description": "tiny restoration",
+                "task": "restoration",
+                "seeds": [0],
+                "reference": "dncnn",
+                "datasets": [{**BREAST_NOISY, "max_patches_per_image": 1}],
+                "methods": [{"name": "dncnn", "options": TINY["dncnn"]}, "identity"],
+                "presets": {
+                    "smoke": {
+                        "budget": {
+                            "epochs": 1,
+                            "batch_size": 32,
+                            "eval_batch_size": 256,
+                            "max_steps": 5,
+                        }
+                    }
+                },
+            }
+        )
+    )
+    outcomes = run_suite(
+        str(suite), results_dir=tmp_path / "results", work_dir=tmp_path / "runs", progress=False
+    )
     assert [o["status"] for o in outcomes] == ["ok", "ok"], outcomes
     path = next((tmp_path / "results").rglob("identity/*/seed0.json"))
     rec = json.loads(path.read_text())
-    assert rec["metrics"]["test"]["psnr"] == pytest.approx(rec["evaluation"]["input_scores_test"]["psnr"])
+    assert rec["metrics"]["test"]["psnr"] == pytest.approx(
+        rec["evaluation"]["input_scores_test"]["psnr"]
+    )
     assert (path.parent / rec["evaluation"]["strip_png"]).is_file()
     with np.load(path.with_suffix(".npz")) as npz:
         n_test = rec["data"]["n"]["test"]  # one patch per test image: 156 in the official file
-        assert n_test >= 50 and npz["test_psnr"].shape == (n_test,) and npz["test_ids"].shape == (n_test,)
+        assert (
+            n_test >= 50
+            and npz["test_psnr"].shape == (n_test,)
+            and npz["test_ids"].shape == (n_test,)
+        )
     md, _ = write_leaderboard(str(suite), results_dir=tmp_path / "results", out_dir=tmp_path / "lb")
     text = md.read_text()
     assert "## Survey Table 12 layout (denoising): RMSE, PSNR, SSIM" in text
-    assert "| method | breast_g20 (smoke) RMSE | breast_g20 (smoke) PSNR | breast_g20 (smoke) SSIM |" in text
+    assert (
+        "| method | breast_g20 (smoke) RMSE | breast_g20 (smoke) PSNR | breast_g20 (smoke) SSIM |"
+        in text
+    )
     assert "| method | seeds | rmse | nmae | psnr | ssim |" in text
 
 
 def test_diffusion_restorer_averages_num_samples_posterior_samples(tmp_path):
     """num_samples = 2 returns the mean of the first sample (the same draw as num_samples = 1)
     and a second one; fewer than 1 is refused."""
+    from bench.device import make_accelerator
     from bench.errors import BenchError
     from bench.method import Budget, RunContext
-    from bench.device import make_accelerator
     from methods.label_diffusion import diffusers_unet
 
     bundle = load_bundle({**BREAST_NOISY, "max_patches_per_image": 1})
     inputs = bundle.splits["test"].inputs[:4]
     spec = METHODS.get("diffusion_restorer")
-    ctx = RunContext(make_accelerator("fp32", cpu=True)[0], 0, Budget(eval_batch_size=8), tmp_path, progress=False)
+    ctx = RunContext(
+        make_accelerator("fp32", cpu=True)[0],
+        0,
+        Budget(eval_batch_size=8),
+        tmp_path,
+        progress=False,
+    )
     torch.manual_seed(0)
     unet = diffusers_unet(bundle.spec.size, 2, 1, (32, 64, 64), 1, 8, 8, 0.0).eval()
     outs = {}
     for k in (1, 2):
-        method = spec.cls(spec.make_config({**TINY["diffusion_restorer"], "num_samples": k}), bundle.spec)
+        method = spec.cls(
+            spec.make_config({**TINY["diffusion_restorer"], "num_samples": k}), bundle.spec
+        )
         method.unet = unet
         outs[k] = method.restore(inputs, ctx)
     second = 2 * outs[2] - outs[1]  # what the second sample restored
-    assert np.all(second > -1e-5) and np.all(second < 1 + 1e-5) and not np.allclose(second, outs[1], atol=1e-3)
+    assert (
+        np.all(second > -1e-5)
+        and np.all(second < 1 + 1e-5)
+        and not np.allclose(second, outs[1], atol=1e-3)
+    )
     with pytest.raises(BenchError, match="num_samples must be at least 1"):
         spec.make_config({"num_samples": 0})

@@ -2,10 +2,12 @@
 and ends exactly where an uninterrupted run ends (weights, history, random streams); a
 checkpoint written by other code is ignored; the runner removes checkpoints once the
 unit's record is written."""
+
 import numpy as np
 import pytest
 import torch
 from accelerate.utils import set_seed
+from conftest import TINY_SUITE, real_data_dir
 
 from bench.data.load import load_bundle
 from bench.data.spec import SplitData
@@ -14,7 +16,6 @@ from bench.registry import METHODS
 from bench.resume import SUFFIX, checkpoint_path
 from bench.runner import make_accelerator, run_suite
 from bench.training import train_loop
-from conftest import TINY_SUITE, real_data_dir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,6 +30,7 @@ def subset(split: SplitData, n: int) -> SplitData:
 
 def fit_and_predict(name, bundle, ckdir, options, budget, kill_at=None, logs=None):
     """fit() as run_unit calls it (seeded first), checkpointing after every validation."""
+
     def on_eval(epoch, value):
         if epoch == kill_at:
             raise Killed
@@ -36,20 +38,51 @@ def fit_and_predict(name, bundle, ckdir, options, budget, kill_at=None, logs=Non
     set_seed(0, deterministic=True)
     entry = METHODS.get(name)
     method = entry.cls(entry.make_config(options), bundle.spec)
-    ctx = RunContext(make_accelerator("fp32", cpu=True)[0], 0, budget, ckdir, (logs if logs is not None else []).append,
-                     False, on_eval=on_eval, checkpoint_every_s=0)
+    ctx = RunContext(
+        make_accelerator("fp32", cpu=True)[0],
+        0,
+        budget,
+        ckdir,
+        (logs if logs is not None else []).append,
+        False,
+        on_eval=on_eval,
+        checkpoint_every_s=0,
+    )
     splits = bundle.splits
     summary = method.fit(subset(splits["train"], 128), subset(splits["val"], 64), ctx)
-    out = method.predict(subset(splits["test"], 64), ctx) if name != "dm" else method.sample(np.array([0, 1, 2, 3, 4]), ctx)
+    out = (
+        method.predict(subset(splits["test"], 64), ctx)
+        if name != "dm"
+        else method.sample(np.array([0, 1, 2, 3, 4]), ctx)
+    )
     return summary, out
 
 
-@pytest.mark.parametrize("name,dataset,options", [
-    ("resnet18", "breastmnist", {"input_size": 32, "hflip": True}),  # MultiStepLR + the flips' generator
-    ("dm", "retinamnist", {"image_size": 16, "block_out_channels": [16, 32], "layers_per_block": 1,  # noise generator
-                           "norm_num_groups": 8, "attention_resolution": 8, "sampling_steps": 3}),
-])
-def test_a_killed_training_resumes_and_ends_where_an_uninterrupted_one_ends(tmp_path, name, dataset, options):
+@pytest.mark.parametrize(
+    "name,dataset,options",
+    [
+        (
+            "resnet18",
+            "breastmnist",
+            {"input_size": 32, "hflip": True},
+        ),  # MultiStepLR + the flips' generator
+        (
+            "dm",
+            "retinamnist",
+            {
+                "image_size": 16,
+                "block_out_channels": [16, 32],
+                "layers_per_block": 1,  # noise generator
+                "norm_num_groups": 8,
+                "attention_resolution": 8,
+                "sampling_steps": 3,
+            },
+        ),
+    ],
+)
+def test_a_killed_training_resumes_and_ends_where_an_uninterrupted_one_ends(
+    tmp_path, name, dataset, options
+):
     bundle = load_bundle(dataset, data_dir=real_data_dir())
     budget = Budget(epochs=3, batch_size=32, eval_batch_size=64)
     whole, whole_out = fit_and_predict(name, bundle, tmp_path / "whole", options, budget)
@@ -61,10 +94,14 @@ def test_a_killed_training_resumes_and_ends_where_an_uninterrupted_one_ends(tmp_
     assert len(saved) == 1 and torch.load(saved[0], weights_only=False)["epoch"] == 1
 
     logs = []
-    resumed, resumed_out = fit_and_predict(name, bundle, tmp_path / "killed", options, budget, logs=logs)
+    resumed, resumed_out = fit_and_predict(
+        name, bundle, tmp_path / "killed", options, budget, logs=logs
+    )
     assert resumed["resumed_after_epoch"] == 1
     assert any("resuming after epoch 1 of 3" in line for line in logs)
-    assert resumed["history"] == whole["history"]  # same losses and validation scores, epoch by epoch
+    assert (
+        resumed["history"] == whole["history"]
+    )  # same losses and validation scores, epoch by epoch
     assert resumed["steps"] == whole["steps"] and resumed["best_epoch"] == whole["best_epoch"]
     np.testing.assert_array_equal(resumed_out, whole_out)
 
@@ -76,21 +113,47 @@ def test_a_checkpoint_of_another_model_or_plan_is_ignored_with_a_message(tmp_pat
     def run(out_features, logs, epochs=2):
         model = torch.nn.Linear(4, out_features)
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        ctx = RunContext(acc, 0, Budget(epochs=epochs, batch_size=16), tmp_path, logs.append, False, checkpoint_every_s=0)
+        ctx = RunContext(
+            acc,
+            0,
+            Budget(epochs=epochs, batch_size=16),
+            tmp_path,
+            logs.append,
+            False,
+            checkpoint_every_s=0,
+        )
         step = lambda idx: torch.nn.functional.cross_entropy(model(x[idx]), y[idx])  # noqa: E731
-        return train_loop(model, step, lambda: -step(np.arange(64)).item(), ctx, n_train=64, batch_size=16,
-                          total_steps=4 * epochs, epochs=epochs, optimizer=opt, desc="probe")
+        return train_loop(
+            model,
+            step,
+            lambda: -step(np.arange(64)).item(),
+            ctx,
+            n_train=64,
+            batch_size=16,
+            total_steps=4 * epochs,
+            epochs=epochs,
+            optimizer=opt,
+            desc="probe",
+        )
 
     run(2, [])
     assert checkpoint_path(tmp_path, "probe").exists()
     logs = []
     summary = run(3, logs)  # other code: the head's shape differs
-    assert summary["resumed_after_epoch"] is None and summary["epochs_run"] == 2 and summary["steps"] == 8
+    assert (
+        summary["resumed_after_epoch"] is None
+        and summary["epochs_run"] == 2
+        and summary["steps"] == 8
+    )
     assert any("does not match this model" in line for line in logs)
 
     logs = []
     summary = run(3, logs, epochs=3)  # the same model, a longer budget: its schedule would be wrong
-    assert summary["resumed_after_epoch"] is None and summary["epochs_run"] == 3 and summary["steps"] == 12
+    assert (
+        summary["resumed_after_epoch"] is None
+        and summary["epochs_run"] == 3
+        and summary["steps"] == 12
+    )
     assert any("another training plan" in line for line in logs)
 
 
@@ -99,9 +162,21 @@ def test_the_runner_removes_checkpoints_once_a_record_is_written(tmp_path, data_
 
     work, there_before = tmp_path / "runs", []
     remove = bench.runner.remove_checkpoints
-    monkeypatch.setattr(bench.runner, "remove_checkpoints", lambda d: (there_before.extend(d.glob(f"*{SUFFIX}")), remove(d)))
-    outcomes = run_suite(TINY_SUITE, "smoke", methods=["resnet18"], seeds=[0], results_dir=tmp_path / "results",
-                         work_dir=work, progress=False, checkpoint_every_s=0)
+    monkeypatch.setattr(
+        bench.runner,
+        "remove_checkpoints",
+        lambda d: (there_before.extend(d.glob(f"*{SUFFIX}")), remove(d)),
+    )
+    outcomes = run_suite(
+        TINY_SUITE,
+        "smoke",
+        methods=["resnet18"],
+        seeds=[0],
+        results_dir=tmp_path / "results",
+        work_dir=work,
+        progress=False,
+        checkpoint_every_s=0,
+    )
     assert [o["status"] for o in outcomes] == ["ok"]
     assert len(there_before) == 1 and list((tmp_path / "results").rglob("seed0.json"))
     assert not list(work.rglob(f"*{SUFFIX}"))
@@ -117,21 +192,47 @@ def test_patience_stops_a_stage_on_validation_and_a_rerun_does_not_train_on(tmp_
     def run(logs):
         model = torch.nn.Linear(4, 2)
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        ctx = RunContext(acc, 0, Budget(epochs=7, batch_size=16, patience=3), tmp_path, logs.append, False)
+        ctx = RunContext(
+            acc, 0, Budget(epochs=7, batch_size=16, patience=3), tmp_path, logs.append, False
+        )
         step = lambda idx: torch.nn.functional.cross_entropy(model(x[idx]), y[idx])  # noqa: E731
-        return train_loop(model, step, lambda: next(scores), ctx, n_train=64, batch_size=16, total_steps=28, epochs=7,
-                          optimizer=opt, desc="patient")
+        return train_loop(
+            model,
+            step,
+            lambda: next(scores),
+            ctx,
+            n_train=64,
+            batch_size=16,
+            total_steps=28,
+            epochs=7,
+            optimizer=opt,
+            desc="patient",
+        )
 
     logs = []
     summary = run(logs)
-    assert summary["stopped_early"] and summary["best_epoch"] == 2 and summary["epochs_run"] == 5 and summary["steps"] == 20
+    assert (
+        summary["stopped_early"]
+        and summary["best_epoch"] == 2
+        and summary["epochs_run"] == 5
+        and summary["steps"] == 20
+    )
     assert any("stopping after epoch 5" in line for line in logs)
     again = run([])
-    assert again["resumed_after_epoch"] == 5 and again["steps"] == 20 and again["epochs_run"] == 5 and again["stopped_early"]
+    assert (
+        again["resumed_after_epoch"] == 5
+        and again["steps"] == 20
+        and again["epochs_run"] == 5
+        and again["stopped_early"]
+    )
 
 
 def test_a_budget_without_patience_keeps_the_hash_of_records_made_before_it_existed():
     from bench.method import config_hash
 
-    assert config_hash("m", {"a": 1}, Budget(epochs=3)) == config_hash("m", {"a": 1}, Budget(epochs=3, patience=None))
-    assert config_hash("m", {"a": 1}, Budget(epochs=3)) != config_hash("m", {"a": 1}, Budget(epochs=3, patience=5))
+    assert config_hash("m", {"a": 1}, Budget(epochs=3)) == config_hash(
+        "m", {"a": 1}, Budget(epochs=3, patience=None)
+    )
+    assert config_hash("m", {"a": 1}, Budget(epochs=3)) != config_hash(
+        "m", {"a": 1}, Budget(epochs=3, patience=5)
+    )

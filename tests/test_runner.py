@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, TINY_SUITE
 
+from baselines.timm_classifier import TimmClassifierConfig, build_timm_model
 from bench.cli import main
 from bench.data.locate import md5sum
 from bench.device import cpu_has_native_bf16
@@ -20,15 +22,15 @@ from bench.records import load_predictions, load_records
 from bench.registry import METHODS
 from bench.runner import run_suite
 from bench.training import SupervisedSettings, train_supervised
-from baselines.timm_classifier import TimmClassifierConfig, build_timm_model
-from conftest import REPO, TINY_SUITE
 
 BENCH = [sys.executable, "-m", "bench.cli"]
 
 
 def _run(tmp_path, **kw):
     kw.setdefault("progress", False)
-    return run_suite(TINY_SUITE, "smoke", results_dir=tmp_path / "results", work_dir=tmp_path / "runs", **kw)
+    return run_suite(
+        TINY_SUITE, "smoke", results_dir=tmp_path / "results", work_dir=tmp_path / "runs", **kw
+    )
 
 
 def test_suite_records_are_complete_and_resume_skips(data_dir, tmp_path):
@@ -39,23 +41,50 @@ def test_suite_records_are_complete_and_resume_skips(data_dir, tmp_path):
     r = records[0]
     assert r["schema_version"] == "1.0" and r["status"] == "ok" and r["preset"] == "smoke"
     assert r["config"]["input_size"] == 32 and r["config"]["model"] == "resnet18"
-    assert r["data"]["files"] and list(r["data"]["files"].values()) == [md5sum(data_dir / "breastmnist.npz")]
-    with np.load(data_dir / "breastmnist.npz") as npz:  # the official file, or the committed subset of it
+    assert r["data"]["files"] and list(r["data"]["files"].values()) == [
+        md5sum(data_dir / "breastmnist.npz")
+    ]
+    with np.load(
+        data_dir / "breastmnist.npz"
+    ) as npz:  # the official file, or the committed subset of it
         n = {s: len(npz[f"{s}_labels"]) for s in ("train", "val", "test")}
     assert r["data"]["n"] == n and "duplicates_across_splits" in r["data"]
     prov = r["provenance"]
-    assert {"git_commit", "git_dirty", "packages", "device", "precision", "started", "finished"} <= set(prov)
+    assert {
+        "git_commit",
+        "git_dirty",
+        "packages",
+        "device",
+        "precision",
+        "started",
+        "finished",
+    } <= set(prov)
     assert prov["packages"]["torch"].startswith("2.")
     # precision auto: bf16 autocast on a CPU with native bf16, fp32 elsewhere; threads as allowed
-    assert prov["precision"] == ("bf16" if cpu_has_native_bf16() else "fp32") == prov["execution"]["precision"]
-    assert prov["execution"]["threads"] == torch.get_num_threads() and prov["execution"]["allowed_cores"] >= 1
+    assert (
+        prov["precision"]
+        == ("bf16" if cpu_has_native_bf16() else "fp32")
+        == prov["execution"]["precision"]
+    )
+    assert (
+        prov["execution"]["threads"] == torch.get_num_threads()
+        and prov["execution"]["allowed_cores"] >= 1
+    )
     assert r["timings"]["train_images_per_s"] > 0 and r["timings"]["inference_images_per_s"] > 0
     assert r["memory"]["peak_mb"] > 0
-    assert 1 <= r["selection"]["best_epoch"] <= r["selection"]["epochs_run"] and r["selection"]["steps"] == 4
+    assert (
+        1 <= r["selection"]["best_epoch"] <= r["selection"]["epochs_run"]
+        and r["selection"]["steps"] == 4
+    )
     assert len(r["per_class"]["test"]["auroc"]) == 2
     # the stored per-sample scores reproduce the recorded metrics exactly
     preds = load_predictions(r)
-    assert compute_all(preds["test_labels"], preds["test_probs"].astype(np.float64), "binary")["accuracy"] == r["metrics"]["test"]["accuracy"]
+    assert (
+        compute_all(preds["test_labels"], preds["test_probs"].astype(np.float64), "binary")[
+            "accuracy"
+        ]
+        == r["metrics"]["test"]["accuracy"]
+    )
     assert preds["test_ids"][0] == "test/0" and preds["val_probs"].shape == (n["val"], 2)
     # different seeds give different models
     assert records[0]["metrics"]["test"] != records[1]["metrics"]["test"]
@@ -74,47 +103,116 @@ class NaNLoss(ClassificationMethod):
     def fit(self, train, val, ctx):
         model = build_timm_model(self.config, self.spec.channels, self.spec.num_classes)
         s = SupervisedSettings(1e-3, 0.0, (), 0.1, "auroc", 32)
-        return train_supervised(model, train, val, ctx, s, self.spec.task, loss_fn=lambda out, y: out.sum() * float("nan"))
+        return train_supervised(
+            model,
+            train,
+            val,
+            ctx,
+            s,
+            self.spec.task,
+            loss_fn=lambda out, y: out.sum() * float("nan"),
+        )
 
 
 def test_failing_unit_is_recorded_and_suite_goes_on(data_dir, tmp_path, capsys):
     METHODS.add("test_nan_loss", MethodSpec(NaNLoss, {"model": "resnet18"}, "test double"))
-    code = main(["run", "--suite", TINY_SUITE, "--methods", "test_nan_loss,resnet18", "--seeds", "0",
-                 "--results-dir", str(tmp_path / "results"), "--work-dir", str(tmp_path / "runs"), "--no-progress"])
+    code = main(
+        [
+            "run",
+            "--suite",
+            TINY_SUITE,
+            "--methods",
+            "test_nan_loss,resnet18",
+            "--seeds",
+            "0",
+            "--results-dir",
+            str(tmp_path / "results"),
+            "--work-dir",
+            str(tmp_path / "runs"),
+            "--no-progress",
+        ]
+    )
     assert code == 1
     out = capsys.readouterr().out
     assert "1 units run" in out and "1 failed" in out and "loss became nan" in out
     failed = load_records(tmp_path / "results", "tiny", status="failed")
     assert len(failed) == 1 and failed[0]["method"] == "test_nan_loss"
-    assert failed[0]["error"]["type"] == "TrainingError" and "epoch 1, step 1" in failed[0]["error"]["message"]
+    assert (
+        failed[0]["error"]["type"] == "TrainingError"
+        and "epoch 1, step 1" in failed[0]["error"]["message"]
+    )
     assert [r["method"] for r in load_records(tmp_path / "results", "tiny")] == ["resnet18"]
 
 
 def test_unknown_method_fails_before_training(tmp_path, capsys):
-    assert main(["run", "--suite", TINY_SUITE, "--methods", "resnet81", "--results-dir", str(tmp_path)]) == 2
+    assert (
+        main(
+            ["run", "--suite", TINY_SUITE, "--methods", "resnet81", "--results-dir", str(tmp_path)]
+        )
+        == 2
+    )
     assert "did you mean 'resnet18'" in capsys.readouterr().err
     assert not list(tmp_path.rglob("*.json"))
 
 
 def test_missing_data_fails_units_or_falls_back_to_synthetic(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path / "nothing"))
-    args = ["run", "--suite", TINY_SUITE, "--methods", "resnet18", "--seeds", "0", "--results-dir", str(tmp_path / "r"), "--no-progress"]
+    args = [
+        "run",
+        "--suite",
+        TINY_SUITE,
+        "--methods",
+        "resnet18",
+        "--seeds",
+        "0",
+        "--results-dir",
+        str(tmp_path / "r"),
+        "--no-progress",
+    ]
     assert main(args) == 2  # no dataset can be loaded: one error line, no record
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "data file 'breastmnist.npz' not found" in err[0] and not list((tmp_path / "r").rglob("*.json"))
+    assert (
+        len(err) == 1
+        and "data file 'breastmnist.npz' not found" in err[0]
+        and not list((tmp_path / "r").rglob("*.json"))
+    )
     assert main(args + ["--fallback-synthetic"]) == 0
     assert "NO REAL DATA for breastmnist" in capsys.readouterr().out
     (rec,) = load_records(tmp_path / "r", "tiny")
     assert rec["dataset"] == "synthetic_lesions" and rec["data"]["synthetic"]
-    assert main(["leaderboard", "--suite", TINY_SUITE, "--results-dir", str(tmp_path / "r"), "--out-dir", str(tmp_path / "lb")]) == 0
+    assert (
+        main(
+            [
+                "leaderboard",
+                "--suite",
+                TINY_SUITE,
+                "--results-dir",
+                str(tmp_path / "r"),
+                "--out-dir",
+                str(tmp_path / "lb"),
+            ]
+        )
+        == 0
+    )
     md = (tmp_path / "lb" / "tiny.md").read_text()
     assert "SYNTHETIC DATA" in md and "## synthetic_lesions (smoke) — SYNTHETIC" in md
 
 
 def test_killed_run_resumes_with_remaining_units_only(data_dir, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = BENCH + ["run", "--suite", TINY_SUITE, "--results-dir", str(tmp_path / "r"), "--work-dir", str(tmp_path / "w"), "--no-progress"]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = BENCH + [
+        "run",
+        "--suite",
+        TINY_SUITE,
+        "--results-dir",
+        str(tmp_path / "r"),
+        "--work-dir",
+        str(tmp_path / "w"),
+        "--no-progress",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 300
     while not list((tmp_path / "r").rglob("seed*.json")) and time.time() < deadline:
         time.sleep(0.2)
@@ -133,24 +231,57 @@ def test_killed_run_resumes_with_remaining_units_only(data_dir, tmp_path):
 def test_two_processes_split_units_and_match_single_process(data_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # same threads per process as the launched ranks
     common = ["run", "--suite", TINY_SUITE, "--work-dir", str(tmp_path / "w"), "--no-progress"]
-    launch = [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "bench.cli"]
+    launch = [
+        str(Path(sys.executable).with_name("accelerate")),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "bench.cli",
+    ]
+
     def run_multi():
-        return subprocess.run(launch + common + ["--results-dir", str(tmp_path / "multi")], cwd=REPO, env=env, capture_output=True,
-                              text=True, timeout=600)
+        return subprocess.run(
+            launch + common + ["--results-dir", str(tmp_path / "multi")],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     multi = run_multi()
     if multi.returncode != 0 and "exitcode: -6" in multi.stderr:
         # a rank dies with SIGABRT inside torch's launcher now and then on a busy 2-core box
         # (2 of ~10 runs in pytest, none of 5 from a shell; its cause is not found yet): the
         # launch is repeated once, and a second abort fails with the ranks' last lines
-        warnings.warn("two-process run aborted (SIGABRT in a rank); retried once:\n" + multi.stderr[-3000:], stacklevel=1)
+        warnings.warn(
+            "two-process run aborted (SIGABRT in a rank); retried once:\n" + multi.stderr[-3000:],
+            stacklevel=1,
+        )
         for leftover in ("multi", "w"):
             shutil.rmtree(tmp_path / leftover, ignore_errors=True)
         multi = run_multi()
     assert multi.returncode == 0, multi.stderr[-4000:]
-    assert "4 units run, 0 already complete, 0 failed" in multi.stdout and "on 2 process(es)" in multi.stdout
-    single = subprocess.run(BENCH + common + ["--results-dir", str(tmp_path / "single")], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert (
+        "4 units run, 0 already complete, 0 failed" in multi.stdout
+        and "on 2 process(es)" in multi.stdout
+    )
+    single = subprocess.run(
+        BENCH + common + ["--results-dir", str(tmp_path / "single")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert single.returncode == 0, single.stderr[-2000:]
     m, s = load_records(tmp_path / "multi", "tiny"), load_records(tmp_path / "single", "tiny")
     assert len(m) == len(s) == 4
@@ -170,7 +301,9 @@ def test_timm_adapters(tmp_path):
         build_timm_model(TimmClassifierConfig(pretrained=True), 3, 2)
     source = build_timm_model(TimmClassifierConfig(), 3, 10)
     torch.save(source.state_dict(), tmp_path / "w.pth")
-    loaded = build_timm_model(TimmClassifierConfig(pretrained=True, weights_file=str(tmp_path / "w.pth")), 3, 2)
+    loaded = build_timm_model(
+        TimmClassifierConfig(pretrained=True, weights_file=str(tmp_path / "w.pth")), 3, 2
+    )
     assert torch.equal(loaded.layer1[0].conv1.weight, source.layer1[0].conv1.weight)
     assert loaded.fc.out_features == 2
 
@@ -185,12 +318,37 @@ def test_a_pipeline_check_preset_is_never_written_into_the_published_results(tmp
 
     published = REPO / "results"
     before = sorted(published.rglob("*"))
-    assert main(["run", "--suite", "classification", "--preset", "smoke", "--datasets", "breastmnist", "--methods", "resnet18",
-                 "--seeds", "0", "--results-dir", str(published), "--work-dir", str(tmp_path / "w"), "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "run",
+                "--suite",
+                "classification",
+                "--preset",
+                "smoke",
+                "--datasets",
+                "breastmnist",
+                "--methods",
+                "resnet18",
+                "--seeds",
+                "0",
+                "--results-dir",
+                str(published),
+                "--work-dir",
+                str(tmp_path / "w"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "preset 'smoke' is a pipeline check and is never published" in capsys.readouterr().err
     assert sorted(published.rglob("*")) == before
-    unpublished = {(s, p.name) for s in ("classification", "generation", "restoration") for p in load_suite(s).presets.values()
-                   if not p.published}
+    unpublished = {
+        (s, p.name)
+        for s in ("classification", "generation", "restoration")
+        for p in load_suite(s).presets.values()
+        if not p.published
+    }
     assert ("classification", "smoke") in unpublished
     for path in published.rglob("seed*.json"):
         r = json.loads(path.read_text())

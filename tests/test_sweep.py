@@ -1,5 +1,6 @@
 """bench sweep: Optuna studies over declared search spaces, resumed from storage,
 shared by several processes, with a validation-only objective."""
+
 import json
 import os
 import subprocess
@@ -8,19 +9,29 @@ import sys
 import numpy as np
 import optuna
 import pytest
+from conftest import REPO, TINY_SUITE
 
 from bench.errors import BenchError
 from bench.sweep import declared_space, run_sweep
-from conftest import REPO, TINY_SUITE
 
 
 def sweep(tmp_path, trials, **kw):
-    return run_sweep("resnet18", "breastmnist", ["lr"], suite_name=TINY_SUITE, trials=trials,
-                     results_dir=tmp_path / "results", work_dir=tmp_path / "runs", **kw)
+    return run_sweep(
+        "resnet18",
+        "breastmnist",
+        ["lr"],
+        suite_name=TINY_SUITE,
+        trials=trials,
+        results_dir=tmp_path / "results",
+        work_dir=tmp_path / "runs",
+        **kw,
+    )
 
 
 def study(tmp_path, name="resnet18-breastmnist-smoke-lr"):
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'results' / 'sweeps' / (name + '.db')}")
+    return optuna.load_study(
+        study_name=name, storage=f"sqlite:///{tmp_path / 'results' / 'sweeps' / (name + '.db')}"
+    )
 
 
 def records(tmp_path):
@@ -41,28 +52,67 @@ def test_a_sweep_resumes_from_its_storage_without_repeating_trials(data_dir, tmp
     md = (tmp_path / "results" / "sweeps" / "resnet18-breastmnist-smoke-lr.md").read_text()
     assert "objective: validation auroc (maximize)" in md and md.count("| complete |") == 3
     assert (tmp_path / "results" / "sweeps" / "resnet18-breastmnist-smoke-lr.history.png").is_file()
-    best = json.loads((tmp_path / "results" / "sweeps" / "resnet18-breastmnist-smoke-lr.best.json").read_text())
+    best = json.loads(
+        (tmp_path / "results" / "sweeps" / "resnet18-breastmnist-smoke-lr.best.json").read_text()
+    )
     assert set(best["config"]) == {"lr"} and os.path.isfile(best["record"])
 
 
 @pytest.mark.slow
 def test_two_processes_on_one_sqlite_study_lose_no_trial(data_dir, tmp_path):
     db = tmp_path / "shared.db"
-    cmd = [sys.executable, "-m", "bench.cli", "sweep", "resnet18", "--dataset", "breastmnist", "--params", "lr", "--trials", "4",
-           "--suite", TINY_SUITE, "--storage", f"sqlite:///{db}", "--study", "shared", "--no-progress",
-           "--results-dir", str(tmp_path / "results"), "--work-dir", str(tmp_path / "runs")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.cli",
+        "sweep",
+        "resnet18",
+        "--dataset",
+        "breastmnist",
+        "--params",
+        "lr",
+        "--trials",
+        "4",
+        "--suite",
+        TINY_SUITE,
+        "--storage",
+        f"sqlite:///{db}",
+        "--study",
+        "shared",
+        "--no-progress",
+        "--results-dir",
+        str(tmp_path / "results"),
+        "--work-dir",
+        str(tmp_path / "runs"),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen(cmd + ["--worker", str(w)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for w in range(2)]
+    procs = [
+        subprocess.Popen(
+            cmd + ["--worker", str(w)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for w in range(2)
+    ]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     trials = optuna.load_study(study_name="shared", storage=f"sqlite:///{db}").trials
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)  # pruning on validation is allowed
-    assert all(t.state in finished for t in trials), [(t.number, t.state) for t in trials]  # none failed or left running
+    finished = (
+        optuna.trial.TrialState.COMPLETE,
+        optuna.trial.TrialState.PRUNED,
+    )  # pruning on validation is allowed
+    assert all(t.state in finished for t in trials), [
+        (t.number, t.state) for t in trials
+    ]  # none failed or left running
     assert len(trials) >= 4  # each process may start one trial before it sees the total reached
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) >= 2 and all(os.path.isfile(t.user_attrs["record"]) for t in complete)
-    assert len({t.user_attrs["record"] for t in trials}) == len(trials)  # the two workers proposed different trials
+    assert len({t.user_attrs["record"] for t in trials}) == len(
+        trials
+    )  # the two workers proposed different trials
 
 
 @pytest.mark.slow
@@ -91,15 +141,21 @@ def test_the_objective_never_reads_the_test_split(data_dir, tmp_path, monkeypatc
     sweep(tmp_path / "b", 3)
     a, b = study(tmp_path / "a").trials, study(tmp_path / "b").trials
     assert [(t.params, t.value) for t in a] == [(t.params, t.value) for t in b]
-    test_a = [json.loads(p.read_text())["metrics"]["test"]["auroc"] for p in records(tmp_path / "a")]
-    test_b = [json.loads(p.read_text())["metrics"]["test"]["auroc"] for p in records(tmp_path / "b")]
+    test_a = [
+        json.loads(p.read_text())["metrics"]["test"]["auroc"] for p in records(tmp_path / "a")
+    ]
+    test_b = [
+        json.loads(p.read_text())["metrics"]["test"]["auroc"] for p in records(tmp_path / "b")
+    ]
     assert test_a != test_b
 
 
 def test_declared_spaces_are_checked():
     assert set(declared_space("diffmic_v2", ["np", "k", "h"])) == {"np", "k", "h"}
     assert declared_space("diffmic_v2", ["np"])["np"].grid() == list(range(1, 11))
-    with pytest.raises(BenchError, match=r"unknown sweep parameters \['n_p'\].*declared: \['h', 'k', 'np'\]"):
+    with pytest.raises(
+        BenchError, match=r"unknown sweep parameters \['n_p'\].*declared: \['h', 'k', 'np'\]"
+    ):
         declared_space("diffmic_v2", ["n_p"])
     with pytest.raises(BenchError, match="declares no search space"):
         declared_space("identity", ["x"])
@@ -114,9 +170,18 @@ def test_pretraining_reports_nothing_to_the_pruner(tmp_path):
     from methods.label_diffusion import cached_pretraining
 
     reported = []
-    ctx = RunContext(None, 0, Budget(), tmp_path, cache_dir=tmp_path, on_eval=lambda step, v: reported.append(step))
+    ctx = RunContext(
+        None,
+        0,
+        Budget(),
+        tmp_path,
+        cache_dir=tmp_path,
+        on_eval=lambda step, v: reported.append(step),
+    )
     seen_inside = []
-    cached_pretraining("x", {}, torch.nn.Linear(1, 1), lambda: seen_inside.append(ctx.on_eval) or {}, ctx)
+    cached_pretraining(
+        "x", {}, torch.nn.Linear(1, 1), lambda: seen_inside.append(ctx.on_eval) or {}, ctx
+    )
     assert seen_inside == [None] and ctx.on_eval is not None
 
 
@@ -127,14 +192,29 @@ def test_a_grid_is_not_pruned_and_reruns_a_point_left_without_a_complete_trial(d
     name = "resnet18-breastmnist-smoke-wd"
     storage = f"sqlite:///{tmp_path / 'results' / 'sweeps' / (name + '.db')}"
     (tmp_path / "results" / "sweeps").mkdir(parents=True)
-    earlier = optuna.create_study(study_name=name, storage=storage, direction="maximize",
-                                  sampler=optuna.samplers.GridSampler({"wd": [0.0, 1e-4, 1e-3]}))
-    pruned = earlier.ask()  # a grid trial (grid id set, so the grid sampler counts it as visited), then pruned
+    earlier = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        direction="maximize",
+        sampler=optuna.samplers.GridSampler({"wd": [0.0, 1e-4, 1e-3]}),
+    )
+    pruned = (
+        earlier.ask()
+    )  # a grid trial (grid id set, so the grid sampler counts it as visited), then pruned
     earlier.tell(pruned, state=optuna.trial.TrialState.PRUNED)
-    out = run_sweep("resnet18", "breastmnist", ["wd"], suite_name=TINY_SUITE, grid=True,
-                    results_dir=tmp_path / "results", work_dir=tmp_path / "runs")
+    out = run_sweep(
+        "resnet18",
+        "breastmnist",
+        ["wd"],
+        suite_name=TINY_SUITE,
+        grid=True,
+        results_dir=tmp_path / "results",
+        work_dir=tmp_path / "runs",
+    )
     trials = optuna.load_study(study_name=name, storage=storage).trials
     complete = {t.params["wd"] for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
     assert complete == {0.0, 1e-4, 1e-3} and out["complete"] == 3
-    assert not any(t.state == optuna.trial.TrialState.PRUNED for t in trials[1:])  # nothing pruned this time
+    assert not any(
+        t.state == optuna.trial.TrialState.PRUNED for t in trials[1:]
+    )  # nothing pruned this time
     assert len(trials) == 4  # no grid point evaluated twice

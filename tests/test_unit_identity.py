@@ -1,29 +1,41 @@
 """What makes a unit complete, and that no work is lost or done twice: the data it was
 computed from is part of its identity, several processes share a results folder
 through per-unit locks, and a record that cannot be written costs no retraining."""
+
 import errno
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
+from conftest import REPO, TINY_SUITE
 
 from bench import records
 from bench.cli import main
 from bench.records import load_records, refuse_unpublished, unit_lock
-from conftest import REPO, TINY_SUITE
 
 BENCH = [sys.executable, "-m", "bench.cli"]
 
 
 def _args(tmp_path, *extra):
-    return ["run", "--suite", TINY_SUITE, "--methods", "resnet18", "--seeds", "0", "--results-dir", str(tmp_path / "r"),
-            "--work-dir", str(tmp_path / "w"), "--no-progress", *extra]
+    return [
+        "run",
+        "--suite",
+        TINY_SUITE,
+        "--methods",
+        "resnet18",
+        "--seeds",
+        "0",
+        "--results-dir",
+        str(tmp_path / "r"),
+        "--work-dir",
+        str(tmp_path / "w"),
+        "--no-progress",
+        *extra,
+    ]
 
 
 def _shuffled_copy(data_dir, target):
@@ -36,21 +48,28 @@ def _shuffled_copy(data_dir, target):
     return target
 
 
-def test_a_record_made_from_other_data_is_run_again_and_says_what_it_replaced(data_dir, tmp_path, monkeypatch, capsys):
+def test_a_record_made_from_other_data_is_run_again_and_says_what_it_replaced(
+    data_dir, tmp_path, monkeypatch, capsys
+):
     assert main(_args(tmp_path)) == 0
     (first,) = load_records(tmp_path / "r", "tiny")
     monkeypatch.setenv("BENCH_DATA_DIR", str(_shuffled_copy(data_dir, tmp_path / "shuffled")))
     capsys.readouterr()
     assert main(_args(tmp_path)) == 0
     out = capsys.readouterr().out
-    assert "1 units run, 0 already complete" in out and "1 of them have a record made from other data" in out
+    assert (
+        "1 units run, 0 already complete" in out
+        and "1 of them have a record made from other data" in out
+    )
     (second,) = load_records(tmp_path / "r", "tiny")
     assert list(second["data"]["files"].values()) != list(first["data"]["files"].values())
     assert second["replaces"]["files"] == first["data"]["files"]
     assert second["replaces"]["finished"] == first["provenance"]["finished"]
     assert main(_args(tmp_path)) == 0  # the same data again: complete
     assert "0 units run, 1 already complete" in capsys.readouterr().out
-    assert main(_args(tmp_path, "--rerun")) == 0  # asked for: runs even so, and says what it replaced
+    assert (
+        main(_args(tmp_path, "--rerun")) == 0
+    )  # asked for: runs even so, and says what it replaced
     assert "1 units run, 0 already complete" in capsys.readouterr().out
     (third,) = load_records(tmp_path / "r", "tiny")
     assert third["replaces"]["finished"] == second["provenance"]["finished"]
@@ -58,23 +77,55 @@ def test_a_record_made_from_other_data_is_run_again_and_says_what_it_replaced(da
 
 def test_two_processes_on_one_results_folder_share_its_units(data_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = BENCH + ["run", "--suite", TINY_SUITE, "--results-dir", str(tmp_path / "r"), "--work-dir", str(tmp_path / "w"), "--no-progress"]
-    procs = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    cmd = BENCH + [
+        "run",
+        "--suite",
+        TINY_SUITE,
+        "--results-dir",
+        str(tmp_path / "r"),
+        "--work-dir",
+        str(tmp_path / "w"),
+        "--no-progress",
+    ]
+    procs = [
+        subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for _, e in outs]
-    ran = [int(line.split(" units run")[0]) for out, _ in outs for line in out.splitlines() if " units run, " in line]
-    assert sum(ran) == 4, [o for o, _ in outs]  # each of the 4 units trained once, by one of the two
-    assert all(n >= 1 for n in ran), "one process did all the work: the other could not start in time to share"
+    ran = [
+        int(line.split(" units run")[0])
+        for out, _ in outs
+        for line in out.splitlines()
+        if " units run, " in line
+    ]
+    assert sum(ran) == 4, [
+        o for o, _ in outs
+    ]  # each of the 4 units trained once, by one of the two
+    assert all(n >= 1 for n in ran), (
+        "one process did all the work: the other could not start in time to share"
+    )
     assert len(load_records(tmp_path / "r", "tiny")) == 4
     assert not list((tmp_path / "r").rglob("*.lock")) and not list((tmp_path / "r").rglob("*.tmp"))
 
 
 def test_a_lock_is_exclusive_and_never_stale_after_kill_9(tmp_path):
     stem = tmp_path / "r" / "seed0"
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from bench.records import unit_lock\n"
-        f"with unit_lock(Path({str(stem)!r})) as ok:\n    print(ok, flush=True); time.sleep(600)")],
-        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from pathlib import Path; from bench.records import unit_lock\n"
+                f"with unit_lock(Path({str(stem)!r})) as ok:\n    print(ok, flush=True); time.sleep(600)"
+            ),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "True"
     with unit_lock(stem) as got:
         assert got is False
@@ -86,7 +137,9 @@ def test_a_lock_is_exclusive_and_never_stale_after_kill_9(tmp_path):
     assert not stem.with_suffix(".lock").exists()
 
 
-def test_a_record_that_cannot_be_written_is_one_error_and_its_rerun_does_not_train(data_dir, tmp_path, monkeypatch, capsys):
+def test_a_record_that_cannot_be_written_is_one_error_and_its_rerun_does_not_train(
+    data_dir, tmp_path, monkeypatch, capsys
+):
     real_write = records._atomic_write
 
     def disk_full(path, write):
@@ -97,16 +150,24 @@ def test_a_record_that_cannot_be_written_is_one_error_and_its_rerun_does_not_tra
     monkeypatch.setattr(records, "_atomic_write", disk_full)
     assert main(_args(tmp_path)) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "cannot write its record" in err[0] and "No space left on device" in err[0], err
+    assert (
+        len(err) == 1
+        and "cannot write its record" in err[0]
+        and "No space left on device" in err[0]
+    ), err
     assert "rerun writes the record without training again" in err[0]
-    assert not [p for p in (tmp_path / "r").rglob("*") if p.is_file()]  # no orphan .npz, .tmp or .lock
+    assert not [
+        p for p in (tmp_path / "r").rglob("*") if p.is_file()
+    ]  # no orphan .npz, .tmp or .lock
     assert list((tmp_path / "w").rglob("*.resume.pt"))  # the trained state is kept
 
     monkeypatch.setattr(records, "_atomic_write", real_write)
     assert main(_args(tmp_path)) == 0
     (rec,) = load_records(tmp_path / "r", "tiny")
     epochs = rec["selection"]["epochs_run"]
-    assert f"resuming after epoch {epochs} of {epochs}" in capsys.readouterr().out  # nothing left to train
+    assert (
+        f"resuming after epoch {epochs} of {epochs}" in capsys.readouterr().out
+    )  # nothing left to train
     assert rec["selection"]["resumed_after_epoch"] == epochs
     assert not list((tmp_path / "w").rglob("*.resume.pt"))  # removed once the record is safe
 
@@ -117,7 +178,10 @@ def test_records_are_readable_by_others(tmp_path):
         records.write_record(tmp_path / "seed0", {"status": "ok"}, {"test_probs": np.zeros((1, 2))})
     finally:
         os.umask(old)
-    assert {p.suffix: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {".json": 0o644, ".npz": 0o644}
+    assert {p.suffix: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {
+        ".json": 0o644,
+        ".npz": 0o644,
+    }
 
 
 def test_published_records_come_from_committed_code(monkeypatch):
@@ -141,7 +205,9 @@ def test_named_dataset_falls_back_to_its_synthetic_twin(tmp_path, monkeypatch, c
     (rec,) = load_records(tmp_path / "r", "tiny")
     assert rec["dataset"] == "synthetic_lesions"
     (tmp_path / "nothing").mkdir()
-    (tmp_path / "nothing" / "breastmnist.npz").write_bytes(b"not a zip file")  # there, but bad: never replaced
+    (tmp_path / "nothing" / "breastmnist.npz").write_bytes(
+        b"not a zip file"
+    )  # there, but bad: never replaced
     capsys.readouterr()
     assert main(_args(tmp_path, "--datasets", "breastmnist", "--fallback-synthetic")) == 2
     assert "breastmnist.npz: not a readable MedMNIST .npz file" in capsys.readouterr().err
@@ -151,12 +217,27 @@ def test_named_dataset_falls_back_to_its_synthetic_twin(tmp_path, monkeypatch, c
 def test_a_registered_dataset_outside_the_suite_runs_with_its_methods(data_dir, tmp_path, capsys):
     other = tmp_path / "other"
     other.mkdir()
-    shutil.copy(data_dir / "breastmnist.npz", other / "pneumoniamnist.npz")  # same format, not the official file
+    shutil.copy(
+        data_dir / "breastmnist.npz", other / "pneumoniamnist.npz"
+    )  # same format, not the official file
     assert main(_args(tmp_path, "--datasets", "pneumoniamnist", "--data-dir", str(other))) == 0
     (rec,) = load_records(tmp_path / "r", "tiny")
     assert rec["dataset"] == "pneumoniamnist" and rec["method"] == "resnet18"
     assert any("not the official" in note for note in rec["data"]["notes"]), rec["data"]
-    assert main(["leaderboard", "--suite", TINY_SUITE, "--results-dir", str(tmp_path / "r"), "--out-dir", str(tmp_path / "lb")]) == 0
+    assert (
+        main(
+            [
+                "leaderboard",
+                "--suite",
+                TINY_SUITE,
+                "--results-dir",
+                str(tmp_path / "r"),
+                "--out-dir",
+                str(tmp_path / "lb"),
+            ]
+        )
+        == 0
+    )
     md = (tmp_path / "lb" / "tiny.md").read_text()
     assert "## pneumoniamnist" in md and "⚠ pneumoniamnist.npz: MD5" in md
     capsys.readouterr()
@@ -169,21 +250,37 @@ def test_data_identity_ignores_paths_and_compares_pixels_where_both_records_have
     from bench.records import same_data
 
     a = {"split_hash": "s", "files": {"/x/a.csv": "m"}, "images_sha256": "i1"}
-    assert same_data(a, {**a, "files": {"/elsewhere/a.csv": "m"}})  # another machine's path, same file
+    assert same_data(
+        a, {**a, "files": {"/elsewhere/a.csv": "m"}}
+    )  # another machine's path, same file
     assert not same_data(a, {**a, "files": {"/x/a.csv": "m2"}})
-    assert not same_data(a, {**a, "images_sha256": "i2"})  # an image changed under the same manifest
+    assert not same_data(
+        a, {**a, "images_sha256": "i2"}
+    )  # an image changed under the same manifest
     assert not same_data(a, {**a, "split_hash": "t"})
-    assert same_data({k: v for k, v in a.items() if k != "images_sha256"}, a)  # a record from before the pixel hash
+    assert same_data(
+        {k: v for k, v in a.items() if k != "images_sha256"}, a
+    )  # a record from before the pixel hash
 
 
 def test_make_run_writes_only_into_an_ignored_folder():
     """The main job is the user's: it trains into runs/make-run/ (git-ignored), never
     into the published results/ or leaderboards/ (whose records would count as done)."""
-    dry = subprocess.run(["make", "-n", "run"], cwd=REPO, capture_output=True, text=True, check=True).stdout
-    commands = [line for line in dry.splitlines() if "bench run" in line or "bench leaderboard" in line]
+    dry = subprocess.run(
+        ["make", "-n", "run"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    commands = [
+        line for line in dry.splitlines() if "bench run" in line or "bench leaderboard" in line
+    ]
     assert len(commands) == 2, dry
     for line in commands:
-        dirs = [line.split(flag)[1].split()[0] for flag in ("--results-dir ", "--work-dir ", "--out-dir ") if flag in line]
+        dirs = [
+            line.split(flag)[1].split()[0]
+            for flag in ("--results-dir ", "--work-dir ", "--out-dir ")
+            if flag in line
+        ]
         assert dirs and all(d.startswith("runs/make-run/") for d in dirs), line
-    ignored = subprocess.run(["git", "check-ignore", "-q", "runs/make-run/results/x.json"], cwd=REPO)
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "runs/make-run/results/x.json"], cwd=REPO
+    )
     assert ignored.returncode == 0

@@ -17,6 +17,7 @@ given) is made and stored beside the manifest (``<manifest>.splits.csv``); it is
 written when it changed, so a read-only root works once it is there. Rows in error
 messages are manifest line numbers (the header is line 1).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,9 +26,16 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from bench.data.spec import SPLIT_ALIASES, SPLITS, DatasetBundle, DatasetSpec, SplitData, validate_bundle
-from bench.data.splits import make_splits
 from bench.data.locate import md5sum
+from bench.data.spec import (
+    SPLIT_ALIASES,
+    SPLITS,
+    DatasetBundle,
+    DatasetSpec,
+    SplitData,
+    validate_bundle,
+)
+from bench.data.splits import make_splits
 from bench.errors import DataError
 
 
@@ -44,7 +52,9 @@ def parse_labels(raw: pd.Series, task: str, class_names: list[str] | None, where
     """Map manifest labels (names or indices, '|'-joined for multilabel) to arrays."""
     values = raw.astype(str).str.strip()
     if isinstance(class_names, str):
-        raise DataError(f"{where}: class_names must be a list in class order, got the string {class_names!r}")
+        raise DataError(
+            f"{where}: class_names must be a list in class order, got the string {class_names!r}"
+        )
     names = None if class_names is None else [str(n) for n in class_names]
     if task == "multilabel":
         tokens = [v.split("|") if v else [] for v in values]
@@ -54,7 +64,9 @@ def parse_labels(raw: pd.Series, task: str, class_names: list[str] | None, where
         for r, row in enumerate(tokens):
             for t in row:
                 if t not in lookup:
-                    raise DataError(f"{where}: row {r + 2}: label {t!r} is not in class_names {names}")
+                    raise DataError(
+                        f"{where}: row {r + 2}: label {t!r} is not in class_names {names}"
+                    )
                 out[r, lookup[t]] = 1
         return out, names
     if names is None:
@@ -88,8 +100,12 @@ def parse_splits(raw: pd.Series, where: str) -> np.ndarray:
     values = raw.str.strip()
     bad = values[~values.isin(SPLIT_ALIASES)]
     if len(bad):
-        found = "; ".join(f"{v!r} at {_rows(np.flatnonzero(values == v))}" for v in bad.unique()[:5])
-        raise DataError(f"{where}: column 'split' has unknown values: {found}; allowed: train, val (or valid, validation), test")
+        found = "; ".join(
+            f"{v!r} at {_rows(np.flatnonzero(values == v))}" for v in bad.unique()[:5]
+        )
+        raise DataError(
+            f"{where}: column 'split' has unknown values: {found}; allowed: train, val (or valid, validation), test"
+        )
     return values.map(SPLIT_ALIASES).to_numpy()
 
 
@@ -151,19 +167,37 @@ def load_folder(
             with Image.open(path) as img:
                 images[r] = to_uint8_image(img, channels, size)
         except (FileNotFoundError, UnidentifiedImageError, OSError) as exc:
-            raise DataError(f"{where}: row {r + 2}: cannot read image {path} ({exc.__class__.__name__}: {exc})") from exc
+            raise DataError(
+                f"{where}: row {r + 2}: cannot read image {path} ({exc.__class__.__name__}: {exc})"
+            ) from exc
     groups = table["patient_id"].to_numpy() if "patient_id" in table.columns else None
     if "split" in table.columns:
         assignment = parse_splits(table["split"], where)
     else:
         assignment = make_splits(labels, groups, val_fraction, test_fraction, split_seed)
-        _store_splits(table.assign(split=assignment), manifest_path.with_suffix(".splits.csv"), where)
+        _store_splits(
+            table.assign(split=assignment), manifest_path.with_suffix(".splits.csv"), where
+        )
     ids = table["path"].to_numpy()
-    splits = {s: SplitData(images[assignment == s], labels[assignment == s], list(ids[assignment == s])) for s in SPLITS}
+    splits = {
+        s: SplitData(images[assignment == s], labels[assignment == s], list(ids[assignment == s]))
+        for s in SPLITS
+    }
     if groups is not None:
         _check_patient_leakage(groups, assignment, where)
-    spec = DatasetSpec(name, task, tuple(names), channels, size, source=f"folder {root} ({manifest})", licence=licence, citation=citation)
-    return validate_bundle(DatasetBundle(spec, splits, files={str(manifest_path): md5sum(manifest_path)}))
+    spec = DatasetSpec(
+        name,
+        task,
+        tuple(names),
+        channels,
+        size,
+        source=f"folder {root} ({manifest})",
+        licence=licence,
+        citation=citation,
+    )
+    return validate_bundle(
+        DatasetBundle(spec, splits, files={str(manifest_path): md5sum(manifest_path)})
+    )
 
 
 def _store_splits(table: pd.DataFrame, path: Path, where: str) -> None:
@@ -183,4 +217,6 @@ def _check_patient_leakage(groups: np.ndarray, assignment: np.ndarray, where: st
     per_patient = pd.Series(assignment).groupby(pd.Series(groups)).nunique()
     leaked = per_patient[per_patient > 1]
     if len(leaked):
-        raise DataError(f"{where}: patient {leaked.index[0]!r} appears in more than one split ({len(leaked)} such patients)")
+        raise DataError(
+            f"{where}: patient {leaked.index[0]!r} appears in more than one split ({len(leaked)} such patients)"
+        )

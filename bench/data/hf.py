@@ -4,6 +4,7 @@ Image and label columns are named in the spec. Splits named train / validation (
 / test are used as they are; missing ones are made deterministically from train.
 Offline (HF_HUB_OFFLINE=1) a hub name that is not cached fails at once.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,7 +29,9 @@ def _open(path_or_name: str, data_dir):
         else:
             loaded = datasets.load_dataset(str(local) if local.exists() else path_or_name)
     except Exception as exc:  # datasets raises many types (ConnectionError, FileNotFoundError, ...)
-        raise DataError(f"Hugging Face dataset {path_or_name!r} could not be loaded: {exc}") from exc
+        raise DataError(
+            f"Hugging Face dataset {path_or_name!r} could not be loaded: {exc}"
+        ) from exc
     if isinstance(loaded, datasets.Dataset):
         loaded = datasets.DatasetDict({"train": loaded})
     return loaded
@@ -59,7 +62,9 @@ def load_hf(
             continue
         for col in (image_column, label_column):
             if col not in ds.column_names:
-                raise DataError(f"Hugging Face dataset {path!r} split {hf_split!r}: no column {col!r} (has {ds.column_names})")
+                raise DataError(
+                    f"Hugging Face dataset {path!r} split {hf_split!r}: no column {col!r} (has {ds.column_names})"
+                )
         feature = ds.features[label_column]
         if class_names is None and hasattr(feature, "names"):
             class_names = list(feature.names)
@@ -73,8 +78,19 @@ def load_hf(
     if "test" not in parts or "val" not in parts:
         parts = _complete_splits(parts, val_fraction, test_fraction, split_seed)
     splits = {s: SplitData(*parts[s]) for s in ("train", "val", "test")}
-    spec = DatasetSpec(name, task, tuple(class_names), channels, size, source=f"huggingface {path}", licence=licence, citation=citation)
-    return validate_bundle(DatasetBundle(spec, splits, files={f"hf:{path}": dsd['train']._fingerprint}))
+    spec = DatasetSpec(
+        name,
+        task,
+        tuple(class_names),
+        channels,
+        size,
+        source=f"huggingface {path}",
+        licence=licence,
+        citation=citation,
+    )
+    return validate_bundle(
+        DatasetBundle(spec, splits, files={f"hf:{path}": dsd["train"]._fingerprint})
+    )
 
 
 def _complete_splits(parts, val_fraction, test_fraction, seed):

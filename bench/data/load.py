@@ -1,4 +1,5 @@
 """Turn a suite's dataset entry (a registered name or an inline folder/HF spec) into data."""
+
 from __future__ import annotations
 
 import difflib
@@ -24,10 +25,14 @@ def dataset_source(entry: str | dict[str, Any]) -> DatasetSource:
     options = dict(entry)
     name, kind = options.pop("name", None), options.pop("loader", None)
     if not name or kind not in INLINE_LOADERS:
-        raise BenchError(f"inline dataset {entry!r} needs a 'name' and 'loader' in {sorted(INLINE_LOADERS)}")
+        raise BenchError(
+            f"inline dataset {entry!r} needs a 'name' and 'loader' in {sorted(INLINE_LOADERS)}"
+        )
     check_options(name, kind, options)
     task = "restoration" if kind == "paired" else options.get("task", "multiclass")
-    return DatasetSource(name, task, partial(INLINE_LOADERS[kind], name, **options), f"{kind} dataset")
+    return DatasetSource(
+        name, task, partial(INLINE_LOADERS[kind], name, **options), f"{kind} dataset"
+    )
 
 
 def load_bundle(entry: str | dict[str, Any], data_dir=None, download=None) -> DatasetBundle:
@@ -42,7 +47,13 @@ def check_options(name: str, kind: str, options: dict[str, Any]) -> None:
         if key not in valid:
             close = difflib.get_close_matches(str(key), valid, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise DataError(f"dataset {name!r}: unknown option {key!r} for loader {kind!r}{hint}; valid options: {', '.join(valid)}")
-    missing = [p for p in valid if params[p].default is inspect.Parameter.empty and p not in options]
+            raise DataError(
+                f"dataset {name!r}: unknown option {key!r} for loader {kind!r}{hint}; valid options: {', '.join(valid)}"
+            )
+    missing = [
+        p for p in valid if params[p].default is inspect.Parameter.empty and p not in options
+    ]
     if missing:
-        raise DataError(f"dataset {name!r}: loader {kind!r} needs option {missing[0]!r}; valid options: {', '.join(valid)}")
+        raise DataError(
+            f"dataset {name!r}: loader {kind!r} needs option {missing[0]!r}; valid options: {', '.join(valid)}"
+        )

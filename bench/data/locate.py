@@ -4,6 +4,7 @@ Downloads happen only when asked (``download=True``) or when the machine is onli
 not told to stay offline; they are MD5-verified and written atomically. Offline, a
 missing file fails at once with the exact file name and every place that was searched.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,7 +38,9 @@ def search_dirs(data_dir: str | Path | None, subdir: str) -> list[Path]:
 
 
 def offline() -> bool:
-    return any(os.environ.get(v, "").strip() not in ("", "0", "false", "False") for v in OFFLINE_VARS)
+    return any(
+        os.environ.get(v, "").strip() not in ("", "0", "false", "False") for v in OFFLINE_VARS
+    )
 
 
 def online(host: str = "zenodo.org", timeout: float = 3.0) -> bool:
@@ -82,17 +85,24 @@ def locate_file(
         if path.is_file():
             md5 = md5sum(path)
             if expected_md5 and md5 != expected_md5:
-                warnings.warn(f"{path}: MD5 {md5} differs from the official {expected_md5}; using it anyway", stacklevel=2)
+                warnings.warn(
+                    f"{path}: MD5 {md5} differs from the official {expected_md5}; using it anyway",
+                    stacklevel=2,
+                )
             return path, md5
     looked = ", ".join(str(d) for d in dirs)
     hint = "set BENCH_DATA_DIR, pass --data-dir, or `bench fetch` it on a machine with internet"
     if download is None:  # automatic: only when online
         if url is None or not online():
             state = "offline mode is set" if offline() else "no connection to the download server"
-            raise MissingDataError(f"data file {filename!r} not found; looked in: {looked} ({state}; {hint})")
+            raise MissingDataError(
+                f"data file {filename!r} not found; looked in: {looked} ({state}; {hint})"
+            )
         download = True
     if not download or url is None:
-        raise MissingDataError(f"data file {filename!r} not found; looked in: {looked} (download not requested; {hint})")
+        raise MissingDataError(
+            f"data file {filename!r} not found; looked in: {looked} (download not requested; {hint})"
+        )
     target = dirs[-1] / filename
     _download(url, target, expected_md5)
     return target, md5sum(target)
@@ -108,7 +118,9 @@ def _download(url: str, target: Path, expected_md5: str | None) -> None:
 
         with urllib.request.urlopen(url, timeout=60) as response, open(tmp_path, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0)
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {target.name}") as bar:
+            with tqdm(
+                total=total, unit="B", unit_scale=True, desc=f"download {target.name}"
+            ) as bar:
                 for chunk in iter(lambda: response.read(1 << 20), b""):
                     out.write(chunk)
                     bar.update(len(chunk))

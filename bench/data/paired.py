@@ -20,6 +20,7 @@ image inside its split (grid of ``patch`` px, stride ``patch`` in val/test and
 patch of a test image is ever in training. The noise of each patch is seeded by its
 id, so the data are the same whatever the order of loading.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -77,7 +78,9 @@ def _to_channels(im: np.ndarray, channels: int) -> np.ndarray:
     if im.shape[-1] == 4:
         im = im[..., :3]
     if channels == 1 and im.shape[-1] == 3:
-        im = (im @ np.array([0.2125, 0.7154, 0.0721], dtype=np.float32))[..., None]  # skimage.color.rgb2gray weights
+        im = (im @ np.array([0.2125, 0.7154, 0.0721], dtype=np.float32))[
+            ..., None
+        ]  # skimage.color.rgb2gray weights
     elif channels == 3 and im.shape[-1] == 1:
         im = np.repeat(im, 3, axis=-1)
     return im
@@ -122,20 +125,33 @@ def pydicom_images(modalities=("CT", "MR")) -> list[tuple[str, np.ndarray, str]]
                 px = px[px.shape[0] // 2]  # a multi-frame volume: its middle slice
             if px.ndim != 2 or min(px.shape) < 32:
                 continue
-            out.append((f"pydicom/{Path(path).name}", _unit_range(px), f"pydicom test file {Path(path).name} ({ds.Modality})"))
+            out.append(
+                (
+                    f"pydicom/{Path(path).name}",
+                    _unit_range(px),
+                    f"pydicom test file {Path(path).name} ({ds.Modality})",
+                )
+            )
     if not out:
         raise DataError("pydicom: no CT/MR test file with readable pixel data was found")
     return out
 
 
-def medmnist_images(flag: str, data_dir=None, download=None) -> tuple[dict[str, list[tuple[str, np.ndarray, str]]], dict]:
+def medmnist_images(
+    flag: str, data_dir=None, download=None
+) -> tuple[dict[str, list[tuple[str, np.ndarray, str]]], dict]:
     """A MedMNIST file's images per official split (each 28 px image is one source
     image), and its files with their MD5s."""
     from bench.data.load import load_bundle
 
     bundle = load_bundle(flag, data_dir=data_dir, download=download)
-    return {s: [(f"{flag}/{i}", im.astype(np.float32) / 255.0, flag) for i, im in zip(split.ids, split.images)]
-            for s, split in bundle.splits.items()}, bundle.files
+    return {
+        s: [
+            (f"{flag}/{i}", im.astype(np.float32) / 255.0, flag)
+            for i, im in zip(split.ids, split.images)
+        ]
+        for s, split in bundle.splits.items()
+    }, bundle.files
 
 
 def unique_images(items: list) -> list:
@@ -163,7 +179,11 @@ def deal_images(items: list, fractions=(0.6, 0.2, 0.2)) -> dict[str, list]:
     n = len(items)
     n_val = max(1, int(round(fractions[1] * n)))
     n_test = max(1, int(round(fractions[2] * n)))
-    return {"train": items[: n - n_val - n_test], "val": items[n - n_val - n_test: n - n_test], "test": items[n - n_test:]}
+    return {
+        "train": items[: n - n_val - n_test],
+        "val": items[n - n_val - n_test : n - n_test],
+        "test": items[n - n_test :],
+    }
 
 
 # --------------------------------------------------------------------------- patches
@@ -173,7 +193,9 @@ def patch_grid(h: int, w: int, patch: int, stride: int, limit: int | None) -> li
     """Upper-left corners of a patch grid, at most `limit` evenly spaced ones."""
     if h < patch or w < patch:
         return []
-    corners = [(r, c) for r in range(0, h - patch + 1, stride) for c in range(0, w - patch + 1, stride)]
+    corners = [
+        (r, c) for r in range(0, h - patch + 1, stride) for c in range(0, w - patch + 1, stride)
+    ]
     if limit and len(corners) > limit:
         corners = [corners[i] for i in np.linspace(0, len(corners) - 1, limit).round().astype(int)]
     return corners
@@ -181,37 +203,51 @@ def patch_grid(h: int, w: int, patch: int, stride: int, limit: int | None) -> li
 
 def degrade(clean: np.ndarray, degradation: dict, key: str) -> np.ndarray:
     """The declared degradation of one clean patch, seeded by the patch id."""
-    seed = int.from_bytes(hashlib.sha256(f"{key}|{sorted(degradation.items())}".encode()).digest()[:8], "little")
+    seed = int.from_bytes(
+        hashlib.sha256(f"{key}|{sorted(degradation.items())}".encode()).digest()[:8], "little"
+    )
     rng = np.random.default_rng(seed)
     kind = degradation.get("kind")
     if kind == "gaussian":
-        return (clean + rng.normal(0.0, float(degradation["sigma"]), clean.shape)).astype(np.float32)
+        return (clean + rng.normal(0.0, float(degradation["sigma"]), clean.shape)).astype(
+            np.float32
+        )
     if kind == "poisson":
         peak = float(degradation["peak"])
         return (rng.poisson(np.clip(clean, 0, 1) * peak) / peak).astype(np.float32)
-    raise DataError(f"unknown degradation {degradation!r}: use {{kind: gaussian, sigma: S}} or {{kind: poisson, peak: P}}")
+    raise DataError(
+        f"unknown degradation {degradation!r}: use {{kind: gaussian, sigma: S}} or {{kind: poisson, peak: P}}"
+    )
 
 
-def cut_pairs(items: list, patch: int, stride: int, limit: int | None, degradation: dict | None, channels: int) -> PairedSplit:
+def cut_pairs(
+    items: list, patch: int, stride: int, limit: int | None, degradation: dict | None, channels: int
+) -> PairedSplit:
     """items: (id, clean [H, W, C]) or (id, clean, target-or-None) -> patches."""
     inputs, targets, ids, images = [], [], [], []
     for item in items:
         image_id, first = item[0], _to_channels(item[1], channels)
-        second = _to_channels(item[2], channels) if len(item) > 2 and isinstance(item[2], np.ndarray) else None
+        second = (
+            _to_channels(item[2], channels)
+            if len(item) > 2 and isinstance(item[2], np.ndarray)
+            else None
+        )
         for r, c in patch_grid(first.shape[0], first.shape[1], patch, stride, limit):
             pid = f"{image_id}@{r},{c}"
-            a = first[r:r + patch, c:c + patch]
+            a = first[r : r + patch, c : c + patch]
             if second is None:  # clean image + declared degradation
                 inputs.append(degrade(a, degradation, pid))
                 targets.append(a)
             else:  # paired (input, target)
                 inputs.append(a)
-                targets.append(second[r:r + patch, c:c + patch])
+                targets.append(second[r : r + patch, c : c + patch])
             ids.append(pid)
             images.append(image_id)
     if not ids:
         raise DataError(f"no {patch} px patch could be cut from {len(items)} images (too small?)")
-    return PairedSplit(np.stack(inputs).astype(np.float32), np.stack(targets).astype(np.float32), ids, images)
+    return PairedSplit(
+        np.stack(inputs).astype(np.float32), np.stack(targets).astype(np.float32), ids, images
+    )
 
 
 # ---------------------------------------------------------------------------- loader
@@ -221,19 +257,29 @@ def _paired_folders(spec: dict, data_dir) -> list:
     from PIL import Image
 
     root = Path(data_dir or ".")
-    a, b = (Path(spec[k]) if Path(spec[k]).is_absolute() else root / spec[k] for k in ("input", "target"))
+    a, b = (
+        Path(spec[k]) if Path(spec[k]).is_absolute() else root / spec[k]
+        for k in ("input", "target")
+    )
     for d in (a, b):
         if not d.is_dir():
             raise DataError(f"paired folders: {d} is not a folder")
     names = sorted(p.name for p in a.iterdir() if p.is_file())
     missing = [n for n in names if not (b / n).is_file()]
     if missing:
-        raise DataError(f"paired folders: {len(missing)} input images have no target of the same name in {b}, e.g. {missing[0]}")
+        raise DataError(
+            f"paired folders: {len(missing)} input images have no target of the same name in {b}, e.g. {missing[0]}"
+        )
     items = []
     for n in names:
         try:
-            items.append((f"folder/{n}", np.asarray(Image.open(a / n)).astype(np.float32) / 255.0,
-                          np.asarray(Image.open(b / n)).astype(np.float32) / 255.0))
+            items.append(
+                (
+                    f"folder/{n}",
+                    np.asarray(Image.open(a / n)).astype(np.float32) / 255.0,
+                    np.asarray(Image.open(b / n)).astype(np.float32) / 255.0,
+                )
+            )
         except OSError as exc:
             raise DataError(f"paired folders: cannot read {n}: {exc}") from exc
     return items
@@ -247,19 +293,39 @@ def _hf_pairs(spec: dict, data_dir) -> list:
     for split_name, ds in dsd.items():
         for col in (spec.get("input_column", "input"), spec.get("target_column", "target")):
             if col not in ds.column_names:
-                raise DataError(f"Hugging Face dataset {spec['path']!r}: no column {col!r} (has {ds.column_names})")
+                raise DataError(
+                    f"Hugging Face dataset {spec['path']!r}: no column {col!r} (has {ds.column_names})"
+                )
         for i, row in enumerate(ds):
-            items.append((f"hf/{split_name}/{i}", np.asarray(row[spec.get("input_column", "input")]).astype(np.float32) / 255.0,
-                          np.asarray(row[spec.get("target_column", "target")]).astype(np.float32) / 255.0))
+            items.append(
+                (
+                    f"hf/{split_name}/{i}",
+                    np.asarray(row[spec.get("input_column", "input")]).astype(np.float32) / 255.0,
+                    np.asarray(row[spec.get("target_column", "target")]).astype(np.float32) / 255.0,
+                )
+            )
     return items
 
 
-def load_paired(name: str, patch: int = 32, channels: int = 1, images: list[str] | None = None,
-                degradation: dict | None = None, folders: dict | None = None, hf: dict | None = None,
-                train_stride: int | None = None, max_patches_per_image: int | None = 64, licence: str = "",
-                task: str = "restoration", data_dir=None, download=None) -> PairedBundle:
+def load_paired(
+    name: str,
+    patch: int = 32,
+    channels: int = 1,
+    images: list[str] | None = None,
+    degradation: dict | None = None,
+    folders: dict | None = None,
+    hf: dict | None = None,
+    train_stride: int | None = None,
+    max_patches_per_image: int | None = 64,
+    licence: str = "",
+    task: str = "restoration",
+    data_dir=None,
+    download=None,
+) -> PairedBundle:
     if sum(x is not None for x in (images, folders, hf)) != 1:
-        raise DataError(f"paired dataset {name!r}: give exactly one of images (+ degradation), folders, hf")
+        raise DataError(
+            f"paired dataset {name!r}: give exactly one of images (+ degradation), folders, hf"
+        )
     if images is not None and not degradation:
         raise DataError(f"paired dataset {name!r}: clean images need a declared degradation")
     per_split: dict[str, list] = {s: [] for s in SPLITS}
@@ -277,7 +343,9 @@ def load_paired(name: str, patch: int = 32, channels: int = 1, images: list[str]
                 for s in SPLITS:
                     per_split[s] += splits[s]
             else:
-                raise DataError(f"paired dataset {name!r}: unknown image source {src!r} (skimage, pydicom, medmnist:<flag>)")
+                raise DataError(
+                    f"paired dataset {name!r}: unknown image source {src!r} (skimage, pydicom, medmnist:<flag>)"
+                )
             sources.append(src)
         if pooled:
             pooled = unique_images(pooled)
@@ -285,15 +353,30 @@ def load_paired(name: str, patch: int = 32, channels: int = 1, images: list[str]
                 per_split[s] += items
         per_split = {s: [(i, im) for i, im, *_ in items] for s, items in per_split.items()}
     else:
-        pairs = _paired_folders(folders, data_dir) if folders is not None else _hf_pairs(hf, data_dir)
+        pairs = (
+            _paired_folders(folders, data_dir) if folders is not None else _hf_pairs(hf, data_dir)
+        )
         per_split = deal_images(pairs)
         sources.append("paired folders" if folders is not None else f"huggingface {hf['path']}")
     out = {}
     for s in SPLITS:
         stride = (train_stride or patch) if s == "train" else patch
-        out[s] = cut_pairs(per_split[s], patch, stride, max_patches_per_image, degradation, channels)
-    bundle = PairedBundle(PairedSpec(name, channels, patch, dict(degradation or {"kind": "paired"}), source=", ".join(sources),
-                                     licence=licence, task=task), out, files)
+        out[s] = cut_pairs(
+            per_split[s], patch, stride, max_patches_per_image, degradation, channels
+        )
+    bundle = PairedBundle(
+        PairedSpec(
+            name,
+            channels,
+            patch,
+            dict(degradation or {"kind": "paired"}),
+            source=", ".join(sources),
+            licence=licence,
+            task=task,
+        ),
+        out,
+        files,
+    )
     bundle.split_hash = paired_split_hash(out)
     owners = {}
     for s, split in out.items():
@@ -301,7 +384,9 @@ def load_paired(name: str, patch: int = 32, channels: int = 1, images: list[str]
             owners.setdefault(im, set()).add(s)
     bundle.duplicates_across_splits = sum(len(v) > 1 for v in owners.values())
     if bundle.duplicates_across_splits:
-        raise DataError(f"paired dataset {name!r}: {bundle.duplicates_across_splits} source images in several splits")
+        raise DataError(
+            f"paired dataset {name!r}: {bundle.duplicates_across_splits} source images in several splits"
+        )
     return bundle
 
 

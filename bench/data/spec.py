@@ -4,11 +4,12 @@ Every loader returns a :class:`DatasetBundle`; :func:`validate_bundle` checks it
 it enters the harness (dtype, shape, channels, label range, empty splits) and computes
 the split hash and the cross-split exact-duplicate count that go into every record.
 """
+
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -16,7 +17,13 @@ from bench.errors import DataError
 
 TASKS = ("binary", "multiclass", "multilabel", "ordinal")
 SPLITS = ("train", "val", "test")
-SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+SPLIT_ALIASES = {
+    "train": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+}
 
 
 @dataclass(frozen=True)
@@ -64,7 +71,9 @@ class DatasetBundle:
     splits: dict[str, SplitData]
     files: dict[str, str] = field(default_factory=dict)  # data file -> MD5
     split_hash: str = ""
-    images_sha256: str = ""  # the pixels of every split: a folder's images may change under the same manifest
+    images_sha256: str = (
+        ""  # the pixels of every split: a folder's images may change under the same manifest
+    )
     duplicates_across_splits: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -88,16 +97,26 @@ def _validate_split(spec: DatasetSpec, name: str, split: SplitData) -> None:
         raise DataError(f"{where} is empty")
     imgs, labels = split.images, split.labels
     if imgs.dtype != np.uint8 or imgs.ndim != 4:
-        raise DataError(f"{where}: images must be uint8 [N, H, W, C], got {imgs.dtype} {imgs.shape}")
+        raise DataError(
+            f"{where}: images must be uint8 [N, H, W, C], got {imgs.dtype} {imgs.shape}"
+        )
     if imgs.shape[-1] != spec.channels:
-        raise DataError(f"{where}: images have {imgs.shape[-1]} channels, spec says {spec.channels}")
+        raise DataError(
+            f"{where}: images have {imgs.shape[-1]} channels, spec says {spec.channels}"
+        )
     if len(imgs) != len(labels) or len(split.ids) != len(labels):
         raise DataError(f"{where}: {len(imgs)} images, {len(labels)} labels, {len(split.ids)} ids")
     if len(set(split.ids)) != len(split.ids):
         raise DataError(f"{where}: sample ids are not unique")
     if spec.multilabel:
-        if labels.ndim != 2 or labels.shape[1] != spec.num_classes or not np.isin(labels, (0, 1)).all():
-            raise DataError(f"{where}: multilabel targets must be 0/1 of shape [N, {spec.num_classes}]")
+        if (
+            labels.ndim != 2
+            or labels.shape[1] != spec.num_classes
+            or not np.isin(labels, (0, 1)).all()
+        ):
+            raise DataError(
+                f"{where}: multilabel targets must be 0/1 of shape [N, {spec.num_classes}]"
+            )
         return
     if labels.ndim != 1:
         raise DataError(f"{where}: labels must be one integer per image, got shape {labels.shape}")
@@ -119,7 +138,10 @@ def pixels_hash(splits: dict[str, SplitData]) -> str:
 
 def image_hashes(images: np.ndarray) -> list[str]:
     """Exact-content hash of each image (pixels and shape)."""
-    return [hashlib.sha1(np.ascontiguousarray(im).tobytes() + str(im.shape).encode()).hexdigest() for im in images]
+    return [
+        hashlib.sha1(np.ascontiguousarray(im).tobytes() + str(im.shape).encode()).hexdigest()
+        for im in images
+    ]
 
 
 def count_cross_split_duplicates(splits: dict[str, SplitData]) -> int:
@@ -149,7 +171,7 @@ class DatasetSource:
 
     name: str
     task: str
-    load: "Callable[..., DatasetBundle]"
+    load: Callable[..., DatasetBundle]
     description: str = ""
 
 
@@ -158,7 +180,11 @@ def register_dataset(name: str, task: str, description: str = ""):
     from bench.registry import DATASETS
 
     def wrap(fn):
-        DATASETS.add(name, DatasetSource(name, task, fn, description or (fn.__doc__ or "").strip()), description)
+        DATASETS.add(
+            name,
+            DatasetSource(name, task, fn, description or (fn.__doc__ or "").strip()),
+            description,
+        )
         return fn
 
     return wrap

@@ -3,6 +3,7 @@
 The same (labels, groups, fractions, seed) always give the same assignment; the caller
 stores it as a manifest with a hash so a run can prove which split it used.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,7 +33,9 @@ def make_splits(
     strata = stratify_key(labels)
     rest, test = split_off(strata, groups, test_fraction, seed)
     val_share = val_fraction / (1 - test_fraction)
-    train, val = split_off(strata[rest], None if groups is None else groups[rest], val_share, seed + 1)
+    train, val = split_off(
+        strata[rest], None if groups is None else groups[rest], val_share, seed + 1
+    )
     out = np.empty(n, dtype=object)
     out[rest[train]] = "train"
     out[rest[val]] = "val"
@@ -54,9 +57,17 @@ def split_off(strata, groups, fraction, seed):
     classes, counts = np.unique(strata, return_counts=True)
     n_taken = int(np.ceil(fraction * len(strata)))
     # too rare to stratify, or too few taken to hold every class: a plain shuffle
-    stratify = strata if counts.min() >= 2 and min(n_taken, len(strata) - n_taken) >= len(classes) else None
+    stratify = (
+        strata
+        if counts.min() >= 2 and min(n_taken, len(strata) - n_taken) >= len(classes)
+        else None
+    )
     try:
-        kept, taken = train_test_split(positions, test_size=fraction, random_state=seed, stratify=stratify)
+        kept, taken = train_test_split(
+            positions, test_size=fraction, random_state=seed, stratify=stratify
+        )
     except ValueError as exc:
-        raise DataError(f"cannot take {fraction:.0%} of {len(strata)} samples for a split ({exc})") from None
+        raise DataError(
+            f"cannot take {fraction:.0%} of {len(strata)} samples for a split ({exc})"
+        ) from None
     return np.sort(kept), np.sort(taken)

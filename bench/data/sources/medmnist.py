@@ -4,6 +4,7 @@ File names, URLs and MD5s come from the official INFO table (``medmnist_info.jso
 taken from the `medmnist` package 3.0.2). Splits are the official ones.
 Citation: Yang et al., "MedMNIST v2", Scientific Data 2023; plus each source dataset.
 """
+
 from __future__ import annotations
 
 import json
@@ -88,4 +89,10 @@ for _flag, _info in INFO["datasets"].items():
     for _size in SIZES:
         _name = dataset_name(_flag, _size)
         _desc = f"MedMNIST {_flag} {_size}px: {TASK_NAMES[_info['task']]}, {len(_info['labels'])} classes ({_info['license']})"
-        DATASETS.add(_name, DatasetSource(_name, TASK_NAMES[_info["task"]], partial(load_medmnist, _flag, _size), _desc), _desc)
+        DATASETS.add(
+            _name,
+            DatasetSource(
+                _name, TASK_NAMES[_info["task"]], partial(load_medmnist, _flag, _size), _desc
+            ),
+            _desc,
+        )

@@ -10,6 +10,7 @@ say so wherever these numbers appear.
   bright spots grows with the grade (an ordinal-severity toy task, also meant for the
   generation suite).
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -56,14 +57,21 @@ def load_synthetic(kind: str, data_dir=None, download=None, seed: int = 1234) ->
         classes, make, channels, task = ("smooth", "irregular"), _lesion_image, 1, "binary"
         weights = np.array([0.4, 0.6])
     else:
-        classes, make, channels, task = tuple(f"grade {g}" for g in range(5)), _severity_image, 3, "ordinal"
+        classes, make, channels, task = (
+            tuple(f"grade {g}" for g in range(5)),
+            _severity_image,
+            3,
+            "ordinal",
+        )
         weights = np.array([0.4, 0.15, 0.2, 0.17, 0.08])  # imbalanced, like DR grading
     rng = np.random.default_rng([seed, len(kind)])
     splits = {}
     for split, n in SPLIT_SIZES.items():
         labels = rng.choice(len(classes), size=n, p=weights)
         images = np.stack([make(rng, int(y)) for y in labels])
-        splits[split] = SplitData(images, labels.astype(np.int64), [f"{split}/{i}" for i in range(n)])
+        splits[split] = SplitData(
+            images, labels.astype(np.int64), [f"{split}/{i}" for i in range(n)]
+        )
     spec = DatasetSpec(
         name=f"synthetic_{kind}",
         task=task,
@@ -78,7 +86,15 @@ def load_synthetic(kind: str, data_dir=None, download=None, seed: int = 1234) ->
 
 
 for _kind, _task, _desc in (
-    ("lesions", "binary", "SYNTHETIC binary toy task (smooth vs irregular lesion), 28px grey; offline fallback"),
-    ("severity", "ordinal", "SYNTHETIC ordinal toy task (5 severity grades), 28px RGB; offline fallback"),
+    (
+        "lesions",
+        "binary",
+        "SYNTHETIC binary toy task (smooth vs irregular lesion), 28px grey; offline fallback",
+    ),
+    (
+        "severity",
+        "ordinal",
+        "SYNTHETIC ordinal toy task (5 severity grades), 28px RGB; offline fallback",
+    ),
 ):
     register_dataset(f"synthetic_{_kind}", _task, _desc)(partial(load_synthetic, _kind))
