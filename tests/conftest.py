@@ -32,9 +32,10 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """The slow tests first: xdist hands out the first tests one by one in turn, so the
-    CPU-minute trainings start at once on both workers and the many short tests fill in
-    after them, instead of one worker ending the run alone on a 5-minute test."""
+    """The slow tests first: `make test` uses xdist's worksteal scheduling, so a worker that
+    runs out of tests takes pending ones from the other; with the CPU-minute trainings at
+    the front, both workers start on them and the many short tests fill in at the end,
+    instead of one worker ending the run alone on a 5-minute test."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
