@@ -19,14 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn as nn
 
 from bench.data.spec import SplitData
-from bench.errors import BenchError
-from bench.method import ClassificationMethod, MethodSpec, RunContext
+from bench.method import ClassificationMethod, MethodSpec, Param, RunContext
+from bench.nn.timm_models import build_timm_model
 from bench.registry import METHODS, UnknownNameError
-from bench.sweep import Param
 from bench.training import SupervisedSettings, predict_probs, train_supervised
 
 
@@ -44,49 +41,6 @@ class TimmClassifierConfig:
     lr_gamma: float = 0.1
     selection_metric: str = "auroc"
     hflip: bool = False
-
-
-def build_timm_model(cfg: TimmClassifierConfig, in_chans: int, num_classes: int) -> nn.Module:
-    import timm
-
-    if cfg.pretrained and not cfg.weights_file:
-        raise BenchError(
-            f"{cfg.model}: pretrained=True needs weights_file (a local timm/ImageNet checkpoint); "
-            "hub downloads are not attempted"
-        )
-    kwargs = dict(cfg.model_kwargs)
-    if cfg.input_size and any(family in cfg.model for family in ("vit", "swin")):
-        kwargs.setdefault("img_size", cfg.input_size)
-    try:
-        model = timm.create_model(
-            cfg.model, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs
-        )
-    except RuntimeError as exc:  # timm: "Unknown model (...)"
-        raise BenchError(f"timm cannot build {cfg.model!r}: {exc}") from exc
-    if cfg.weights_file:
-        _load_weights(model, cfg.weights_file)
-    if cfg.small_input_stem:
-        if not (isinstance(getattr(model, "conv1", None), nn.Conv2d) and hasattr(model, "maxpool")):
-            raise BenchError(f"small_input_stem applies to ResNet-style models, not {cfg.model}")
-        model.conv1 = nn.Conv2d(
-            in_chans, model.conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False
-        )
-        model.maxpool = nn.Identity()
-    return model
-
-
-def _load_weights(model: nn.Module, path: str) -> None:
-    """Load a local checkpoint, skipping the classifier head and shape mismatches."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as exc:
-        raise BenchError(f"cannot read weights_file {path}: {exc}") from exc
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    own = model.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not usable:
-        raise BenchError(f"weights_file {path}: no tensor matches {model.__class__.__name__}")
-    model.load_state_dict(usable, strict=False)
 
 
 class TimmClassifier(ClassificationMethod):

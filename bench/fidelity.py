@@ -53,12 +53,10 @@ def _classifier_features_class():
                 raise BenchError(
                     f"{CLASSIFIER_EXTRACTOR}: feature_extractor_weights_path (a saved classifier) is required"
                 )
-            from baselines.timm_classifier import TimmClassifierConfig, build_timm_model
+            from bench.nn.timm_models import TimmArch, build_timm_model
 
             blob = torch.load(feature_extractor_weights_path, map_location="cpu", weights_only=True)
-            cfg = TimmClassifierConfig(
-                model=blob["model"], small_input_stem=blob["small_input_stem"]
-            )
+            cfg = TimmArch(model=blob["model"], small_input_stem=blob["small_input_stem"])
             self.model = build_timm_model(cfg, blob["in_chans"], blob["num_classes"])
             self.model.load_state_dict(blob["state"])
             self.in_chans, self.input_size = blob["in_chans"], blob["input_size"]

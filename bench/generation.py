@@ -79,9 +79,9 @@ def feature_extractor(
 
     import torch
 
-    from baselines.timm_classifier import TimmClassifierConfig, build_timm_model
+    from bench.nn.pretraining import cached_pretraining
+    from bench.nn.timm_models import TimmArch, build_timm_model
     from bench.training import SupervisedSettings, train_supervised
-    from methods.label_diffusion import cached_pretraining
 
     spec, seed = bundle.spec, settings.extractor_seed
     budget = Budget(epochs=settings.extractor_epochs, batch_size=128, eval_batch_size=256)
@@ -108,7 +108,7 @@ def feature_extractor(
         py_state, np_state = random.getstate(), np.random.get_state()
         torch.manual_seed(seed), random.seed(seed), np.random.seed(seed)
         try:
-            model_cfg = TimmClassifierConfig(
+            model_cfg = TimmArch(
                 model=settings.extractor_model, small_input_stem=settings.extractor_small_stem
             )
             model = build_timm_model(model_cfg, spec.channels, spec.num_classes).to(

@@ -210,3 +210,32 @@ def config_hash(
         settings["precision"] = precision
     payload = json.dumps(settings, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:10]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searchable option of a method (its class's ``SEARCH_SPACE``): ``field`` of
+    its config, and its range; `bench sweep` (bench/sweep.py) searches them."""
+
+    field: str
+    choices: tuple = ()
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = False
+
+    def suggest(self, trial, name: str):
+        if self.choices:
+            return trial.suggest_categorical(name, list(self.choices))
+        if self.integer:
+            return trial.suggest_int(name, int(self.low), int(self.high), log=self.log)
+        return trial.suggest_float(name, float(self.low), float(self.high), log=self.log)
+
+    def grid(self) -> list:
+        if self.choices:
+            return list(self.choices)
+        if self.integer:
+            return list(range(int(self.low), int(self.high) + 1))
+        raise BenchError(
+            f"a grid needs choices or an integer range; {self.field} is a continuous range"
+        )

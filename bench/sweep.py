@@ -17,41 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench.errors import BenchError
-
-
-@dataclass(frozen=True)
-class Param:
-    """One searchable option: ``field`` of the method's config, and its range."""
-
-    field: str
-    choices: tuple = ()
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    integer: bool = False
-
-    def suggest(self, trial, name: str):
-        if self.choices:
-            return trial.suggest_categorical(name, list(self.choices))
-        if self.integer:
-            return trial.suggest_int(name, int(self.low), int(self.high), log=self.log)
-        return trial.suggest_float(name, float(self.low), float(self.high), log=self.log)
-
-    def grid(self) -> list:
-        if self.choices:
-            return list(self.choices)
-        if self.integer:
-            return list(range(int(self.low), int(self.high) + 1))
-        raise BenchError(
-            f"a grid needs choices or an integer range; {self.field} is a continuous range"
-        )
+from bench.method import Param
 
 
 def declared_space(method: str, params: list[str]) -> dict[str, Param]:

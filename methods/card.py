@@ -33,12 +33,12 @@ import torch.nn as nn
 from bench.data.spec import SplitData
 from bench.method import ClassificationMethod, RunContext, register_method
 from bench.metrics import METRICS
+from bench.nn.pretraining import cached_pretraining
 from bench.training import augmented_batch, plan_steps, train_loop
 from methods.label_diffusion import (
     PooledEncoder,
     TimeScaledMLP,
     batched_inference,
-    cached_pretraining,
     classification_loss,
     ddpm_scheduler,
     fit_prior,

@@ -44,17 +44,16 @@ from bench.images import save_class_grid
 from bench.method import (
     ClassificationMethod,
     MethodSpec,
+    Param,
     RunContext,
     build_config,
     config_dict,
     register_method,
 )
+from bench.nn.pretraining import cache_key, cached_pretraining
 from bench.registry import METHODS
-from bench.sweep import Param
 from bench.training import batches, from_device_batch, plan_steps, to_device_batch, train_loop
 from methods.label_diffusion import (
-    cache_key,
-    cached_pretraining,
     ddim_scheduler,
     ddpm_scheduler,
     feature_map,
@@ -681,9 +680,9 @@ class DCube(ClassificationMethod):
             cfg.use_sub_features,
         )
         if cfg.sub_weights_file and cfg.use_sub_features:
-            from baselines.timm_classifier import _load_weights
+            from bench.nn.timm_models import load_weights
 
-            _load_weights(head.trunk, cfg.sub_weights_file)
+            load_weights(head.trunk, cfg.sub_weights_file)
         return head
 
     def logits(self, head: DCubeHead, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

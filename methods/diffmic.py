@@ -28,12 +28,12 @@ import torch.nn as nn
 from bench.data.spec import SplitData
 from bench.method import ClassificationMethod, RunContext, register_method
 from bench.metrics import METRICS
+from bench.nn.pretraining import cached_pretraining
 from bench.training import augmented_batch, plan_steps, train_loop
 from methods.card import CARDNet
 from methods.label_diffusion import (
     DCG,
     batched_inference,
-    cached_pretraining,
     classification_loss,
     dcg_prior_predictions,
     ddpm_scheduler,

@@ -52,9 +52,9 @@ import torch.nn.functional as F
 
 from bench.data.spec import SplitData
 from bench.errors import BenchError
-from bench.method import ClassificationMethod, RunContext, register_method
+from bench.method import ClassificationMethod, Param, RunContext, register_method
 from bench.metrics import METRICS
-from bench.sweep import Param
+from bench.nn.pretraining import cached_pretraining
 from bench.training import augmented_batch, plan_steps, train_loop
 from methods.label_diffusion import (
     DCG,
@@ -63,7 +63,6 @@ from methods.label_diffusion import (
     PooledEncoder,
     TimeScaledMLP,
     batched_inference,
-    cached_pretraining,
     classification_loss,
     dcg_prior_predictions,
     ddim_scheduler,

@@ -16,13 +16,8 @@ not the image. Shared here, so each method file only holds what is its own:
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -396,54 +391,6 @@ class DCG(nn.Module):
         z, alpha = self.attention(r)
         y_local = self.local_head(z)
         return DCGOutput(0.5 * (y_global + y_local), y_global, y_local, rois, alpha, saliency)
-
-
-# ------------------------------------------------------------------------- prior cache
-
-
-def cache_key(payload: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[
-        :16
-    ]
-
-
-def cached_pretraining(
-    kind: str, payload: dict[str, Any], model: nn.Module, train: Callable[[], dict], ctx: RunContext
-) -> dict:
-    """Load `model`'s weights from the shared cache if a run with the same `payload`
-    (data + splits, seed, config, budget) trained it before; else train and store them.
-
-    Returns the pretraining summary, with ``cache`` = "hit" or "miss" and the file used.
-    """
-    key = cache_key({"kind": kind, "data": ctx.data_id, "seed": ctx.seed, **payload})
-    root = Path(ctx.cache_dir or ctx.checkpoint_dir) / kind
-    path = root / f"{key}.pt"
-    if path.is_file():
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-        model.load_state_dict(blob["state"])
-        model.to(ctx.device).eval()
-        return {**blob["summary"], "cache": "hit", "file": str(path)}
-    on_eval, ctx.on_eval = (
-        ctx.on_eval,
-        None,
-    )  # a sweep prunes on the method's own training, not on its pretraining
-    try:
-        summary = train()
-    finally:
-        ctx.on_eval = on_eval
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(
-        {
-            "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "summary": summary,
-            "payload": payload,
-        },
-        tmp,
-    )
-    os.replace(tmp, path)
-    model.eval()
-    return {**summary, "cache": "miss", "file": str(path)}
 
 
 # ------------------------------------------------------------------ supervised priors

@@ -30,8 +30,7 @@ import torch.nn.functional as F
 
 from bench.data.spec import SplitData
 from bench.errors import BenchError
-from bench.method import GenerationMethod, RunContext, register_method
-from bench.sweep import Param
+from bench.method import GenerationMethod, Param, RunContext, register_method
 from bench.training import batches, from_device_batch, plan_steps, to_device_batch, train_loop
 from methods.label_diffusion import (
     ddim_scheduler,

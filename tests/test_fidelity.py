@@ -19,10 +19,10 @@ from bench.fidelity import (
 @pytest.fixture(scope="module")
 def extractor(tmp_path_factory):
     """A ResNet-18 (3x3 stem, random weights, fixed seed) saved as a bench-classifier."""
-    from baselines.timm_classifier import TimmClassifierConfig, build_timm_model
+    from bench.nn.timm_models import TimmArch, build_timm_model
 
     torch.manual_seed(0)
-    model = build_timm_model(TimmClassifierConfig(model="resnet18", small_input_stem=True), 1, 2)
+    model = build_timm_model(TimmArch(model="resnet18", small_input_stem=True), 1, 2)
     return save_classifier_extractor(
         tmp_path_factory.mktemp("fx") / "fx.pt",
         model,
@@ -127,10 +127,10 @@ def test_inputs_are_checked():
 
 
 def test_extractor_version_follows_its_weights(extractor, tmp_path):
-    from baselines.timm_classifier import TimmClassifierConfig, build_timm_model
+    from bench.nn.timm_models import TimmArch, build_timm_model
 
     torch.manual_seed(1)
-    other = build_timm_model(TimmClassifierConfig(model="resnet18", small_input_stem=True), 1, 2)
+    other = build_timm_model(TimmArch(model="resnet18", small_input_stem=True), 1, 2)
     ex2 = save_classifier_extractor(
         tmp_path / "b.pt",
         other,

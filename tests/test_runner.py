@@ -12,12 +12,13 @@ import pytest
 import torch
 from conftest import REPO, TINY_SUITE
 
-from baselines.timm_classifier import TimmClassifierConfig, build_timm_model
+from baselines.timm_classifier import TimmClassifierConfig
 from bench.cli import main
 from bench.data.locate import md5sum
 from bench.device import cpu_has_native_bf16
 from bench.method import ClassificationMethod, MethodSpec
 from bench.metrics import compute_all
+from bench.nn.timm_models import build_timm_model
 from bench.records import load_predictions, load_records
 from bench.registry import METHODS
 from bench.runner import run_suite

@@ -167,7 +167,7 @@ def test_pretraining_reports_nothing_to_the_pruner(tmp_path):
     import torch
 
     from bench.method import Budget, RunContext
-    from methods.label_diffusion import cached_pretraining
+    from bench.nn.pretraining import cached_pretraining
 
     reported = []
     ctx = RunContext(

@@ -17,7 +17,7 @@ from bench.data.splits import split_off, stratify_key
 from bench.errors import DataError
 
 
-def _open(path_or_name: str, data_dir):
+def open_hf_dataset(path_or_name: str, data_dir):
     import datasets
 
     local = Path(path_or_name).expanduser()
@@ -54,7 +54,7 @@ def load_hf(
     data_dir=None,
     download=None,
 ) -> DatasetBundle:
-    dsd = _open(path, data_dir)
+    dsd = open_hf_dataset(path, data_dir)
     parts: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
     for hf_split, ds in dsd.items():
         ours = SPLIT_ALIASES.get(hf_split)

@@ -142,9 +142,9 @@ def medmnist_images(
 ) -> tuple[dict[str, list[tuple[str, np.ndarray, str]]], dict]:
     """A MedMNIST file's images per official split (each 28 px image is one source
     image), and its files with their MD5s."""
-    from bench.data.load import load_bundle
+    from bench.registry import DATASETS  # the registered MedMNIST source, not the suite loader
 
-    bundle = load_bundle(flag, data_dir=data_dir, download=download)
+    bundle = DATASETS.get(flag).load(data_dir=data_dir, download=download)
     return {
         s: [
             (f"{flag}/{i}", im.astype(np.float32) / 255.0, flag)
@@ -286,9 +286,9 @@ def _paired_folders(spec: dict, data_dir) -> list:
 
 
 def _hf_pairs(spec: dict, data_dir) -> list:
-    from bench.data.hf import _open
+    from bench.data.hf import open_hf_dataset
 
-    dsd = _open(spec["path"], data_dir)
+    dsd = open_hf_dataset(spec["path"], data_dir)
     items = []
     for split_name, ds in dsd.items():
         for col in (spec.get("input_column", "input"), spec.get("target_column", "target")):

@@ -1,0 +1,60 @@
+"""A cache of pretrained parts (a DCG prior, CARD's f_phi, D-Cube's stage 1, the FID
+extractor): trained once per payload (data, seed, config, budget) and shared between the
+units and methods that need the same one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from bench.method import RunContext
+
+
+def cache_key(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[
+        :16
+    ]
+
+
+def cached_pretraining(
+    kind: str, payload: dict[str, Any], model: nn.Module, train: Callable[[], dict], ctx: RunContext
+) -> dict:
+    """Load `model`'s weights from the shared cache if a run with the same `payload`
+    (data + splits, seed, config, budget) trained it before; else train and store them.
+
+    Returns the pretraining summary, with ``cache`` = "hit" or "miss" and the file used.
+    """
+    key = cache_key({"kind": kind, "data": ctx.data_id, "seed": ctx.seed, **payload})
+    root = Path(ctx.cache_dir or ctx.checkpoint_dir) / kind
+    path = root / f"{key}.pt"
+    if path.is_file():
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+        model.load_state_dict(blob["state"])
+        model.to(ctx.device).eval()
+        return {**blob["summary"], "cache": "hit", "file": str(path)}
+    # a sweep prunes on the method's own training, not on its pretraining
+    on_eval, ctx.on_eval = ctx.on_eval, None
+    try:
+        summary = train()
+    finally:
+        ctx.on_eval = on_eval
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(
+        {
+            "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "summary": summary,
+            "payload": payload,
+        },
+        tmp,
+    )
+    os.replace(tmp, path)
+    model.eval()
+    return {**summary, "cache": "miss", "file": str(path)}
