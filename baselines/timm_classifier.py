@@ -21,9 +21,16 @@ from typing import Any
 import numpy as np
 
 from bench.data.spec import SplitData
-from bench.method import ClassificationMethod, MethodSpec, Param, RunContext
+from bench.method import (
+    ClassificationMethod,
+    MethodSpec,
+    Param,
+    RunContext,
+    register_method,
+    register_method_prefix,
+)
 from bench.nn.timm_models import build_timm_model
-from bench.registry import METHODS, UnknownNameError
+from bench.registry import UnknownNameError
 from bench.training import SupervisedSettings, predict_probs, train_supervised
 
 
@@ -86,11 +93,7 @@ NAMED = {
     "mobilenetv3_small_100": "MobileNetV3-Small",
 }
 for _name, _title in NAMED.items():
-    METHODS.add(
-        _name,
-        MethodSpec(TimmClassifier, {"model": _name}, f"{_title} (timm), from scratch"),
-        f"{_title} (timm), from scratch",
-    )
+    register_method(_name, f"{_title} (timm), from scratch", model=_name)(TimmClassifier)
 
 
 def _timm_spec(model: str) -> MethodSpec:
@@ -105,4 +108,4 @@ def _timm_spec(model: str) -> MethodSpec:
     return MethodSpec(TimmClassifier, {"model": model}, f"timm {model}")
 
 
-METHODS.add_prefix("timm", _timm_spec, "any timm classifier by name, e.g. timm:convnext_atto")
+register_method_prefix("timm", _timm_spec, "any timm classifier by name, e.g. timm:convnext_atto")

@@ -25,6 +25,18 @@ from bench.errors import BenchError
 from bench.registry import METHODS
 
 
+@dataclass
+class Scored:
+    """What scoring a trained unit gives the runner: the record's fields (metrics,
+    per_class, ...), the arrays of its ``.npz``, and the outputs made in `output_s`
+    seconds (test predictions, samples or restorations) for the inference throughput."""
+
+    fields: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+    outputs: int
+    output_s: float
+
+
 @dataclass(frozen=True)
 class Budget:
     """How much training a preset allows (the same for every method of a suite run)."""
@@ -176,16 +188,54 @@ def build_config(config_cls: type, values: dict[str, Any], owner: str):
 def register_method(
     name: str, description: str = "", preset_options_of: str | None = None, **defaults
 ):
-    """Class decorator: ``@register_method("diffmic_v2")``. A variant registered with
+    """The one way to register a method. A class decorator, ``@register_method("diffmic_v2")``;
+    a variant of a class is registered by a call in the class's file,
+    ``register_method("resnet50", "ResNet-50", model="resnet50")(TimmClassifier)``, its
+    keywords being its default options. A variant registered with
     ``preset_options_of="diffmic_v2"`` runs with that method's preset options (sizes,
-    budgets of sub-models) under its own, so that ablations are sized like the method."""
+    budgets of sub-models) under its own, so that ablations are sized like the method.
+    Names with a prefix (``timm:<model>``) come from `register_method_prefix`."""
 
     def wrap(cls):
-        text = description or (cls.__doc__ or "").strip().splitlines()[0]
+        text = description or next(iter((cls.__doc__ or "").strip().splitlines()), name)
         METHODS.add(name, MethodSpec(cls, defaults, text, preset_options_of), text)
         return cls
 
     return wrap
+
+
+def register_method_prefix(
+    prefix: str, factory: Callable[[str], MethodSpec], description: str
+) -> None:
+    """Resolve ``prefix:<rest>`` to ``factory(<rest>)``, a `MethodSpec` (checked like a
+    registered method when it is looked up)."""
+    METHODS.add_prefix(prefix, factory, description)
+
+
+TASKS = ("classification", "generation", "restoration")
+
+
+def check_method_spec(name: str, spec: Any) -> None:
+    """What every registered method must be: a `MethodSpec` of a `Method` subclass of a
+    known task, with a dataclass ``Config`` that accepts the spec's default options."""
+    where = f"method {name!r}"
+    if not isinstance(spec, MethodSpec):
+        raise BenchError(f"{where} is registered as {type(spec).__name__}, not a MethodSpec")
+    cls = spec.cls
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise BenchError(f"{where}: {cls!r} is not a subclass of bench.method.Method")
+    if cls.task not in TASKS:
+        raise BenchError(f"{where}: task {cls.task!r} is not one of {', '.join(TASKS)}")
+    if not dataclasses.is_dataclass(getattr(cls, "Config", None)):
+        raise BenchError(f"{where}: {cls.__name__}.Config must be a dataclass")
+    unknown = set(spec.defaults) - {f.name for f in dataclasses.fields(cls.Config)}
+    if unknown:
+        raise BenchError(
+            f"{where}: default options {sorted(unknown)} are not fields of {cls.__name__}.Config"
+        )
+
+
+METHODS.check = check_method_spec
 
 
 def config_dict(config) -> dict[str, Any]:

@@ -40,12 +40,17 @@ class Entry:
 class Registry:
     def __init__(self, kind: str):
         self.kind = kind
+        #: checks an entry before it is added (and what a prefix factory builds); set by
+        #: the module that defines what the registry holds (bench/method.py for methods)
+        self.check: Callable[[str, Any], None] | None = None
         self._entries: dict[str, Entry] = {}
         self._prefixes: dict[str, tuple[Callable[[str], Any], str]] = {}
 
     def add(self, name: str, obj: Any, description: str = "") -> Any:
         if name in self._entries and self._entries[name].obj is not obj:
             raise BenchError(f"{self.kind} {name!r} is registered twice")
+        if self.check:
+            self.check(name, obj)
         self._entries[name] = Entry(name, obj, description or _first_doc_line(obj))
         return obj
 
@@ -59,7 +64,10 @@ class Registry:
             return self._entries[name].obj
         prefix, sep, rest = name.partition(":")
         if sep and prefix in self._prefixes:
-            return self._prefixes[prefix][0](rest)
+            obj = self._prefixes[prefix][0](rest)
+            if self.check:
+                self.check(name, obj)
+            return obj
         raise UnknownNameError(self._unknown_message(name))
 
     def entries(self) -> list[Entry]:

@@ -5,13 +5,12 @@ method whose training step is one loss), and scoring a restoration unit."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import torch
 
 from bench.image_quality import per_image_quality
-from bench.method import RunContext
+from bench.method import RunContext, Scored
 from bench.training import batches, plan_steps, train_loop
 
 #: the training-free restoration methods that make a table's floor (baselines/identity.py,
@@ -97,7 +96,7 @@ def train_image_to_image(
     )
 
 
-def score_restoration_unit(method, bundle, ctx: RunContext, strip_count: int = 6) -> dict[str, Any]:
+def score_restoration_unit(method, bundle, ctx: RunContext, strip_count: int = 6) -> Scored:
     """Restore val and test once; per-image metrics (means in the record, values in the
     .npz), the input's own scores for reference, and an input/output/target strip."""
     import time
@@ -134,7 +133,7 @@ def score_restoration_unit(method, bundle, ctx: RunContext, strip_count: int = 6
             [test.inputs[pick], outputs["test"][pick], test.targets[pick]],
             ctx.artifact_stem.parent / f"{ctx.artifact_stem.name}.strip.png",
         )
-    return {
+    fields = {
         "metrics": metrics,
         "per_class": {},
         "evaluation": {
@@ -143,6 +142,5 @@ def score_restoration_unit(method, bundle, ctx: RunContext, strip_count: int = 6
             "input_scores_test": degraded,
             "strip_png": f"{ctx.artifact_stem.name}.strip.png" if ctx.artifact_stem else None,
         },
-        "_arrays": arrays,
-        "_throughput": (len(test), out_s),
     }
+    return Scored(fields, arrays, len(test), out_s)

@@ -26,7 +26,7 @@ from bench.data.spec import DatasetBundle, DatasetSpec
 from bench.device import make_accelerator
 from bench.errors import BenchError, DataError, MissingDataError, TrainingError
 from bench.floors import predicted_share
-from bench.method import MethodSpec, RunContext, config_dict, config_hash
+from bench.method import MethodSpec, RunContext, Scored, config_dict, config_hash
 from bench.metrics import compute_all, per_class
 from bench.provenance import environment, now, peak_memory, reset_peak_memory
 from bench.records import (
@@ -185,7 +185,7 @@ def run_unit(
     extractors: dict | None = None,
     on_eval=None,
     checkpoint_every_s: float = 300.0,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     from accelerate.utils import set_seed
 
     set_seed(unit.seed, deterministic=True)
@@ -226,9 +226,9 @@ def run_unit(
     else:
         scored = score_classification(method, bundle, unit, ctx)
     seen = selection.get("train_images_seen", 0)
-    n_out, out_s = scored.pop("_throughput")
+    n_out, out_s = scored.outputs, scored.output_s
     return {
-        **scored,
+        **scored.fields,
         "selection": selection,
         "timings": {
             "train_s": train_s,
@@ -238,12 +238,10 @@ def run_unit(
             "inference_images_per_s": n_out / out_s if out_s > 0 else None,
         },
         "memory": peak_memory(accelerator.device),
-    }
+    }, scored.arrays
 
 
-def score_classification(
-    method, bundle: DatasetBundle, unit: Unit, ctx: RunContext
-) -> dict[str, Any]:
+def score_classification(method, bundle: DatasetBundle, unit: Unit, ctx: RunContext) -> Scored:
     """Predict val and test; metrics, per-class metrics, method extras, arrays."""
     splits, task = bundle.splits, bundle.spec.task
     probs, extras, infer_s = {}, {}, 0.0
@@ -264,7 +262,7 @@ def score_classification(
         arrays.update(
             {f"{s}_prior_{name}": np.asarray(v, dtype=np.float32) for name, v in priors[s].items()}
         )
-    return {
+    fields = {
         "metrics": {s: compute_all(splits[s].labels, probs[s], task) for s in ("val", "test")},
         "per_class": {"test": per_class(splits["test"].labels, probs["test"], task)},
         "predicted_share": {s: predicted_share(probs[s], task) for s in ("val", "test")},
@@ -285,9 +283,8 @@ def score_classification(
             for s in ("val", "test")
             if extras[s]
         },
-        "_arrays": arrays,
-        "_throughput": (len(splits["test"]), infer_s),
     }
+    return Scored(fields, arrays, len(splits["test"]), infer_s)
 
 
 def score_generation(
@@ -298,7 +295,7 @@ def score_generation(
     ctx: RunContext,
     work_dir: Path,
     extractors: dict,
-) -> dict[str, Any]:
+) -> Scored:
     """Sample and score against the reference split with the dataset's shared extractor."""
     from bench.generation import GenerationEval, evaluate_generator, feature_extractor
 
@@ -309,13 +306,8 @@ def score_generation(
             settings, bundle, ctx.accelerator, work_dir / "cache", ctx.log
         )
     result = evaluate_generator(method, bundle, ctx, settings, extractors[key])
-    return {
-        "metrics": result["metrics"],
-        "per_class": result["per_class"],
-        "evaluation": result["evaluation"],
-        "_arrays": result["arrays"],
-        "_throughput": (result["evaluation"]["n_generated"], result["sample_s"]),
-    }
+    fields = {k: result[k] for k in ("metrics", "per_class", "evaluation")}
+    return Scored(fields, result["arrays"], result["evaluation"]["n_generated"], result["sample_s"])
 
 
 def data_block(bundle: DatasetBundle | None) -> dict[str, Any] | None:
@@ -517,7 +509,7 @@ def run_and_record(
     try:
         if bundle is None:
             raise DataError(data_error)
-        result = run_unit(
+        result, arrays = run_unit(
             unit,
             spec,
             bundle,
@@ -530,7 +522,6 @@ def run_and_record(
             on_eval,
             checkpoint_every_s,
         )
-        arrays = result.pop("_arrays")
         result["timings"]["wall_s"] = time.perf_counter() - t0
         record.update(status="ok", error=None, **result)
     except passthrough:

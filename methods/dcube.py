@@ -49,6 +49,7 @@ from bench.method import (
     build_config,
     config_dict,
     register_method,
+    register_method_prefix,
 )
 from bench.nn.pretraining import cache_key, cached_pretraining
 from bench.registry import METHODS
@@ -987,7 +988,7 @@ def _syn_spec(base: str) -> MethodSpec:
     )
 
 
-METHODS.add_prefix(
+register_method_prefix(
     "syn",
     _syn_spec,
     "+Syn: any method on a training set rebalanced with D-Cube stage-1 samples, e.g. syn:resnet18",

@@ -54,3 +54,35 @@ def test_cli_list_and_unknown(capsys):
     assert "classification" in capsys.readouterr().out
     assert main(["run", "--suite", "clasification"]) == 2
     assert "did you mean 'classification'" in capsys.readouterr().err
+
+
+def test_a_registration_is_checked_against_the_method_interface():
+    """register_method (decorator or call) and prefix factories accept only Method
+    subclasses of a known task whose Config is a dataclass taking the given defaults."""
+    import dataclasses
+
+    from bench.errors import BenchError
+    from bench.method import ClassificationMethod, MethodSpec, check_method_spec, register_method
+
+    @dataclasses.dataclass
+    class Cfg:
+        lr: float = 1e-3
+
+    class Good(ClassificationMethod):
+        Config = Cfg
+
+    check_method_spec("good", MethodSpec(Good, {"lr": 0.1}))
+    with pytest.raises(BenchError, match="not a subclass of bench.method.Method"):
+        register_method("not_a_method")(type("Plain", (), {"Config": Cfg}))
+    with pytest.raises(
+        BenchError, match=r"default options \['lrr'\] are not fields of Good.Config"
+    ):
+        register_method("typo_variant", lrr=0.1)(Good)
+    with pytest.raises(BenchError, match="Config must be a dataclass"):
+        register_method("no_config")(type("NoConfig", (ClassificationMethod,), {"Config": dict}))
+    with pytest.raises(BenchError, match="not a MethodSpec"):
+        check_method_spec("raw", Good)
+    assert "not_a_method" not in METHODS.names() and "typo_variant" not in METHODS.names()
+    # every registered method and the prefix variants pass the same check
+    for name in [*METHODS.names(), "timm:resnet18", "syn:resnet18"]:
+        check_method_spec(name, METHODS.get(name))
