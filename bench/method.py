@@ -212,7 +212,8 @@ def register_method_prefix(
     METHODS.add_prefix(prefix, factory, description)
 
 
-TASKS = ("classification", "generation", "restoration")
+#: the tasks a method can have (not to be confused with a dataset's label task, bench.data.spec.TASKS)
+METHOD_TASKS = tuple(c.task for c in (ClassificationMethod, GenerationMethod, RestorationMethod))
 
 
 def check_method_spec(name: str, spec: Any) -> None:
@@ -224,8 +225,8 @@ def check_method_spec(name: str, spec: Any) -> None:
     cls = spec.cls
     if not (isinstance(cls, type) and issubclass(cls, Method)):
         raise BenchError(f"{where}: {cls!r} is not a subclass of bench.method.Method")
-    if cls.task not in TASKS:
-        raise BenchError(f"{where}: task {cls.task!r} is not one of {', '.join(TASKS)}")
+    if cls.task not in METHOD_TASKS:
+        raise BenchError(f"{where}: task {cls.task!r} is not one of {', '.join(METHOD_TASKS)}")
     if not dataclasses.is_dataclass(getattr(cls, "Config", None)):
         raise BenchError(f"{where}: {cls.__name__}.Config must be a dataclass")
     unknown = set(spec.defaults) - {f.name for f in dataclasses.fields(cls.Config)}
