@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.method import RestorationMethod, RunContext, register_method
+from bench.api.method import RestorationMethod, RunContext, register_method
 
 SMALL_PATCH = 24  # patch side (px) below which NLM uses its small patch / search sizes
 

@@ -12,8 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bench.method import RestorationMethod, RunContext, register_method
-from bench.restoration import restore_batched, train_image_to_image
+from bench.api.method import RestorationMethod, RunContext, register_method
+from bench.nn.image_to_image import restore_batched, train_image_to_image
 
 
 @dataclass

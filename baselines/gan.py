@@ -18,10 +18,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
-from bench.data.spec import SplitData
-from bench.errors import BenchError, TrainingError
-from bench.method import GenerationMethod, RunContext, register_method
-from bench.training import batches, from_device_batch, plan_steps, to_device_batch, train_loop
+from bench.api.dataset import SplitData
+from bench.api.errors import BenchError, TrainingError
+from bench.api.method import GenerationMethod, RunContext, register_method
+from bench.engine.training import (
+    batches,
+    from_device_batch,
+    plan_steps,
+    to_device_batch,
+    train_loop,
+)
 
 
 @dataclass

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.method import RestorationMethod, RunContext, register_method
+from bench.api.method import RestorationMethod, RunContext, register_method
 
 
 @dataclass

@@ -16,10 +16,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bench.errors import BenchError, TrainingError
-from bench.method import RestorationMethod, RunContext, register_method
-from bench.restoration import restore_batched, to_device, validation_psnr
-from bench.training import plan_steps, train_loop
+from bench.api.errors import BenchError, TrainingError
+from bench.api.method import RestorationMethod, RunContext, register_method
+from bench.engine.training import plan_steps, train_loop
+from bench.nn.image_to_image import restore_batched, to_device, validation_psnr
 
 
 @dataclass

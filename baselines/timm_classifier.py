@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.data.spec import SplitData
-from bench.method import (
+from bench.api.dataset import SplitData
+from bench.api.method import (
     ClassificationMethod,
     MethodSpec,
     Param,
@@ -29,9 +29,9 @@ from bench.method import (
     register_method,
     register_method_prefix,
 )
+from bench.api.registry import UnknownNameError
+from bench.engine.training import SupervisedSettings, predict_probs, train_supervised
 from bench.nn.timm_models import build_timm_model
-from bench.registry import UnknownNameError
-from bench.training import SupervisedSettings, predict_probs, train_supervised
 
 
 @dataclass

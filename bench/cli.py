@@ -6,7 +6,7 @@ import argparse
 import sys
 import warnings
 
-from bench.errors import BenchError
+from bench.api.errors import BenchError
 
 
 def _csv(value: str) -> list[str]:
@@ -14,8 +14,8 @@ def _csv(value: str) -> list[str]:
 
 
 def cmd_run(args) -> int:
-    from bench.config import parse_seeds
-    from bench.runner import run_suite
+    from bench.engine.config import parse_seeds
+    from bench.engine.runner import run_suite
 
     outcomes = run_suite(
         args.suite,
@@ -55,7 +55,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_leaderboard(args) -> int:
-    from bench.leaderboard import write_leaderboard
+    from bench.report.leaderboard import write_leaderboard
 
     paths = write_leaderboard(
         args.suite,
@@ -70,7 +70,7 @@ def cmd_leaderboard(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from bench.sweep import run_sweep
+    from bench.tools.sweep import run_sweep
 
     out = run_sweep(
         args.method,
@@ -103,7 +103,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_paper(args) -> int:
-    from bench.paper import write_paper
+    from bench.report.paper import write_paper
 
     print(
         f"wrote {write_paper(args.paper, args.table, args.results_dir, args.preset, args.out_dir)}"
@@ -112,7 +112,7 @@ def cmd_paper(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from bench.paper import reproduce
+    from bench.report.paper import reproduce
 
     pairs = reproduce(args.paper, args.results_dir, args.preset)
     if not pairs:
@@ -135,7 +135,7 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_plots(args) -> int:
-    from bench.plots import write_plots
+    from bench.report.plots import write_plots
 
     for path in write_plots(args.suite, args.results_dir, args.out_dir):
         print(f"wrote {path}")
@@ -143,7 +143,7 @@ def cmd_plots(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from bench.registry import DATASETS, METHODS, METRICS, SUITES
+    from bench.api.registry import DATASETS, METHODS, METRICS, SUITES
 
     registry = {"methods": METHODS, "datasets": DATASETS, "metrics": METRICS, "suites": SUITES}[
         args.what
@@ -168,8 +168,8 @@ def cmd_fetch(args) -> int:
 def cmd_perf(args) -> int:
     import json
 
-    from bench.perf import PerfInput, run_perf, run_perf_suite, summary_line
-    from bench.perf_table import write_perf_table
+    from bench.tools.perf import PerfInput, run_perf, run_perf_suite, summary_line
+    from bench.tools.perf_table import write_perf_table
 
     if args.suite:
         run_perf_suite(
@@ -425,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("once")
-    from bench.device import configure_threads
+    from bench.engine.device import configure_threads
 
     configure_threads()
     try:

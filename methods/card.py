@@ -30,11 +30,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from bench.data.spec import SplitData
-from bench.method import ClassificationMethod, RunContext, register_method
-from bench.metrics import METRICS
+from bench.api.dataset import SplitData
+from bench.api.method import ClassificationMethod, RunContext, register_method
+from bench.engine.training import augmented_batch, plan_steps, train_loop
+from bench.metrics.classification import METRICS
 from bench.nn.pretraining import cached_pretraining
-from bench.training import augmented_batch, plan_steps, train_loop
 from methods.label_diffusion import (
     PooledEncoder,
     TimeScaledMLP,

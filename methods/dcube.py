@@ -38,10 +38,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bench.data.spec import SplitData
-from bench.errors import BenchError
-from bench.images import save_class_grid
-from bench.method import (
+from bench.api.dataset import SplitData
+from bench.api.errors import BenchError
+from bench.api.method import (
     ClassificationMethod,
     MethodSpec,
     Param,
@@ -51,9 +50,16 @@ from bench.method import (
     register_method,
     register_method_prefix,
 )
+from bench.api.registry import METHODS
+from bench.engine.images import save_class_grid
+from bench.engine.training import (
+    batches,
+    from_device_batch,
+    plan_steps,
+    to_device_batch,
+    train_loop,
+)
 from bench.nn.pretraining import cache_key, cached_pretraining
-from bench.registry import METHODS
-from bench.training import batches, from_device_batch, plan_steps, to_device_batch, train_loop
 from methods.label_diffusion import (
     ddim_scheduler,
     ddpm_scheduler,
@@ -694,7 +700,7 @@ class DCube(ClassificationMethod):
     def fit(self, train: SplitData, val: SplitData, ctx: RunContext) -> dict:
         from timm.utils import ModelEmaV3
 
-        from bench.metrics import METRICS
+        from bench.metrics.classification import METRICS
 
         cfg, s1 = self.config, self.s1
         self.unet, stage1 = stage1_model(s1, self.spec, train, val, ctx)

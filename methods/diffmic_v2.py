@@ -50,12 +50,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bench.data.spec import SplitData
-from bench.errors import BenchError
-from bench.method import ClassificationMethod, Param, RunContext, register_method
-from bench.metrics import METRICS
+from bench.api.dataset import SplitData
+from bench.api.errors import BenchError
+from bench.api.method import ClassificationMethod, Param, RunContext, register_method
+from bench.engine.training import augmented_batch, plan_steps, train_loop
+from bench.metrics.classification import METRICS
 from bench.nn.pretraining import cached_pretraining
-from bench.training import augmented_batch, plan_steps, train_loop
 from methods.label_diffusion import (
     DCG,
     DCGOutput,

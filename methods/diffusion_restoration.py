@@ -14,9 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.errors import BenchError
-from bench.method import RestorationMethod, RunContext, register_method
-from bench.restoration import restore_batched, train_image_to_image
+from bench.api.errors import BenchError
+from bench.api.method import RestorationMethod, RunContext, register_method
+from bench.nn.image_to_image import restore_batched, train_image_to_image
 from methods.label_diffusion import diffusers_unet, reverse_process
 
 SCHEDULES = {"cosine": "squaredcos_cap_v2", "linear": "linear"}

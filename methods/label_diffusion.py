@@ -24,8 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bench.errors import BenchError
-from bench.method import RunContext
+from bench.api.errors import BenchError
+from bench.api.method import RunContext
 
 # ---------------------------------------------------------------------------- schedules
 
@@ -414,8 +414,8 @@ def fit_prior(
 ) -> dict:
     """Train a prior classifier with cross-entropy (Adam, constant lr), keeping the
     weights with the best validation AUROC. The suite's ``max_steps`` caps it too."""
-    from bench.metrics import METRICS
-    from bench.training import augmented_batch, plan_steps, train_loop
+    from bench.engine.training import augmented_batch, plan_steps, train_loop
+    from bench.metrics.classification import METRICS
 
     multilabel = spec.task == "multilabel"
     total, n_epochs = plan_steps(len(train), batch_size, epochs, ctx.budget.max_steps)
@@ -463,7 +463,7 @@ def batched_inference(
     image_size: int | None,
 ) -> torch.Tensor:
     """Apply `fn` to the images in eval batches (on the device, autocast); CPU float result."""
-    from bench.training import batches, to_device_batch
+    from bench.engine.training import batches, to_device_batch
 
     out = []
     for idx in batches(len(images), ctx.budget.eval_batch_size):

@@ -28,10 +28,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bench.data.spec import SplitData
-from bench.errors import BenchError
-from bench.method import GenerationMethod, Param, RunContext, register_method
-from bench.training import batches, from_device_batch, plan_steps, to_device_batch, train_loop
+from bench.api.dataset import SplitData
+from bench.api.errors import BenchError
+from bench.api.method import GenerationMethod, Param, RunContext, register_method
+from bench.engine.training import (
+    batches,
+    from_device_batch,
+    plan_steps,
+    to_device_batch,
+    train_loop,
+)
 from methods.label_diffusion import (
     ddim_scheduler,
     ddpm_scheduler,

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from bench.config import load_suite
-from bench.leaderboard import write_leaderboard
-from bench.metrics import compute_all
-from bench.registry import METHODS
+from bench.api.registry import METHODS
+from bench.engine.config import load_suite
+from bench.metrics.classification import compute_all
+from bench.report.leaderboard import write_leaderboard
 from methods.card import sample_statistics
 from methods.label_diffusion import (
     antithetic_timesteps,
@@ -168,7 +168,7 @@ def test_classification_suite_has_the_diffusion_classifiers_with_diffmic_v2_as_r
 def test_card_and_diffmic_run_in_a_suite_with_extras_recorded(data_dir, tmp_path):
     """A real (tiny) run of both: records carry CARD's interval widths; DiffMIC trains its
     DCG jointly (its weights move away from the cached pretrained ones)."""
-    from bench.runner import run_suite
+    from bench.engine.runner import run_suite
 
     suite = tmp_path / "s.yaml"
     suite.write_text(

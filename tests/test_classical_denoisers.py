@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
+from bench.api.registry import METHODS
 from bench.data.load import load_bundle
-from bench.image_quality import per_image_quality
-from bench.records import unit_stem, write_record
-from bench.registry import METHODS
-from bench.restoration import FLOOR_METHODS
+from bench.engine.records import unit_stem, write_record
+from bench.metrics.image_quality import per_image_quality
+from bench.tasks.restoration.scoring import FLOOR_METHODS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -167,7 +167,7 @@ def _rows(block: str) -> dict[str, list[str]]:
 def test_restoration_leaderboard_lists_floors_as_rows_and_flags_what_does_not_beat_the_best(
     tmp_path,
 ):
-    from bench.leaderboard import write_leaderboard
+    from bench.report.leaderboard import write_leaderboard
 
     suite = tmp_path / "rest.yaml"
     suite.write_text(

@@ -4,10 +4,10 @@ committed records: none is stale or edited by hand."""
 import pytest
 from conftest import REPO
 
-from bench.leaderboard import write_leaderboard
-from bench.paper import write_paper
-from bench.perf_table import write_perf_table
-from bench.records import load_records
+from bench.engine.records import load_records
+from bench.report.leaderboard import write_leaderboard
+from bench.report.paper import write_paper
+from bench.tools.perf_table import write_perf_table
 
 RESULTS, TABLES = REPO / "results", REPO / "leaderboards"
 

@@ -5,14 +5,14 @@ import pytest
 from conftest import FIXTURE_DATA, official_file
 from PIL import Image
 
+from bench.api.dataset import DatasetBundle, DatasetSpec, SplitData, image_hashes, validate_bundle
+from bench.api.errors import DataError
 from bench.cli import main
 from bench.data.folder import load_folder
 from bench.data.hf import load_hf
 from bench.data.load import load_bundle
 from bench.data.locate import md5sum
-from bench.data.spec import DatasetBundle, DatasetSpec, SplitData, image_hashes, validate_bundle
 from bench.data.splits import make_splits
-from bench.errors import DataError
 
 
 def test_medmnist_files_load(data_dir):

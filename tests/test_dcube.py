@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.errors import BenchError
-from bench.registry import METHODS
+from bench.api.errors import BenchError
+from bench.api.registry import METHODS
 from methods.dcube import (
     DCube,
     Stage1Config,
@@ -177,10 +177,10 @@ def test_synthetic_counts_rebalance_as_requested():
 
 
 def test_stage1_training_lowers_the_validation_noise_loss(data_dir, tmp_path):
+    from bench.api.dataset import SplitData
+    from bench.api.method import Budget, RunContext
     from bench.data.load import dataset_source
-    from bench.data.spec import SplitData
-    from bench.method import Budget, RunContext
-    from bench.runner import make_accelerator
+    from bench.engine.runner import make_accelerator
 
     bundle = dataset_source("breastmnist").load(data_dir=str(data_dir))
     tr, va = bundle.splits["train"], bundle.splits["val"]
@@ -203,8 +203,8 @@ def test_stage1_training_lowers_the_validation_noise_loss(data_dir, tmp_path):
 
 
 def test_classification_suite_lists_dcube_and_a_syn_variant_sharing_stage1_options():
-    from bench.config import load_suite
-    from bench.method import config_dict
+    from bench.api.method import config_dict
+    from bench.engine.config import load_suite
 
     suite = load_suite("classification")
     entries = {m.name: m for m in suite.methods}
@@ -226,7 +226,7 @@ def test_dcube_and_syn_run_in_a_suite_sharing_the_stage1_model(data_dir, tmp_pat
     """Real BreastMNIST, tiny budgets: D-Cube records its KS selection and writes the
     p-value plot beside the record; syn:resnet18 reuses D-Cube's cached stage-1 model
     and balances the classes (147 malignant + 252 synthetic = 399 benign/normal)."""
-    from bench.runner import run_suite
+    from bench.engine.runner import run_suite
 
     stage1 = {**TINY_STAGE1, "epochs": 2}
     suite = tmp_path / "s.yaml"

@@ -16,15 +16,15 @@ import torch
 from conftest import real_data_dir
 
 import methods.diffmic_v2 as dm
-from bench.config import load_suite
+from bench.api.dataset import DatasetSpec, SplitData, split_hash
+from bench.api.errors import BenchError
+from bench.api.method import Budget, RunContext
+from bench.api.registry import METHODS
 from bench.data.load import load_bundle
-from bench.data.spec import DatasetSpec, SplitData, split_hash
-from bench.errors import BenchError
-from bench.method import Budget, RunContext
-from bench.metrics import compute_all
-from bench.registry import METHODS
-from bench.runner import make_accelerator, plan_units
-from bench.training import to_device_batch
+from bench.engine.config import load_suite
+from bench.engine.runner import make_accelerator, plan_units
+from bench.engine.training import to_device_batch
+from bench.metrics.classification import compute_all
 from methods.label_diffusion import one_hot_targets
 
 TINY = {

@@ -11,12 +11,12 @@ import pytest
 import torch
 from conftest import real_data_dir
 
+from bench.api.dataset import SplitData
+from bench.api.method import Budget, RunContext
+from bench.api.registry import METHODS
 from bench.data.load import load_bundle
-from bench.data.spec import SplitData
-from bench.device import make_accelerator
-from bench.method import Budget, RunContext
-from bench.metrics import compute_all
-from bench.registry import METHODS
+from bench.engine.device import make_accelerator
+from bench.metrics.classification import compute_all
 
 #: small heads and short priors, the samplers as in the papers but with fewer steps; CARD's
 #: loss with 16 (t, noise) draws per image (with CARD's one draw: val AUROC 0.49 here, 0.64

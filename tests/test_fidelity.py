@@ -1,12 +1,12 @@
-"""Generation metrics (bench.fidelity): torch-fidelity's FID/KID/precision-recall on
+"""Generation metrics (bench.tasks.generation.fidelity): torch-fidelity's FID/KID/precision-recall on
 features of a harness classifier, with input checks and per-class FID."""
 
 import numpy as np
 import pytest
 import torch
 
-from bench.errors import BenchError
-from bench.fidelity import (
+from bench.api.errors import BenchError
+from bench.tasks.generation.fidelity import (
     as_fidelity_images,
     extract_features,
     fidelity_metrics,
@@ -67,7 +67,7 @@ def test_fid_is_zero_against_itself_and_grows_with_noise(extractor, real_images)
 def test_our_fid_equals_torch_fidelity_calculate_metrics(extractor, real_images):
     import torch_fidelity
 
-    from bench.fidelity import _fidelity, _Images
+    from bench.tasks.generation.fidelity import _fidelity, _Images
 
     images, _ = real_images
     gen = noisy(images, 16)

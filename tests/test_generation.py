@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from bench.errors import BenchError
+from bench.api.errors import BenchError
 
 UNET = {
     "image_size": 16,
@@ -54,8 +54,8 @@ def tiny_suite(tmp_path, methods):
 
 @pytest.mark.slow
 def test_generation_suite_scores_every_method_with_one_recorded_extractor(data_dir, tmp_path):
-    from bench.leaderboard import write_leaderboard
-    from bench.runner import run_suite
+    from bench.engine.runner import run_suite
+    from bench.report.leaderboard import write_leaderboard
 
     suite = tiny_suite(
         tmp_path,
@@ -124,7 +124,7 @@ def test_generation_suite_scores_every_method_with_one_recorded_extractor(data_d
 
 
 def test_a_classification_method_is_refused_in_a_generation_suite(data_dir, tmp_path):
-    from bench.runner import run_suite
+    from bench.engine.runner import run_suite
 
     suite = tiny_suite(tmp_path, ["resnet18"])
     with pytest.raises(
@@ -136,9 +136,9 @@ def test_a_classification_method_is_refused_in_a_generation_suite(data_dir, tmp_
 
 
 def test_generation_suite_options_are_valid():
-    from bench.config import load_suite
-    from bench.generation import GenerationEval
-    from bench.registry import METHODS
+    from bench.api.registry import METHODS
+    from bench.engine.config import load_suite
+    from bench.tasks.generation.evaluate import GenerationEval
 
     suite = load_suite("generation")
     assert suite.task == "generation" and [m.name for m in suite.methods] == ["odm", "dm", "cgan"]

@@ -6,12 +6,12 @@ import pytest
 import torch
 from conftest import real_data_dir
 
+from bench.api.dataset import DatasetBundle, SplitData, validate_bundle
 from bench.data.load import load_bundle
-from bench.data.spec import DatasetBundle, SplitData, validate_bundle
-from bench.device import make_accelerator
-from bench.fidelity import extract_features, fidelity_metrics
-from bench.generation import GenerationEval, feature_extractor
-from bench.generation_floors import (
+from bench.engine.device import make_accelerator
+from bench.tasks.generation.evaluate import GenerationEval, feature_extractor
+from bench.tasks.generation.fidelity import extract_features, fidelity_metrics
+from bench.tasks.generation.floors import (
     fid_bootstrap_interval,
     floor_image_sets,
     frechet_distance,

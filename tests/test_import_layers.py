@@ -1,7 +1,10 @@
-"""Imports run one way: the harness (bench/) never imports a plug-in (methods/, baselines/);
-plug-ins and the harness's lower layers never import its tools and reports; no module takes
-a private name from another. Checked on the source (every import, also inside functions),
-so a backward import fails here before it becomes a cycle."""
+"""Imports run one way. The harness is a stack of folders, each a layer that imports only
+the layers below it (and itself): the interfaces (api), the data, the metrics, the engine
+that trains and runs units, the shared model pieces (nn), the tasks, the reports, the
+tools and, on top, the command line. The harness never imports a plug-in (methods/,
+baselines/); plug-ins use the layers up to the tasks, never the reports, tools or CLI. No
+module takes a private name from another. Checked on the source (every import, also
+inside functions), so a backward import fails here before it becomes a cycle."""
 
 import ast
 from pathlib import Path
@@ -10,11 +13,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = ("methods", "baselines")
-#: the top of the harness: what runs suites and writes tables; nothing below may import it
-TOOLS = ("bench.cli", "bench.runner", "bench.sweep", "bench.perf", "bench.perf_table",
-         "bench.leaderboard", "bench.paper", "bench.plots")  # fmt: skip
-#: the bottom: the method interface, errors, registry, data and shared model pieces
-LOWER = ("bench.errors", "bench.registry", "bench.method", "bench.data", "bench.nn")
+#: bottom to top; a module imports from its own layer and those before it
+LAYERS = ("bench.api", "bench.data", "bench.metrics", "bench.engine", "bench.nn", "bench.tasks",
+          "bench.report", "bench.tools", "bench.cli")  # fmt: skip
+#: the highest layer a plug-in may import
+PLUGIN_TOP = "bench.tasks"
+
+
+def layer(module: str) -> int | None:
+    return next((i for i, p in enumerate(LAYERS) if within(module, (p,))), None)
 
 
 def modules():
@@ -41,13 +48,20 @@ def within(module: str, prefixes) -> bool:
 ALL = list(modules())
 
 
+def test_every_harness_module_is_in_a_layer():
+    loose = [n for n, _ in ALL if within(n, ("bench",)) and n != "bench" and layer(n) is None]
+    assert not loose, f"modules outside the layers {LAYERS}: {loose}"
+
+
 @pytest.mark.parametrize("name,path", ALL, ids=[n for n, _ in ALL])
 def test_imports_point_down(name, path):
+    own = layer(name) if within(name, ("bench",)) else LAYERS.index(PLUGIN_TOP)
     for module, _ in imports(path):
         if within(name, ("bench",)):
             assert not within(module, PLUGINS), f"{name} (harness) imports the plug-in {module}"
-        if within(name, PLUGINS) or within(name, LOWER):
-            assert not within(module, TOOLS), f"{name} imports {module}, a layer above it"
+        theirs = layer(module)
+        if theirs is not None and own is not None:
+            assert theirs <= own, f"{name} ({LAYERS[own]}) imports {module}, a layer above it"
 
 
 @pytest.mark.parametrize("name,path", ALL, ids=[n for n, _ in ALL])

@@ -4,9 +4,9 @@ from scipy import stats as sps
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
-from bench import stats
-from bench.metrics import compute_all, per_class
-from bench.registry import METRICS
+from bench.api.registry import METRICS
+from bench.metrics.classification import compute_all, per_class
+from bench.report import stats
 
 
 def _probs(rng, n, k):

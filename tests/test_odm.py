@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.errors import BenchError
-from bench.registry import METHODS
+from bench.api.errors import BenchError
+from bench.api.registry import METHODS
 from methods.odm import ODMConfig, guided_eps, odm_loss, ordered_triples, ordinal_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -86,10 +86,10 @@ def test_ordered_triples_are_increasing_and_cover_all_classes():
 
 
 def test_odm_trains_and_samples_on_real_retinamnist(data_dir, tmp_path):
+    from bench.api.dataset import SplitData
+    from bench.api.method import Budget, RunContext
     from bench.data.load import dataset_source
-    from bench.data.spec import SplitData
-    from bench.method import Budget, RunContext
-    from bench.runner import make_accelerator
+    from bench.engine.runner import make_accelerator
 
     bundle = dataset_source("retinamnist").load(data_dir=str(data_dir))
     tr, va = bundle.splits["train"], bundle.splits["val"]

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from bench.errors import BenchError
-from bench.paper import build_paper, reproduce, write_paper
+from bench.api.errors import BenchError
+from bench.report.paper import build_paper, reproduce, write_paper
 
 
 def write_record(root, suite, dataset, method, seed, test, preset="smoke", config=None, sub=""):
@@ -198,7 +198,7 @@ def test_sweep_points_and_trials_at_or_below_the_floor_are_flagged_never_bold(tm
     accuracy 0.45 is flagged in Fig. 4's table and in the sweep's trial table."""
     import numpy as np
 
-    from bench.sweep import _trial_flag
+    from bench.tools.sweep import _trial_flag
 
     labels = np.array([0] * 5 + [1, 2, 3, 4, 1])
     for n_p, acc in ((1, 0.45), (2, 0.58), (3, 0.57)):

@@ -4,16 +4,16 @@ import pytest
 import torch
 from conftest import REPO
 
-from bench.config import MethodEntry, load_suite
-from bench.device import cpu_has_native_bf16, make_accelerator, resolve_precision
-from bench.errors import BenchError
-from bench.method import Budget, RunContext, TrainingProbe, config_hash
-from bench.perf import PerfInput, run_perf
-from bench.perf_table import render_perf
-from bench.records import load_records
-from bench.registry import METHODS
-from bench.restoration import FLOOR_METHODS
-from bench.training import train_loop
+from bench.api.errors import BenchError
+from bench.api.method import Budget, RunContext, TrainingProbe, config_hash
+from bench.api.registry import METHODS
+from bench.engine.config import MethodEntry, load_suite
+from bench.engine.device import cpu_has_native_bf16, make_accelerator, resolve_precision
+from bench.engine.records import load_records
+from bench.engine.training import train_loop
+from bench.tasks.restoration.scoring import FLOOR_METHODS
+from bench.tools.perf import PerfInput, run_perf
+from bench.tools.perf_table import render_perf
 
 TINY_V2 = {
     "image_size": 28,

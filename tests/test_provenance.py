@@ -1,6 +1,6 @@
 import subprocess
 
-import bench.provenance as provenance
+import bench.engine.provenance as provenance
 
 
 def test_dirty_means_changed_code_not_a_run_script_beside_it(tmp_path, monkeypatch):

@@ -1,8 +1,8 @@
 import pytest
 
+from bench.api.errors import BenchError
+from bench.api.registry import DATASETS, METHODS, METRICS, SUITES, UnknownNameError
 from bench.cli import main
-from bench.errors import BenchError
-from bench.registry import DATASETS, METHODS, METRICS, SUITES, UnknownNameError
 
 
 def test_discovery_finds_every_kind():
@@ -61,8 +61,13 @@ def test_a_registration_is_checked_against_the_method_interface():
     subclasses of a known task whose Config is a dataclass taking the given defaults."""
     import dataclasses
 
-    from bench.errors import BenchError
-    from bench.method import ClassificationMethod, MethodSpec, check_method_spec, register_method
+    from bench.api.errors import BenchError
+    from bench.api.method import (
+        ClassificationMethod,
+        MethodSpec,
+        check_method_spec,
+        register_method,
+    )
 
     @dataclasses.dataclass
     class Cfg:
@@ -72,7 +77,7 @@ def test_a_registration_is_checked_against_the_method_interface():
         Config = Cfg
 
     check_method_spec("good", MethodSpec(Good, {"lr": 0.1}))
-    with pytest.raises(BenchError, match="not a subclass of bench.method.Method"):
+    with pytest.raises(BenchError, match="not a subclass of bench.api.method.Method"):
         register_method("not_a_method")(type("Plain", (), {"Config": Cfg}))
     with pytest.raises(
         BenchError, match=r"default options \['lrr'\] are not fields of Good.Config"

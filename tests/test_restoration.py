@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from bench.api.errors import DataError
+from bench.api.registry import METHODS
 from bench.data.load import load_bundle
-from bench.errors import DataError
-from bench.image_quality import per_image_quality
-from bench.registry import METHODS
+from bench.metrics.image_quality import per_image_quality
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -125,9 +125,9 @@ def test_splits_keep_every_source_image_and_its_patches_out_of_training():
 )
 def test_a_short_training_run_improves_psnr_over_the_noisy_input(name, steps, data_dir, tmp_path):
 
+    from bench.api.method import Budget, RunContext
     from bench.data.paired import PairedSplit
-    from bench.method import Budget, RunContext
-    from bench.runner import make_accelerator
+    from bench.engine.runner import make_accelerator
 
     bundle = load_bundle(BREAST_NOISY, data_dir=str(data_dir))
     tr, va, te = bundle.splits["train"], bundle.splits["val"], bundle.splits["test"]
@@ -153,8 +153,8 @@ def test_a_short_training_run_improves_psnr_over_the_noisy_input(name, steps, da
 def test_restoration_suite_records_per_image_scores_strips_and_the_survey_layout(
     data_dir, tmp_path
 ):
-    from bench.leaderboard import write_leaderboard
-    from bench.runner import run_suite
+    from bench.engine.runner import run_suite
+    from bench.report.leaderboard import write_leaderboard
 
     suite = tmp_path / "rest.yaml"
     suite.write_text(
@@ -209,9 +209,9 @@ def test_restoration_suite_records_per_image_scores_strips_and_the_survey_layout
 def test_diffusion_restorer_averages_num_samples_posterior_samples(tmp_path):
     """num_samples = 2 returns the mean of the first sample (the same draw as num_samples = 1)
     and a second one; fewer than 1 is refused."""
-    from bench.device import make_accelerator
-    from bench.errors import BenchError
-    from bench.method import Budget, RunContext
+    from bench.api.errors import BenchError
+    from bench.api.method import Budget, RunContext
+    from bench.engine.device import make_accelerator
     from methods.label_diffusion import diffusers_unet
 
     bundle = load_bundle({**BREAST_NOISY, "max_patches_per_image": 1})

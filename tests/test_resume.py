@@ -9,13 +9,13 @@ import torch
 from accelerate.utils import set_seed
 from conftest import TINY_SUITE, real_data_dir
 
+from bench.api.dataset import SplitData
+from bench.api.method import Budget, RunContext
+from bench.api.registry import METHODS
 from bench.data.load import load_bundle
-from bench.data.spec import SplitData
-from bench.method import Budget, RunContext
-from bench.registry import METHODS
-from bench.resume import SUFFIX, checkpoint_path
-from bench.runner import make_accelerator, run_suite
-from bench.training import train_loop
+from bench.engine.resume import SUFFIX, checkpoint_path
+from bench.engine.runner import make_accelerator, run_suite
+from bench.engine.training import train_loop
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -158,12 +158,12 @@ def test_a_checkpoint_of_another_model_or_plan_is_ignored_with_a_message(tmp_pat
 
 
 def test_the_runner_removes_checkpoints_once_a_record_is_written(tmp_path, data_dir, monkeypatch):
-    import bench.runner
+    import bench.engine.runner
 
     work, there_before = tmp_path / "runs", []
-    remove = bench.runner.remove_checkpoints
+    remove = bench.engine.runner.remove_checkpoints
     monkeypatch.setattr(
-        bench.runner,
+        bench.engine.runner,
         "remove_checkpoints",
         lambda d: (there_before.extend(d.glob(f"*{SUFFIX}")), remove(d)),
     )
@@ -228,7 +228,7 @@ def test_patience_stops_a_stage_on_validation_and_a_rerun_does_not_train_on(tmp_
 
 
 def test_a_budget_without_patience_keeps_the_hash_of_records_made_before_it_existed():
-    from bench.method import config_hash
+    from bench.api.method import config_hash
 
     assert config_hash("m", {"a": 1}, Budget(epochs=3)) == config_hash(
         "m", {"a": 1}, Budget(epochs=3, patience=None)

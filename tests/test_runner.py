@@ -13,16 +13,16 @@ import torch
 from conftest import REPO, TINY_SUITE
 
 from baselines.timm_classifier import TimmClassifierConfig
+from bench.api.method import ClassificationMethod, MethodSpec
+from bench.api.registry import METHODS
 from bench.cli import main
 from bench.data.locate import md5sum
-from bench.device import cpu_has_native_bf16
-from bench.method import ClassificationMethod, MethodSpec
-from bench.metrics import compute_all
+from bench.engine.device import cpu_has_native_bf16
+from bench.engine.records import load_predictions, load_records
+from bench.engine.runner import run_suite
+from bench.engine.training import SupervisedSettings, train_supervised
+from bench.metrics.classification import compute_all
 from bench.nn.timm_models import build_timm_model
-from bench.records import load_predictions, load_records
-from bench.registry import METHODS
-from bench.runner import run_suite
-from bench.training import SupervisedSettings, train_supervised
 
 BENCH = [sys.executable, "-m", "bench.cli"]
 
@@ -314,8 +314,8 @@ def test_a_pipeline_check_preset_is_never_written_into_the_published_results(tmp
     trains anything, accepts any other folder; and no committed record is a smoke one."""
     import json
 
-    from bench.config import load_suite
-    from bench.provenance import REPO
+    from bench.engine.config import load_suite
+    from bench.engine.provenance import REPO
 
     published = REPO / "results"
     before = sorted(published.rglob("*"))

@@ -11,8 +11,8 @@ import optuna
 import pytest
 from conftest import REPO, TINY_SUITE
 
-from bench.errors import BenchError
-from bench.sweep import declared_space, run_sweep
+from bench.api.errors import BenchError
+from bench.tools.sweep import declared_space, run_sweep
 
 
 def sweep(tmp_path, trials, **kw):
@@ -166,7 +166,7 @@ def test_pretraining_reports_nothing_to_the_pruner(tmp_path):
     stage 1) trains, so a trial's intermediate values are the method's own."""
     import torch
 
-    from bench.method import Budget, RunContext
+    from bench.api.method import Budget, RunContext
     from bench.nn.pretraining import cached_pretraining
 
     reported = []

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from conftest import REPO, TINY_SUITE
 
-from bench import records
 from bench.cli import main
-from bench.records import load_records, refuse_unpublished, unit_lock
+from bench.engine import records
+from bench.engine.records import load_records, refuse_unpublished, unit_lock
 
 BENCH = [sys.executable, "-m", "bench.cli"]
 
@@ -118,7 +118,7 @@ def test_a_lock_is_exclusive_and_never_stale_after_kill_9(tmp_path):
             sys.executable,
             "-c",
             (
-                "import sys, time; from pathlib import Path; from bench.records import unit_lock\n"
+                "import sys, time; from pathlib import Path; from bench.engine.records import unit_lock\n"
                 f"with unit_lock(Path({str(stem)!r})) as ok:\n    print(ok, flush=True); time.sleep(600)"
             ),
         ],
@@ -185,8 +185,8 @@ def test_records_are_readable_by_others(tmp_path):
 
 
 def test_published_records_come_from_committed_code(monkeypatch):
-    from bench import provenance
-    from bench.config import load_suite
+    from bench.engine import provenance
+    from bench.engine.config import load_suite
 
     standard = load_suite("classification").preset("standard")
     monkeypatch.setattr(provenance, "git_state", lambda: {"git_commit": "abc", "git_dirty": True})
@@ -247,7 +247,7 @@ def test_a_registered_dataset_outside_the_suite_runs_with_its_methods(data_dir, 
 
 
 def test_data_identity_ignores_paths_and_compares_pixels_where_both_records_have_them():
-    from bench.records import same_data
+    from bench.engine.records import same_data
 
     a = {"split_hash": "s", "files": {"/x/a.csv": "m"}, "images_sha256": "i1"}
     assert same_data(

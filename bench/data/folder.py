@@ -26,8 +26,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from bench.data.locate import md5sum
-from bench.data.spec import (
+from bench.api.dataset import (
     SPLIT_ALIASES,
     SPLITS,
     DatasetBundle,
@@ -35,8 +34,9 @@ from bench.data.spec import (
     SplitData,
     validate_bundle,
 )
+from bench.api.errors import DataError
+from bench.data.locate import md5sum
 from bench.data.splits import make_splits
-from bench.errors import DataError
 
 
 def to_uint8_image(img: Image.Image, channels: int, size: int) -> np.ndarray:

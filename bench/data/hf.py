@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.api.dataset import SPLIT_ALIASES, DatasetBundle, DatasetSpec, SplitData, validate_bundle
+from bench.api.errors import DataError
 from bench.data.folder import to_uint8_image
-from bench.data.spec import SPLIT_ALIASES, DatasetBundle, DatasetSpec, SplitData, validate_bundle
 from bench.data.splits import split_off, stratify_key
-from bench.errors import DataError
 
 
 def open_hf_dataset(path_or_name: str, data_dir):

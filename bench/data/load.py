@@ -7,12 +7,12 @@ import inspect
 from functools import partial
 from typing import Any
 
+from bench.api.dataset import DatasetBundle, DatasetSource
+from bench.api.errors import BenchError, DataError
+from bench.api.registry import DATASETS
 from bench.data.folder import load_folder
 from bench.data.hf import load_hf
 from bench.data.paired import load_paired
-from bench.data.spec import DatasetBundle, DatasetSource
-from bench.errors import BenchError, DataError
-from bench.registry import DATASETS
 
 INLINE_LOADERS = {"folder": load_folder, "hf": load_hf, "paired": load_paired}
 NOT_OPTIONS = ("name", "data_dir", "download")  # given by the harness, not the entry

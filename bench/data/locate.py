@@ -15,7 +15,7 @@ import urllib.request
 import warnings
 from pathlib import Path
 
-from bench.errors import DataError, MissingDataError
+from bench.api.errors import DataError, MissingDataError
 
 OFFLINE_VARS = ("BENCH_OFFLINE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 _md5_cache: dict[tuple[str, int, float], str] = {}

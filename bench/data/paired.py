@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data.spec import SPLITS
-from bench.errors import DataError
+from bench.api.dataset import SPLITS
+from bench.api.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ def medmnist_images(
 ) -> tuple[dict[str, list[tuple[str, np.ndarray, str]]], dict]:
     """A MedMNIST file's images per official split (each 28 px image is one source
     image), and its files with their MD5s."""
-    from bench.registry import DATASETS  # the registered MedMNIST source, not the suite loader
+    from bench.api.registry import DATASETS  # the registered MedMNIST source, not the suite loader
 
     bundle = DATASETS.get(flag).load(data_dir=data_dir, download=download)
     return {

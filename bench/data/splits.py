@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
-from bench.errors import DataError
+from bench.api.errors import DataError
 
 
 def stratify_key(labels: np.ndarray) -> np.ndarray:

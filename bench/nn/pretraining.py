@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from bench.method import RunContext
+from bench.api.method import RunContext
 
 
 def cache_key(payload: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from bench.errors import BenchError
+from bench.api.errors import BenchError
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.api.dataset import DatasetBundle, DatasetSource, DatasetSpec, SplitData, validate_bundle
+from bench.api.errors import DataError
+from bench.api.registry import DATASETS
 from bench.data.locate import locate_file
-from bench.data.spec import DatasetBundle, DatasetSource, DatasetSpec, SplitData, validate_bundle
-from bench.errors import DataError
-from bench.registry import DATASETS
 
 INFO = json.loads((Path(__file__).with_name("medmnist_info.json")).read_text())
 SIZES = (28, 64, 128, 224)

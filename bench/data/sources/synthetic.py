@@ -17,7 +17,13 @@ from functools import partial
 
 import numpy as np
 
-from bench.data.spec import DatasetBundle, DatasetSpec, SplitData, register_dataset, validate_bundle
+from bench.api.dataset import (
+    DatasetBundle,
+    DatasetSpec,
+    SplitData,
+    register_dataset,
+    validate_bundle,
+)
 
 SIZE = 28
 SPLIT_SIZES = {"train": 600, "val": 100, "test": 200}

@@ -1,0 +1,474 @@
+"""Run a suite: expand datasets x methods x seeds, skip complete units, run the rest.
+
+Under ``accelerate launch`` with several processes, whole units are dealt out to the
+ranks (unit i goes to rank i mod world size); each unit trains on one process, so its
+numbers are those of a single-process run with the same seed, and its record is
+written once, by its owner. The outcomes are gathered on rank 0 for the summary.
+A unit that fails (NaN loss, out of memory, bad data) is recorded as failed and the
+suite goes on; nothing already written is touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from bench.api.dataset import DatasetBundle
+from bench.api.errors import BenchError, DataError, MissingDataError
+from bench.api.method import MethodSpec, RunContext, config_dict, config_hash
+from bench.api.registry import DATASETS, METHODS, TASKS
+from bench.api.task import ScoringRun
+from bench.data.load import dataset_source
+from bench.engine.config import MethodEntry, Preset, Suite, load_suite
+from bench.engine.device import make_accelerator
+from bench.engine.provenance import environment, now, peak_memory, reset_peak_memory
+from bench.engine.records import (
+    is_complete,
+    read_json,
+    refuse_unpublished,
+    unit_lock,
+    unit_stem,
+    write_record,
+)
+from bench.engine.resume import remove_checkpoints
+
+SYNTHETIC_TWINS = {
+    "binary": "synthetic_lesions",
+    "multiclass": "synthetic_severity",
+    "ordinal": "synthetic_severity",
+}
+
+
+@dataclass
+class Unit:
+    dataset: str
+    method: str
+    seed: int
+    config: dict[str, Any]
+    config_hash: str
+    stem: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset}/{self.method}/seed{self.seed}"
+
+
+def suite_dataset_entries(suite: Suite, only: list[str] | None) -> list:
+    """The suite's dataset entries (those in `only`, when given), plus any registered
+    dataset named in `only` that the suite does not list: it runs with the suite's
+    methods and presets, without a suite file of its own."""
+
+    def name_of(entry):
+        return entry if isinstance(entry, str) else entry.get("name")
+
+    entries = [e for e in suite.datasets if not only or name_of(e) in only]
+    for name in only or []:
+        if name in {name_of(e) for e in suite.datasets}:
+            continue
+        try:
+            source = DATASETS.get(name)
+        except BenchError as exc:
+            raise BenchError(
+                f"dataset {name!r} is neither in suite {suite.name!r} ({', '.join(map(str, map(name_of, suite.datasets)))}) "
+                f"nor registered: {exc}"
+            ) from None
+        if (source.task == "restoration") != (suite.task == "restoration"):
+            raise BenchError(
+                f"dataset {name!r} is a {source.task} dataset; suite {suite.name!r} is a {suite.task} suite"
+            )
+        entries.append(name)
+    return entries
+
+
+def resolve_datasets(
+    suite: Suite, only: list[str] | None, data_dir, download, fallback_synthetic: bool, log
+):
+    """Load each dataset once; on missing (not bad) data, use a synthetic twin if allowed."""
+    bundles: dict[str, DatasetBundle] = {}
+    errors: dict[str, str] = {}
+    for entry in suite_dataset_entries(suite, only):
+        source = dataset_source(entry)
+        try:
+            bundles[source.name] = source.load(data_dir=data_dir, download=download)
+        except DataError as exc:  # a file that is there but bad is never replaced by synthetic data
+            twin = SYNTHETIC_TWINS.get(source.task)
+            if not (fallback_synthetic and twin and isinstance(exc, MissingDataError)):
+                errors[source.name] = str(exc)
+                continue
+            log(
+                f"NO REAL DATA for {source.name}: {exc}\n  -> running on the SYNTHETIC dataset {twin} instead (not medical data)."
+            )
+            if twin not in bundles:
+                bundles[twin] = dataset_source(twin).load()
+    return bundles, errors
+
+
+def plan_units(
+    suite: Suite,
+    preset: Preset,
+    dataset_names,
+    methods_only,
+    seeds,
+    results_dir,
+    precision: str = "fp32",
+) -> tuple[list[Unit], dict[str, MethodSpec]]:
+    specs, units = {}, []
+    entries = [m for m in suite.methods if not methods_only or m.name in methods_only]
+    entries += [
+        MethodEntry(name)
+        for name in methods_only or []
+        if name not in {m.name for m in suite.methods}
+    ]
+    if not entries:
+        raise BenchError(f"no methods selected from suite {suite.name!r}")
+    for entry in entries:
+        spec = METHODS.get(entry.name)  # unknown names fail here, before any training
+        if spec.cls.task != suite.task:
+            raise BenchError(
+                f"method {entry.name!r} is a {spec.cls.task} method; suite {suite.name!r} is a {suite.task} suite"
+            )
+        config = config_dict(
+            spec.make_config(suite.options_for(entry, preset, spec.preset_options_of))
+        )
+        chash = config_hash(entry.name, config, preset.budget, precision)
+        specs[entry.name] = spec
+        for dataset in dataset_names:
+            for seed in seeds:
+                units.append(
+                    Unit(
+                        dataset,
+                        entry.name,
+                        seed,
+                        config,
+                        chash,
+                        unit_stem(results_dir, suite.name, dataset, entry.name, chash, seed),
+                    )
+                )
+    return units, specs
+
+
+def unit_work_dir(unit: Unit, suite: Suite, work_dir: Path) -> Path:
+    """Where a unit keeps its training checkpoints until its record is written."""
+    return unit_stem(work_dir, suite.name, unit.dataset, unit.method, unit.config_hash, unit.seed)
+
+
+def run_unit(
+    unit: Unit,
+    spec: MethodSpec,
+    bundle: DatasetBundle,
+    suite: Suite,
+    preset: Preset,
+    accelerator,
+    work_dir: Path,
+    progress: bool,
+    shared: dict | None = None,
+    on_eval=None,
+    checkpoint_every_s: float = 300.0,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    from accelerate.utils import set_seed
+
+    set_seed(unit.seed, deterministic=True)
+    method = spec.cls(spec.make_config(unit.config), bundle.spec)
+    ctx = RunContext(
+        accelerator,
+        unit.seed,
+        preset.budget,
+        unit_work_dir(unit, suite, work_dir),
+        tqdm.write,
+        progress,
+        work_dir / "cache",
+        bundle.split_hash,
+        artifact_stem=unit.stem,
+        on_eval=on_eval,
+        checkpoint_every_s=checkpoint_every_s,
+    )
+    ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    reset_peak_memory(accelerator.device)
+    splits = bundle.splits
+    t0 = time.perf_counter()
+    selection = method.fit(splits["train"], splits["val"], ctx) or {}
+    train_s = time.perf_counter() - t0
+    run = ScoringRun(unit.method, suite.evaluation_for(preset), {} if shared is None else shared)
+    scored = TASKS.get(method.task).score(method, bundle, ctx, run)
+    seen = selection.get("train_images_seen", 0)
+    n_out, out_s = scored.outputs, scored.output_s
+    return {
+        **scored.fields,
+        "selection": selection,
+        "timings": {
+            "train_s": train_s,
+            "train_images_per_s": seen / selection.get("train_compute_s", train_s)
+            if seen
+            else None,
+            "inference_images_per_s": n_out / out_s if out_s > 0 else None,
+        },
+        "memory": peak_memory(accelerator.device),
+    }, scored.arrays
+
+
+def data_block(bundle: DatasetBundle | None) -> dict[str, Any] | None:
+    """The record's ``data``: what the unit is computed from (part of its identity)."""
+    if bundle is None:
+        return None
+    return {
+        "split_hash": bundle.split_hash,
+        "files": bundle.files,
+        "images_sha256": getattr(
+            bundle, "images_sha256", None
+        ),  # None for paired data: its split hash covers the pixels
+        "duplicates_across_splits": bundle.duplicates_across_splits,
+        "n": {k: len(v) for k, v in bundle.splits.items()},
+        "source": bundle.spec.source,
+        "synthetic": bundle.spec.synthetic,
+        "licence": bundle.spec.licence,
+        "notes": list(
+            getattr(bundle, "notes", [])
+        ),  # e.g. a data file that is not the official one
+    }
+
+
+def base_record(
+    unit: Unit, suite: Suite, preset: Preset, bundle: DatasetBundle | None, env: dict
+) -> dict[str, Any]:
+    data = data_block(bundle)
+    return {
+        "suite": suite.name,
+        "preset": preset.name,
+        "dataset": unit.dataset,
+        "method": unit.method,
+        "seed": unit.seed,
+        "config_hash": unit.config_hash,
+        "config": unit.config,
+        "budget": dataclasses.asdict(preset.budget),
+        "task": bundle.spec.task if bundle else None,
+        "class_names": list(bundle.spec.class_names) if bundle else None,
+        "data": data,
+        "provenance": env,
+    }
+
+
+def run_suite(
+    suite_name: str,
+    preset_name: str = "smoke",
+    *,
+    datasets: list[str] | None = None,
+    methods: list[str] | None = None,
+    seeds: list[int] | None = None,
+    data_dir: str | None = None,
+    results_dir: str | Path = "results",
+    work_dir: str | Path = "runs",
+    download: bool | None = None,
+    fallback_synthetic: bool = False,
+    precision: str = "auto",
+    cpu: bool = False,
+    progress: bool = True,
+    checkpoint_every_s: float = 300.0,
+    rerun: bool = False,
+    allow_dirty: bool = False,
+) -> list[dict[str, Any]]:
+    """Run (or resume) a suite; return one outcome per unit (all ranks' on rank 0).
+
+    A unit is complete when its record was made from the same data; `rerun` runs the
+    selected units again even so (after a code change: a record keeps the commit it was
+    made from, and complete units are not rerun just because the code moved on)."""
+    from accelerate.utils import gather_object
+
+    accelerator, precision = make_accelerator(precision, cpu)
+    log = tqdm.write if accelerator.is_main_process else (lambda msg: None)
+    rank = f"[rank {accelerator.process_index}] " if accelerator.num_processes > 1 else ""
+    suite = load_suite(suite_name)
+    preset = suite.preset(preset_name)
+    results_dir, work_dir = Path(results_dir), Path(work_dir)
+    refuse_unpublished(preset, results_dir, allow_dirty)
+    bundles, data_errors = resolve_datasets(
+        suite, datasets, data_dir, download, fallback_synthetic, log
+    )
+    if data_errors and not bundles:  # nothing can run: an input error, not failed units
+        raise DataError(
+            "; ".join(
+                f"{name}: {msg}" if name not in msg else msg for name, msg in data_errors.items()
+            )
+        )
+    for name, bundle in bundles.items():
+        for note in getattr(bundle, "notes", []):
+            log(f"{name}: ⚠ {note}")
+    names = list(bundles) + list(data_errors)
+    units, specs = plan_units(
+        suite, preset, names, methods, seeds or suite.seeds, results_dir, precision
+    )
+    data = {name: data_block(bundle) for name, bundle in bundles.items()}
+    pending = [u for u in units if rerun or not is_complete(u.stem, data.get(u.dataset))]
+    other_data = [u for u in pending if is_complete(u.stem)]
+    accelerator.wait_for_everyone()  # every rank has decided what is pending before anyone writes
+    mine = pending[accelerator.process_index :: accelerator.num_processes]
+    log(
+        f"suite {suite.name} / preset {preset.name}: {len(units)} units, {len(units) - len(pending)} complete, "
+        f"{len(pending)} to run on {accelerator.num_processes} process(es) [{accelerator.device}, {precision}]"
+    )
+    if other_data and not rerun:
+        log(
+            f"  {len(other_data)} of them have a record made from other data (split hash, file MD5s or pixels differ): "
+            f"run again, the new record says which one it replaces ({other_data[0].label}, ...)"
+        )
+    env = environment(accelerator.device, precision, accelerator.num_processes)
+    outcomes, shared = [], {}
+    bar = tqdm(
+        mine,
+        desc=f"rank {accelerator.process_index}" if accelerator.num_processes > 1 else "units",
+        disable=None if progress else True,
+        dynamic_ncols=True,
+    )
+    for unit in bar:
+        bar.set_postfix_str(unit.label)
+        with unit_lock(unit.stem) as locked:
+            if not locked:  # another process is running it now
+                outcomes.append(
+                    {
+                        "unit": unit.label,
+                        "status": "running in another process (skipped)",
+                        "record": str(unit.stem.with_suffix(".json")),
+                    }
+                )
+            elif not rerun and is_complete(
+                unit.stem, data.get(unit.dataset)
+            ):  # another process finished it meanwhile
+                outcomes.append(
+                    {
+                        "unit": unit.label,
+                        "status": "complete (skipped)",
+                        "record": str(unit.stem.with_suffix(".json")),
+                    }
+                )
+            else:
+                outcomes.append(
+                    run_and_record(
+                        unit,
+                        specs[unit.method],
+                        bundles.get(unit.dataset),
+                        data_errors.get(unit.dataset),
+                        suite,
+                        preset,
+                        accelerator,
+                        env,
+                        work_dir,
+                        progress,
+                        shared,
+                        checkpoint_every_s=checkpoint_every_s,
+                    )
+                )
+        tqdm.write(rank + _outcome_line(outcomes[-1]))
+    accelerator.wait_for_everyone()
+    gathered = gather_object(outcomes) if accelerator.num_processes > 1 else outcomes
+    skipped = [
+        {
+            "unit": u.label,
+            "status": "complete (skipped)",
+            "record": str(u.stem.with_suffix(".json")),
+        }
+        for u in units
+        if u not in pending
+    ]
+    return skipped + list(gathered)
+
+
+def run_and_record(
+    unit,
+    spec,
+    bundle,
+    data_error,
+    suite,
+    preset,
+    accelerator,
+    env,
+    work_dir,
+    progress,
+    shared=None,
+    passthrough: tuple = (),
+    on_eval=None,
+    checkpoint_every_s: float = 300.0,
+) -> dict[str, Any]:
+    """Run one unit and write its record, ok or failed; exceptions of a `passthrough`
+    type (a sweep's pruning) propagate instead, and nothing is written."""
+    started = now()
+    t0 = time.perf_counter()
+    record = base_record(unit, suite, preset, bundle, {**env, "started": started})
+    previous = read_json(unit.stem.with_suffix(".json"))
+    if previous and previous.get("status") == "ok":  # say what this record overwrites
+        old = previous.get("data") or {}
+        record["replaces"] = {
+            "split_hash": old.get("split_hash"),
+            "files": old.get("files"),
+            "images_sha256": old.get("images_sha256"),
+            "git_commit": (previous.get("provenance") or {}).get("git_commit"),
+            "finished": (previous.get("provenance") or {}).get("finished"),
+        }
+    try:
+        if bundle is None:
+            raise DataError(data_error)
+        result, arrays = run_unit(
+            unit,
+            spec,
+            bundle,
+            suite,
+            preset,
+            accelerator,
+            work_dir,
+            progress,
+            shared,
+            on_eval,
+            checkpoint_every_s,
+        )
+        result["timings"]["wall_s"] = time.perf_counter() - t0
+        record.update(status="ok", error=None, **result)
+    except passthrough:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a unit's failure (NaN, OOM, bad data) must not stop the suite
+        arrays = None
+        record.update(
+            status="failed",
+            error={
+                "type": type(exc).__name__,
+                "message": str(exc),
+                "traceback": traceback.format_exc(),
+            },
+        )
+        record["timings"] = {"wall_s": time.perf_counter() - t0}
+    record["provenance"]["finished"] = now()
+    try:
+        path = write_record(unit.stem, record, arrays)
+    except OSError as exc:
+        raise BenchError(
+            f"{unit.label}: cannot write its record {unit.stem.with_suffix('.json')} ({exc.strerror or exc}); nothing "
+            f"half-written is left, and its training checkpoints in {unit_work_dir(unit, suite, Path(work_dir))} "
+            "are kept, so a rerun writes the record without training again"
+        ) from exc
+    if record["status"] == "ok":  # a failed unit keeps them: its rerun resumes
+        remove_checkpoints(unit_work_dir(unit, suite, Path(work_dir)))
+    return {
+        "unit": unit.label,
+        "status": record["status"],
+        "error": record["error"]["message"] if record["error"] else None,
+        "test": record.get("metrics", {}).get("test", {}),
+        "wall_s": record["timings"]["wall_s"],
+        "record": str(path),
+    }
+
+
+def _outcome_line(o: dict[str, Any]) -> str:
+    if o["status"] == "failed":
+        return f"  FAILED {o['unit']}: {o['error']}"
+    if o["status"] != "ok":
+        return f"  {o['unit']}: {o['status']}"
+    shown = [
+        f"{k} {o['test'][k]:.3f}"
+        for k in ("accuracy", "auroc", "fid", "precision", "recall", "psnr", "ssim")
+        if o["test"].get(k) is not None
+    ]
+    return f"  ok {o['unit']}: test {', '.join(shown) or 'n/a'} ({o['wall_s']:.0f}s)"

@@ -1,0 +1,507 @@
+"""`bench paper` and `bench reproduce`: the papers' tables regenerated from our records,
+in the papers' layouts, with the papers' reported numbers (``bench/papers/<key>.yaml``,
+data, not code) beside ours.
+
+Each table names the suite whose records fill it, the metrics, and for every paper
+dataset the dataset we ran instead (named in the table; ``null`` where we have none).
+Our cells are mean ± std over seeds of the test metric, from the preset with the most
+records for that dataset (ties: ``full``; the preset is named), best in bold and
+second underlined among our methods, with paired t-test marks over matched seeds
+against the table's reference (*** p < 0.01, ** p < 0.05, * p < 0.1). Sweep tables
+(DiffMIC-v2 Table V, Fig. 4) read the trial records of ``bench sweep``. Tables without
+any record of ours say so instead of being left out.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from bench.api.errors import BenchError
+from bench.api.registry import METRICS
+from bench.report.floors import (
+    at_or_below,
+    degenerate_generator,
+    metric_floors,
+    one_class_seed,
+    split_floors,
+)
+
+PAPERS_DIR = Path(__file__).parents[1] / "papers"
+
+
+def paper_keys() -> dict[str, Path]:
+    return {yaml.safe_load(p.read_text())["key"]: p for p in sorted(PAPERS_DIR.glob("*.yaml"))}
+
+
+def load_paper(key: str) -> dict[str, Any]:
+    keys = paper_keys()
+    if key not in keys:
+        import difflib
+
+        close = difflib.get_close_matches(key, list(keys), n=1)
+        raise BenchError(
+            f"unknown paper {key!r}"
+            + (f"; did you mean {close[0]!r}?" if close else "")
+            + f" (papers: {sorted(keys)})"
+        )
+    return yaml.safe_load(keys[key].read_text())
+
+
+PAPER_FEATURE_SPACE = (
+    "inception-v3-compat"  # the papers' FID/KID/precision/recall (TF-FID Inception)
+)
+
+
+@dataclass
+class Cell:
+    """One of our numbers: per-seed values of a (dataset, method, metric)."""
+
+    by_seed: dict[int, float]
+    flag: str = (
+        ""  # why the number is no result (at or below its floor, a one-class model), if it is not
+    )
+    feature_space: str | None = (
+        None  # generation metrics: the extractor whose features they are computed in
+    )
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.flag)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(list(self.by_seed.values())))
+
+    @property
+    def std(self) -> float:
+        return (
+            float(np.std(list(self.by_seed.values()), ddof=1))
+            if len(self.by_seed) > 1
+            else float("nan")
+        )
+
+
+def _preset(records: list[dict], wanted: str | None) -> str | None:
+    """The forced preset, else the one with the most records here (ties: full first)."""
+    if wanted:
+        return wanted
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r["preset"]] = counts.get(r["preset"], 0) + 1
+    return max(counts, key=lambda p: (counts[p], p == "full")) if counts else None
+
+
+def our_cells(
+    records: list[dict], dataset: str, method: str, metric: str, preset: str | None
+) -> Cell | None:
+    """Our per-seed values of a metric, flagged when the mean does not beat the metric's
+    floor on the split or a seed's model predicts one class (bench/report/floors.py)."""
+    candidates = [
+        r
+        for r in records
+        if r["dataset"] == dataset and r["method"] == method and r["preset"] == preset
+    ]
+    if not candidates:
+        return None
+    # one config (and so one precision) per cell: the one with the most seeds, fp32 first on ties
+    counts = {
+        h: sum(r["config_hash"] == h for r in candidates)
+        for h in {r["config_hash"] for r in candidates}
+    }
+    precision = {
+        r["config_hash"]: r.get("provenance", {}).get("precision", "fp32") for r in candidates
+    }
+    chosen = max(sorted(counts), key=lambda h: (counts[h], precision[h] == "fp32"))
+    by_seed, used = {}, []
+    for r in candidates:
+        if r["config_hash"] == chosen:
+            v = (r.get("metrics", {}).get("test") or {}).get(metric)
+            if v is not None:
+                by_seed[r["seed"]] = float(v)
+                used.append(r)
+    if not by_seed:
+        return None
+    spaces = {
+        ((r.get("evaluation") or {}).get("extractor_info") or {}).get("name") for r in used
+    } - {None}
+    cell = Cell(by_seed, feature_space=", ".join(sorted(spaces)) or None)
+    one_class = sum(one_class_seed(r) for r in used)
+    degenerate = sum(bool(degenerate_generator(r)) for r in used)
+    floor = metric_floors(split_floors(used)).get(metric)
+    higher = METRICS.get(metric).higher_is_better
+    if at_or_below(cell.mean, floor, higher):
+        cell.flag = f"at or {'below' if higher else 'above'} the {metric} floor {floor:.3f}"
+    elif one_class:
+        cell.flag = f"{one_class} of {len(used)} seeds predict one class"
+    elif degenerate:
+        cell.flag = f"{degenerate} of {len(used)} seeds' samples collapsed or copy training images"
+    return cell
+
+
+def _fmt(v: float, metric: str, scale: float = 1.0) -> str:
+    v = v * scale
+    return (
+        f"{v:.2f}"
+        if metric in ("psnr", "fid") or scale != 1.0
+        else (f"{v:.4f}" if metric == "rmse" else f"{v:.3f}")
+    )
+
+
+def _mark(cell: Cell | None, ref: Cell | None) -> str:
+    from bench.report.stats import MIN_SEEDS_FOR_TEST, paired_ttest, significance_mark
+
+    if cell is None or ref is None or cell is ref:
+        return ""
+    common = sorted(set(cell.by_seed) & set(ref.by_seed))
+    if len(common) < MIN_SEEDS_FOR_TEST:
+        return ""
+    return significance_mark(
+        paired_ttest(
+            np.array([cell.by_seed[s] for s in common]), np.array([ref.by_seed[s] for s in common])
+        )
+    )
+
+
+def render_comparison(
+    table: dict, records: list[dict], preset: str | None
+) -> tuple[list[str], list[dict]]:
+    """A methods x metrics table per paper dataset; returns markdown lines and the
+    (paper, ours) pairs for `reproduce`."""
+
+    metrics = table["metrics"]
+    scale = float(table.get("scale", 1.0))
+    lines, pairs = [], []
+    for ds in table["datasets"]:
+        paper_ds, ours_ds = ds["paper"], ds.get("ours")
+        lines += [
+            "",
+            f"### {paper_ds}"
+            + (
+                f" (ours: {ours_ds})"
+                if ours_ds
+                else " (no equivalent dataset here: paper numbers only)"
+            ),
+        ]
+        if ds.get("note"):
+            lines += ["", f"_{ds['note']}._"]
+        methods = {r.get("ours") for r in table["rows"]}
+        chosen = _preset(
+            [r for r in records if r["dataset"] == ours_ds and r["method"] in methods], preset
+        )
+        if ours_ds and chosen:
+            lines += [
+                "",
+                f"Ours: suite `{table['suite']}`, preset `{chosen}`, reference `{table.get('reference')}`.",
+            ]
+        cells = {}  # by row position: labels repeat (Table III's "+ Syn" rows)
+        for i, row in enumerate(table["rows"]):
+            for label, metric in metrics.items():
+                cells[(i, label)] = (
+                    our_cells(records, ours_ds, row["ours"], metric, chosen)
+                    if ours_ds and row.get("ours")
+                    else None
+                )
+        if ours_ds and not any(cells.values()):
+            lines += [
+                "",
+                f"_No run of ours yet for this table on {ours_ds} (suite `{table['suite']}`)._",
+            ]
+        ref_index = next(
+            (i for i, r in enumerate(table["rows"]) if r.get("ours") == table.get("reference")),
+            None,
+        )
+        ranks = {}
+        for label, metric in metrics.items():
+            higher = METRICS.get(metric).higher_is_better
+            present = {
+                i: float(_fmt(c.mean, metric, scale))
+                for i in range(len(table["rows"]))
+                if (c := cells[(i, label)]) is not None and not c.flagged
+            }
+            distinct = sorted(
+                set(present.values()), reverse=higher
+            )  # ties share a rank; one value ranks nothing
+            ranks[label] = (
+                {i: distinct.index(v) for i, v in present.items()} if len(distinct) > 1 else {}
+            )
+        grid = []
+        for i, row in enumerate(table["rows"]):
+            paper_vals = (row.get("paper") or {}).get(paper_ds)
+            ours_name = (
+                row["ours"] + (f": {row['ours_note']}" if row.get("ours_note") else "")
+                if row.get("ours")
+                else None
+            )
+            out = [
+                row["label"]
+                + (f" ({ours_name})" if ours_name and row["ours"] not in row["label"] else "")
+            ]
+            for j, (label, metric) in enumerate(metrics.items()):
+                p = paper_vals[j] if paper_vals else None
+                c = cells[(i, label)]
+                out.append("—" if p is None else f"{p:g}")
+                if c is None:
+                    out.append("not run" if row.get("ours") and ours_ds else "—")
+                else:
+                    ref = cells.get((ref_index, label)) if ref_index is not None else None
+                    text = _fmt(c.mean, metric, scale) + (
+                        f" ± {_fmt(c.std, metric, scale)}" if np.isfinite(c.std) else ""
+                    )
+                    rank = ranks[label].get(i)
+                    text = f"**{text}**" if rank == 0 else (f"<u>{text}</u>" if rank == 1 else text)
+                    out.append(text + (" ⚠" if c.flagged else "") + _mark(c, ref))
+                    if p is not None:
+                        pairs.append(
+                            {
+                                "table": table["id"],
+                                "paper_dataset": paper_ds,
+                                "dataset": ours_ds,
+                                "method": row["label"],
+                                "metric": label,
+                                "paper": p,
+                                "ours": c.mean * scale,
+                                "n_seeds": len(c.by_seed),
+                                "tolerance": _tolerance(table, metric, scale),
+                                "same_dataset": ours_ds == paper_ds,
+                                "flag": c.flag,
+                                "feature_space": c.feature_space,
+                            }
+                        )
+            grid.append(out)
+        header = ["method"] + [
+            f"{label} {who}" for label in metrics for who in ("(paper)", "(ours)")
+        ]
+        if (
+            table.get("orientation") == "methods_as_columns"
+        ):  # as printed in the paper: methods across
+            header, grid = (
+                ["metric"] + [g[0] for g in grid],
+                [[header[i + 1]] + [g[i + 1] for g in grid] for i in range(len(header) - 1)],
+            )
+        lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+            "| " + " | ".join(r) + " |" for r in grid
+        ]
+    return lines, pairs
+
+
+def _tolerance(table: dict, metric: str, scale: float) -> float:
+    tol = table.get("tolerance", 0.03)
+    tol = tol.get(metric, 0.03) if isinstance(tol, dict) else tol
+    return float(tol) * scale
+
+
+def sweep_records(results_dir: Path, method: str, dataset: str) -> list[dict]:
+    from bench.engine.records import read_json
+
+    out = []
+    for path in sorted((Path(results_dir) / "sweeps").rglob("seed*.json")):
+        r = read_json(path)
+        if (
+            r
+            and r.get("status") == "ok"
+            and r.get("method") == method
+            and r.get("dataset") == dataset
+        ):
+            out.append({**r, "_path": str(path)})
+    return out
+
+
+def one_factor_groups(records: list[dict], field: str) -> dict[Any, list[dict]]:
+    """Records by their value of `field`, from the studies (records sharing a sweep
+    name) in which `field` is the only config field that varies: one factor at a time,
+    as the papers' tables, so another parameter's sweep does not leak in at its default."""
+    studies: dict[str, list[dict]] = {}
+    for r in records:
+        studies.setdefault(r["suite"], []).append(r)
+    groups: dict[Any, list[dict]] = {}
+    for trials in studies.values():
+        fields = set().union(*(r["config"] for r in trials))
+        varying = {
+            f
+            for f in fields
+            if len({json.dumps(r["config"].get(f), sort_keys=True) for r in trials}) > 1
+        }
+        if varying == {field}:
+            for r in trials:
+                groups.setdefault(r["config"][field], []).append(r)
+    return groups
+
+
+def render_sweep(table: dict, results_dir: Path, out_dir: Path | None) -> list[str]:
+    """Our test metrics per value of each swept parameter (means over the trials with
+    that value, in studies that varied it alone), beside the paper's; a plot for figure tables."""
+    metrics = table["metrics"]
+    ds = table["datasets"][0]
+    records = sweep_records(results_dir, table["method"], ds["ours"])
+    floors = metric_floors(split_floors(records)) if records else {}
+    lines = [
+        "",
+        f"_{ds.get('note', '')}. Ours: test metrics of `bench sweep {table['method']}` trial records of the studies "
+        "that varied the parameter alone (mean over trials sharing the value); ⚠: at or below the metric's floor "
+        "on the test split (majority class, chance) or a trial predicting one class: no result, never bold._",
+    ]
+    for param in table["parameters"]:
+        groups = one_factor_groups(records, param["field"])
+        values = sorted(set(groups) | set(param.get("paper") or {}), key=lambda v: (v is None, v))
+        if not groups:
+            lines += [
+                "",
+                f"_No sweep of {param['name']} alone for {table['method']} on {ds['ours']} yet "
+                f"(`bench sweep {table['method']} --dataset {ds['ours']} --params ...`)._",
+            ]
+        header = [param["name"]] + [str(v) for v in values]
+        rows = []
+        for j, (label, metric) in enumerate(metrics.items()):
+            paper_row, ours_row = [f"{label} (paper)"], [f"{label} (ours)"]
+            ours_means = {
+                v: float(np.mean([r["metrics"]["test"][metric] for r in groups[v]]))
+                for v in values
+                if v in groups
+            }
+            flagged = {
+                v
+                for v, m in ours_means.items()
+                if at_or_below(m, floors.get(metric), METRICS.get(metric).higher_is_better)
+                or any(one_class_seed(r) for r in groups[v])
+            }
+            unflagged = [m for v, m in ours_means.items() if v not in flagged]
+            best = max(unflagged) if len(unflagged) > 1 else None
+            for v in values:
+                p = (param.get("paper") or {}).get(v)
+                paper_row.append("—" if p is None else f"{p[j]:g}")
+                m = ours_means.get(v)
+                cell = (
+                    "—"
+                    if m is None
+                    else ("⚠ " if v in flagged else "")
+                    + (f"**{m:.3f}**" if m == best else f"{m:.3f}")
+                )
+                ours_row.append(cell if m is None else cell + f" (n={len(groups[v])})")
+            rows += [paper_row, ours_row]
+        lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+            "| " + " | ".join(r) + " |" for r in rows
+        ]
+        if table.get("plot") and groups and out_dir is not None:
+            lines += [
+                "",
+                f"![{table['id']}]({_plot_sweep(table, param, groups, metrics, out_dir).name})",
+            ]
+    return lines
+
+
+def _plot_sweep(table: dict, param: dict, groups: dict, metrics: dict, out_dir: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = sorted(v for v in groups if v is not None)
+    fig, ax = plt.subplots(figsize=(5, 3))
+    records = [r for x in xs for r in groups[x]]
+    floors = metric_floors(split_floors(records)) if records else {}
+    for label, metric in metrics.items():
+        (line,) = ax.plot(
+            xs,
+            [np.mean([r["metrics"]["test"][metric] for r in groups[x]]) for x in xs],
+            marker="o",
+            label=label,
+        )
+        if floors.get(metric) is not None:
+            ax.axhline(
+                floors[metric],
+                color=line.get_color(),
+                linestyle=":",
+                linewidth=1,
+                label=f"{label} floor",
+            )
+    ax.set_xlabel(param["name"])
+    ax.set_ylabel("test metric")
+    ax.set_title(f"{table['method']}: {param['name']} ({table['id']})", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(out_dir) / f"paper-{table['method']}-{table['id']}-{param['name']}.png".replace(
+        "/", "-"
+    )
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def build_paper(
+    key: str,
+    table_id: str | None = None,
+    results_dir="results",
+    preset: str | None = None,
+    out_dir: Path | None = None,
+) -> tuple[str, list[dict]]:
+    """The markdown of a paper's tables (or one table) and the (paper, ours) pairs."""
+    from bench.engine.records import load_records
+
+    paper = load_paper(key)
+    tables = [t for t in paper["tables"] if table_id is None or str(t["id"]) == str(table_id)]
+    if not tables:
+        raise BenchError(
+            f"{key} has no table {table_id!r} (tables: {[t['id'] for t in paper['tables']]})"
+        )
+    lines = [
+        f"# {paper['paper']}",
+        "",
+        f"_Generated by `bench paper {key}` from the records in `{results_dir}/` and the paper's "
+        f"reported numbers in `bench/papers/`; do not edit by hand. Ours: test split, mean ± std over seeds; "
+        "**best** / <u>second</u> among ours; marks: paired t-test vs the table's reference on 3 or more matched "
+        "seeds, not corrected for multiple comparisons (*** p < 0.01, ** p < 0.05, * p < 0.1)._",
+    ]
+    pairs = []
+    for t in tables:
+        lines += ["", f"## Table {t['id']}: {t['title']}"]
+        if t.get("kind") == "sweep":
+            lines += render_sweep(t, Path(results_dir), out_dir)
+            continue
+        records = load_records(Path(results_dir), t["suite"], status="ok")
+        body, table_pairs = render_comparison(t, records, preset)
+        lines += body
+        pairs += table_pairs
+    return "\n".join(lines) + "\n", pairs
+
+
+def write_paper(
+    key: str,
+    table_id: str | None = None,
+    results_dir="results",
+    preset: str | None = None,
+    out_dir="leaderboards",
+) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    text, _ = build_paper(key, table_id, results_dir, preset, out)
+    path = out / (f"paper-{key}.md" if table_id is None else f"paper-{key}-table-{table_id}.md")
+    path.write_text(text)
+    return path
+
+
+def reproduce(key: str, results_dir="results", preset: str | None = None) -> list[dict]:
+    """Each (paper, ours) number pair with its verdict: reproduces (|ours - paper| <=
+    tolerance on the paper's own dataset), within tolerance on a stand-in dataset (not
+    a reproduction), or not."""
+    _, pairs = build_paper(key, None, results_dir, preset, None)
+    for p in pairs:
+        close = abs(p["ours"] - p["paper"]) <= p["tolerance"]
+        p["verdict"] = (
+            ("reproduces" if close else "does not reproduce")
+            if p["same_dataset"]
+            else ("within tolerance, other dataset" if close else "differs, other dataset")
+        )
+        if p["flag"]:  # no learning, no verdict
+            p["verdict"] = f"no verdict: ours is no result ({p['flag']})"
+        elif p.get("feature_space") and p["feature_space"] != PAPER_FEATURE_SPACE:
+            p["verdict"] = (
+                f"no verdict: ours is measured in the {p['feature_space']} feature space, the paper's in "
+                "Inception-v3's; distances in two feature spaces do not compare"
+            )
+    return pairs

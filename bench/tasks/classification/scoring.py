@@ -1,0 +1,70 @@
+"""Scoring a classification unit: probabilities on val and test, checked, with their
+metrics, per-class metrics, predicted shares, the method's own priors and extras."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from bench.api.dataset import DatasetBundle, DatasetSpec
+from bench.api.errors import TrainingError
+from bench.api.method import RunContext, Scored
+from bench.metrics.classification import compute_all, per_class, predicted_share
+
+
+def check_probs(probs: np.ndarray, n: int, spec: DatasetSpec, method: str) -> np.ndarray:
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.shape != (n, spec.num_classes):
+        raise TrainingError(
+            f"{method}.predict returned shape {probs.shape}, expected ({n}, {spec.num_classes})"
+        )
+    if not np.isfinite(probs).all():
+        raise TrainingError(f"{method}.predict returned non-finite scores")
+    if probs.min() < -1e-6 or probs.max() > 1 + 1e-6:
+        raise TrainingError(f"{method}.predict must return probabilities in [0, 1]")
+    return probs
+
+
+def score_classification(method, bundle: DatasetBundle, name: str, ctx: RunContext) -> Scored:
+    """Predict val and test; metrics, per-class metrics, method extras, arrays."""
+    splits, task = bundle.splits, bundle.spec.task
+    probs, extras, infer_s = {}, {}, 0.0
+    for s in ("val", "test"):
+        t1 = time.perf_counter()
+        probs[s] = check_probs(method.predict(splits[s], ctx), len(splits[s]), bundle.spec, name)
+        infer_s = time.perf_counter() - t1  # the test split's time is the one reported
+        extras[s] = dict(method.extras)
+    priors = {s: method.prior_predictions(splits[s], ctx) for s in ("val", "test")}
+    arrays = {}
+    for s in ("val", "test"):
+        arrays[f"{s}_probs"] = probs[s].astype(np.float32)
+        arrays[f"{s}_labels"] = splits[s].labels
+        arrays[f"{s}_ids"] = np.array(splits[s].ids)
+        arrays.update({f"{s}_{name}": np.asarray(v) for name, v in extras[s].items()})
+        arrays.update(
+            {f"{s}_prior_{name}": np.asarray(v, dtype=np.float32) for name, v in priors[s].items()}
+        )
+    fields = {
+        "metrics": {s: compute_all(splits[s].labels, probs[s], task) for s in ("val", "test")},
+        "per_class": {"test": per_class(splits["test"].labels, probs["test"], task)},
+        "predicted_share": {s: predicted_share(probs[s], task) for s in ("val", "test")},
+        "priors": {
+            name: {
+                s: {
+                    **compute_all(splits[s].labels, priors[s][name], task),
+                    "predicted_share": predicted_share(priors[s][name], task),
+                }
+                for s in ("val", "test")
+            }
+            for name in priors["test"]
+        },
+        "extras": {
+            s: {
+                name: float(np.mean(v)) for name, v in extras[s].items() if np.ndim(v) == 1
+            }  # per-sample scalars
+            for s in ("val", "test")
+            if extras[s]
+        },
+    }
+    return Scored(fields, arrays, len(splits["test"]), infer_s)

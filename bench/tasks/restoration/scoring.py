@@ -1,0 +1,66 @@
+"""Scoring a restoration unit, and the training-free methods that make its floor."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from bench.api.errors import TrainingError
+from bench.api.method import RunContext, Scored
+from bench.engine.images import save_strip
+from bench.metrics.image_quality import per_image_quality
+
+#: the training-free restoration methods that make a table's floor (baselines/identity.py,
+#: baselines/classical_denoisers.py): listed as floor rows, never ranked, and a learned
+#: method's cell that does not beat the best of them is flagged (bench/report/leaderboard.py)
+FLOOR_METHODS = ("identity", "clip_input", "nlm")
+
+
+def is_floor_method(label: str) -> bool:
+    """`label` (a method, or a table's variant label 'nlm · bf16', 'nlm [hash]') is a floor."""
+    return label.split(" · ")[0].split(" [")[0] in FLOOR_METHODS
+
+
+def score_restoration_unit(method, bundle, ctx: RunContext, strip_count: int = 6) -> Scored:
+    """Restore val and test once; per-image metrics (means in the record, values in the
+    .npz), the input's own scores for reference, and an input/output/target strip."""
+    metrics, arrays, outputs, out_s = {}, {}, {}, 0.0
+    data_range = bundle.spec.data_range
+    for s in ("val", "test"):
+        split = bundle.splits[s]
+        t0 = time.perf_counter()
+        outputs[s] = np.asarray(method.restore(split.inputs, ctx), dtype=np.float32)
+        out_s = time.perf_counter() - t0
+        if outputs[s].shape != split.targets.shape:
+            raise TrainingError(
+                f"{type(method).__name__}.restore returned {outputs[s].shape}, expected {split.targets.shape}"
+            )
+        q = per_image_quality(outputs[s], split.targets, data_range)
+        metrics[s] = {k: float(v.mean()) for k, v in q.items()}
+        arrays.update({f"{s}_{k}": v.astype(np.float32) for k, v in q.items()})
+        arrays[f"{s}_ids"] = np.array(split.ids)
+    test = bundle.splits["test"]
+    degraded = {
+        k: float(v.mean())
+        for k, v in per_image_quality(test.inputs, test.targets, data_range).items()
+    }
+    if ctx.artifact_stem is not None:
+        pick = (
+            np.linspace(0, len(test) - 1, min(strip_count, len(test))).round().astype(int)
+        )  # the scored outputs
+        save_strip(
+            [test.inputs[pick], outputs["test"][pick], test.targets[pick]],
+            ctx.artifact_stem.parent / f"{ctx.artifact_stem.name}.strip.png",
+        )
+    fields = {
+        "metrics": metrics,
+        "per_class": {},
+        "evaluation": {
+            "data_range": data_range,
+            "degradation": bundle.spec.degradation,
+            "input_scores_test": degraded,
+            "strip_png": f"{ctx.artifact_stem.name}.strip.png" if ctx.artifact_stem else None,
+        },
+    }
+    return Scored(fields, arrays, len(test), out_s)
