@@ -34,22 +34,12 @@ from bench.api.dataset import SplitData
 from bench.api.method import ClassificationMethod, RunContext, register_method
 from bench.engine.training import augmented_batch, plan_steps, train_loop
 from bench.metrics.classification import METRICS
+from bench.nn.diffusion import ddpm_scheduler, noise_draws, prior_mean_noising, sample_prior_mean
+from bench.nn.encoders import PooledEncoder, timm_trunk
+from bench.nn.heads import TimeScaledMLP
+from bench.nn.labels import classification_loss, one_hot_targets, require_single_label
 from bench.nn.pretraining import cached_pretraining
-from methods.label_diffusion import (
-    PooledEncoder,
-    TimeScaledMLP,
-    batched_inference,
-    classification_loss,
-    ddpm_scheduler,
-    fit_prior,
-    noise_draws,
-    one_hot_targets,
-    prior_mean_noising,
-    require_single_label,
-    sample_prior_mean,
-    timm_trunk,
-    warmup_cosine,
-)
+from bench.nn.priors import batched_inference, fit_prior, warmup_cosine
 
 
 @dataclass

@@ -59,16 +59,10 @@ from bench.engine.training import (
     to_device_batch,
     train_loop,
 )
+from bench.nn.diffusion import ddim_scheduler, ddpm_scheduler, q_sample, reverse_process
+from bench.nn.encoders import feature_map, timm_trunk
+from bench.nn.labels import require_single_label
 from bench.nn.pretraining import cache_key, cached_pretraining
-from methods.label_diffusion import (
-    ddim_scheduler,
-    ddpm_scheduler,
-    feature_map,
-    q_sample,
-    require_single_label,
-    reverse_process,
-    timm_trunk,
-)
 
 # ------------------------------------------------------------------------ stage-1 model
 

@@ -2,7 +2,7 @@
 trained dual-granularity (DCG) prior model, with MMD regularisation.
 
 As in the authors' code (scott-yjyang/DiffMIC):
-- DCG (``methods.label_diffusion.DCG``, ResNet-50 branches) pretrained for 15 epochs
+- DCG (``bench.nn.dcg.DCG``, ResNet-50 branches) pretrained for 15 epochs
   with cross-entropy on its fused prediction, then trained jointly: one cross-entropy
   step of its own optimiser (Adam 2e-4, amsgrad) after every diffusion step;
 - priors are softmaxes of the fused / global / local logits; the forward process uses
@@ -29,23 +29,12 @@ from bench.api.dataset import SplitData
 from bench.api.method import ClassificationMethod, RunContext, register_method
 from bench.engine.training import augmented_batch, plan_steps, train_loop
 from bench.metrics.classification import METRICS
+from bench.nn.dcg import DCG, dcg_prior_predictions
+from bench.nn.diffusion import ddpm_scheduler, noise_draws, prior_mean_noising, sample_prior_mean
+from bench.nn.labels import classification_loss, gaussian_mmd, one_hot_targets, require_single_label
 from bench.nn.pretraining import cached_pretraining
+from bench.nn.priors import batched_inference, fit_prior, warmup_cosine
 from methods.card import CARDNet
-from methods.label_diffusion import (
-    DCG,
-    batched_inference,
-    classification_loss,
-    dcg_prior_predictions,
-    ddpm_scheduler,
-    fit_prior,
-    gaussian_mmd,
-    noise_draws,
-    one_hot_targets,
-    prior_mean_noising,
-    require_single_label,
-    sample_prior_mean,
-    warmup_cosine,
-)
 
 
 @dataclass

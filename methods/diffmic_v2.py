@@ -2,7 +2,7 @@
 dual-granularity guidance and the heterologous diffusion process.
 
 Faithful to the paper and the authors' code (scott-yjyang/DiffMICv2):
-- a DCG prior model (``methods.label_diffusion.DCG``) pretrained with cross-entropy on
+- a DCG prior model (``bench.nn.dcg.DCG``) pretrained with cross-entropy on
   its global and local predictions (Adam 2e-4, batch 64), then frozen; its checkpoint is
   cached by hash and shared by every run with the same data, seed and DCG settings;
 - dense guidance map M (eq. 4-5) from the global / local priors (logits), image feature
@@ -55,24 +55,19 @@ from bench.api.errors import BenchError
 from bench.api.method import ClassificationMethod, Param, RunContext, register_method
 from bench.engine.training import augmented_batch, plan_steps, train_loop
 from bench.metrics.classification import METRICS
-from bench.nn.pretraining import cached_pretraining
-from methods.label_diffusion import (
-    DCG,
-    DCGOutput,
-    MapEncoder,
-    PooledEncoder,
-    TimeScaledMLP,
-    batched_inference,
+from bench.nn.dcg import DCG, DCGOutput, dcg_prior_predictions
+from bench.nn.diffusion import ddim_scheduler, q_sample
+from bench.nn.encoders import MapEncoder, PooledEncoder
+from bench.nn.heads import TimeScaledMLP
+from bench.nn.labels import (
     classification_loss,
-    dcg_prior_predictions,
-    ddim_scheduler,
-    fit_prior,
     one_hot_targets,
     prior_agreement,
     prior_probabilities,
-    q_sample,
     scores_to_probabilities,
 )
+from bench.nn.pretraining import cached_pretraining
+from bench.nn.priors import batched_inference, fit_prior
 
 
 class Components(NamedTuple):

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 from bench.api.errors import BenchError
 from bench.api.method import RestorationMethod, RunContext, register_method
+from bench.nn.diffusion import diffusers_unet, reverse_process
 from bench.nn.image_to_image import restore_batched, train_image_to_image
-from methods.label_diffusion import diffusers_unet, reverse_process
 
 SCHEDULES = {"cosine": "squaredcos_cap_v2", "linear": "linear"}
 

@@ -38,7 +38,7 @@ from bench.engine.training import (
     to_device_batch,
     train_loop,
 )
-from methods.label_diffusion import (
+from bench.nn.diffusion import (
     ddim_scheduler,
     ddpm_scheduler,
     diffusers_unet,

@@ -10,17 +10,17 @@ import torch
 from bench.api.registry import METHODS
 from bench.engine.config import load_suite
 from bench.metrics.classification import compute_all
-from bench.report.leaderboard import write_leaderboard
-from methods.card import sample_statistics
-from methods.label_diffusion import (
+from bench.nn.diffusion import (
     antithetic_timesteps,
     ddpm_scheduler,
-    gaussian_mmd,
     noise_draws,
     prior_mean_noising,
     q_sample,
     sample_prior_mean,
 )
+from bench.nn.labels import gaussian_mmd
+from bench.report.leaderboard import write_leaderboard
+from methods.card import sample_statistics
 
 TINY = {
     "image_size": 28,

@@ -9,6 +9,7 @@ import torch
 
 from bench.api.errors import BenchError
 from bench.api.registry import METHODS
+from bench.nn.diffusion import ddpm_scheduler
 from methods.dcube import (
     DCube,
     Stage1Config,
@@ -21,7 +22,6 @@ from methods.dcube import (
     synthetic_counts,
     train_stage1,
 )
-from methods.label_diffusion import ddpm_scheduler
 
 TINY_STAGE1 = {
     "patch_size": 4,

@@ -25,7 +25,7 @@ from bench.engine.config import load_suite
 from bench.engine.runner import make_accelerator, plan_units
 from bench.engine.training import to_device_batch
 from bench.metrics.classification import compute_all
-from methods.label_diffusion import one_hot_targets
+from bench.nn.labels import one_hot_targets
 
 TINY = {
     "image_size": 28,
@@ -268,7 +268,7 @@ def test_sample_init_authors_interpolates_random_priors_paper_adds_noise_to_m(
 def test_saved_trajectory_holds_the_grid_after_every_step_ending_at_the_prediction(
     breast, tmp_path
 ):
-    from methods.label_diffusion import scores_to_probabilities
+    from bench.nn.labels import scores_to_probabilities
 
     ctx = make_ctx(tmp_path)
     m = make_method(breast.spec, ctx, save_trajectory=True)
@@ -630,7 +630,7 @@ def test_the_ddim_step_rederives_eps_from_the_clipped_x0_unless_told_otherwise(
 
 
 def test_the_softmax_readout_keeps_the_ranking_the_clamp_ties():
-    from methods.label_diffusion import scores_to_probabilities
+    from bench.nn.labels import scores_to_probabilities
 
     scores = torch.tensor([[-0.3, -0.1], [-0.2, -0.6], [0.4, 0.7]])  # two rows entirely below 0
     clamped = scores_to_probabilities(scores, False)

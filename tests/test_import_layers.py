@@ -74,6 +74,8 @@ def test_no_private_name_crosses_a_module(name, path):
 
 def test_the_check_finds_a_backward_import(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text("def f():\n    from methods.label_diffusion import q_sample\n")
-    assert ("methods.label_diffusion", ["q_sample"]) in list(imports(bad))
-    assert within("methods.label_diffusion", PLUGINS) and not within("methodsx", PLUGINS)
+    bad.write_text("def f():\n    from methods.card import CARD\n")
+    assert ("methods.card", ["CARD"]) in list(imports(bad))
+    assert within("methods.card", PLUGINS) and not within("methodsx", PLUGINS)
+    assert layer("bench.report.leaderboard") > layer("bench.engine.runner") > layer("bench.api.method")
+    assert layer("bench.tasks.generation.fidelity") == LAYERS.index(PLUGIN_TOP)

@@ -212,7 +212,7 @@ def test_diffusion_restorer_averages_num_samples_posterior_samples(tmp_path):
     from bench.api.errors import BenchError
     from bench.api.method import Budget, RunContext
     from bench.engine.device import make_accelerator
-    from methods.label_diffusion import diffusers_unet
+    from bench.nn.diffusion import diffusers_unet
 
     bundle = load_bundle({**BREAST_NOISY, "max_patches_per_image": 1})
     inputs = bundle.splits["test"].inputs[:4]
