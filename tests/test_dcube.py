@@ -10,18 +10,12 @@ import torch
 from bench.api.errors import BenchError
 from bench.api.registry import METHODS
 from bench.nn.diffusion import ddpm_scheduler
-from methods.dcube import (
-    DCube,
-    Stage1Config,
-    UViT,
-    contrastive_loss,
-    cycle_loss,
-    ks_layer_selection,
-    partner_indices,
-    plot_ks,
-    synthetic_counts,
-    train_stage1,
-)
+from methods.dcube.classifier import DCube
+from methods.dcube.head import cycle_loss
+from methods.dcube.layers import ks_layer_selection, plot_ks
+from methods.dcube.stage1 import contrastive_loss, partner_indices, train_stage1
+from methods.dcube.syn import synthetic_counts
+from methods.dcube.uvit import Stage1Config, UViT
 
 TINY_STAGE1 = {
     "patch_size": 4,

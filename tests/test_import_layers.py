@@ -77,5 +77,7 @@ def test_the_check_finds_a_backward_import(tmp_path):
     bad.write_text("def f():\n    from methods.card import CARD\n")
     assert ("methods.card", ["CARD"]) in list(imports(bad))
     assert within("methods.card", PLUGINS) and not within("methodsx", PLUGINS)
-    assert layer("bench.report.leaderboard") > layer("bench.engine.runner") > layer("bench.api.method")
+    assert (
+        layer("bench.report.leaderboard") > layer("bench.engine.runner") > layer("bench.api.method")
+    )
     assert layer("bench.tasks.generation.fidelity") == LAYERS.index(PLUGIN_TOP)
