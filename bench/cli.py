@@ -55,7 +55,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_leaderboard(args) -> int:
-    from bench.report.leaderboard import write_leaderboard
+    from bench.tools.leaderboard import write_leaderboard
 
     paths = write_leaderboard(
         args.suite,
@@ -103,7 +103,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_paper(args) -> int:
-    from bench.report.paper import write_paper
+    from bench.tools.paper import write_paper
 
     print(
         f"wrote {write_paper(args.paper, args.table, args.results_dir, args.preset, args.out_dir)}"
@@ -112,7 +112,7 @@ def cmd_paper(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from bench.report.paper import reproduce
+    from bench.tools.paper import reproduce
 
     pairs = reproduce(args.paper, args.results_dir, args.preset)
     if not pairs:
@@ -135,7 +135,7 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_plots(args) -> int:
-    from bench.report.plots import write_plots
+    from bench.tools.plots import write_plots
 
     for path in write_plots(args.suite, args.results_dir, args.out_dir):
         print(f"wrote {path}")

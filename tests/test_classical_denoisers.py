@@ -167,7 +167,7 @@ def _rows(block: str) -> dict[str, list[str]]:
 def test_restoration_leaderboard_lists_floors_as_rows_and_flags_what_does_not_beat_the_best(
     tmp_path,
 ):
-    from bench.report.leaderboard import write_leaderboard
+    from bench.tools.leaderboard import write_leaderboard
 
     suite = tmp_path / "rest.yaml"
     suite.write_text(

@@ -5,8 +5,8 @@ import pytest
 from conftest import REPO
 
 from bench.engine.records import load_records
-from bench.report.leaderboard import write_leaderboard
-from bench.report.paper import write_paper
+from bench.tools.leaderboard import write_leaderboard
+from bench.tools.paper import write_paper
 from bench.tools.perf_table import write_perf_table
 
 RESULTS, TABLES = REPO / "results", REPO / "leaderboards"

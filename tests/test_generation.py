@@ -55,7 +55,7 @@ def tiny_suite(tmp_path, methods):
 @pytest.mark.slow
 def test_generation_suite_scores_every_method_with_one_recorded_extractor(data_dir, tmp_path):
     from bench.engine.runner import run_suite
-    from bench.report.leaderboard import write_leaderboard
+    from bench.tools.leaderboard import write_leaderboard
 
     suite = tiny_suite(
         tmp_path,

@@ -1,8 +1,9 @@
 """Imports run one way. The harness is a stack of folders, each a layer that imports only
 the layers below it (and itself): the interfaces (api), the data, the metrics, the engine
-that trains and runs units, the shared model pieces (nn), the tasks, the reports, the
-tools and, on top, the command line. The harness never imports a plug-in (methods/,
-baselines/); plug-ins use the layers up to the tasks, never the reports, tools or CLI. No
+that trains and runs units, the shared model pieces (nn), the aggregation and formatting
+of numbers (report), the tasks, the tools (leaderboards, paper tables, sweeps, perf)
+and, on top, the command line. The harness never imports a plug-in (methods/,
+baselines/); plug-ins use the layers up to the tasks, never the tools or the CLI. No
 module takes a private name from another. Checked on the source (every import, also
 inside functions), so a backward import fails here before it becomes a cycle."""
 
@@ -14,8 +15,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = ("methods", "baselines")
 #: bottom to top; a module imports from its own layer and those before it
-LAYERS = ("bench.api", "bench.data", "bench.metrics", "bench.engine", "bench.nn", "bench.tasks",
-          "bench.report", "bench.tools", "bench.cli")  # fmt: skip
+LAYERS = ("bench.api", "bench.data", "bench.metrics", "bench.engine", "bench.nn", "bench.report",
+          "bench.tasks", "bench.tools", "bench.cli")  # fmt: skip
 #: the highest layer a plug-in may import
 PLUGIN_TOP = "bench.tasks"
 
@@ -78,6 +79,6 @@ def test_the_check_finds_a_backward_import(tmp_path):
     assert ("methods.card", ["CARD"]) in list(imports(bad))
     assert within("methods.card", PLUGINS) and not within("methodsx", PLUGINS)
     assert (
-        layer("bench.report.leaderboard") > layer("bench.engine.runner") > layer("bench.api.method")
+        layer("bench.tools.leaderboard") > layer("bench.engine.runner") > layer("bench.api.method")
     )
     assert layer("bench.tasks.generation.fidelity") == LAYERS.index(PLUGIN_TOP)

@@ -5,7 +5,7 @@ from scipy import stats as sps
 
 from bench.engine.records import unit_stem, write_record
 from bench.metrics.classification import compute_all
-from bench.report.leaderboard import write_leaderboard
+from bench.tools.leaderboard import write_leaderboard
 
 ACC = {  # method -> accuracy per seed (resnet18 is the tiny suite's reference)
     "resnet18": [0.70, 0.72, 0.71],
@@ -255,7 +255,7 @@ def test_a_prior_row_is_tested_against_its_own_method_not_the_reference(tmp_path
 
 
 def test_a_method_best_at_its_last_epoch_is_noted_as_not_converged():
-    from bench.report.leaderboard import convergence_note
+    from bench.tools.leaderboard import convergence_note
 
     def rec(method, best, run=25, metric="auroc"):
         return {

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from bench.api.errors import BenchError
-from bench.report.paper import build_paper, reproduce, write_paper
+from bench.tools.paper import build_paper, reproduce, write_paper
 
 
 def write_record(root, suite, dataset, method, seed, test, preset="smoke", config=None, sub=""):

@@ -8,7 +8,7 @@ import pytest
 from conftest import TINY_SUITE
 
 from bench.api.errors import BenchError
-from bench.report.plots import write_plots
+from bench.tools.plots import write_plots
 
 
 def fixture_record(root, method, seed, probs, labels, history=None, trajectory=None):

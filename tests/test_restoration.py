@@ -154,7 +154,7 @@ def test_restoration_suite_records_per_image_scores_strips_and_the_survey_layout
     data_dir, tmp_path
 ):
     from bench.engine.runner import run_suite
-    from bench.report.leaderboard import write_leaderboard
+    from bench.tools.leaderboard import write_leaderboard
 
     suite = tmp_path / "rest.yaml"
     suite.write_text(

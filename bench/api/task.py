@@ -1,12 +1,15 @@
 """The task interface: all the engine and the tools know of a task (classification,
 generation, restoration). A task is a folder of ``bench/tasks/`` whose ``__init__``
-registers one `Task`; the runner scores a unit with ``TASKS.get(method.task).score``
-and ``bench perf`` times ``infer`` on ``random_data``, so a new task adds its folder
-(its Method base class, scoring, metrics) and a suite file, and edits nothing else."""
+registers one `Task`; the runner scores a unit with ``TASKS.get(method.task).score``,
+``bench perf`` times ``infer`` on ``random_data``, and the leaderboards, paper tables and
+figures ask the task what a floor, a degenerate seed and its own sections are. So a new
+task adds its folder (its Method base class, scoring, floors, report sections) and a
+suite file, and edits nothing else."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -30,6 +33,14 @@ class Task:
     """Base class of the registered tasks."""
 
     name: ClassVar[str] = ""
+    #: the test metrics a no-learning row of this task's tables gives a floor
+    floored_metrics: ClassVar[tuple[str, ...]] = ()
+    #: a leaderboard's words for a method row with a degenerate seed (see `degenerate`)
+    degenerate_label: ClassVar[str] = "degenerate"
+    #: a paper table's words for such seeds ("3 of 3 seeds <...>")
+    degenerate_seeds: ClassVar[str] = "are degenerate"
+    #: whether `figures` draws anything (`bench plots`)
+    draws_figures: ClassVar[bool] = False
 
     def score(self, method, bundle, ctx: RunContext, run: ScoringRun) -> Scored:
         """Run the trained `method` on the val and test splits of `bundle` and score it."""
@@ -39,11 +50,51 @@ class Task:
         """The task's inference verb on one split (what ``bench perf`` times)."""
         raise NotImplementedError
 
+    def check_outputs(self, outputs: Any, split, spec, method_name: str) -> np.ndarray:
+        """`outputs` of ``infer`` on `split` as an array, or a TrainingError naming the
+        method and what is wrong (shape, dtype, non-finite values, probabilities)."""
+        raise NotImplementedError
+
     def random_data(
         self, size: int, channels: int, classes: int, n: int, rng: np.random.Generator, source: str
     ):
         """(spec, split) of `n` random images in the task's format (``bench perf``)."""
         raise NotImplementedError
+
+    # ------------------------------------------------------------ reports (bench/tools)
+
+    def degenerate(self, record: dict) -> str:
+        """Why a record's model is no result whatever its scores ('' when it is one)."""
+        return ""
+
+    def split_floors(self, records: list[dict]) -> dict[str, dict[str, float]]:
+        """The no-learning rows of a table of `records` (one dataset): {row: metrics}."""
+        return {}
+
+    def table_detail(self, record: dict) -> str:
+        """What a table's subtitle says of its data besides n and hashes."""
+        return f"{len(record.get('class_names') or [])} classes"
+
+    def table_floors(self, records, table, metrics, methods, floors, ranked):
+        """A hook to turn some methods of a table into its floors: returns (cells, method
+        rows, floor rows); by default as they came."""
+        return ranked, methods, floors
+
+    def table_extras(self, records, methods, metrics) -> list[str]:
+        """Markdown lines after a leaderboard table (rows and sections of the task's own)."""
+        return []
+
+    def leaderboard_sections(self, summary, reference) -> list[str]:
+        """Markdown sections after all of a leaderboard's tables."""
+        return []
+
+    def header_notes(self, records, n_flagged: int, n_one_class: int) -> list[str]:
+        """A leaderboard header's lines on this task's floors and flags."""
+        return []
+
+    def figures(self, records: list[dict], out_dir: Path) -> list[Path]:
+        """`bench plots`: the task's figures of `records` into `out_dir` (see `draws_figures`)."""
+        return []
 
 
 def register_task(cls: type[Task]) -> type[Task]:

@@ -164,7 +164,9 @@ def run_perf(
             reset_peak_memory(device)
             t_first = time.perf_counter()
             with FlopCounterMode(display=False) as counter:  # also the warm-up call
-                TASKS.get(cls.task).infer(m, split, ctx)
+                out = TASKS.get(cls.task).infer(m, split, ctx)
+            # a measurement of wrong outputs is none: shapes, finite values, probabilities
+            TASKS.get(cls.task).check_outputs(out, split, data_spec, method)
             flops = counter.get_total_flops() / n
             sync_device(device)
             t0 = time.perf_counter()

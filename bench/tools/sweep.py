@@ -310,6 +310,7 @@ def write_outputs(study, root: Path, params: list[str], space: dict[str, Param])
 
 def _trial_flag(record_path: str | None) -> str:
     """A trial record's floor flag on its selection metric ('' for a result)."""
+    from bench.api.registry import METHODS, TASKS
     from bench.engine.records import read_json
     from bench.report.floors import record_flag
 
@@ -317,7 +318,9 @@ def _trial_flag(record_path: str | None) -> str:
     if not record or record.get("status") != "ok":
         return ""
     record["_path"] = record_path
-    return record_flag(record, (record.get("selection") or {}).get("selection_metric") or "auroc")
+    task = TASKS.get(METHODS.get(record["method"]).cls.task)
+    metric = (record.get("selection") or {}).get("selection_metric") or "auroc"
+    return record_flag(record, metric, task)
 
 
 def _fmt(v) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from bench.api.dataset import DatasetSpec, SplitData
@@ -14,6 +16,18 @@ class ClassificationTask(Task):
     """Class probabilities for each image, scored against its labels."""
 
     name = "classification"
+    floored_metrics = (
+        "accuracy",
+        "balanced_accuracy",
+        "auroc",
+        "f1_macro",
+        "precision_macro",
+        "recall_macro",
+        "kappa_quadratic",
+    )
+    degenerate_label = "one class"
+    degenerate_seeds = "predict one class"
+    draws_figures = True
 
     def score(self, method, bundle, ctx: RunContext, run: ScoringRun) -> Scored:
         from bench.tasks.classification.scoring import score_classification
@@ -23,8 +37,35 @@ class ClassificationTask(Task):
     def infer(self, method, split, ctx: RunContext):
         return method.predict(split, ctx)
 
+    def check_outputs(self, outputs, split, spec, method_name: str) -> np.ndarray:
+        from bench.tasks.classification.scoring import check_probs
+
+        return check_probs(outputs, len(split), spec, method_name)
+
     def random_data(self, size, channels, classes, n, rng, source):
         return random_labelled_images(size, channels, classes, n, rng, source)
+
+    def degenerate(self, record: dict) -> str:
+        from bench.tasks.classification.floors import one_class_seed
+
+        return "predicts one class" if one_class_seed(record) else ""
+
+    def split_floors(self, records):
+        from bench.tasks.classification.floors import classification_floors
+
+        return classification_floors(records)
+
+    def header_notes(self, records, n_flagged, n_one_class):
+        return [
+            f"- **Floors**: each table ends with the majority-class and chance rows of its test split; ⚠ marks "
+            f"{n_flagged} cell(s) at or below their floor and {n_one_class} method row(s) with a seed that predicts "
+            "one class for every test image: no result, never bold."
+        ]
+
+    def figures(self, records, out_dir: Path) -> list[Path]:
+        from bench.tasks.classification.plots import classification_figures
+
+        return classification_figures(records, out_dir)
 
 
 def random_labelled_images(size, channels, classes, n, rng: np.random.Generator, source: str):

@@ -12,8 +12,12 @@ from bench.api.errors import TrainingError
 from bench.api.method import RunContext, Scored
 from bench.metrics.classification import compute_all, per_class, predicted_share
 
+#: how far a row of single-label probabilities may sum from one (float32 softmax rows)
+ROW_SUM_TOLERANCE = 1e-3
+
 
 def check_probs(probs: np.ndarray, n: int, spec: DatasetSpec, method: str) -> np.ndarray:
+    """`probs` as float64 [n, C] in [0, 1], rows summing to one unless multilabel."""
     probs = np.asarray(probs, dtype=np.float64)
     if probs.shape != (n, spec.num_classes):
         raise TrainingError(
@@ -23,6 +27,13 @@ def check_probs(probs: np.ndarray, n: int, spec: DatasetSpec, method: str) -> np
         raise TrainingError(f"{method}.predict returned non-finite scores")
     if probs.min() < -1e-6 or probs.max() > 1 + 1e-6:
         raise TrainingError(f"{method}.predict must return probabilities in [0, 1]")
+    if spec.task != "multilabel" and n:
+        worst = float(np.abs(probs.sum(axis=1) - 1).max())
+        if worst > ROW_SUM_TOLERANCE:
+            raise TrainingError(
+                f"{method}.predict returned rows that do not sum to one (off by up to {worst:.3g}) "
+                f"on the single-label task {spec.task!r}"
+            )
     return probs
 
 

@@ -11,6 +11,9 @@ class GenerationTask(Task):
     """Images sampled for the reference split's labels, scored in a trained feature space."""
 
     name = "generation"
+    floored_metrics = ("fid", "kid_mean", "recall")  # precision: a class-mean image is "precise"
+    degenerate_label = "collapsed or copying"
+    degenerate_seeds = "' samples collapsed or copy training images"
 
     def score(self, method, bundle, ctx: RunContext, run: ScoringRun) -> Scored:
         """Sample and score against the reference split with the dataset's extractor
@@ -35,7 +38,32 @@ class GenerationTask(Task):
     def infer(self, method, split, ctx: RunContext):
         return method.sample(split.labels, ctx)
 
+    def check_outputs(self, outputs, split, spec, method_name: str):
+        from bench.tasks.generation.evaluate import check_samples
+
+        return check_samples(outputs, len(split), spec, method_name)
+
     def random_data(self, size, channels, classes, n, rng, source):
         from bench.tasks.classification import random_labelled_images
 
         return random_labelled_images(size, channels, classes, n, rng, source)
+
+    def degenerate(self, record: dict) -> str:
+        from bench.tasks.generation.floors import degenerate_generator
+
+        return degenerate_generator(record)
+
+    def split_floors(self, records):
+        from bench.tasks.generation.floors import generation_floors
+
+        return generation_floors(records)
+
+    def table_extras(self, records, methods, metrics):
+        from bench.tasks.generation.report import generation_extras, per_class_fid_table
+
+        return generation_extras(records, methods, metrics) + per_class_fid_table(records, methods)
+
+    def header_notes(self, records, n_flagged, n_one_class):
+        from bench.tasks.generation.report import generation_floor_note
+
+        return generation_floor_note(records, n_flagged, n_one_class)

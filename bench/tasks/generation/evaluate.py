@@ -166,6 +166,17 @@ def generation_labels(
     return np.repeat(np.arange(num_classes), per_class)
 
 
+def check_samples(images, n: int, spec, method: str) -> np.ndarray:
+    """`images` as uint8 [n, H, W, C] at the data's size, or a TrainingError."""
+    images = np.asarray(images)
+    expected = (n, spec.size, spec.size, spec.channels)
+    if images.dtype != np.uint8 or images.shape != expected:
+        raise TrainingError(
+            f"{method}.sample returned {images.dtype} {images.shape}, expected uint8 {expected}"
+        )
+    return images
+
+
 def evaluate_generator(
     method: GenerationMethod,
     bundle: DatasetBundle,
@@ -180,13 +191,8 @@ def evaluate_generator(
     spec = bundle.spec
     labels = generation_labels(ref.labels, spec.num_classes, settings.samples_per_class)
     t0 = time.perf_counter()
-    images = np.asarray(method.sample(labels, ctx))
+    images = check_samples(method.sample(labels, ctx), len(labels), spec, type(method).__name__)
     sample_s = time.perf_counter() - t0
-    expected = (len(labels), spec.size, spec.size, spec.channels)
-    if images.dtype != np.uint8 or images.shape != expected:
-        raise TrainingError(
-            f"{type(method).__name__}.sample returned {images.dtype} {images.shape}, expected uint8 {expected}"
-        )
     real = extract_features(ref.images, extractor, f"{spec.name} {settings.reference_split} images")
     train = bundle.splits["train"]
     train_features = extract_features(train.images, extractor, f"{spec.name} train images")

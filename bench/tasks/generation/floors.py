@@ -124,3 +124,23 @@ def fid_bootstrap_interval(
         max(0.0, float(np.percentile(values, 2.5) - bias)),
         max(0.0, float(np.percentile(values, 97.5) - bias)),
     ]
+
+
+def degenerate_generator(record: dict) -> str:
+    """Why a generation record's samples are no result ('' when they are one): they
+    collapsed (within-class diversity under half the real images') or copy the training
+    set (nearer to it than half the real held-out images' distance)."""
+    test = (record.get("metrics") or {}).get("test") or {}
+    if record.get("task") != "generation" and "fid" not in test:
+        return ""
+    if test.get("diversity") is not None and test["diversity"] < COLLAPSED_BELOW:
+        return f"collapsed (diversity {test['diversity']:.2f} of the real images')"
+    if test.get("novelty") is not None and test["novelty"] < MEMORISED_BELOW:
+        return f"copies training images (novelty {test['novelty']:.2f})"
+    return ""
+
+
+def generation_floors(records: list[dict]) -> dict[str, dict[str, float]]:
+    """The zero-diversity generators of a table, as scored in its records."""
+    floors = (records[0].get("evaluation") or {}).get("floors")
+    return {k: v for k, v in floors.items() if k in COLLAPSE_FLOORS} if floors else {}

@@ -22,6 +22,11 @@ class RestorationTask(Task):
     def infer(self, method, split, ctx: RunContext):
         return method.restore(split.inputs, ctx)
 
+    def check_outputs(self, outputs, split, spec, method_name: str) -> np.ndarray:
+        from bench.tasks.restoration.scoring import check_restored
+
+        return check_restored(outputs, split.targets, method_name)
+
     def random_data(self, size, channels, classes, n, rng: np.random.Generator, source):
         """Random clean patches and their noisy inputs (sigma 0.1), each its own source."""
         from bench.data.paired import PairedSpec, PairedSplit
@@ -39,3 +44,22 @@ class RestorationTask(Task):
         clean = images.astype(np.float32) / 255
         noisy = (clean + 0.1 * rng.standard_normal(clean.shape)).astype(np.float32)
         return spec, PairedSplit(noisy, clean, ids, list(ids))
+
+    def table_detail(self, record: dict) -> str:
+        degradation = (record.get("evaluation") or {}).get("degradation")
+        return f"degradation {degradation}, scores per image patch"
+
+    def table_floors(self, records, table, metrics, methods, floors, ranked):
+        from bench.tasks.restoration.report import restoration_floors
+
+        return restoration_floors(records, table, metrics, methods, floors, ranked)
+
+    def leaderboard_sections(self, summary, reference):
+        from bench.tasks.restoration.report import survey_layout
+
+        return survey_layout(summary, reference)
+
+    def header_notes(self, records, n_flagged, n_one_class):
+        from bench.tasks.restoration.report import restoration_floor_note
+
+        return restoration_floor_note(records, n_flagged)

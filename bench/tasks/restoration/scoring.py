@@ -13,13 +13,23 @@ from bench.metrics.image_quality import per_image_quality
 
 #: the training-free restoration methods that make a table's floor (baselines/identity.py,
 #: baselines/classical_denoisers.py): listed as floor rows, never ranked, and a learned
-#: method's cell that does not beat the best of them is flagged (bench/report/leaderboard.py)
+#: method's cell that does not beat the best of them is flagged (bench/tools/leaderboard.py)
 FLOOR_METHODS = ("identity", "clip_input", "nlm")
 
 
 def is_floor_method(label: str) -> bool:
     """`label` (a method, or a table's variant label 'nlm · bf16', 'nlm [hash]') is a floor."""
     return label.split(" · ")[0].split(" [")[0] in FLOOR_METHODS
+
+
+def check_restored(outputs, targets: np.ndarray, method: str) -> np.ndarray:
+    """`outputs` as float32 of the targets' shape, finite, or a TrainingError."""
+    outputs = np.asarray(outputs, dtype=np.float32)
+    if outputs.shape != targets.shape:
+        raise TrainingError(f"{method}.restore returned {outputs.shape}, expected {targets.shape}")
+    if not np.isfinite(outputs).all():
+        raise TrainingError(f"{method}.restore returned non-finite values")
+    return outputs
 
 
 def score_restoration_unit(method, bundle, ctx: RunContext, strip_count: int = 6) -> Scored:
@@ -30,12 +40,9 @@ def score_restoration_unit(method, bundle, ctx: RunContext, strip_count: int = 6
     for s in ("val", "test"):
         split = bundle.splits[s]
         t0 = time.perf_counter()
-        outputs[s] = np.asarray(method.restore(split.inputs, ctx), dtype=np.float32)
+        restored = method.restore(split.inputs, ctx)
         out_s = time.perf_counter() - t0
-        if outputs[s].shape != split.targets.shape:
-            raise TrainingError(
-                f"{type(method).__name__}.restore returned {outputs[s].shape}, expected {split.targets.shape}"
-            )
+        outputs[s] = check_restored(restored, split.targets, type(method).__name__)
         q = per_image_quality(outputs[s], split.targets, data_range)
         metrics[s] = {k: float(v.mean()) for k, v in q.items()}
         arrays.update({f"{s}_{k}": v.astype(np.float32) for k, v in q.items()})

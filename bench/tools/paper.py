@@ -15,7 +15,6 @@ any record of ours say so instead of being left out.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +22,12 @@ import numpy as np
 import yaml
 
 from bench.api.errors import BenchError
-from bench.api.registry import METRICS
-from bench.report.floors import (
-    at_or_below,
-    degenerate_generator,
-    metric_floors,
-    one_class_seed,
-    split_floors,
-)
+from bench.api.registry import METHODS, METRICS, TASKS
+from bench.engine.config import load_suite
+from bench.engine.records import load_records, read_json
+from bench.report.aggregate import PAPER_FEATURE_SPACE, our_cells, pick_preset
+from bench.report.cells import emphasise, fmt_value, mark_against, ranks_by_shown_value
+from bench.report.floors import at_or_below, metric_floors
 
 PAPERS_DIR = Path(__file__).parents[1] / "papers"
 
@@ -53,123 +50,8 @@ def load_paper(key: str) -> dict[str, Any]:
     return yaml.safe_load(keys[key].read_text())
 
 
-PAPER_FEATURE_SPACE = (
-    "inception-v3-compat"  # the papers' FID/KID/precision/recall (TF-FID Inception)
-)
-
-
-@dataclass
-class Cell:
-    """One of our numbers: per-seed values of a (dataset, method, metric)."""
-
-    by_seed: dict[int, float]
-    flag: str = (
-        ""  # why the number is no result (at or below its floor, a one-class model), if it is not
-    )
-    feature_space: str | None = (
-        None  # generation metrics: the extractor whose features they are computed in
-    )
-
-    @property
-    def flagged(self) -> bool:
-        return bool(self.flag)
-
-    @property
-    def mean(self) -> float:
-        return float(np.mean(list(self.by_seed.values())))
-
-    @property
-    def std(self) -> float:
-        return (
-            float(np.std(list(self.by_seed.values()), ddof=1))
-            if len(self.by_seed) > 1
-            else float("nan")
-        )
-
-
-def _preset(records: list[dict], wanted: str | None) -> str | None:
-    """The forced preset, else the one with the most records here (ties: full first)."""
-    if wanted:
-        return wanted
-    counts: dict[str, int] = {}
-    for r in records:
-        counts[r["preset"]] = counts.get(r["preset"], 0) + 1
-    return max(counts, key=lambda p: (counts[p], p == "full")) if counts else None
-
-
-def our_cells(
-    records: list[dict], dataset: str, method: str, metric: str, preset: str | None
-) -> Cell | None:
-    """Our per-seed values of a metric, flagged when the mean does not beat the metric's
-    floor on the split or a seed's model predicts one class (bench/report/floors.py)."""
-    candidates = [
-        r
-        for r in records
-        if r["dataset"] == dataset and r["method"] == method and r["preset"] == preset
-    ]
-    if not candidates:
-        return None
-    # one config (and so one precision) per cell: the one with the most seeds, fp32 first on ties
-    counts = {
-        h: sum(r["config_hash"] == h for r in candidates)
-        for h in {r["config_hash"] for r in candidates}
-    }
-    precision = {
-        r["config_hash"]: r.get("provenance", {}).get("precision", "fp32") for r in candidates
-    }
-    chosen = max(sorted(counts), key=lambda h: (counts[h], precision[h] == "fp32"))
-    by_seed, used = {}, []
-    for r in candidates:
-        if r["config_hash"] == chosen:
-            v = (r.get("metrics", {}).get("test") or {}).get(metric)
-            if v is not None:
-                by_seed[r["seed"]] = float(v)
-                used.append(r)
-    if not by_seed:
-        return None
-    spaces = {
-        ((r.get("evaluation") or {}).get("extractor_info") or {}).get("name") for r in used
-    } - {None}
-    cell = Cell(by_seed, feature_space=", ".join(sorted(spaces)) or None)
-    one_class = sum(one_class_seed(r) for r in used)
-    degenerate = sum(bool(degenerate_generator(r)) for r in used)
-    floor = metric_floors(split_floors(used)).get(metric)
-    higher = METRICS.get(metric).higher_is_better
-    if at_or_below(cell.mean, floor, higher):
-        cell.flag = f"at or {'below' if higher else 'above'} the {metric} floor {floor:.3f}"
-    elif one_class:
-        cell.flag = f"{one_class} of {len(used)} seeds predict one class"
-    elif degenerate:
-        cell.flag = f"{degenerate} of {len(used)} seeds' samples collapsed or copy training images"
-    return cell
-
-
-def _fmt(v: float, metric: str, scale: float = 1.0) -> str:
-    v = v * scale
-    return (
-        f"{v:.2f}"
-        if metric in ("psnr", "fid") or scale != 1.0
-        else (f"{v:.4f}" if metric == "rmse" else f"{v:.3f}")
-    )
-
-
-def _mark(cell: Cell | None, ref: Cell | None) -> str:
-    from bench.report.stats import MIN_SEEDS_FOR_TEST, paired_ttest, significance_mark
-
-    if cell is None or ref is None or cell is ref:
-        return ""
-    common = sorted(set(cell.by_seed) & set(ref.by_seed))
-    if len(common) < MIN_SEEDS_FOR_TEST:
-        return ""
-    return significance_mark(
-        paired_ttest(
-            np.array([cell.by_seed[s] for s in common]), np.array([ref.by_seed[s] for s in common])
-        )
-    )
-
-
 def render_comparison(
-    table: dict, records: list[dict], preset: str | None
+    table: dict, records: list[dict], preset: str | None, task
 ) -> tuple[list[str], list[dict]]:
     """A methods x metrics table per paper dataset; returns markdown lines and the
     (paper, ours) pairs for `reproduce`."""
@@ -191,7 +73,7 @@ def render_comparison(
         if ds.get("note"):
             lines += ["", f"_{ds['note']}._"]
         methods = {r.get("ours") for r in table["rows"]}
-        chosen = _preset(
+        chosen = pick_preset(
             [r for r in records if r["dataset"] == ours_ds and r["method"] in methods], preset
         )
         if ours_ds and chosen:
@@ -203,7 +85,7 @@ def render_comparison(
         for i, row in enumerate(table["rows"]):
             for label, metric in metrics.items():
                 cells[(i, label)] = (
-                    our_cells(records, ours_ds, row["ours"], metric, chosen)
+                    our_cells(records, ours_ds, row["ours"], metric, chosen, task)
                     if ours_ds and row.get("ours")
                     else None
                 )
@@ -220,16 +102,11 @@ def render_comparison(
         for label, metric in metrics.items():
             higher = METRICS.get(metric).higher_is_better
             present = {
-                i: float(_fmt(c.mean, metric, scale))
+                i: float(fmt_value(c.mean, metric, scale))
                 for i in range(len(table["rows"]))
                 if (c := cells[(i, label)]) is not None and not c.flagged
             }
-            distinct = sorted(
-                set(present.values()), reverse=higher
-            )  # ties share a rank; one value ranks nothing
-            ranks[label] = (
-                {i: distinct.index(v) for i, v in present.items()} if len(distinct) > 1 else {}
-            )
+            ranks[label] = ranks_by_shown_value(present, higher)
         grid = []
         for i, row in enumerate(table["rows"]):
             paper_vals = (row.get("paper") or {}).get(paper_ds)
@@ -250,12 +127,11 @@ def render_comparison(
                     out.append("not run" if row.get("ours") and ours_ds else "—")
                 else:
                     ref = cells.get((ref_index, label)) if ref_index is not None else None
-                    text = _fmt(c.mean, metric, scale) + (
-                        f" ± {_fmt(c.std, metric, scale)}" if np.isfinite(c.std) else ""
+                    text = fmt_value(c.mean, metric, scale) + (
+                        f" ± {fmt_value(c.std, metric, scale)}" if np.isfinite(c.std) else ""
                     )
-                    rank = ranks[label].get(i)
-                    text = f"**{text}**" if rank == 0 else (f"<u>{text}</u>" if rank == 1 else text)
-                    out.append(text + (" ⚠" if c.flagged else "") + _mark(c, ref))
+                    text = emphasise(text, ranks[label].get(i))
+                    out.append(text + (" ⚠" if c.flagged else "") + mark_against(c, ref))
                     if p is not None:
                         pairs.append(
                             {
@@ -297,8 +173,6 @@ def _tolerance(table: dict, metric: str, scale: float) -> float:
 
 
 def sweep_records(results_dir: Path, method: str, dataset: str) -> list[dict]:
-    from bench.engine.records import read_json
-
     out = []
     for path in sorted((Path(results_dir) / "sweeps").rglob("seed*.json")):
         r = read_json(path)
@@ -339,7 +213,8 @@ def render_sweep(table: dict, results_dir: Path, out_dir: Path | None) -> list[s
     metrics = table["metrics"]
     ds = table["datasets"][0]
     records = sweep_records(results_dir, table["method"], ds["ours"])
-    floors = metric_floors(split_floors(records)) if records else {}
+    task = TASKS.get(METHODS.get(table["method"]).cls.task)
+    floors = metric_floors(task.split_floors(records), task.floored_metrics) if records else {}
     lines = [
         "",
         f"_{ds.get('note', '')}. Ours: test metrics of `bench sweep {table['method']}` trial records of the studies "
@@ -368,7 +243,7 @@ def render_sweep(table: dict, results_dir: Path, out_dir: Path | None) -> list[s
                 v
                 for v, m in ours_means.items()
                 if at_or_below(m, floors.get(metric), METRICS.get(metric).higher_is_better)
-                or any(one_class_seed(r) for r in groups[v])
+                or any(task.degenerate(r) for r in groups[v])
             }
             unflagged = [m for v, m in ours_means.items() if v not in flagged]
             best = max(unflagged) if len(unflagged) > 1 else None
@@ -404,7 +279,8 @@ def _plot_sweep(table: dict, param: dict, groups: dict, metrics: dict, out_dir: 
     xs = sorted(v for v in groups if v is not None)
     fig, ax = plt.subplots(figsize=(5, 3))
     records = [r for x in xs for r in groups[x]]
-    floors = metric_floors(split_floors(records)) if records else {}
+    task = TASKS.get(METHODS.get(table["method"]).cls.task)
+    floors = metric_floors(task.split_floors(records), task.floored_metrics) if records else {}
     for label, metric in metrics.items():
         (line,) = ax.plot(
             xs,
@@ -441,8 +317,6 @@ def build_paper(
     out_dir: Path | None = None,
 ) -> tuple[str, list[dict]]:
     """The markdown of a paper's tables (or one table) and the (paper, ours) pairs."""
-    from bench.engine.records import load_records
-
     paper = load_paper(key)
     tables = [t for t in paper["tables"] if table_id is None or str(t["id"]) == str(table_id)]
     if not tables:
@@ -464,7 +338,8 @@ def build_paper(
             lines += render_sweep(t, Path(results_dir), out_dir)
             continue
         records = load_records(Path(results_dir), t["suite"], status="ok")
-        body, table_pairs = render_comparison(t, records, preset)
+        task = TASKS.get(load_suite(t["suite"]).task)
+        body, table_pairs = render_comparison(t, records, preset, task)
         lines += body
         pairs += table_pairs
     return "\n".join(lines) + "\n", pairs

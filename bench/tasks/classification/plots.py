@@ -1,4 +1,4 @@
-"""`bench plots`: the figures researchers expect, from records and their .npz only:
+"""The classification task's figures (`bench plots`): the figures researchers expect, from records and their .npz only:
 ROC curves and confusion matrices per method, training curves (validation metric per
 epoch, DiffMIC-v2's Fig. 6), and a t-SNE of DiffMIC-v2's denoised label grids along
 the reverse process (its Fig. 5) where a record kept them (``save_trajectory``).
@@ -9,8 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
-from bench.api.errors import BenchError
 
 
 def _plt():
@@ -155,19 +153,8 @@ def tsne_figure(rec: dict, title: str, path: Path, panels: int = 4) -> Path | No
     return path
 
 
-def write_plots(suite_name: str, results_dir="results", out_dir="leaderboards/plots") -> list[Path]:
-    from bench.engine.config import load_suite
-    from bench.engine.records import load_records
-
-    suite = load_suite(suite_name)
-    if suite.task != "classification":
-        raise BenchError(
-            f"bench plots draws classification figures; suite {suite.name!r} is a {suite.task} suite"
-        )
-    records = load_records(Path(results_dir), suite.name, status="ok")
-    if not records:
-        raise BenchError(f"no complete records for suite {suite.name!r} under {results_dir}/")
-    out = Path(out_dir) / suite.name
+def classification_figures(records: list[dict], out: Path) -> list[Path]:
+    """ROC, confusion, training curves and t-SNE figures per (preset, dataset) into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for key in sorted({(r["preset"], r["dataset"]) for r in records}):

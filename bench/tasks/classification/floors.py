@@ -1,0 +1,94 @@
+"""The floor of each classification metric on a split: what no learning already scores.
+
+Two predictors that look at no image: the *majority class* (every image gets the
+split's class frequencies, so the argmax is the largest class and every score ties:
+AUROC 0.5, balanced accuracy 1/C, accuracy = the largest class's share) and *chance*
+(uniform random guessing, in expectation: accuracy and balanced accuracy 1/C, AUROC
+0.5, kappa 0). A metric's floor is the better of the two; a result at or below it (as
+shown, to 3 decimals) is no result, and a model that predicts one class for every test
+image is flagged whatever its scores (see ``bench/tools/leaderboard.py``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from bench.metrics.classification import SINGLE_LABEL, compute_all, predicts_one_class
+from bench.tasks.classification import ClassificationTask
+
+
+def floor_rows(labels: np.ndarray, task: str, num_classes: int) -> dict[str, dict[str, float]]:
+    """{"majority class": metrics, "chance": metrics} of the two no-learning predictors."""
+    labels = np.asarray(labels)
+    if task == "multilabel":
+        prevalence = labels.mean(axis=0)
+        majority = compute_all(labels, np.tile(prevalence, (len(labels), 1)), task)
+        chance = {"auroc": 0.5, "accuracy": 0.5}
+    else:
+        freq = np.bincount(labels.astype(int), minlength=num_classes) / len(labels)
+        majority = compute_all(labels, np.tile(freq, (len(labels), 1)), task)
+        chance = {
+            "accuracy": 1 / num_classes,
+            "balanced_accuracy": 1 / num_classes,
+            "recall_macro": 1 / num_classes,
+            "auroc": 0.5,
+            "kappa_quadratic": 0.0,
+        }
+    floored = ClassificationTask.floored_metrics
+    return {
+        row: {k: float(v) for k, v in values.items() if k in floored and np.isfinite(v)}
+        for row, values in (("majority class", majority), ("chance", chance))
+    }
+
+
+def _test_arrays(npz_path: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(test probabilities, test labels) of a record's .npz, read once per version of the
+    file (a table asks for every metric of every record)."""
+    try:
+        return _read_test_arrays(npz_path, Path(npz_path).stat().st_mtime_ns)
+    except OSError:
+        return None, None
+
+
+@lru_cache(maxsize=512)
+def _read_test_arrays(npz_path: str, mtime_ns: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    try:
+        with np.load(npz_path, allow_pickle=False) as npz:
+            return (
+                npz["test_probs"] if "test_probs" in npz.files else None,
+                npz["test_labels"] if "test_labels" in npz.files else None,
+            )
+    except (OSError, ValueError):
+        return None, None
+
+
+def _npz_path(record: dict) -> str | None:
+    return (
+        str(Path(record["_path"]).with_name(record["predictions"]))
+        if record.get("predictions") and record.get("_path")
+        else None
+    )
+
+
+def one_class_seed(record: dict) -> bool:
+    """A classification record whose model predicts one class for every test image (from
+    its ``predicted_share``, or from its stored predictions for records older than that)."""
+    if record.get("task") not in SINGLE_LABEL:
+        return False
+    share = (record.get("predicted_share") or {}).get("test")
+    if share is not None:
+        return max(share) >= 1.0
+    path = _npz_path(record)
+    probs = _test_arrays(path)[0] if path else None
+    return probs is not None and predicts_one_class(probs, record["task"])
+
+
+def classification_floors(records: list[dict]) -> dict[str, dict[str, float]]:
+    """The no-learning rows of a table: majority class and chance on its test labels."""
+    r = records[0]
+    path = _npz_path(r) if r.get("task") in SINGLE_LABEL + ("multilabel",) else None
+    labels = _test_arrays(path)[1] if path else None
+    return {} if labels is None else floor_rows(labels, r["task"], len(r.get("class_names") or []))

@@ -1,0 +1,117 @@
+"""The generation task's leaderboard sections: the real-vs-real row, the extractor that
+made every number, FID's bootstrap intervals, per-class FID, and the floors' header note."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bench.report.aggregate import json_key
+from bench.tasks.generation.floors import REAL_VS_REAL
+
+
+def generation_extras(records: list[dict], methods: list[str], metrics: list[str]) -> list[str]:
+    """Generation tables: the real-vs-real row, the extractor that made every number,
+    and FID's bootstrap interval per seed (what difference between two FIDs is noise)."""
+    evaluation = records[0].get("evaluation") or {}
+    if "floors" not in evaluation:
+        return []
+    real = evaluation["floors"].get(REAL_VS_REAL, {})
+    lines = [
+        f"| _{REAL_VS_REAL} (real vs real)_ | | "
+        + " | ".join(f"_{real[k]:.3f}_" if k in real else "" for k in metrics)
+        + " |"
+    ]
+    infos = {
+        json_key(r["evaluation"].get("extractor_info")) for r in records if r.get("evaluation")
+    }
+    for info in sorted(infos):
+        i = dict(info)
+        trained = dict(i.get("trained_on") or ())
+        lines += [
+            "",
+            f"Extractor: `{i.get('name')}` {i.get('model', '')}, version `{i.get('version')}`"
+            + (
+                f" (trained on {trained.get('dataset')}'s {trained.get('split')} split, {trained.get('epochs')} epochs, "
+                f"seed {trained.get('seed', 'not fixed')}, val AUROC {trained['val_auroc']:.3f})"
+                if trained.get("val_auroc") is not None
+                else ""
+            )
+            + (
+                ": tables made with different extractors do not compare." if len(infos) > 1 else "."
+            ),
+        ]
+    cis = {
+        m: [
+            f"[{r['evaluation']['fid_ci95'][0]:.1f}, {r['evaluation']['fid_ci95'][1]:.1f}]"
+            for r in sorted(records, key=lambda r: r["seed"])
+            if r["method"] == m.split(" · ")[0].split(" [")[0]
+            and (r.get("evaluation") or {}).get("fid_ci95")
+        ]
+        for m in methods
+    }
+    if any(cis.values()):
+        lines += [
+            "",
+            "FID, bootstrap 95 % interval over the test and generated images, per seed: "
+            + "; ".join(f"{m} {', '.join(v)}" for m, v in cis.items() if v)
+            + ".",
+        ]
+    return lines
+
+
+def per_class_fid_table(records: list[dict], methods: list[str]) -> list[str]:
+    """Generation records: FID per class (mean ± std over seeds), lowest bold (ODM Fig. 4)."""
+    rows = {}
+    for r in records:
+        fid = ((r.get("per_class") or {}).get("test") or {}).get("fid")
+        if fid is not None:
+            rows.setdefault(r["method"], []).append([np.nan if v is None else v for v in fid])
+    if not rows:
+        return []
+    classes = records[0].get("class_names") or [
+        str(i) for i in range(len(next(iter(rows.values()))[0]))
+    ]
+    n_ref = (records[0].get("per_class") or {}).get("test", {}).get("n_reference")
+    means = {m: np.nanmean(np.array(v, dtype=float), axis=0) for m, v in rows.items()}
+    stds = {
+        m: np.nanstd(np.array(v, dtype=float), axis=0, ddof=1)
+        if len(v) > 1
+        else np.full(len(classes), np.nan)
+        for m, v in rows.items()
+    }
+    header = [f"{c} (n={n})" for c, n in zip(classes, n_ref)] if n_ref else list(classes)
+    lines = [
+        "",
+        "Per-class FID (lower is better; mean ± std over seeds; n = real images of the class in the reference split):",
+        "",
+        "| method | " + " | ".join(header) + " |",
+        "|---|" + "---|" * len(classes),
+    ]
+    for m in [m for m in methods if m in rows]:
+        cells = []
+        for j in range(len(classes)):
+            column = [means[k][j] for k in rows if np.isfinite(means[k][j])]
+            v = means[m][j]
+            text = (
+                "n/a"
+                if not np.isfinite(v)
+                else (f"{v:.2f} ± {stds[m][j]:.2f}" if np.isfinite(stds[m][j]) else f"{v:.2f}")
+            )
+            cells.append(
+                f"**{text}**" if np.isfinite(v) and len(column) > 1 and v == min(column) else text
+            )
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def generation_floor_note(records: list[dict], n_flagged: int, n_one_class: int) -> list[str]:
+    if not any("floors" in (r.get("evaluation") or {}) for r in records):
+        return []
+    return [
+        f"- **Floors**: each table ends with two zero-diversity generators made from the training split (each "
+        "class's mean image; one training image per class), scored like the methods; ⚠ marks "
+        f"{n_flagged} FID / KID / recall cell(s) no better than the better of them, and {n_one_class} method row(s) "
+        "with a seed whose samples collapsed (diversity < 0.5 of the real images') or copy training images "
+        "(novelty < 0.5): no result, never bold. The real-vs-real row (training images against test) is what a "
+        "perfect generator would score."
+    ]
