@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 from bench.api.errors import BenchError, TrainingError
 from bench.api.method import RestorationMethod, RunContext, register_method
-from bench.engine.training import plan_steps, train_loop
+from bench.engine.batches import plan_steps
+from bench.engine.training import train_loop
 from bench.nn.image_to_image import restore_batched, to_device, validation_psnr
 
 

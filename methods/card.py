@@ -32,7 +32,8 @@ import torch.nn as nn
 
 from bench.api.dataset import SplitData
 from bench.api.method import ClassificationMethod, RunContext, register_method
-from bench.engine.training import augmented_batch, plan_steps, train_loop
+from bench.engine.batches import augmented_batch, plan_steps
+from bench.engine.training import train_loop
 from bench.metrics.classification import METRICS
 from bench.nn.diffusion import ddpm_scheduler, noise_draws, prior_mean_noising, sample_prior_mean
 from bench.nn.encoders import PooledEncoder, timm_trunk

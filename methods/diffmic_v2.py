@@ -53,7 +53,8 @@ import torch.nn.functional as F
 from bench.api.dataset import SplitData
 from bench.api.errors import BenchError
 from bench.api.method import ClassificationMethod, Param, RunContext, register_method
-from bench.engine.training import augmented_batch, plan_steps, train_loop
+from bench.engine.batches import augmented_batch, plan_steps
+from bench.engine.training import train_loop
 from bench.metrics.classification import METRICS
 from bench.nn.dcg import DCG, DCGOutput, dcg_prior_predictions
 from bench.nn.diffusion import ddim_scheduler, q_sample

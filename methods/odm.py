@@ -31,13 +31,8 @@ import torch.nn.functional as F
 from bench.api.dataset import SplitData
 from bench.api.errors import BenchError
 from bench.api.method import GenerationMethod, Param, RunContext, register_method
-from bench.engine.training import (
-    batches,
-    from_device_batch,
-    plan_steps,
-    to_device_batch,
-    train_loop,
-)
+from bench.engine.batches import batches, from_device_batch, plan_steps, to_device_batch
+from bench.engine.training import train_loop
 from bench.nn.diffusion import (
     ddim_scheduler,
     ddpm_scheduler,

@@ -174,7 +174,7 @@ def test_stage1_training_lowers_the_validation_noise_loss(data_dir, tmp_path):
     from bench.api.dataset import SplitData
     from bench.api.method import Budget, RunContext
     from bench.data.load import dataset_source
-    from bench.engine.runner import make_accelerator
+    from bench.engine.device import make_accelerator
 
     bundle = dataset_source("breastmnist").load(data_dir=str(data_dir))
     tr, va = bundle.splits["train"], bundle.splits["val"]

@@ -21,9 +21,10 @@ from bench.api.errors import BenchError
 from bench.api.method import Budget, RunContext
 from bench.api.registry import METHODS
 from bench.data.load import load_bundle
+from bench.engine.batches import to_device_batch
 from bench.engine.config import load_suite
-from bench.engine.runner import make_accelerator, plan_units
-from bench.engine.training import to_device_batch
+from bench.engine.device import make_accelerator
+from bench.engine.planning import plan_units
 from bench.metrics.classification import compute_all
 from bench.nn.labels import one_hot_targets
 

@@ -127,7 +127,7 @@ def test_a_short_training_run_improves_psnr_over_the_noisy_input(name, steps, da
 
     from bench.api.method import Budget, RunContext
     from bench.data.paired import PairedSplit
-    from bench.engine.runner import make_accelerator
+    from bench.engine.device import make_accelerator
 
     bundle = load_bundle(BREAST_NOISY, data_dir=str(data_dir))
     tr, va, te = bundle.splits["train"], bundle.splits["val"], bundle.splits["test"]

@@ -20,7 +20,7 @@ from bench.data.locate import md5sum
 from bench.engine.device import cpu_has_native_bf16
 from bench.engine.records import load_predictions, load_records
 from bench.engine.runner import run_suite
-from bench.engine.training import SupervisedSettings, train_supervised
+from bench.engine.supervised import SupervisedSettings, train_supervised
 from bench.metrics.classification import compute_all
 from bench.nn.timm_models import build_timm_model
 

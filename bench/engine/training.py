@@ -1,27 +1,22 @@
-"""Shared training machinery: batches from in-memory uint8 arrays, on-device
-preprocessing, and a supervised loop with validation-based model selection.
-
-Images stay uint8 in memory; each batch is moved to the device, scaled to [-1, 1]
-(MedMNIST's mean 0.5 / std 0.5) and resized there when the method's input size
-differs from the data's.
-"""
+"""The optimiser loop every method shares (`train_loop`): NaN check, validation-based
+model selection, resumable checkpoints, and bench perf's measuring probe. Batches and
+preprocessing are in bench/engine/batches.py, supervised classifiers in
+bench/engine/supervised.py."""
 
 from __future__ import annotations
 
 import copy
 import math
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from bench.api.dataset import SplitData
 from bench.api.errors import TrainingError
 from bench.api.method import RunContext
+from bench.engine.batches import batches
 from bench.engine.device import sync_device, to_channels_last
 from bench.engine.resume import (
     checkpoint_path,
@@ -30,114 +25,6 @@ from bench.engine.resume import (
     rng_states,
     save_checkpoint,
 )
-from bench.metrics.classification import METRICS
-
-
-def to_device_batch(images: np.ndarray, device, size: int | None = None) -> torch.Tensor:
-    """uint8 [B, H, W, C] -> float [B, C, size, size] in [-1, 1] on `device`."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float()
-    x = x.div_(127.5).sub_(1.0)
-    if size is not None and x.shape[-1] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    return x
-
-
-def from_device_batch(x: torch.Tensor, size: int | None = None) -> np.ndarray:
-    """The inverse: float [B, C, h, w] in [-1, 1] -> uint8 [B, size, size, C] on the CPU
-    (generated images back in the loaders' format; resized with antialiasing)."""
-    x = x.detach().float()
-    if size is not None and x.shape[-1] != size:
-        x = F.interpolate(
-            x, size=(size, size), mode="bilinear", align_corners=False, antialias=True
-        )
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
-def batches(
-    n: int, batch_size: int, generator: torch.Generator | None = None, drop_last: bool = False
-) -> Iterator[np.ndarray]:
-    order = (
-        torch.randperm(n, generator=generator).numpy() if generator is not None else np.arange(n)
-    )
-    stop = n - n % batch_size if drop_last and n >= batch_size else n
-    for start in range(0, stop, batch_size):
-        yield order[start : start + batch_size]
-
-
-def targets_tensor(labels: np.ndarray, device, multilabel: bool) -> torch.Tensor:
-    t = torch.from_numpy(labels).to(device)
-    return t.float() if multilabel else t.long()
-
-
-def probabilities(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
-    logits = logits.float()
-    return torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)
-
-
-@torch.no_grad()
-def predict_probs(
-    model: torch.nn.Module, split: SplitData, ctx: RunContext, size: int | None, multilabel: bool
-) -> np.ndarray:
-    model.eval()
-    out = []
-    for idx in batches(len(split), ctx.budget.eval_batch_size):
-        x = to_device_batch(split.images[idx], ctx.device, size)
-        with ctx.accelerator.autocast():
-            out.append(probabilities(model(x), multilabel).cpu())
-    return torch.cat(out).numpy().astype(np.float64)
-
-
-@dataclass
-class SupervisedSettings:
-    lr: float
-    weight_decay: float
-    lr_milestones: tuple[float, ...]  # fractions of training where lr is multiplied by gamma
-    lr_gamma: float
-    selection_metric: str
-    input_size: int | None
-    hflip: bool = False
-
-
-def make_optimizer(model: torch.nn.Module, s: SupervisedSettings, total_steps: int):
-    opt = torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
-    milestones = sorted({max(1, int(round(f * total_steps))) for f in s.lr_milestones})
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=s.lr_gamma)
-    return opt, sched
-
-
-def plan_steps(
-    n_train: int, batch_size: int, epochs: int, max_steps: int | None
-) -> tuple[int, int]:
-    """(total optimiser steps, epochs actually run) for a budget, honouring max_steps."""
-    steps_per_epoch = max(1, n_train // batch_size) if n_train > batch_size else 1
-    total = epochs * steps_per_epoch
-    if max_steps:
-        total = min(total, max_steps)
-    return total, math.ceil(total / steps_per_epoch)
-
-
-def random_flip_rotate(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random horizontal/vertical flips and 90-degree rotations, per image."""
-    n = x.shape[0]
-    draws = torch.randint(0, 2, (3, n), generator=generator).bool().to(x.device)
-    x = torch.where(draws[0, :, None, None, None], x.flip(-1), x)
-    x = torch.where(draws[1, :, None, None, None], x.flip(-2), x)
-    if x.shape[-1] == x.shape[-2]:
-        x = torch.where(draws[2, :, None, None, None], x.transpose(-1, -2), x)
-    return x
-
-
-def augmented_batch(
-    images: np.ndarray,
-    idx: np.ndarray,
-    ctx: RunContext,
-    size: int | None,
-    augment: bool,
-    generator: torch.Generator,
-) -> torch.Tensor:
-    """A training batch on the device, randomly flipped and rotated when `augment`."""
-    x = to_device_batch(images[idx], ctx.device, size)
-    return random_flip_rotate(x, generator) if augment else x
 
 
 def train_loop(
@@ -398,53 +285,3 @@ def probe_stage(
         "resumed_after_epoch": None,
         "probe": True,
     }
-
-
-def train_supervised(
-    model: torch.nn.Module,
-    train: SplitData,
-    val: SplitData,
-    ctx: RunContext,
-    s: SupervisedSettings,
-    task: str,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-) -> dict:
-    """Train with Adam + step decay; keep the weights with the best validation metric.
-
-    Raises TrainingError on a non-finite loss (the runner records the unit as failed).
-    """
-    multilabel = task == "multilabel"
-    loss_fn = loss_fn or (F.binary_cross_entropy_with_logits if multilabel else F.cross_entropy)
-    metric = METRICS.get(s.selection_metric)
-    budget = ctx.budget
-    total_steps, epochs = plan_steps(len(train), budget.batch_size, budget.epochs, budget.max_steps)
-    opt, sched = make_optimizer(model, s, total_steps)
-    flips = torch.Generator().manual_seed(ctx.seed + 1)
-
-    def step(idx):
-        x = to_device_batch(train.images[idx], ctx.device, s.input_size)
-        if s.hflip:
-            flip = (torch.rand(len(idx), generator=flips) < 0.5).to(x.device)
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        y = targets_tensor(train.labels[idx], ctx.device, multilabel)
-        with ctx.accelerator.autocast():
-            return loss_fn(model(x).float(), y)
-
-    def evaluate():
-        return metric(val.labels, predict_probs(model, val, ctx, s.input_size, multilabel), task)
-
-    return train_loop(
-        model,
-        step,
-        evaluate,
-        ctx,
-        n_train=len(train),
-        batch_size=budget.batch_size,
-        total_steps=total_steps,
-        epochs=epochs,
-        optimizer=opt,
-        scheduler=sched,
-        higher_is_better=metric.higher_is_better,
-        metric_name=s.selection_metric,
-        generators=(flips,),
-    )

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from bench.api.method import RunContext
-from bench.engine.training import batches, plan_steps, train_loop
+from bench.engine.batches import batches, plan_steps
+from bench.engine.training import train_loop
 from bench.metrics.image_quality import per_image_quality
 
 

@@ -31,7 +31,8 @@ def fit_prior(
 ) -> dict:
     """Train a prior classifier with cross-entropy (Adam, constant lr), keeping the
     weights with the best validation AUROC. The suite's ``max_steps`` caps it too."""
-    from bench.engine.training import augmented_batch, plan_steps, train_loop
+    from bench.engine.batches import augmented_batch, plan_steps
+    from bench.engine.training import train_loop
     from bench.metrics.classification import METRICS
 
     multilabel = spec.task == "multilabel"
@@ -80,7 +81,7 @@ def batched_inference(
     image_size: int | None,
 ) -> torch.Tensor:
     """Apply `fn` to the images in eval batches (on the device, autocast); CPU float result."""
-    from bench.engine.training import batches, to_device_batch
+    from bench.engine.batches import batches, to_device_batch
 
     out = []
     for idx in batches(len(images), ctx.budget.eval_batch_size):

@@ -102,9 +102,10 @@ def run_sweep(
     from bench.data.load import dataset_source
     from bench.engine.config import MethodEntry, load_suite
     from bench.engine.device import make_accelerator
+    from bench.engine.planning import Unit
     from bench.engine.provenance import environment
     from bench.engine.records import is_complete, read_json, refuse_unpublished, unit_stem
-    from bench.engine.runner import Unit, data_block, run_and_record
+    from bench.engine.runner import data_block, run_and_record
 
     space = declared_space(method, params)
     suite = load_suite(suite_name)

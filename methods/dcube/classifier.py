@@ -20,12 +20,8 @@ from bench.api.method import (
     RunContext,
     register_method,
 )
-from bench.engine.training import (
-    batches,
-    plan_steps,
-    to_device_batch,
-    train_loop,
-)
+from bench.engine.batches import batches, plan_steps, to_device_batch
+from bench.engine.training import train_loop
 from bench.nn.diffusion import ddpm_scheduler
 from methods.dcube.head import DCubeHead, cycle_loss
 from methods.dcube.layers import ks_layer_selection, plot_ks

@@ -12,12 +12,8 @@ from bench.api.dataset import SplitData
 from bench.api.method import (
     RunContext,
 )
-from bench.engine.training import (
-    batches,
-    plan_steps,
-    to_device_batch,
-    train_loop,
-)
+from bench.engine.batches import batches, plan_steps, to_device_batch
+from bench.engine.training import train_loop
 from bench.nn.diffusion import ddpm_scheduler, q_sample
 from bench.nn.labels import require_single_label
 from bench.nn.pretraining import cached_pretraining

@@ -20,11 +20,8 @@ from bench.api.method import (
     register_method_prefix,
 )
 from bench.api.registry import METHODS
+from bench.engine.batches import batches, from_device_batch
 from bench.engine.images import save_class_grid
-from bench.engine.training import (
-    batches,
-    from_device_batch,
-)
 from bench.nn.diffusion import ddim_scheduler, ddpm_scheduler, reverse_process
 from bench.nn.pretraining import cache_key
 from methods.dcube.stage1 import stage1_model

@@ -83,7 +83,7 @@ def feature_extractor(
 
     import torch
 
-    from bench.engine.training import SupervisedSettings, train_supervised
+    from bench.engine.supervised import SupervisedSettings, train_supervised
     from bench.nn.pretraining import cached_pretraining
     from bench.nn.timm_models import TimmArch, build_timm_model
 
