@@ -113,24 +113,35 @@ def plan_units(
             raise BenchError(
                 f"method {entry.name!r} is a {spec.cls.task} method; suite {suite.name!r} is a {suite.task} suite"
             )
-        config = config_dict(
-            spec.make_config(suite.options_for(entry, preset, spec.preset_options_of))
-        )
-        chash = config_hash(entry.name, config, preset.budget, precision)
+        options = suite.options_for(entry, preset, spec.preset_options_of)
         specs[entry.name] = spec
         for dataset in dataset_names:
             for seed in seeds:
                 units.append(
-                    Unit(
-                        dataset,
+                    make_unit(
+                        spec,
                         entry.name,
+                        options,
+                        dataset,
                         seed,
-                        config,
-                        chash,
-                        unit_stem(results_dir, suite.name, dataset, entry.name, chash, seed),
-                    )
+                        preset,
+                        precision,
+                        results_dir,
+                        suite.name,
+                    )  # fmt: skip
                 )
     return units, specs
+
+
+def make_unit(
+    spec: MethodSpec, method, options, dataset, seed, preset, precision, results_dir, study
+) -> Unit:
+    """The unit of `method` with `options` on `dataset` and `seed`: its config, the hash of
+    what defines it, and its record's stem under `results_dir`/`study` (a suite or a sweep)."""
+    config = config_dict(spec.make_config(options))
+    chash = config_hash(method, config, preset.budget, precision)
+    stem = unit_stem(results_dir, study, dataset, method, chash, seed)
+    return Unit(dataset, method, seed, config, chash, stem)
 
 
 def unit_work_dir(unit: Unit, suite: Suite, work_dir: Path) -> Path:

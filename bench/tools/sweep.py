@@ -97,14 +97,13 @@ def run_sweep(
     again."""
     import optuna
 
-    from bench.api.method import config_dict, config_hash
     from bench.api.registry import METHODS
     from bench.data.load import dataset_source
     from bench.engine.config import MethodEntry, load_suite
     from bench.engine.device import make_accelerator
-    from bench.engine.planning import Unit
+    from bench.engine.planning import make_unit
     from bench.engine.provenance import environment
-    from bench.engine.records import is_complete, read_json, refuse_unpublished, unit_stem
+    from bench.engine.records import is_complete, read_json, refuse_unpublished
     from bench.engine.runner import data_block, run_and_record
 
     space = declared_space(method, params)
@@ -163,10 +162,10 @@ def run_sweep(
     def objective(trial):
         values = {p: space[p].suggest(trial, p) for p in params}
         options = {**base, **{space[p].field: v for p, v in values.items()}}
-        config = config_dict(spec.make_config(options))
-        chash = config_hash(method, config, preset.budget, precision)
-        stem = unit_stem(root, study_name, bundle.spec.name, method, chash, seed)
-        unit = Unit(bundle.spec.name, method, seed, config, chash, stem)
+        unit = make_unit(
+            spec, method, options, bundle.spec.name, seed, preset, precision, root, study_name
+        )
+        stem = unit.stem
         trial.set_user_attr("record", str(stem.with_suffix(".json")))
 
         def report(step: int, value: float):
