@@ -1,4 +1,4 @@
-"""DiffMIC-v2 (methods/diffmic_v2.py): shapes, the guidance map, heterologous timesteps,
+"""DiffMIC-v2 (methods/diffmic_v2/): shapes, the guidance map, heterologous timesteps,
 DDIM sampling, cached conditions, the Table IV ablations, training, the DCG cache,
 multilabel data and the UNet denoiser.
 
@@ -15,7 +15,8 @@ import pytest
 import torch
 from conftest import real_data_dir
 
-import methods.diffmic_v2 as dm
+import methods.diffmic_v2.classifier as dm
+import methods.diffmic_v2.network as dmnet
 from bench.api.dataset import DatasetSpec, SplitData, split_hash
 from bench.api.errors import BenchError
 from bench.api.method import Budget, RunContext
@@ -27,6 +28,7 @@ from bench.engine.device import make_accelerator
 from bench.engine.planning import plan_units
 from bench.metrics.classification import compute_all
 from bench.nn.labels import one_hot_targets
+from methods.diffmic_v2.config import Components
 
 TINY = {
     "image_size": 28,
@@ -186,7 +188,7 @@ def test_shapes_of_rois_guidance_feature_and_noise_grid(
 def test_guidance_map_interpolates_global_on_the_diagonal_to_local_in_the_corners(n_p):
     gen = torch.Generator().manual_seed(n_p)
     g, loc = torch.randn(2, 4, generator=gen), torch.randn(2, 4, generator=gen)
-    M = dm.guidance_map(g, loc, n_p)
+    M = dmnet.guidance_map(g, loc, n_p)
     assert M.shape == (2, 4, n_p, n_p)
     for i in range(n_p):
         torch.testing.assert_close(M[:, :, i, i], g)  # d = 0: the global prior
@@ -200,21 +202,23 @@ def test_guidance_map_interpolates_global_on_the_diagonal_to_local_in_the_corner
             torch.testing.assert_close(M[:, :, i, j], (1 - d) * g + d * loc)
     # the single-prior modes of the C3 / C4 ablations
     torch.testing.assert_close(
-        dm.guidance_map(g, loc, n_p, "global"), g[:, :, None, None].expand_as(M)
+        dmnet.guidance_map(g, loc, n_p, "global"), g[:, :, None, None].expand_as(M)
     )
     torch.testing.assert_close(
-        dm.guidance_map(g, loc, n_p, "local"), loc[:, :, None, None].expand_as(M)
+        dmnet.guidance_map(g, loc, n_p, "local"), loc[:, :, None, None].expand_as(M)
     )
 
 
 def test_heterologous_timesteps_differ_per_grid_point_vanilla_once_per_image():
-    het = dm.draw_timesteps(8, 6, 1000, True, torch.Generator().manual_seed(0))
+    het = dmnet.draw_timesteps(8, 6, 1000, True, torch.Generator().manual_seed(0))
     assert het.shape == (8, 6, 6) and het.dtype == torch.long
     assert 0 <= het.min() and het.max() < 1000
     assert min(len(torch.unique(img)) for img in het) >= 30  # 36 points, T = 1000: ~all distinct
-    assert torch.equal(het, dm.draw_timesteps(8, 6, 1000, True, torch.Generator().manual_seed(0)))
+    assert torch.equal(
+        het, dmnet.draw_timesteps(8, 6, 1000, True, torch.Generator().manual_seed(0))
+    )
 
-    one = dm.draw_timesteps(8, 6, 1000, False, torch.Generator().manual_seed(0))
+    one = dmnet.draw_timesteps(8, 6, 1000, False, torch.Generator().manual_seed(0))
     assert one.shape == (8, 6, 6)
     assert all(len(torch.unique(img)) == 1 for img in one)
     assert len(torch.unique(one[:, 0, 0])) > 1  # but a different t for different images
@@ -260,7 +264,7 @@ def test_sample_init_authors_interpolates_random_priors_paper_adds_noise_to_m(
     gen = torch.Generator().manual_seed(5)
     if init == "authors":
         rand = torch.rand((2, 3, 2), generator=gen)
-        expected = dm.guidance_map(rand[0], rand[1], 3)
+        expected = dmnet.guidance_map(rand[0], rand[1], 3)
     else:
         expected = cond.guide + torch.randn((3, 2, 3, 3), generator=gen)
     torch.testing.assert_close(y_T, expected)
@@ -354,7 +358,7 @@ def test_each_ablation_switch_changes_what_is_computed(ablation, retina, tmp_pat
     assert METHODS.get(name).make_config().ablation == ablation
     m = make_method(spec, make_ctx(tmp_path), name=name, num_points=n_p, num_rois=k, latent_dim=H)
     diffusion, guidance, image_prior, heterologous = TABLE_IV[ablation]
-    assert m.comps == dm.Components(*TABLE_IV[ablation])
+    assert m.comps == Components(*TABLE_IV[ablation])
     m.dcg.requires_grad_(False).eval()
     x, y0 = images(train, B), targets(train, spec, B)
     with torch.no_grad():
@@ -379,7 +383,7 @@ def test_each_ablation_switch_changes_what_is_computed(ablation, retina, tmp_pat
     expected_guide = {
         "global": out.global_[:, :, None, None].expand(-1, -1, n_p, n_p),
         "local": out.local[:, :, None, None].expand(-1, -1, n_p, n_p),
-        "dense": dm.guidance_map(out.global_, out.local, n_p),
+        "dense": dmnet.guidance_map(out.global_, out.local, n_p),
     }.get(guidance)
     if expected_guide is not None:
         torch.testing.assert_close(grid_from_points(points[..., :C], n_p), expected_guide)
@@ -544,8 +548,8 @@ def test_unet2d_denoiser_shapes_and_spatial_mixing_unlike_the_pointwise_authors_
     ctx = make_ctx(tmp_path)
     unet = make_method(spec, ctx, num_points=n_p, num_rois=2, denoiser="unet2d")
     authors = make_method(spec, ctx, num_points=n_p, num_rois=2)
-    assert isinstance(unet.net.denoiser, dm.GridUNet)
-    assert not isinstance(authors.net.denoiser, dm.GridUNet)
+    assert isinstance(unet.net.denoiser, dmnet.GridUNet)
+    assert not isinstance(authors.net.denoiser, dmnet.GridUNet)
     for m in (unet, authors):
         m.dcg.requires_grad_(False).eval()
     x, y0 = images(train, B), targets(train, spec, B)

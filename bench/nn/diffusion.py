@@ -135,7 +135,7 @@ def reverse_process(
     """A diffusers scheduler's reverse chain from x_T over its ``timesteps``: at each,
     ``eps_fn(x_t, t)`` (t: one long per sample) predicts the noise and the scheduler steps.
     `rederived_eps` (DDIM only): the direction term uses the eps re-derived from the
-    clipped x0 instead of the raw prediction (see methods/diffmic_v2.py)."""
+    clipped x0 instead of the raw prediction (see methods/diffmic_v2/classifier.py)."""
     kwargs = {"use_clipped_model_output": True} if rederived_eps else {}
     for t in scheduler.timesteps:
         t_batch = torch.full(x.shape[:1], int(t), device=x.device, dtype=torch.long)
