@@ -12,10 +12,13 @@ uninterrupted one. The runner deletes these files once the unit's record is writ
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import tempfile
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +121,74 @@ def load_checkpoint(
 def remove_checkpoints(checkpoint_dir: Path) -> None:
     for path in Path(checkpoint_dir).glob(f"*{SUFFIX}"):
         path.unlink(missing_ok=True)
+
+
+@dataclass
+class LoopProgress:
+    """Where a training stage is: what a resumed stage continues from."""
+
+    epoch: int = 0  # epochs done
+    step: int = 0
+    seen: int = 0  # training images seen
+    t_train: float = 0.0  # seconds spent in training steps
+    history: list = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"value": -math.inf, "epoch": None, "state": None})
+    stale: int = 0  # validations since the best one
+    stopped: bool = False  # early stop (patience)
+
+
+class StageCheckpoint:
+    """The resumable state of one `train_loop` stage: its module, optimiser, scheduler,
+    other stateful objects, random generators and `LoopProgress`, in one file of
+    ``ctx.checkpoint_dir`` named after the stage, written for one training `plan`."""
+
+    PROGRESS = ("epoch", "step", "seen", "t_train", "history", "best", "stale", "stopped")
+
+    def __init__(self, ctx, desc, plan, module, optimizer, scheduler, stateful, generators):
+        self.path = checkpoint_path(ctx.checkpoint_dir, desc)
+        self.ctx, self.desc, self.plan = ctx, desc, plan
+        self.module, self.optimizer, self.scheduler = module, optimizer, scheduler
+        self.stateful, self.generators = stateful, generators
+        self.last_save = time.monotonic()
+
+    def restore(self) -> LoopProgress:
+        """The saved progress with every state restored, or a fresh start."""
+        saved = load_checkpoint(
+            self.path, self.module, len(self.generators), len(self.stateful), self.plan,
+            self.ctx.log,
+        )  # fmt: skip
+        if saved is None:
+            return LoopProgress()
+        self.module.load_state_dict(saved["module"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(saved["scheduler"])
+        for obj, state in zip(self.stateful, saved["stateful"], strict=True):
+            obj.load_state_dict(state)
+        restore_rng_states(saved["rng"], self.generators)
+        progress = LoopProgress(
+            **{k: saved[k] for k in self.PROGRESS if k in saved}  # stale, stopped came later
+        )
+        self.ctx.log(
+            f"{self.desc}: resuming after epoch {progress.epoch} of {self.plan['epochs']} from {self.path}"
+        )
+        return progress
+
+    def save(self, progress: LoopProgress, force: bool = False) -> None:
+        """At most every ``ctx.checkpoint_every_s`` unless `force`d (the last epoch, an early
+        stop: a unit whose record cannot be written then reruns without training)."""
+        if not force and time.monotonic() - self.last_save < self.ctx.checkpoint_every_s:
+            return
+        save_checkpoint(
+            self.path,
+            {
+                "plan": self.plan,
+                **{k: getattr(progress, k) for k in self.PROGRESS},
+                "module": self.module.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "rng": rng_states(self.generators),
+                "stateful": [obj.state_dict() for obj in self.stateful],
+            },
+        )
+        self.last_save = time.monotonic()

@@ -18,13 +18,7 @@ from bench.api.errors import TrainingError
 from bench.api.method import RunContext
 from bench.engine.batches import batches
 from bench.engine.device import sync_device, to_channels_last
-from bench.engine.resume import (
-    checkpoint_path,
-    load_checkpoint,
-    restore_rng_states,
-    rng_states,
-    save_checkpoint,
-)
+from bench.engine.resume import StageCheckpoint
 
 
 def train_loop(
@@ -89,10 +83,6 @@ def train_loop(
         return probe_stage(
             module, train_step, update, ctx, gen, n_train=n_train, batch_size=batch_size, desc=desc
         )
-    all_generators = (gen, *generators)
-    best = {"value": -math.inf, "epoch": None, "state": None}
-    history, step, seen, t_train, start_epoch, stale, stopped = [], 0, 0, 0.0, 0, 0, False
-    path = checkpoint_path(ctx.checkpoint_dir, desc)
     plan = {
         "total_steps": total_steps,
         "epochs": epochs,
@@ -100,91 +90,47 @@ def train_loop(
         "n_train": n_train,
         "seed": ctx.seed,
     }
-    saved = load_checkpoint(path, module, len(all_generators), len(stateful), plan, ctx.log)
-    if saved is not None:
-        module.load_state_dict(saved["module"])
-        optimizer.load_state_dict(saved["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(saved["scheduler"])
-        for obj, state in zip(stateful, saved["stateful"], strict=True):
-            obj.load_state_dict(state)
-        restore_rng_states(saved["rng"], all_generators)
-        start_epoch, step, seen, t_train = (
-            saved["epoch"],
-            saved["step"],
-            saved["seen"],
-            saved["t_train"],
-        )
-        history, best = saved["history"], saved["best"]
-        stale, stopped = saved.get("stale", 0), saved.get("stopped", False)
-        ctx.log(f"{desc}: resuming after epoch {start_epoch} of {epochs} from {path}")
-        if ctx.on_eval is not None:  # a sweep's pruner sees the whole curve again
-            for entry in history:
-                if f"val_{metric_name}" in entry:
-                    ctx.on_eval(entry["epoch"], entry[f"val_{metric_name}"])
-    last_save = time.monotonic()
-
-    def checkpoint(epochs_done: int) -> None:
-        """At most every `checkpoint_every_s`, and always after the last epoch (or an early
-        stop): a unit whose record cannot be written (disk full) then reruns without training."""
-        nonlocal last_save
-        if (
-            time.monotonic() - last_save < ctx.checkpoint_every_s
-            and epochs_done < epochs
-            and not stopped
-        ):
-            return
-        save_checkpoint(
-            path,
-            {
-                "plan": plan,
-                "epoch": epochs_done,
-                "step": step,
-                "seen": seen,
-                "t_train": t_train,
-                "history": history,
-                "best": best,
-                "stale": stale,
-                "stopped": stopped,
-                "module": module.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "rng": rng_states(all_generators),
-                "stateful": [obj.state_dict() for obj in stateful],
-            },
-        )
-        last_save = time.monotonic()
+    ckpt = StageCheckpoint(
+        ctx, desc, plan, module, optimizer, scheduler, stateful, (gen, *generators)
+    )
+    run = ckpt.restore()
+    start_epoch = run.epoch
+    if start_epoch and ctx.on_eval is not None:  # a sweep's pruner sees the whole curve again
+        for entry in run.history:
+            if f"val_{metric_name}" in entry:
+                ctx.on_eval(entry["epoch"], entry[f"val_{metric_name}"])
 
     bar = tqdm(
         total=total_steps,
-        initial=step,
+        initial=run.step,
         desc=desc,
         leave=False,
         disable=None if ctx.progress else True,
         dynamic_ncols=True,
     )
     for epoch in range(start_epoch, epochs):
-        if stopped:
+        if run.stopped:
             break
         module.train()
         t0 = time.perf_counter()
         losses = []
         for idx in batches(n_train, batch_size, gen, drop_last=n_train > batch_size):
-            if step >= total_steps:
+            if run.step >= total_steps:
                 break
             loss = train_step(idx)
-            update(loss, step, epoch)
-            step += 1
-            seen += len(idx)
+            update(loss, run.step, epoch)
+            run.step += 1
+            run.seen += len(idx)
             losses.append(loss.item())
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.3f}")
-        t_train += time.perf_counter() - t0
+        run.t_train += time.perf_counter() - t0
         entry = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None}
-        history.append(entry)
+        run.history.append(entry)
+        run.epoch = epoch + 1
         if evaluate is None:  # no validation: the last weights are the result
-            best = {"value": math.nan, "epoch": epoch + 1, "state": None, "raw": None}
-            checkpoint(epoch + 1)
+            run.best = {"value": math.nan, "epoch": epoch + 1, "state": None, "raw": None}
+            ckpt.save(run, force=epoch + 1 == epochs)
         elif (epoch + 1) % eval_every == 0 or epoch + 1 == epochs:
             module.eval()
             value = float(evaluate())
@@ -194,36 +140,36 @@ def train_loop(
             score = value if higher_is_better else -value
             if not math.isfinite(score):
                 score = -math.inf
-            if best["state"] is None or score > best["value"]:
-                best = {
+            if run.best["state"] is None or score > run.best["value"]:
+                run.best = {
                     "value": score,
                     "epoch": epoch + 1,
                     "state": copy.deepcopy(module.state_dict()),
                     "raw": value,
                 }
-                stale = 0
+                run.stale = 0
             else:
-                stale += 1
-            stopped = bool(ctx.budget.patience) and stale >= ctx.budget.patience
-            if stopped:
+                run.stale += 1
+            run.stopped = bool(ctx.budget.patience) and run.stale >= ctx.budget.patience
+            if run.stopped:
                 ctx.log(
-                    f"{desc}: stopping after epoch {epoch + 1}: no better validation {metric_name} in {stale} evaluations"
+                    f"{desc}: stopping after epoch {epoch + 1}: no better validation {metric_name} in {run.stale} evaluations"
                 )
-            checkpoint(epoch + 1)
+            ckpt.save(run, force=epoch + 1 == epochs or run.stopped)
     bar.close()
-    if best["state"] is not None:
-        module.load_state_dict(best["state"])
+    if run.best["state"] is not None:
+        module.load_state_dict(run.best["state"])
     module.eval()
     return {
         "selection_metric": metric_name if evaluate is not None else None,
-        "best_epoch": best["epoch"],
-        "best_val_value": best["raw"],
-        "epochs_run": history[-1]["epoch"] if history else epochs,
-        "stopped_early": stopped,
-        "steps": step,
-        "train_images_seen": seen,
-        "train_compute_s": t_train,
-        "history": history,
+        "best_epoch": run.best["epoch"],
+        "best_val_value": run.best["raw"],
+        "epochs_run": run.history[-1]["epoch"] if run.history else epochs,
+        "stopped_early": run.stopped,
+        "steps": run.step,
+        "train_images_seen": run.seen,
+        "train_compute_s": run.t_train,
+        "history": run.history,
         "resumed_after_epoch": start_epoch or None,
     }
 
