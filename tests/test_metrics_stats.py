@@ -133,3 +133,19 @@ def test_marks():
         "",
         "",
     ]
+
+
+def test_cluster_bootstrap_contains_the_mean_widens_with_fewer_groups_and_resamples_groups():
+    rng = np.random.default_rng(0)
+    image_means = rng.normal(25, 2, size=60)  # 60 source images, 8 patches each
+    values = np.repeat(image_means, 8) + rng.normal(0, 0.5, size=480)
+    groups = np.repeat([f"img{i}" for i in range(60)], 8)
+    lo, hi = stats.cluster_bootstrap_ci(values, groups)
+    assert lo < values.mean() < hi
+    few = stats.cluster_bootstrap_ci(values[:80], groups[:80])  # 10 images
+    assert few[1] - few[0] > 1.5 * (hi - lo)
+    # patches of one image move together: treating each patch as its own image understates the spread
+    per_patch = stats.cluster_bootstrap_ci(values, np.arange(480))
+    assert per_patch[1] - per_patch[0] < 0.6 * (hi - lo)
+    assert stats.cluster_bootstrap_ci([1.0, 3.0], ["a", "a"]) == [2.0, 2.0]
+    assert stats.cluster_bootstrap_ci(values, groups) == [lo, hi]  # seeded

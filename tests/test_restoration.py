@@ -189,6 +189,10 @@ def test_restoration_suite_records_per_image_scores_strips_and_the_survey_layout
         rec["evaluation"]["input_scores_test"]["psnr"]
     )
     assert (path.parent / rec["evaluation"]["strip_png"]).is_file()
+    lo, hi = rec["evaluation"]["ci95_test"]["psnr"]  # over source images (one patch each here)
+    assert (
+        lo < rec["metrics"]["test"]["psnr"] < hi and rec["evaluation"]["n_source_images_test"] >= 50
+    )
     with np.load(path.with_suffix(".npz")) as npz:
         n_test = rec["data"]["n"]["test"]  # one patch per test image: 156 in the official file
         assert (
@@ -204,6 +208,7 @@ def test_restoration_suite_records_per_image_scores_strips_and_the_survey_layout
         in text
     )
     assert "| method | seeds | rmse | nmae | psnr | ssim |" in text
+    assert "PSNR, bootstrap 95 % interval over the" in text and "test source images" in text
 
 
 def test_diffusion_restorer_averages_num_samples_posterior_samples(tmp_path):

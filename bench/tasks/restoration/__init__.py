@@ -54,6 +54,11 @@ class RestorationTask(Task):
 
         return restoration_floors(records, table, metrics, methods, floors, ranked)
 
+    def table_extras(self, records, methods, metrics):
+        from bench.tasks.restoration.report import interval_note
+
+        return interval_note(records, methods)
+
     def leaderboard_sections(self, summary, reference):
         from bench.tasks.restoration.report import survey_layout
 

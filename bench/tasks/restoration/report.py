@@ -152,3 +152,29 @@ def restoration_floor_note(records: list[dict], n_flagged: int) -> list[str]:
         f"{n_flagged} cell(s) of other methods that do not beat the best floor's (PSNR / SSIM at or below it, RMSE / NMAE "
         "at or above it): no result, never bold."
     ]
+
+
+def interval_note(records: list[dict], methods: list[str]) -> list[str]:
+    """PSNR and SSIM's bootstrap 95 % intervals per seed, over the test source images
+    (what difference between two methods is noise at this many images)."""
+    lines = []
+    for metric in ("psnr", "ssim"):
+        cis = {
+            m: [
+                f"[{ci[0]:.{2 if metric == 'psnr' else 3}f}, {ci[1]:.{2 if metric == 'psnr' else 3}f}]"
+                for r in sorted(records, key=lambda r: r["seed"])
+                if r["method"] == base_method(m)
+                and (ci := ((r.get("evaluation") or {}).get("ci95_test") or {}).get(metric))
+            ]
+            for m in methods
+        }
+        if any(cis.values()):
+            n = {(r.get("evaluation") or {}).get("n_source_images_test") for r in records}
+            lines += [
+                "",
+                f"{metric.upper()}, bootstrap 95 % interval over the {', '.join(map(str, sorted(n - {None})))} "
+                "test source images (their patches resampled together), per seed: "
+                + "; ".join(f"{m} {', '.join(v)}" for m, v in cis.items() if v)
+                + ".",
+            ]
+    return lines

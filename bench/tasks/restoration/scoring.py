@@ -10,6 +10,7 @@ from bench.api.errors import TrainingError
 from bench.api.method import RunContext, Scored
 from bench.engine.images import save_strip
 from bench.metrics.image_quality import per_image_quality
+from bench.report.stats import cluster_bootstrap_ci
 
 #: the training-free restoration methods that make a table's floor (baselines/identity.py,
 #: baselines/classical_denoisers.py): listed as floor rows, never ranked, and a learned
@@ -47,6 +48,8 @@ def score_restoration_unit(method, bundle, ctx: RunContext, strip_count: int = 6
         metrics[s] = {k: float(v.mean()) for k, v in q.items()}
         arrays.update({f"{s}_{k}": v.astype(np.float32) for k, v in q.items()})
         arrays[f"{s}_ids"] = np.array(split.ids)
+        if s == "test":
+            ci95 = {k: cluster_bootstrap_ci(v, split.images, seed=ctx.seed) for k, v in q.items()}
     test = bundle.splits["test"]
     degraded = {
         k: float(v.mean())
@@ -67,6 +70,9 @@ def score_restoration_unit(method, bundle, ctx: RunContext, strip_count: int = 6
             "data_range": data_range,
             "degradation": bundle.spec.degradation,
             "input_scores_test": degraded,
+            # over the test split's source images (their patches resampled together)
+            "ci95_test": ci95,
+            "n_source_images_test": len(set(test.images)),
             "strip_png": f"{ctx.artifact_stem.name}.strip.png" if ctx.artifact_stem else None,
         },
     }
