@@ -135,3 +135,52 @@ def test_fid_bootstrap_interval_holds_the_estimate_and_widens_with_fewer_images(
     assert fid_bootstrap_interval(a[:100], b[:100], n_boot=50, seed=1) == fid_bootstrap_interval(
         a[:100], b[:100], n_boot=50, seed=1
     )
+
+
+def test_fid_is_also_computed_under_other_extractor_seeds(retina, extractor, tmp_path):
+    """`spread_seeds`: the same samples scored by an extractor of another seed; the FIDs
+    differ (that difference is the extractor's), the main one is the record's FID."""
+    from bench.api.method import Budget, RunContext
+    from bench.tasks.generation.evaluate import evaluate_generator
+
+    accelerator = make_accelerator("fp32", cpu=True)[0]
+    settings = GenerationEval(**{**SETTINGS.__dict__, "bootstrap": 0, "spread_seeds": (1,)})
+    other = feature_extractor(
+        GenerationEval(**{**SETTINGS.__dict__, "extractor_seed": 1}),
+        retina,
+        accelerator,
+        tmp_path / "cache",
+        lambda m: None,
+    )
+    train = retina.splits["train"]
+
+    class Copies:  # training images of the asked classes: a real-looking generator
+        def sample(self, labels, ctx):
+            pools = {c: train.images[train.labels == c] for c in np.unique(labels)}
+            return np.stack([pools[c][i % len(pools[c])] for i, c in enumerate(labels)])
+
+    ctx = RunContext(accelerator, 0, Budget(), tmp_path, lambda m: None, False)
+    out = evaluate_generator(Copies(), retina, ctx, settings, extractor, {1: other})
+    by_seed = out["evaluation"]["fid_by_extractor_seed"]
+    assert set(by_seed) == {"0", "1"} and by_seed["0"] == out["metrics"]["test"]["fid"]
+    assert all(np.isfinite(v) and v >= 0 for v in by_seed.values()) and by_seed["0"] != by_seed["1"]
+
+
+def test_the_leaderboard_lists_the_fid_spread_over_extractor_seeds():
+    from bench.tasks.generation.report import generation_extras
+
+    records = [
+        {
+            "method": "odm",
+            "seed": s,
+            "evaluation": {
+                "floors": {},
+                "extractor_info": {"name": "classifier", "version": "abc"},
+                "fid_by_extractor_seed": {"0": 40.0 + s, "1": 46.5, "2": 43.0},
+            },
+        }
+        for s in (0, 1)
+    ]
+    text = "\n".join(generation_extras(records, ["odm"], ["fid"]))
+    assert "seed 0 (0: 40.0, 1: 46.5, 2: 43.0; spread 6.5)" in text
+    assert "seed 1 (0: 41.0, 1: 46.5, 2: 43.0; spread 5.5)" in text

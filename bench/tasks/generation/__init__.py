@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from bench.api.method import RunContext, Scored
 from bench.api.task import ScoringRun, Task, register_task
 
@@ -25,12 +27,21 @@ class GenerationTask(Task):
         )
 
         settings = GenerationEval.from_options(run.evaluation)
-        key = ("extractor", bundle.spec.name, bundle.split_hash, settings)
-        if key not in run.shared:
-            run.shared[key] = feature_extractor(
-                settings, bundle, ctx.accelerator, ctx.cache_dir, ctx.log
-            )
-        result = evaluate_generator(method, bundle, ctx, settings, run.shared[key])
+
+        def extractor(s: GenerationEval):
+            key = ("extractor", bundle.spec.name, bundle.split_hash, s)
+            if key not in run.shared:
+                run.shared[key] = feature_extractor(
+                    s, bundle, ctx.accelerator, ctx.cache_dir, ctx.log
+                )
+            return run.shared[key]
+
+        spread = {
+            seed: extractor(dataclasses.replace(settings, extractor_seed=seed, spread_seeds=()))
+            for seed in settings.spread_seeds
+            if seed != settings.extractor_seed
+        }
+        result = evaluate_generator(method, bundle, ctx, settings, extractor(settings), spread)
         fields = {k: result[k] for k in ("metrics", "per_class", "evaluation")}
         n = result["evaluation"]["n_generated"]
         return Scored(fields, result["arrays"], n, result["sample_s"])

@@ -35,6 +35,7 @@ from bench.tasks.generation.fidelity import (
 from bench.tasks.generation.floors import (
     fid_bootstrap_interval,
     floor_image_sets,
+    frechet_distance,
     sample_diagnostics,
 )
 
@@ -56,6 +57,9 @@ class GenerationEval:
     extractor_seed: int = 0  # its own random stream: the same extractor whatever ran before it
     grid_per_class: int = 8
     bootstrap: int = 200  # resamples for FID's 95 % interval (0: none)
+    #: other extractor seeds under which the same samples' FID is also computed: how much of
+    #: a FID difference is the extractor's (each seed trains an extractor once per dataset)
+    spread_seeds: tuple[int, ...] = ()
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> GenerationEval:
@@ -65,6 +69,8 @@ class GenerationEval:
             raise BenchError(
                 f"generation evaluation: unknown options {sorted(unknown)} (options: {sorted(known)})"
             )
+        if "spread_seeds" in options:  # YAML gives a list; the settings are a cache key
+            options = {**options, "spread_seeds": tuple(options["spread_seeds"])}
         return cls(**options)
 
 
@@ -183,8 +189,10 @@ def evaluate_generator(
     ctx: RunContext,
     settings: GenerationEval,
     extractor: Extractor,
+    spread: dict[int, Extractor] | None = None,
 ) -> dict[str, Any]:
-    """Sample, check, score; returns the record's metrics/per-class parts and arrays."""
+    """Sample, check, score; returns the record's metrics/per-class parts and arrays.
+    `spread`: extractors of other seeds, under which the samples' FID is also computed."""
     import time
 
     ref = bundle.splits[settings.reference_split]
@@ -222,6 +230,12 @@ def evaluate_generator(
         if settings.bootstrap
         else None
     )
+    fid_by_seed = {str(settings.extractor_seed): float(metrics["fid"])}
+    for seed, other in sorted((spread or {}).items()):
+        fid_by_seed[str(seed)] = frechet_distance(
+            extract_features(ref.images, other, f"reference images (extractor seed {seed})"),
+            extract_features(images, other, f"generated images (extractor seed {seed})"),
+        )
     per_class = {
         "fid": per_class_fid(real, ref.labels, fake, labels, spec.num_classes),
         "n_generated": np.bincount(labels, minlength=spec.num_classes).tolist(),
@@ -241,6 +255,7 @@ def evaluate_generator(
             "n_generated": len(labels),
             "floors": floors,
             "fid_ci95": interval,
+            "fid_by_extractor_seed": fid_by_seed,
             "samples_png": f"{ctx.artifact_stem.name}.samples.png" if ctx.artifact_stem else None,
         },
         "sample_s": sample_s,

@@ -49,6 +49,32 @@ def generation_extras(records: list[dict], methods: list[str], metrics: list[str
         ]
         for m in methods
     }
+    spreads = {
+        m: [
+            (r["seed"], r["evaluation"]["fid_by_extractor_seed"])
+            for r in sorted(records, key=lambda r: r["seed"])
+            if r["method"] == m.split(" · ")[0].split(" [")[0]
+            and len((r.get("evaluation") or {}).get("fid_by_extractor_seed") or {}) > 1
+        ]
+        for m in methods
+    }
+    if any(spreads.values()):
+        lines += [
+            "",
+            "FID of the same samples under extractors trained with other seeds (extractor seed: FID), "
+            "per seed; the spread is what a FID difference owes the extractor alone: "
+            + "; ".join(
+                f"{m} "
+                + ", ".join(
+                    f"seed {s} ({', '.join(f'{k}: {v:.1f}' for k, v in by.items())}; "
+                    f"spread {max(by.values()) - min(by.values()):.1f})"
+                    for s, by in v
+                )
+                for m, v in spreads.items()
+                if v
+            )
+            + ".",
+        ]
     if any(cis.values()):
         lines += [
             "",
