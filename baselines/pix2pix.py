@@ -4,6 +4,10 @@ dropout 0.5 in the three innermost decoder blocks) and a PatchGAN discriminator 
 lambda_L1 = 100 times the L1 distance to the target; Adam 2e-4, betas (0.5, 0.999).
 The U-Net's depth follows the patch size (down to 1 x 1), so 32 px patches have 5
 levels where the paper's 256 px images have 8. Weights are selected on validation PSNR.
+
+``upsampling``: "transpose" (the paper's 4x4 stride-2 transposed convolutions, whose
+uneven overlap prints a checkerboard on flat regions) or "resize" (nearest-neighbour x2
+then a 3x3 convolution, Odena et al. 2016, which cannot make one).
 """
 
 from __future__ import annotations
@@ -30,12 +34,24 @@ class Pix2pixConfig:
     lr: float = 2e-4
     betas: tuple = (0.5, 0.999)
     disc_layers: int = 3  # PatchGAN depth (3 = the paper's 70 x 70 receptive field)
+    upsampling: str = "transpose"  # "transpose" (paper) | "resize" (no checkerboard)
     eval_every: int = 1
 
 
+def upsample_conv(cin: int, cout: int, how: str, bias: bool) -> nn.Module:
+    """x2 upsampling with a learned convolution, as a transposed conv or resize + conv."""
+    if how == "transpose":
+        return nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=bias)
+    return nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(cin, cout, 3, padding=1, bias=bias))
+
+
 class UNetGenerator(nn.Module):
-    def __init__(self, channels: int, size: int, width: int):
+    def __init__(self, channels: int, size: int, width: int, upsampling: str = "transpose"):
         super().__init__()
+        if upsampling not in ("transpose", "resize"):
+            raise BenchError(
+                f"pix2pix: upsampling must be 'transpose' or 'resize', not {upsampling!r}"
+            )
         levels = int(math.log2(size))
         if 2**levels != size or levels < 2:
             raise BenchError(f"pix2pix: patch size must be a power of two >= 4, got {size}")
@@ -53,10 +69,7 @@ class UNetGenerator(nn.Module):
         for i in reversed(range(levels)):
             cout = chans[i - 1] if i else channels
             cin_up = chans[i] if i == levels - 1 else 2 * chans[i]
-            layers = [
-                nn.ReLU(),
-                nn.ConvTranspose2d(cin_up, cout, 4, stride=2, padding=1, bias=i == 0),
-            ]
+            layers = [nn.ReLU(), upsample_conv(cin_up, cout, upsampling, bias=i == 0)]
             if i:
                 layers.append(nn.BatchNorm2d(cout))
                 if i >= levels - 3:
@@ -104,7 +117,7 @@ class Pix2pix(RestorationMethod):
         """GAN + L1 steps through the shared loop: each step updates the PatchGAN inside
         the step, then the generator; the generator is selected on validation PSNR."""
         cfg, ch = self.config, self.spec.channels
-        self.G = UNetGenerator(ch, self.spec.size, cfg.width).to(ctx.device)
+        self.G = UNetGenerator(ch, self.spec.size, cfg.width, cfg.upsampling).to(ctx.device)
         D = PatchDiscriminator(ch, cfg.width, cfg.disc_layers).to(ctx.device)
         opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))

@@ -246,3 +246,34 @@ def test_diffusion_restorer_averages_num_samples_posterior_samples(tmp_path):
     )
     with pytest.raises(BenchError, match="num_samples must be at least 1"):
         spec.make_config({"num_samples": 0})
+
+
+def test_dncnn_reflect_padding_keeps_a_flat_patch_flat_to_its_edges():
+    """The rim of zero padding (the paper's) on a flat patch, and none with reflection."""
+    from baselines.dncnn import DnCNNNet
+
+    flat = torch.full((1, 1, 16, 16), 0.4)
+    spread = {}
+    for mode in ("zeros", "reflect"):
+        torch.manual_seed(0)
+        net = DnCNNNet(1, depth=5, width=16, padding_mode=mode).eval()
+        with torch.no_grad():
+            noise = net.body(flat)  # the estimated noise, subtracted from the patch
+            spread[mode] = float(noise.std() / noise.abs().mean())
+    assert spread["zeros"] > 0.01 and spread["reflect"] < 1e-5, spread
+
+
+def test_pix2pix_resize_upsampling_makes_no_checkerboard_where_transposed_convs_do():
+    from baselines.pix2pix import UNetGenerator, upsample_conv
+
+    flat = torch.ones(1, 8, 8, 8)
+    interior = {}
+    for how in ("transpose", "resize"):
+        torch.manual_seed(0)
+        with torch.no_grad():
+            out = upsample_conv(8, 4, how, bias=False)(flat)
+        assert out.shape == (1, 4, 16, 16)
+        interior[how] = float(out[..., 2:-2, 2:-2].std(dim=(-1, -2)).max())
+    assert interior["transpose"] > 1e-3 and interior["resize"] < 1e-6
+    torch.manual_seed(0)
+    assert UNetGenerator(1, 16, 8, "resize")(torch.zeros(2, 1, 16, 16)).shape == (2, 1, 16, 16)
