@@ -55,3 +55,20 @@ def test_restoration_outputs_match_the_targets_and_are_finite():
     for bad, what in ((split.targets[:, :4], "returned"), (nan, "non-finite")):
         with pytest.raises(TrainingError, match=f"r.restore .*{what}|r.restore {what}"):
             task.check_outputs(bad, split, spec, "r")
+
+
+def test_a_paper_cell_says_in_the_tasks_words_why_its_seeds_are_no_result():
+    from bench.report.aggregate import our_cells
+
+    def record(seed, share, **test):
+        return {"dataset": "d", "method": "m", "preset": "standard", "config_hash": "h",
+                "seed": seed, "task": "binary", "predicted_share": {"test": share},
+                "metrics": {"test": {"auroc": 0.8, **test}}}  # fmt: skip
+
+    records = [record(0, [1.0, 0.0]), record(1, [0.4, 0.6]), record(2, [0.0, 1.0])]
+    cell = our_cells(records, "d", "m", "auroc", "standard", TASKS.get("classification"))
+    assert cell.flag == "2 of 3 seeds predict one class"
+    gen = [{**r, "task": "multiclass", "metrics": {"test": {"fid": 9.0, "diversity": 0.1}}}
+           for r in records]  # fmt: skip
+    cell = our_cells(gen, "d", "m", "fid", "standard", TASKS.get("generation"))
+    assert cell.flag == "3 of 3 seeds' samples collapsed or copy training images"

@@ -37,8 +37,8 @@ class Task:
     floored_metrics: ClassVar[tuple[str, ...]] = ()
     #: a leaderboard's words for a method row with a degenerate seed (see `degenerate`)
     degenerate_label: ClassVar[str] = "degenerate"
-    #: a paper table's words for such seeds ("3 of 3 seeds <...>")
-    degenerate_seeds: ClassVar[str] = "are degenerate"
+    #: a paper table's words for such seeds ("2 of 3 <...>")
+    degenerate_seeds: ClassVar[str] = "seeds are degenerate"
     #: whether `figures` draws anything (`bench plots`)
     draws_figures: ClassVar[bool] = False
 

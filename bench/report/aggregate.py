@@ -260,5 +260,5 @@ def our_cells(
     if at_or_below(cell.mean, floor, higher):
         cell.flag = f"at or {'below' if higher else 'above'} the {metric} floor {floor:.3f}"
     elif any(degenerate):
-        cell.flag = f"{sum(map(bool, degenerate))} of {len(used)} seeds {task.degenerate_seeds}"
+        cell.flag = f"{sum(map(bool, degenerate))} of {len(used)} {task.degenerate_seeds}"
     return cell

@@ -26,7 +26,7 @@ class ClassificationTask(Task):
         "kappa_quadratic",
     )
     degenerate_label = "one class"
-    degenerate_seeds = "predict one class"
+    degenerate_seeds = "seeds predict one class"
     draws_figures = True
 
     def score(self, method, bundle, ctx: RunContext, run: ScoringRun) -> Scored:

@@ -15,7 +15,7 @@ class GenerationTask(Task):
     name = "generation"
     floored_metrics = ("fid", "kid_mean", "recall")  # precision: a class-mean image is "precise"
     degenerate_label = "collapsed or copying"
-    degenerate_seeds = "' samples collapsed or copy training images"
+    degenerate_seeds = "seeds' samples collapsed or copy training images"
 
     def score(self, method, bundle, ctx: RunContext, run: ScoringRun) -> Scored:
         """Sample and score against the reference split with the dataset's extractor
