@@ -17,6 +17,14 @@ Choices the paper leaves open, recorded in the config:
   ``cond_drop_prob`` in training; sampling uses eps_u + s (eps_c - eps_u) with s =
   ``guidance_scale`` = 2 (s = 1: purely conditional, s = 0: unconditional).
 Sampling: DDIM, 100 steps, eta 0. "dm" is the same model with the ordinal weight 0.
+- ``ddim_eps``: DDIM clips x0 to [-1, 1]; "rederived" (default, as the harness's other
+  DDIM samplers) takes the direction term's eps from the clipped x0, "raw" keeps the
+  network's eps (diffusers' default). Measured on RetinaMNIST after 1000 steps at 16 px:
+  recall 0.06 with the raw eps, 0.72 re-derived (FID 12.7 vs 11.4).
+- ``ema_decay``: the paper is silent on a weight average; None (default) samples from the
+  trained weights. Ho et al.'s DDPM samples from an EMA (0.9999); short trainings (the
+  ``standard`` preset) need one with warm-up (timm ``ModelEmaV3``), which is then also
+  what validation selects and what samples.
 """
 
 from __future__ import annotations
@@ -62,6 +70,10 @@ class ODMConfig:
     sampling_steps: int = 100
     sample_batch: int = 256
     eval_every: int = 1  # validation noise loss, for keeping the best weights
+    ema_decay: float | None = None  # None: sample from the trained weights (the paper says nothing)
+    ddim_eps: str = (
+        "rederived"  # eps of the clipped x0 in the DDIM direction | raw (diffusers' default)
+    )
 
     def __post_init__(self):
         self.block_out_channels = tuple(self.block_out_channels)
@@ -69,6 +81,8 @@ class ODMConfig:
             raise BenchError(
                 f"ODM ordinal_distance must be 'l2' or 'squared', not {self.ordinal_distance!r}"
             )
+        if self.ddim_eps not in ("rederived", "raw"):
+            raise BenchError(f"ODM ddim_eps must be 'rederived' or 'raw', not {self.ddim_eps!r}")
         if self.triple != "random":
             raise BenchError(f"ODM triple must be 'random', not {self.triple!r}")
 
@@ -177,13 +191,18 @@ class ConditionalDiffusion(GenerationMethod):
             ctx.log(
                 f"ODM: {self.spec.name} has {C} classes, so no ordered triple: the ordinal term is empty (= the conditional DM)"
             )
-        self.unet = build_unet(cfg, self.spec.channels, C).to(ctx.device)
+        from timm.utils import ModelEmaV3
+
+        unet = build_unet(cfg, self.spec.channels, C).to(ctx.device)
+        ema = ModelEmaV3(unet, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay else None
+        trained = nn.ModuleDict({"unet": unet, **({"ema": ema.module} if ema else {})})
+        self.unet = ema.module if ema else unet  # what validation scores and what samples
         alphas = ddpm_scheduler(cfg.timesteps, cfg.beta_start, cfg.beta_end).alphas_cumprod.to(
             ctx.device
         )
         budget = ctx.budget
         total, epochs = plan_steps(len(train), budget.batch_size, budget.epochs, budget.max_steps)
-        opt = torch.optim.Adam(self.unet.parameters(), lr=cfg.lr)
+        opt = torch.optim.Adam(unet.parameters(), lr=cfg.lr)
         gen = torch.Generator().manual_seed(ctx.seed + 29)
 
         def step(idx):
@@ -197,7 +216,7 @@ class ConditionalDiffusion(GenerationMethod):
             x_t = q_sample(alphas, x0, t, noise)
             pqr = ordered_triples(n, C, gen).to(ctx.device) if ordinal else None
             with ctx.accelerator.autocast():
-                return odm_loss(self.unet, x_t, t, y_in, noise, pqr, cfg)["loss"]
+                return odm_loss(unet, x_t, t, y_in, noise, pqr, cfg)["loss"]
 
         probe = np.arange(min(len(val), 256))
         probe_gen = torch.Generator().manual_seed(4321)
@@ -221,7 +240,7 @@ class ConditionalDiffusion(GenerationMethod):
             return total_loss / (len(probe) * probe_noise[0].numel())
 
         summary = train_loop(
-            self.unet,
+            trained,
             step,
             evaluate,
             ctx,
@@ -233,6 +252,7 @@ class ConditionalDiffusion(GenerationMethod):
             higher_is_better=False,
             metric_name="noise_mse",
             eval_every=cfg.eval_every,
+            after_step=(lambda s: ema.update(unet, step=s)) if ema else None,
             generators=(gen,),
             desc="ODM" if ordinal else "DM",
         )
@@ -265,7 +285,8 @@ class ConditionalDiffusion(GenerationMethod):
                         self.unet, x_t, t, y, self.spec.num_classes, cfg.guidance_scale
                     )
 
-            out.append(reverse_process(eps, x, scheduler).clamp(-1, 1).cpu())
+            x = reverse_process(eps, x, scheduler, rederived_eps=cfg.ddim_eps == "rederived")
+            out.append(x.clamp(-1, 1).cpu())
         return from_device_batch(torch.cat(out), self.spec.size)
 
 

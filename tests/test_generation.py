@@ -142,7 +142,7 @@ def test_generation_suite_options_are_valid():
 
     suite = load_suite("generation")
     assert suite.task == "generation" and [m.name for m in suite.methods] == ["odm", "dm", "cgan"]
-    for preset in ("smoke", "full"):
+    for preset in ("smoke", "standard", "full"):
         p = suite.preset(preset)
         GenerationEval.from_options(suite.evaluation_for(p))
         for entry in suite.methods:

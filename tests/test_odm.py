@@ -1,6 +1,7 @@
 """ODM and the conditional DM: the ordinal loss, its t/T weight, classifier-free
 guidance, ordered triples, and a short real training + sampling run."""
 
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
@@ -115,6 +116,7 @@ def test_odm_trains_and_samples_on_real_retinamnist(data_dir, tmp_path):
         tmp_path,
         progress=False,
     )
+    torch.manual_seed(0)  # the U-Net's initial weights, as the runner seeds every unit
     summary = m.fit(train, val, ctx)
     losses = [h["val_noise_mse"] for h in summary["history"]]
     assert losses[-1] < 0.8 * losses[0]
@@ -124,3 +126,13 @@ def test_odm_trains_and_samples_on_real_retinamnist(data_dir, tmp_path):
     assert np.array_equal(images, again)  # seeded
     assert summary["ordinal_loss"] == "on"
     assert METHODS.get("dm").make_config().ordinal_weight == 0
+
+    # ema_decay: the same optimisation (identical training losses), but validation and
+    # sampling use the weight average, so its scores and samples differ
+    averaged = spec.cls(spec.make_config({**vars(cfg), "ema_decay": 0.9}), bundle.spec)
+    ema_ctx = dataclasses.replace(ctx, checkpoint_dir=tmp_path / "ema")
+    torch.manual_seed(0)
+    ema_summary = averaged.fit(train, val, ema_ctx)
+    assert [h["loss"] for h in ema_summary["history"]] == [h["loss"] for h in summary["history"]]
+    assert [h["val_noise_mse"] for h in ema_summary["history"]] != losses
+    assert not np.array_equal(averaged.sample(np.array([0, 1, 2, 3, 4, 4]), ema_ctx), images)

@@ -77,6 +77,7 @@ def fit_and_predict(name, bundle, ckdir, options, budget, kill_at=None, logs=Non
                 "norm_num_groups": 8,
                 "attention_resolution": 8,
                 "sampling_steps": 3,
+                "ema_decay": 0.9,  # the weight average is checkpointed with the weights
             },
         ),
     ],
