@@ -4,7 +4,8 @@ IDDPM-style model of the survey's Tables 9, 10 and 12: a DDPM U-Net (diffusers
 extra input channels (SR3 / Palette style); cosine noise schedule (Improved DDPM);
 DDIM sampling (eta 0) from pure noise to the restored image. Learned variances, the
 other half of IDDPM, are not used (DDIM does not need them). Weights are selected on
-validation PSNR of sampled restorations."""
+validation PSNR of sampled restorations; ``ema_decay`` (None by default) validates and
+restores with a weight average instead, as IDDPM samples from one (0.9999)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from bench.api.errors import BenchError
 from bench.api.method import RestorationMethod, RunContext, register_method
 from bench.nn.diffusion import diffusers_unet, reverse_process
+from bench.nn.ema import with_ema
 from bench.nn.image_to_image import restore_batched, train_image_to_image
 
 SCHEDULES = {"cosine": "squaredcos_cap_v2", "linear": "linear"}
@@ -37,6 +39,7 @@ class DiffusionRestorerConfig:
         1  # posterior samples averaged per image (1: one sample, as scored before this option)
     )
     eval_every: int = 5
+    ema_decay: float | None = None  # an EMA of the weights validates and restores (bench/nn/ema.py)
 
     def __post_init__(self):
         self.block_out_channels = tuple(self.block_out_channels)
@@ -70,7 +73,7 @@ class DiffusionRestorer(RestorationMethod):
 
     def fit(self, train, val, ctx: RunContext) -> dict:
         cfg, ch = self.config, self.spec.channels
-        self.unet = diffusers_unet(
+        unet = diffusers_unet(
             self.spec.size,
             2 * ch,
             ch,
@@ -80,6 +83,7 @@ class DiffusionRestorer(RestorationMethod):
             cfg.norm_num_groups,
             cfg.dropout,
         ).to(ctx.device)
+        trained, self.unet, update_ema = with_ema(unet, cfg.ema_decay)  # self.unet restores
         ddpm, _ = self.schedulers()
         gen = torch.Generator().manual_seed(ctx.seed + 53)
 
@@ -88,10 +92,10 @@ class DiffusionRestorer(RestorationMethod):
             t = torch.randint(0, cfg.timesteps, (len(x0),), generator=gen).to(x0.device)
             noise = torch.randn(x0.shape, generator=gen).to(x0.device)
             x_t = ddpm.add_noise(x0, noise, t)
-            return F.mse_loss(self.unet(torch.cat([x_t, cond], dim=1), t).sample.float(), noise)
+            return F.mse_loss(unet(torch.cat([x_t, cond], dim=1), t).sample.float(), noise)
 
         return train_image_to_image(
-            self.unet,
+            trained,
             loss,
             lambda inputs: self.restore(inputs, ctx),
             train,
@@ -100,6 +104,7 @@ class DiffusionRestorer(RestorationMethod):
             lr=cfg.lr,
             eval_every=cfg.eval_every,
             generators=(gen,),
+            after_step=update_ema,
             desc="diffusion restorer",
         )
 

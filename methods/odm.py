@@ -23,8 +23,8 @@ Sampling: DDIM, 100 steps, eta 0. "dm" is the same model with the ordinal weight
   recall 0.06 with the raw eps, 0.72 re-derived (FID 12.7 vs 11.4).
 - ``ema_decay``: the paper is silent on a weight average; None (default) samples from the
   trained weights. Ho et al.'s DDPM samples from an EMA (0.9999); short trainings (the
-  ``standard`` preset) need one with warm-up (timm ``ModelEmaV3``), which is then also
-  what validation selects and what samples.
+  ``standard`` preset) need one with warm-up (bench/nn/ema.py), which is then also what
+  validation selects and what samples.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from bench.nn.diffusion import (
     q_sample,
     reverse_process,
 )
+from bench.nn.ema import with_ema
 
 
 @dataclass
@@ -191,12 +192,10 @@ class ConditionalDiffusion(GenerationMethod):
             ctx.log(
                 f"ODM: {self.spec.name} has {C} classes, so no ordered triple: the ordinal term is empty (= the conditional DM)"
             )
-        from timm.utils import ModelEmaV3
-
         unet = build_unet(cfg, self.spec.channels, C).to(ctx.device)
-        ema = ModelEmaV3(unet, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay else None
-        trained = nn.ModuleDict({"unet": unet, **({"ema": ema.module} if ema else {})})
-        self.unet = ema.module if ema else unet  # what validation scores and what samples
+        trained, self.unet, update_ema = with_ema(
+            unet, cfg.ema_decay
+        )  # self.unet validates, samples
         alphas = ddpm_scheduler(cfg.timesteps, cfg.beta_start, cfg.beta_end).alphas_cumprod.to(
             ctx.device
         )
@@ -252,7 +251,7 @@ class ConditionalDiffusion(GenerationMethod):
             higher_is_better=False,
             metric_name="noise_mse",
             eval_every=cfg.eval_every,
-            after_step=(lambda s: ema.update(unet, step=s)) if ema else None,
+            after_step=update_ema,
             generators=(gen,),
             desc="ODM" if ordinal else "DM",
         )

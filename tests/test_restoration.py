@@ -211,6 +211,39 @@ def test_restoration_suite_records_per_image_scores_strips_and_the_survey_layout
     assert "PSNR, bootstrap 95 % interval over the" in text and "test source images" in text
 
 
+@pytest.mark.slow
+def test_the_diffusion_restorers_weight_average_validates_and_restores(data_dir, tmp_path):
+    """ema_decay: the same optimisation (identical losses), but validation and restoration
+    use the average, so their scores differ."""
+    from bench.api.method import Budget, RunContext
+    from bench.data.paired import PairedSplit
+    from bench.engine.device import make_accelerator
+
+    bundle = load_bundle(BREAST_NOISY, data_dir=str(data_dir))
+    tr, va, te = bundle.splits["train"], bundle.splits["val"], bundle.splits["test"]
+    train = PairedSplit(tr.inputs[:128], tr.targets[:128], tr.ids[:128], tr.images[:128])
+    val = PairedSplit(va.inputs[:16], va.targets[:16], va.ids[:16], va.images[:16])
+    spec = METHODS.get("diffusion_restorer")
+    runs = {}
+    for decay in (None, 0.9):
+        torch.manual_seed(0)
+        options = {**TINY["diffusion_restorer"], "eval_every": 2, "ema_decay": decay}
+        method = spec.cls(spec.make_config(options), bundle.spec)
+        ctx = RunContext(
+            make_accelerator("fp32", cpu=True)[0],
+            0,
+            Budget(epochs=4, batch_size=32, eval_batch_size=256),
+            tmp_path / str(decay),
+            progress=False,
+        )
+        history = method.fit(train, val, ctx)["history"]
+        runs[decay] = (history, method.restore(te.inputs[:8], ctx))
+    (plain, plain_out), (averaged, averaged_out) = runs[None], runs[0.9]
+    assert [h["loss"] for h in averaged] == [h["loss"] for h in plain]
+    assert [h.get("val_psnr") for h in averaged] != [h.get("val_psnr") for h in plain]
+    assert not np.allclose(averaged_out, plain_out)
+
+
 def test_diffusion_restorer_averages_num_samples_posterior_samples(tmp_path):
     """num_samples = 2 returns the mean of the first sample (the same draw as num_samples = 1)
     and a second one; fewer than 1 is refused."""

@@ -54,13 +54,16 @@ def train_image_to_image(
     betas=(0.9, 0.999),
     eval_every: int = 1,
     generators: tuple = (),
+    after_step=None,
     desc: str = "restore",
 ) -> dict:
     """Adam on loss_fn(input, target) over paired patches (random flips), keeping the
-    weights with the best validation PSNR; `generators`: those `loss_fn` draws from."""
+    weights with the best validation PSNR; `generators`: those `loss_fn` draws from;
+    `after_step`: train_loop's hook (an EMA update)."""
     budget = ctx.budget
     total, epochs = plan_steps(len(train), budget.batch_size, budget.epochs, budget.max_steps)
-    opt = torch.optim.Adam(module.parameters(), lr=lr, betas=tuple(betas))
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(trainable, lr=lr, betas=tuple(betas))
     gen = torch.Generator().manual_seed(ctx.seed + 43)
 
     def step(idx):
@@ -83,5 +86,6 @@ def train_image_to_image(
         metric_name="psnr",
         eval_every=eval_every,
         generators=(gen, *generators),
+        after_step=after_step,
         desc=desc,
     )
