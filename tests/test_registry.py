@@ -91,3 +91,21 @@ def test_a_registration_is_checked_against_the_method_interface():
     # every registered method and the prefix variants pass the same check
     for name in [*METHODS.names(), "timm:resnet18", "syn:resnet18"]:
         check_method_spec(name, METHODS.get(name))
+
+
+@pytest.mark.parametrize("suite_name", ["classification", "generation", "restoration"])
+def test_every_bundled_preset_gives_each_of_its_methods_a_valid_config(suite_name):
+    """A preset option a method does not have (a typo, a renamed field) fails here rather
+    than when a unit of that preset starts, hours into a queue."""
+    from bench.engine.config import load_suite
+
+    suite = load_suite(suite_name)
+    names = {m.name for m in suite.methods}
+    for preset_name, preset in suite.presets.items():
+        assert set(preset.method_options) <= names, (
+            preset_name,
+            set(preset.method_options) - names,
+        )
+        for entry in suite.methods:
+            spec = METHODS.get(entry.name)
+            spec.make_config(suite.options_for(entry, preset, spec.preset_options_of))
