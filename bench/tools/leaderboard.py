@@ -183,10 +183,12 @@ def render_markdown(
                 + " | ".join(f"_{values[k]:.3f}_" if k in values else "" for k in metrics)
                 + " |"
             )
+        extras = task.table_extras(recs, methods, metrics)  # may continue the table: first
+        lines += extras[:1] if extras[:1] and extras[0].startswith("|") else []
         lines += no_reference
         lines += convergence_note(recs)
         lines += precision_check(frame, preset, dataset, test)
-        lines += task.table_extras(recs, methods, metrics)
+        lines += extras[1:] if extras[:1] and extras[0].startswith("|") else extras
     lines += task.leaderboard_sections(summary, reference)
     header += task.header_notes(records, n_flagged, n_one_class)
     return "\n".join(header + lines) + "\n"
