@@ -114,6 +114,8 @@ def test_a_paper_table_renders_with_bold_underline_and_marks_in_the_right_cells(
 
 
 def test_sweep_tables_read_sweep_records_and_plot(results, tmp_path):
+    empty, _ = build_paper("diffmic-v2", "Fig4", results_dir=results, out_dir=tmp_path)
+    assert "_No sweep of N_p alone" in empty and "| N_p |" not in empty  # no table of no values
     for n_p, acc in ((1, 0.55), (2, 0.58), (3, 0.57)):
         write_record(
             results,

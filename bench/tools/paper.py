@@ -230,6 +230,8 @@ def render_sweep(table: dict, results_dir: Path, out_dir: Path | None) -> list[s
                 f"_No sweep of {param['name']} alone for {table['method']} on {ds['ours']} yet "
                 f"(`bench sweep {table['method']} --dataset {ds['ours']} --params ...`)._",
             ]
+        if not values:  # neither the paper (a plot only) nor a sweep gives a value
+            continue
         header = [param["name"]] + [str(v) for v in values]
         rows = []
         for j, (label, metric) in enumerate(metrics.items()):
