@@ -112,8 +112,9 @@ SCORES = {
 }
 
 
-def _write_restoration_records(results):
-    for method, (psnr, ssim, rmse, nmae) in SCORES.items():
+def _write_restoration_records(results, methods=tuple(SCORES)):
+    for method in methods:
+        psnr, ssim, rmse, nmae = SCORES[method]
         for seed in range(3):
             j = 0 if method in FLOOR_METHODS else (seed - 1) * 0.01  # the floors are deterministic
             record = {
@@ -164,11 +165,7 @@ def _rows(block: str) -> dict[str, list[str]]:
     }
 
 
-def test_restoration_leaderboard_lists_floors_as_rows_and_flags_what_does_not_beat_the_best(
-    tmp_path,
-):
-    from bench.tools.leaderboard import write_leaderboard
-
+def _restoration_suite(tmp_path):
     suite = tmp_path / "rest.yaml"
     suite.write_text(
         json.dumps(
@@ -192,6 +189,15 @@ def test_restoration_leaderboard_lists_floors_as_rows_and_flags_what_does_not_be
             }
         )
     )
+    return suite
+
+
+def test_restoration_leaderboard_lists_floors_as_rows_and_flags_what_does_not_beat_the_best(
+    tmp_path,
+):
+    from bench.tools.leaderboard import write_leaderboard
+
+    suite = _restoration_suite(tmp_path)
     _write_restoration_records(tmp_path / "results")
     md = write_leaderboard(str(suite), results_dir=tmp_path / "results", out_dir=tmp_path / "lb")[
         0
@@ -240,3 +246,18 @@ def test_restoration_leaderboard_lists_floors_as_rows_and_flags_what_does_not_be
         and rn["_nlm (floor)_"][n] == "_0.040_"
     )
     assert "Table 9 layout" not in md and "not for denoising (Table 12" in md
+
+
+def test_a_dataset_with_only_its_floors_run_gets_a_table_of_floors(tmp_path):
+    """The floors take seconds, the learned methods half an hour: a leaderboard made in
+    between shows the floors and nothing ranked (it used to fail on the empty ranking)."""
+    from bench.tools.leaderboard import write_leaderboard
+
+    _write_restoration_records(tmp_path / "results", FLOOR_METHODS)
+    md = write_leaderboard(
+        str(_restoration_suite(tmp_path)), results_dir=tmp_path / "results", out_dir=tmp_path / "lb"
+    )[0].read_text()
+    rows = _rows(md.split("## Survey Table 12 layout", 1)[0])
+    psnr = rows.pop("method").index("psnr")
+    assert list(rows) == [f"_{f} (floor)_" for f in FLOOR_METHODS]
+    assert rows["_nlm (floor)_"][psnr] == "_25.400_" and "⚠ marks 0 cell(s)" in md

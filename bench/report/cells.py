@@ -33,10 +33,11 @@ def ranked_cells(
     rows = table[table["metric"] == metric].set_index("method")
     higher = METRICS.get(metric).higher_is_better
     flagged = {m for m, r in rows.iterrows() if at_or_below(r["mean"], floor, higher)}
-    rankable = rows[
+    rankable = rows.loc[  # labels, not a boolean list: an empty list would select columns
         [
-            m not in flagged and not r["one_class_seeds"] and not r["is_prior"]
+            m
             for m, r in rows.iterrows()
+            if m not in flagged and not r["one_class_seeds"] and not r["is_prior"]
         ]
     ]
     ranks = ranks_by_shown_value(
