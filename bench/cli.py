@@ -69,6 +69,28 @@ def cmd_leaderboard(args) -> int:
     return 0
 
 
+def cmd_rescore(args) -> int:
+    from bench.tasks.generation.rescore import rescore_generation
+
+    lines = rescore_generation(
+        args.suite,
+        args.preset,
+        datasets=args.datasets,
+        data_dir=args.data_dir,
+        results_dir=args.results_dir,
+        work_dir=args.work_dir,
+        force=args.force,
+    )
+    for line in lines:
+        if line["status"] != "rescored":
+            print(f"  {line['record']}: {line['status']}")
+    print(
+        f"{sum(line['status'] == 'rescored' for line in lines)} of {len(lines)} records rescored; "
+        f"rebuild the tables: bench leaderboard --suite {args.suite}"
+    )
+    return 0
+
+
 def cmd_sweep(args) -> int:
     from bench.tools.sweep import run_sweep
 
@@ -280,6 +302,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--test", choices=("ttest", "wilcoxon"), default="ttest", help="paired test over seeds"
     )
     lb.set_defaults(func=cmd_leaderboard)
+
+    rs = sub.add_parser(
+        "rescore",
+        help="score a generation suite's stored samples again under the extractor it builds now",
+    )
+    rs.add_argument("--suite", required=True)
+    rs.add_argument("--preset", required=True)
+    rs.add_argument("--datasets", type=_csv, help="only these datasets (comma-separated)")
+    rs.add_argument("--data-dir")
+    rs.add_argument("--results-dir", default="results")
+    rs.add_argument("--work-dir", default="runs", help="the extractor cache (runs/cache)")
+    rs.add_argument(
+        "--force", action="store_true", help="also records already scored by that extractor"
+    )
+    rs.set_defaults(func=cmd_rescore)
 
     sw = sub.add_parser(
         "sweep", help="Optuna study over a method's declared search space (validation objective)"

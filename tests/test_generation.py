@@ -149,3 +149,54 @@ def test_generation_suite_options_are_valid():
             METHODS.get(entry.name).make_config(suite.options_for(entry, p))
     with pytest.raises(BenchError, match="unknown options"):
         GenerationEval.from_options({"kid_subsets_size": 10})
+
+
+@pytest.mark.slow
+def test_rescore_scores_stored_samples_again_under_the_current_extractor(data_dir, tmp_path):
+    """`bench rescore`: a record scored by another extractor version gets the numbers the
+    current extractor gives its stored samples (the generator is not retrained), and keeps
+    what it had before; a record the extractor already scored is left alone."""
+    from bench.engine.runner import run_suite
+    from bench.tasks.generation.rescore import rescore_generation
+
+    suite = tiny_suite(tmp_path, [{"name": "cgan", "options": {"image_size": 16, "width": 8}}])
+    kw = dict(results_dir=tmp_path / "results", work_dir=tmp_path / "runs")
+    assert [o["status"] for o in run_suite(str(suite), progress=False, **kw)] == ["ok"]
+    (path,) = (tmp_path / "results").rglob("seed0.json")
+    original = json.loads(path.read_text())
+    stale = json.loads(path.read_text())
+    stale["evaluation"]["extractor_info"]["version"] = "0123456789abcdef"
+    stale["metrics"]["test"]["fid"] = 999.0
+    path.write_text(json.dumps(stale))
+
+    from bench.tools.leaderboard import write_leaderboard
+
+    md, _ = write_leaderboard(str(suite), results_dir=kw["results_dir"], out_dir=tmp_path / "lb")
+    assert "`bench rescore`" not in md.read_text()  # one extractor: nothing to say
+    other = {
+        **stale,
+        "seed": 1,
+        "evaluation": {**stale["evaluation"], "extractor_info": {"version": "fedcba9876543210"}},
+    }
+    path.with_name("seed1.json").write_text(json.dumps(other))  # a second seed, another extractor
+    path.with_name("seed1.npz").write_bytes(path.with_suffix(".npz").read_bytes())
+    md, _ = write_leaderboard(str(suite), results_dir=kw["results_dir"], out_dir=tmp_path / "lb")
+    assert "scored by 2 extractors" in md.read_text() and "`bench rescore`" in md.read_text()
+    path.with_name("seed1.json").unlink(), path.with_name("seed1.npz").unlink()
+
+    (line,) = rescore_generation(str(suite), "smoke", log=lambda m: None, **kw)
+    assert line["status"] == "rescored" and line["old_fid"] == 999.0
+    rescored = json.loads(path.read_text())
+    assert rescored["metrics"]["test"]["fid"] == pytest.approx(original["metrics"]["test"]["fid"])
+    assert rescored["metrics"]["test"]["recall"] == pytest.approx(
+        original["metrics"]["test"]["recall"]
+    )
+    assert rescored["evaluation"]["extractor_info"] == original["evaluation"]["extractor_info"]
+    (previous,) = rescored["rescored"]
+    assert previous["extractor_version"] == "0123456789abcdef" and previous["test"]["fid"] == 999.0
+    assert rescored["selection"] == original["selection"]  # the training's part is kept as it was
+
+    (again,) = rescore_generation(str(suite), "smoke", log=lambda m: None, **kw)
+    assert again["status"].startswith("skipped: already scored by")
+    with pytest.raises(BenchError, match="no ok records"):
+        rescore_generation(str(suite), "smoke", datasets=["breastmnist"], **kw)

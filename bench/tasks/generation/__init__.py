@@ -23,18 +23,13 @@ class GenerationTask(Task):
         from bench.tasks.generation.evaluate import (
             GenerationEval,
             evaluate_generator,
-            feature_extractor,
+            shared_extractor,
         )
 
         settings = GenerationEval.from_options(run.evaluation)
 
         def extractor(s: GenerationEval):
-            key = ("extractor", bundle.spec.name, bundle.split_hash, s)
-            if key not in run.shared:
-                run.shared[key] = feature_extractor(
-                    s, bundle, ctx.accelerator, ctx.cache_dir, ctx.log
-                )
-            return run.shared[key]
+            return shared_extractor(s, bundle, ctx, run.shared)
 
         spread = {
             seed: extractor(dataclasses.replace(settings, extractor_seed=seed, spread_seeds=()))

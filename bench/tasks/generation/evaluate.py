@@ -164,6 +164,16 @@ def feature_extractor(
     )
 
 
+def shared_extractor(
+    settings: GenerationEval, bundle: DatasetBundle, ctx, shared: dict
+) -> Extractor:
+    """The dataset's extractor for `settings`, built once per suite run (kept in `shared`)."""
+    key = ("extractor", bundle.spec.name, bundle.split_hash, settings)
+    if key not in shared:
+        shared[key] = feature_extractor(settings, bundle, ctx.accelerator, ctx.cache_dir, ctx.log)
+    return shared[key]
+
+
 def generation_labels(
     reference_labels: np.ndarray, num_classes: int, per_class: int | None
 ) -> np.ndarray:

@@ -37,7 +37,10 @@ def generation_extras(records: list[dict], methods: list[str], metrics: list[str
                 else ""
             )
             + (
-                ": tables made with different extractors do not compare." if len(infos) > 1 else "."
+                f": ⚠ this table's records were scored by {len(infos)} extractors, whose distances do not "
+                "compare; `bench rescore` scores their stored samples again under the current one."
+                if len(infos) > 1
+                else "."
             ),
         ]
     cis = {
