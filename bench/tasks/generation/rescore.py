@@ -4,7 +4,9 @@ FIDs from two feature spaces do not compare, and the trained extractor's weights
 version) depend on the machine's float arithmetic: the same seed on another thread count
 gives other weights. A record keeps its generated images (``seedN.npz``), so when the
 extractor changes the samples are rescored rather than the generators retrained; the
-record keeps what it was scored with before (``rescored``)."""
+record keeps what it was scored with before: each entry of its ``rescored`` list holds
+the previous ``extractor_version`` and ``test`` metrics, and when (``at``) and by which
+commit (``by_git_commit``) the record was rescored."""
 
 from __future__ import annotations
 
