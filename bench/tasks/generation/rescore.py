@@ -1,8 +1,9 @@
 """Score stored samples again under the extractor a suite builds now.
 
 FIDs from two feature spaces do not compare, and the trained extractor's weights (its
-version) depend on the machine's float arithmetic: the same seed on another thread count
-gives other weights. A record keeps its generated images (``seedN.npz``), so when the
+version) can differ between machines with the same seed (observed: a fresh machine
+trained another version; float reduction order, e.g. the thread count, is the likely
+cause). A record keeps its generated images (``seedN.npz``), so when the
 extractor changes the samples are rescored rather than the generators retrained; the
 record keeps what it was scored with before: each entry of its ``rescored`` list holds
 the previous ``extractor_version`` and ``test`` metrics, and when (``at``) and by which
@@ -85,6 +86,8 @@ def rescore_generation(
         suite, sorted({r["dataset"] for r in records}), data_dir, None, False, log
     )
     accelerator, _ = make_accelerator("auto", False)
+    evaluation = suite.evaluation_for(preset)
+    settings = GenerationEval.from_options(evaluation)
     task, shared, out = TASKS.get("generation"), {}, []
     for record in records:
         where = record["_path"]
@@ -107,21 +110,18 @@ def rescore_generation(
             bundle.split_hash,
             artifact_stem=stem,
         )
-        run = ScoringRun(record["method"], suite.evaluation_for(preset), shared)
-        old = record.get("evaluation") or {}
-        old_version = (old.get("extractor_info") or {}).get("version")
-        arrays = load_predictions(record)
-        samples = StoredSamples(arrays["generated_images"], arrays["generated_labels"], where)
+        old_version = ((record.get("evaluation") or {}).get("extractor_info") or {}).get("version")
         # the extractor first (built once, then reused by the scoring) to skip what it scored already
-        settings = GenerationEval.from_options(run.evaluation)
         new_version = shared_extractor(settings, bundle, ctx, shared).info.get("version")
         if new_version == old_version and not force:
             out.append({"record": where, "status": f"skipped: already scored by {new_version}"})
             continue
-        scored = task.score(samples, bundle, ctx, run)
+        arrays = load_predictions(record)
+        samples = StoredSamples(arrays["generated_images"], arrays["generated_labels"], where)
+        scored = task.score(samples, bundle, ctx, ScoringRun(record["method"], evaluation, shared))
         previous = {
             "extractor_version": old_version,
-            "test": (record.get("metrics") or {}).get("test"),
+            "test": record["metrics"]["test"],
             "at": now(),
             "by_git_commit": git_state()["git_commit"],
         }
@@ -129,10 +129,7 @@ def rescore_generation(
         updated.update(scored.fields)
         updated["rescored"] = [*(record.get("rescored") or []), previous]
         write_record(stem, updated)
-        fid_old, fid_new = (
-            (previous["test"] or {}).get("fid"),
-            scored.fields["metrics"]["test"]["fid"],
-        )
+        fid_old, fid_new = previous["test"]["fid"], scored.fields["metrics"]["test"]["fid"]
         log(
             f"  rescored {where}: extractor {old_version} -> {new_version}, FID {fid_old:.3f} -> {fid_new:.3f}"
         )
