@@ -106,6 +106,7 @@ def cmd_sweep(args) -> int:
         seed=args.seed,
         metric=args.metric,
         grid=args.grid,
+        values=_grid_values(args.values),
         prune=args.prune,
         worker=args.worker,
         data_dir=args.data_dir,
@@ -122,6 +123,17 @@ def cmd_sweep(args) -> int:
     for path in out["files"]:
         print(f"wrote {path}")
     return 0
+
+
+def _grid_values(items: list[str] | None) -> dict[str, list[str]]:
+    """--values np=2,10 --values k=4 -> {"np": ["2", "10"], "k": ["4"]} (checked by the space)."""
+    out = {}
+    for item in items or []:
+        name, sep, vals = item.partition("=")
+        if not sep or not vals:
+            raise BenchError(f"--values takes NAME=V1,V2,... (got {item!r})")
+        out[name.strip()] = _csv(vals)
+    return out
 
 
 def cmd_paper(args) -> int:
@@ -330,7 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--trials", type=int, help="total trials of the study (default: the grid size, or 20)"
     )
     sw.add_argument("--storage", help="Optuna RDB URL (default: sqlite in results/sweeps/)")
-    sw.add_argument("--study", help="study name (default: method-dataset-preset-params)")
+    sw.add_argument(
+        "--study",
+        help="study name (default: method-dataset-preset-params, then -seedN from seed 1)",
+    )
     sw.add_argument("--suite", default="classification")
     sw.add_argument("--preset", default="smoke")
     sw.add_argument("--seed", type=int, default=0)
@@ -339,6 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sw.add_argument(
         "--grid", action="store_true", help="every combination of the parameters' choices"
+    )
+    sw.add_argument(
+        "--values",
+        action="append",
+        metavar="NAME=V1,V2",
+        help="with --grid: only these declared values of a parameter (repeatable)",
     )
     sw.add_argument(
         "--prune",

@@ -9,8 +9,10 @@ from bench.api.errors import BenchError
 from bench.tools.paper import build_paper, reproduce, write_paper
 
 
-def write_record(root, suite, dataset, method, seed, test, preset="smoke", config=None, sub=""):
-    chash = "h" + "".join(str(v) for v in (config or {}).values())
+def write_record(
+    root, suite, dataset, method, seed, test, preset="smoke", config=None, sub="", chash=None
+):
+    chash = chash or "h" + "".join(str(v) for v in (config or {}).values())
     path = root / sub / suite / dataset / method.replace(":", "-") / chash / f"seed{seed}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
@@ -233,3 +235,72 @@ def test_sweep_points_and_trials_at_or_below_the_floor_are_flagged_never_bold(tm
         for n_p in (1, 2)
     }
     assert flags == {1: "test accuracy 0.450 at or below its floor 0.500", 2: ""}
+
+
+def test_a_sweep_point_left_out_of_the_grid_comes_from_the_suites_records(tmp_path):
+    """K studies of seeds 0 and 1 ran K = 2 and 10 only; K = 6 (the preset's value) is
+    the suite's own records at the same config (3 seeds, marked †); a record of another
+    preset or config does not join, nor a second record of a seed already there."""
+    base = {"num_points": 6, "latent_dim": 1024}
+    for seed in (0, 1):
+        for k in (2, 10):
+            write_record(
+                tmp_path,
+                f"k-study-seed{seed}",
+                "retinamnist",
+                "diffmic_v2",
+                seed,
+                {"accuracy": 0.5 + k / 100, "f1_macro": 0.3},
+                preset="standard",
+                config={**base, "num_rois": k},
+                sub="sweeps",
+            )
+    for seed in (0, 1, 2):
+        write_record(
+            tmp_path,
+            "classification",
+            "retinamnist",
+            "diffmic_v2",
+            seed,
+            {"accuracy": 0.6 + seed / 100, "f1_macro": 0.3},
+            preset="standard",
+            config={**base, "num_rois": 6},
+        )
+    write_record(  # another preset, and another config of the same preset: not K = 6
+        tmp_path,
+        "classification",
+        "retinamnist",
+        "diffmic_v2",
+        0,
+        {"accuracy": 0.1, "f1_macro": 0.1},
+        preset="smoke",
+        config={**base, "num_rois": 6},
+        chash="smoke",
+    )
+    write_record(
+        tmp_path,
+        "classification",
+        "retinamnist",
+        "diffmic_v2",
+        0,
+        {"accuracy": 0.1, "f1_macro": 0.1},
+        preset="standard",
+        config={**base, "num_rois": 4, "latent_dim": 128},
+    )
+    write_record(  # a one-point N_p study beside the preset's N_p = 6 is an N_p sweep
+        tmp_path,
+        "np-study",
+        "retinamnist",
+        "diffmic_v2",
+        0,
+        {"accuracy": 0.55, "f1_macro": 0.3},
+        preset="standard",
+        config={**base, "num_rois": 6, "num_points": 2},
+        sub="sweeps",
+    )
+    text = build_paper("diffmic-v2", "V", results_dir=tmp_path)[0].split("| H |")[0]
+    rows = table_rows(text, "## Table V")
+    assert rows["Accuracy (ours)"] == ["0.520 (n=2)", "—", "**0.610** (n=3†)", "—", "0.600 (n=2)"]
+    assert "†: the value a study left out of its grid" in text
+    fig4 = table_rows(build_paper("diffmic-v2", "Fig4", results_dir=tmp_path)[0], "## Table Fig4")
+    assert fig4["N_p"] == ["2", "6"] and fig4["Accuracy (ours)"][0] == "0.550 (n=1)"

@@ -218,3 +218,35 @@ def test_a_grid_is_not_pruned_and_reruns_a_point_left_without_a_complete_trial(d
         t.state == optuna.trial.TrialState.PRUNED for t in trials[1:]
     )  # nothing pruned this time
     assert len(trials) == 4  # no grid point evaluated twice
+
+
+def test_grid_values_are_checked_against_the_declared_space():
+    space = declared_space("diffmic_v2", ["np", "k"])
+    assert space["np"].grid(["2", "10"]) == [2, 10] and space["k"].grid(["4"]) == [4]
+    with pytest.raises(BenchError, match=r"'11' is not a declared value of num_points"):
+        space["np"].grid(["11"])
+    with pytest.raises(BenchError, match=r"'2.5' is not a declared value of num_points"):
+        space["np"].grid(["2.5"])
+    with pytest.raises(BenchError, match=r"'3' is not a declared value of num_rois.*\[2, 4, 6"):
+        space["k"].grid(["3"])
+
+
+@pytest.mark.slow
+def test_a_grid_of_chosen_values_runs_only_them_in_a_study_of_its_own_seed(data_dir, tmp_path):
+    with pytest.raises(BenchError, match="needs --grid"):
+        sweep(tmp_path, None, values={"lr": ["1e-3"]})
+    out = run_sweep(
+        "resnet18",
+        "breastmnist",
+        ["wd"],
+        suite_name=TINY_SUITE,
+        grid=True,
+        values={"wd": ["0.001"]},
+        seed=1,
+        results_dir=tmp_path / "results",
+        work_dir=tmp_path / "runs",
+    )
+    assert out["study"] == "resnet18-breastmnist-smoke-wd-seed1" and out["complete"] == 1
+    (record,) = (tmp_path / "results" / "sweeps").rglob("seed1.json")
+    r = json.loads(record.read_text())
+    assert r["config"]["weight_decay"] == 1e-3 and r["seed"] == 1

@@ -285,7 +285,10 @@ class Param:
             return trial.suggest_int(name, int(self.low), int(self.high), log=self.log)
         return trial.suggest_float(name, float(self.low), float(self.high), log=self.log)
 
-    def grid(self) -> list:
+    def grid(self, values: list | None = None) -> list:
+        """Every declared value, or `values` (a subset, each checked against the space)."""
+        if values is not None:
+            return [self.declared(v) for v in values]
         if self.choices:
             return list(self.choices)
         if self.integer:
@@ -293,3 +296,19 @@ class Param:
         raise BenchError(
             f"a grid needs choices or an integer range; {self.field} is a continuous range"
         )
+
+    def declared(self, value):
+        """`value` (e.g. the string "4" from the command line) as a value of this space."""
+        try:
+            if self.choices:
+                match = [c for c in self.choices if str(c) == str(value) or c == value]
+                if match:
+                    return match[0]
+            else:
+                v = int(value) if self.integer else float(value)
+                if self.low <= v <= self.high and (not self.integer or float(value) == v):
+                    return v
+        except (TypeError, ValueError):
+            pass
+        space = list(self.choices) if self.choices else f"[{self.low}, {self.high}]"
+        raise BenchError(f"{value!r} is not a declared value of {self.field} (declared: {space})")

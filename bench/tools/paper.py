@@ -186,10 +186,15 @@ def sweep_records(results_dir: Path, method: str, dataset: str) -> list[dict]:
     return out
 
 
-def one_factor_groups(records: list[dict], field: str) -> dict[Any, list[dict]]:
+def one_factor_groups(
+    records: list[dict], field: str, suite_records: list[dict] = ()
+) -> dict[Any, list[dict]]:
     """Records by their value of `field`, from the studies (records sharing a sweep
     name) in which `field` is the only config field that varies: one factor at a time,
-    as the papers' tables, so another parameter's sweep does not leak in at its default."""
+    as the papers' tables, so another parameter's sweep does not leak in at its default.
+    A study's point left out of its grid (the preset's own value, already run by
+    `bench run`) is filled from `suite_records`: the suite's records of the same preset
+    whose config equals the study's but for `field`, one per seed not already there."""
     studies: dict[str, list[dict]] = {}
     for r in records:
         studies.setdefault(r["suite"], []).append(r)
@@ -201,10 +206,32 @@ def one_factor_groups(records: list[dict], field: str) -> dict[Any, list[dict]]:
             for f in fields
             if len({json.dumps(r["config"].get(f), sort_keys=True) for r in trials}) > 1
         }
-        if varying == {field}:
-            for r in trials:
-                groups.setdefault(r["config"][field], []).append(r)
+        base = _without(trials[0]["config"], field)
+        same_but_field = [
+            r
+            for r in suite_records
+            if r["preset"] == trials[0]["preset"] and _without(r["config"], field) == base
+        ]
+        one_value = not varying and any(
+            r["config"].get(field) != trials[0]["config"].get(field) for r in same_but_field
+        )  # a one-point study beside the preset's own value still varies `field` alone
+        if varying != {field} and not one_value:
+            continue
+        for r in trials:
+            groups.setdefault(r["config"][field], []).append(r)
+        for r in same_but_field:
+            group = groups.setdefault(r["config"].get(field), [])
+            if all(g["seed"] != r["seed"] for g in group):
+                group.append(r)
     return groups
+
+
+def _without(config: dict, field: str) -> str:
+    return json.dumps({k: v for k, v in config.items() if k != field}, sort_keys=True)
+
+
+def _from_suite(records: list[dict]) -> bool:
+    return any("sweeps" not in Path(r["_path"]).parts for r in records)
 
 
 def render_sweep(table: dict, results_dir: Path, out_dir: Path | None) -> list[str]:
@@ -213,16 +240,23 @@ def render_sweep(table: dict, results_dir: Path, out_dir: Path | None) -> list[s
     metrics = table["metrics"]
     ds = table["datasets"][0]
     records = sweep_records(results_dir, table["method"], ds["ours"])
+    suite_records = [
+        r
+        for r in load_records(results_dir, table["suite"])
+        if r.get("method") == table["method"] and r.get("dataset") == ds["ours"]
+    ]
     task = TASKS.get(METHODS.get(table["method"]).cls.task)
     floors = metric_floors(task.split_floors(records), task.floored_metrics) if records else {}
     lines = [
         "",
         f"_{ds.get('note', '')}. Ours: test metrics of `bench sweep {table['method']}` trial records of the studies "
         "that varied the parameter alone (mean over trials sharing the value); ⚠: at or below the metric's floor "
-        "on the test split (majority class, chance) or a trial predicting one class: no result, never bold._",
+        "on the test split (majority class, chance) or a trial predicting one class: no result, never bold; "
+        f"†: the value a study left out of its grid, from the `{table['suite']}` suite's own records of the same "
+        "preset and config (`bench run`)._",
     ]
     for param in table["parameters"]:
-        groups = one_factor_groups(records, param["field"])
+        groups = one_factor_groups(records, param["field"], suite_records)
         values = sorted(set(groups) | set(param.get("paper") or {}), key=lambda v: (v is None, v))
         if not groups:
             lines += [
@@ -259,7 +293,11 @@ def render_sweep(table: dict, results_dir: Path, out_dir: Path | None) -> list[s
                     else ("⚠ " if v in flagged else "")
                     + (f"**{m:.3f}**" if m == best else f"{m:.3f}")
                 )
-                ours_row.append(cell if m is None else cell + f" (n={len(groups[v])})")
+                ours_row.append(
+                    cell
+                    if m is None
+                    else cell + f" (n={len(groups[v])}{'†' if _from_suite(groups[v]) else ''})"
+                )
             rows += [paper_row, ours_row]
         lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
             "| " + " | ".join(r) + " |" for r in rows

@@ -82,6 +82,7 @@ def run_sweep(
     seed: int = 0,
     metric: str | None = None,
     grid: bool = False,
+    values: dict[str, list] | None = None,
     prune: bool | None = None,
     worker: int = 0,
     data_dir=None,
@@ -94,7 +95,9 @@ def run_sweep(
     share a study through `storage`; give each its own `worker` number so their
     samplers propose different trials. A grid is not pruned unless asked (its point is
     the whole curve), and a grid point without a complete trial (pruned, failed) runs
-    again."""
+    again. `values` restricts a grid to some of a parameter's declared values (a CPU-sized
+    curve); the default study name carries the seed (from seed 1 on), so that each seed of
+    the same sweep is its own study."""
     import optuna
 
     from bench.api.registry import METHODS
@@ -107,6 +110,13 @@ def run_sweep(
     from bench.engine.runner import data_block, run_and_record
 
     space = declared_space(method, params)
+    values = values or {}
+    if values and not grid:
+        raise BenchError("--values chooses grid points: it needs --grid")
+    if set(values) - set(params):
+        raise BenchError(
+            f"--values names {sorted(set(values) - set(params))}, not swept ({params})"
+        )
     suite = load_suite(suite_name)
     preset = suite.preset(preset_name)
     refuse_unpublished(preset, Path(results_dir), allow_dirty)
@@ -120,14 +130,17 @@ def run_sweep(
     bundle = dataset_source(source_entry).load(data_dir=data_dir)
     if metric is None and suite.task == "classification":
         metric = "auroc"
-    study_name = study_name or f"{method}-{bundle.spec.name}-{preset.name}-{'-'.join(params)}"
+    study_name = study_name or (
+        f"{method}-{bundle.spec.name}-{preset.name}-{'-'.join(params)}"
+        + (f"-seed{seed}" if seed else "")
+    )
     root = Path(results_dir) / "sweeps"
     root.mkdir(parents=True, exist_ok=True)
     storage = open_storage(storage or f"sqlite:///{(root / f'{study_name}.db').resolve()}")
     selection_metric = (
         getattr(spec.make_config(base), "selection_metric", None) if metric is None else None
     )
-    grid_space = {p: space[p].grid() for p in params} if grid else None
+    grid_space = {p: space[p].grid(values.get(p)) for p in params} if grid else None
     # a grid point counts once it has a complete trial; other studies count pruned trials as done
     counted = (optuna.trial.TrialState.COMPLETE,) + (
         () if grid else (optuna.trial.TrialState.PRUNED,)
