@@ -287,6 +287,17 @@ def test_a_sweep_point_left_out_of_the_grid_comes_from_the_suites_records(tmp_pa
         preset="standard",
         config={**base, "num_rois": 4, "latent_dim": 128},
     )
+    bf16 = tmp_path / "classification" / "retinamnist" / "diffmic_v2" / "bf16" / "seed2.json"
+    bf16.parent.mkdir(parents=True)  # the same config at another precision is another unit
+    bf16.write_text(
+        json.dumps(
+            {
+                **json.loads(bf16.parents[1].joinpath("h610246", "seed2.json").read_text()),
+                "metrics": {"test": {"accuracy": 0.1, "f1_macro": 0.1}},
+                "provenance": {"precision": "bf16"},
+            }
+        )
+    )
     write_record(  # a one-point N_p study beside the preset's N_p = 6 is an N_p sweep
         tmp_path,
         "np-study",

@@ -193,8 +193,9 @@ def one_factor_groups(
     name) in which `field` is the only config field that varies: one factor at a time,
     as the papers' tables, so another parameter's sweep does not leak in at its default.
     A study's point left out of its grid (the preset's own value, already run by
-    `bench run`) is filled from `suite_records`: the suite's records of the same preset
-    whose config equals the study's but for `field`, one per seed not already there."""
+    `bench run`) is filled from `suite_records`: the suite's records of the same preset,
+    budget and precision whose config equals the study's but for `field`, one per seed
+    not already there."""
     studies: dict[str, list[dict]] = {}
     for r in records:
         studies.setdefault(r["suite"], []).append(r)
@@ -206,12 +207,8 @@ def one_factor_groups(
             for f in fields
             if len({json.dumps(r["config"].get(f), sort_keys=True) for r in trials}) > 1
         }
-        base = _without(trials[0]["config"], field)
-        same_but_field = [
-            r
-            for r in suite_records
-            if r["preset"] == trials[0]["preset"] and _without(r["config"], field) == base
-        ]
+        base = _without(trials[0], field)
+        same_but_field = [r for r in suite_records if _without(r, field) == base]
         one_value = not varying and any(
             r["config"].get(field) != trials[0]["config"].get(field) for r in same_but_field
         )  # a one-point study beside the preset's own value still varies `field` alone
@@ -226,8 +223,17 @@ def one_factor_groups(
     return groups
 
 
-def _without(config: dict, field: str) -> str:
-    return json.dumps({k: v for k, v in config.items() if k != field}, sort_keys=True)
+def _without(record: dict, field: str) -> str:
+    """What defines a record's unit but `field`: preset, budget, precision, the rest of its config."""
+    return json.dumps(
+        {
+            "preset": record.get("preset"),
+            "budget": record.get("budget"),
+            "precision": (record.get("provenance") or {}).get("precision"),
+            "config": {k: v for k, v in record["config"].items() if k != field},
+        },
+        sort_keys=True,
+    )
 
 
 def _from_suite(records: list[dict]) -> bool:
