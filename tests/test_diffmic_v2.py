@@ -389,13 +389,14 @@ def test_each_ablation_switch_changes_what_is_computed(ablation, retina, tmp_pat
         torch.testing.assert_close(grid_from_points(points[..., :C], n_p), expected_guide)
         assert not torch.allclose(out.global_, out.local)  # so global / local / dense differ
 
-    # F: the raw image embedding, or fused with the K ROI embeddings by softmax weights Q
+    # F: the global encoder's embedding fused with the K ROI embeddings by softmax weights
+    # Q; without F, C1's embedding of the raw image (the DCG's pooled global trunk)
     net = m.net
     net.eval()
     with torch.no_grad():
-        raw = net.global_norm(net.global_encoder(x))
         cond = net.conditions(x, out)
         if image_prior == "fused":
+            raw = net.global_norm(net.global_encoder(x))
             assert net.fusion.shape == (1, H, k + 1)
             rois = net.roi_norm(
                 net.roi_encoder(out.rois.reshape(B * k, *out.rois.shape[2:]))
@@ -406,8 +407,15 @@ def test_each_ablation_switch_changes_what_is_computed(ablation, retina, tmp_pat
             )
             assert not torch.allclose(cond.feature, raw)
         else:
-            assert not hasattr(net, "roi_encoder") and not hasattr(net, "fusion")
-            torch.testing.assert_close(cond.feature, raw)
+            assert not any(hasattr(net, a) for a in ("global_encoder", "roi_encoder", "fusion"))
+            pooled = m.dcg.global_trunk.forward_features(x).mean(dim=(2, 3))
+            torch.testing.assert_close(out.global_feature, pooled)
+            torch.testing.assert_close(
+                out.global_, m.dcg.saliency(pooled[:, :, None, None]).flatten(1)
+            )
+            torch.testing.assert_close(
+                cond.feature, net.global_norm(net.raw_projection(out.global_feature))
+            )
 
     # heterologous: one t per grid point, else one t per image
     assert [call[0][3] for call in draws] == [heterologous]

@@ -23,6 +23,7 @@ class DCGOutput:
     rois: torch.Tensor  # [B, K, ch, r, r] the cropped tiles
     roi_attention: torch.Tensor  # [B, K]
     saliency: torch.Tensor  # [B, C, h, w]
+    global_feature: torch.Tensor  # [B, F] the global trunk's mean-pooled features
 
 
 class DCG(nn.Module):
@@ -53,12 +54,10 @@ class DCG(nn.Module):
         self.attention = GatedAttention(self.local_trunk.num_features, attn_dim)
         self.local_head = nn.Linear(self.local_trunk.num_features, num_classes, bias=False)
 
-    def global_prior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        saliency = self.saliency(feature_map(self.global_trunk, x))
-        return saliency.mean(dim=(2, 3)), saliency
-
     def forward(self, x: torch.Tensor) -> DCGOutput:
-        y_global, saliency = self.global_prior(x)
+        trunk = feature_map(self.global_trunk, x)
+        saliency = self.saliency(trunk)
+        y_global = saliency.mean(dim=(2, 3))  # = the 1x1 conv of the pooled trunk features
         h, w = saliency.shape[-2:]
         window = max(1, int(round(self.roi_size * h / x.shape[-2])))
         cells = select_roi_cells(saliency, self.num_rois, window)
@@ -67,7 +66,15 @@ class DCG(nn.Module):
         r = self.local_trunk(rois.reshape(b * k, *rois.shape[2:])).reshape(b, k, -1)
         z, alpha = self.attention(r)
         y_local = self.local_head(z)
-        return DCGOutput(0.5 * (y_global + y_local), y_global, y_local, rois, alpha, saliency)
+        return DCGOutput(
+            0.5 * (y_global + y_local),
+            y_global,
+            y_local,
+            rois,
+            alpha,
+            saliency,
+            trunk.mean(dim=(2, 3)),
+        )
 
 
 def dcg_prior_predictions(

@@ -21,9 +21,10 @@ Faithful to the paper and the authors' code (scott-yjyang/DiffMICv2):
   point-wise timestep scaling, F multiplied after the first block) or ``unet2d`` (a small
   2-D UNet on the grid, 3x3 convolutions and a skip); both read eq. 8.
 - Table IV ablations: ``ablation`` = C1 (no diffusion: the DCG's ResNet-18 global
-  branch), C2 (vanilla diffusion, raw image embedding), C3 (+ global prior), C4
-  (+ local prior), C5 (F instead of the raw embedding), C6 (F + M) or ``full``
-  (F + M + heterologous).
+  branch), C2 (vanilla diffusion "onto C1": the raw image embedding is C1's, the
+  frozen DCG global trunk's pooled features through a trained linear to H), C3
+  (+ global prior), C4 (+ local prior), C5 (F instead of the raw embedding), C6 (F + M)
+  or ``full`` (F + M + heterologous).
 
 Where the authors' code and the paper differ, both are offered: ``sample_init``
 ("paper", the default: y_T ~ N(M, I), as the paper's text says; "authors": y_T = the

@@ -55,7 +55,9 @@ class DiffMICv2(ClassificationMethod):
             C, self.spec.channels, cfg.dcg_backbone, cfg.dcg_small_stem, cfg.num_rois, cfg.roi_size
         ).to(ctx.device)
         self.net = (
-            DiffMICv2Net(cfg, self.comps, C, self.spec.channels).to(ctx.device)
+            DiffMICv2Net(
+                cfg, self.comps, C, self.spec.channels, self.dcg.global_trunk.num_features
+            ).to(ctx.device)
             if self.comps.diffusion
             else None
         )

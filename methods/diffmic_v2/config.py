@@ -12,7 +12,7 @@ from bench.api.errors import BenchError
 class Components(NamedTuple):
     diffusion: bool
     guidance: str  # none | global | local | dense  (what the denoiser sees beside y_t)
-    image_prior: str  # raw (global encoder only) | fused (F, eq. 6)
+    image_prior: str  # raw (C1's embedding of the image: the DCG's global trunk) | fused (F, eq. 6)
     heterologous: bool  # per-point t and noise, else one t per image
 
 
