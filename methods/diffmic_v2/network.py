@@ -90,7 +90,11 @@ class DiffMICv2Net(nn.Module):
     through a trained linear to H. The global encoder, which stands in for the paper's
     pretrained EfficientSAM but starts from random weights here, is only part of F:
     trained from scratch through the noise loss alone it left C2 at chance (RetinaMNIST,
-    `standard`, seed 0: test AUROC 0.531, balanced accuracy 0.178)."""
+    `standard`, seed 0: test AUROC 0.531, balanced accuracy 0.178). Measured on
+    RetinaMNIST, seed 0, fp32, 12 epochs after 8 DCG epochs (timm stems), the same DCG
+    (global prior val / test AUROC 0.787 / 0.721): C1's embedding gives C2 val / test
+    AUROC 0.680 / 0.656, balanced accuracy 0.277 / 0.296, every class predicted; the
+    from-scratch encoder 0.556 / 0.561, balanced accuracy 0.219 / 0.224, in twice the time."""
 
     def __init__(
         self,
