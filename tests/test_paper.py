@@ -10,7 +10,17 @@ from bench.tools.paper import build_paper, reproduce, write_paper
 
 
 def write_record(
-    root, suite, dataset, method, seed, test, preset="smoke", config=None, sub="", chash=None
+    root,
+    suite,
+    dataset,
+    method,
+    seed,
+    test,
+    preset="smoke",
+    config=None,
+    sub="",
+    chash=None,
+    extra=None,
 ):
     chash = chash or "h" + "".join(str(v) for v in (config or {}).values())
     path = root / sub / suite / dataset / method.replace(":", "-") / chash / f"seed{seed}.json"
@@ -28,6 +38,7 @@ def write_record(
                 "config_hash": "h",
                 "config": config or {},
                 "metrics": {"test": test},
+                **(extra or {}),
             }
         )
     )
@@ -240,75 +251,37 @@ def test_sweep_points_and_trials_at_or_below_the_floor_are_flagged_never_bold(tm
 def test_a_sweep_point_left_out_of_the_grid_comes_from_the_suites_records(tmp_path):
     """K studies of seeds 0 and 1 ran K = 2 and 10 only; K = 6 (the preset's value) is
     the suite's own records at the same config (3 seeds, marked †); a record of another
-    preset or config does not join, nor a second record of a seed already there."""
+    preset, config or precision does not join, nor a second record of a seed already there."""
     base = {"num_points": 6, "latent_dim": 1024}
+
+    def put(suite, seed, accuracy, preset="standard", **kw):
+        test = {"accuracy": accuracy, "f1_macro": 0.3}
+        write_record(tmp_path, suite, "retinamnist", "diffmic_v2", seed, test, preset, **kw)
+
     for seed in (0, 1):
         for k in (2, 10):
-            write_record(
-                tmp_path,
+            put(
                 f"k-study-seed{seed}",
-                "retinamnist",
-                "diffmic_v2",
                 seed,
-                {"accuracy": 0.5 + k / 100, "f1_macro": 0.3},
-                preset="standard",
+                0.5 + k / 100,
                 config={**base, "num_rois": k},
                 sub="sweeps",
             )
     for seed in (0, 1, 2):
-        write_record(
-            tmp_path,
-            "classification",
-            "retinamnist",
-            "diffmic_v2",
-            seed,
-            {"accuracy": 0.6 + seed / 100, "f1_macro": 0.3},
-            preset="standard",
-            config={**base, "num_rois": 6},
-        )
-    write_record(  # another preset, and another config of the same preset: not K = 6
-        tmp_path,
+        put("classification", seed, 0.6 + seed / 100, config={**base, "num_rois": 6})
+    # another preset, another config of the same preset, another precision: not K = 6
+    put("classification", 0, 0.1, "smoke", config={**base, "num_rois": 6}, chash="smoke")
+    put("classification", 0, 0.1, config={**base, "num_rois": 4, "latent_dim": 128})
+    put(
         "classification",
-        "retinamnist",
-        "diffmic_v2",
-        0,
-        {"accuracy": 0.1, "f1_macro": 0.1},
-        preset="smoke",
+        2,
+        0.1,
         config={**base, "num_rois": 6},
-        chash="smoke",
+        chash="bf16",
+        extra={"provenance": {"precision": "bf16"}},
     )
-    write_record(
-        tmp_path,
-        "classification",
-        "retinamnist",
-        "diffmic_v2",
-        0,
-        {"accuracy": 0.1, "f1_macro": 0.1},
-        preset="standard",
-        config={**base, "num_rois": 4, "latent_dim": 128},
-    )
-    bf16 = tmp_path / "classification" / "retinamnist" / "diffmic_v2" / "bf16" / "seed2.json"
-    bf16.parent.mkdir(parents=True)  # the same config at another precision is another unit
-    bf16.write_text(
-        json.dumps(
-            {
-                **json.loads(bf16.parents[1].joinpath("h610246", "seed2.json").read_text()),
-                "metrics": {"test": {"accuracy": 0.1, "f1_macro": 0.1}},
-                "provenance": {"precision": "bf16"},
-            }
-        )
-    )
-    write_record(  # a one-point N_p study beside the preset's N_p = 6 is an N_p sweep
-        tmp_path,
-        "np-study",
-        "retinamnist",
-        "diffmic_v2",
-        0,
-        {"accuracy": 0.55, "f1_macro": 0.3},
-        preset="standard",
-        config={**base, "num_rois": 6, "num_points": 2},
-        sub="sweeps",
-    )
+    # a one-point N_p study beside the preset's N_p = 6 is an N_p sweep
+    put("np-study", 0, 0.55, config={**base, "num_rois": 6, "num_points": 2}, sub="sweeps")
     text = build_paper("diffmic-v2", "V", results_dir=tmp_path)[0].split("| H |")[0]
     rows = table_rows(text, "## Table V")
     assert rows["Accuracy (ours)"] == ["0.520 (n=2)", "—", "**0.610** (n=3†)", "—", "0.600 (n=2)"]

@@ -15,11 +15,11 @@ from bench.api.errors import BenchError
 from bench.tools.sweep import declared_space, run_sweep
 
 
-def sweep(tmp_path, trials, **kw):
+def sweep(tmp_path, trials=None, params=("lr",), **kw):
     return run_sweep(
         "resnet18",
         "breastmnist",
-        ["lr"],
+        list(params),
         suite_name=TINY_SUITE,
         trials=trials,
         results_dir=tmp_path / "results",
@@ -202,15 +202,7 @@ def test_a_grid_is_not_pruned_and_reruns_a_point_left_without_a_complete_trial(d
         earlier.ask()
     )  # a grid trial (grid id set, so the grid sampler counts it as visited), then pruned
     earlier.tell(pruned, state=optuna.trial.TrialState.PRUNED)
-    out = run_sweep(
-        "resnet18",
-        "breastmnist",
-        ["wd"],
-        suite_name=TINY_SUITE,
-        grid=True,
-        results_dir=tmp_path / "results",
-        work_dir=tmp_path / "runs",
-    )
+    out = sweep(tmp_path, params=["wd"], grid=True)
     trials = optuna.load_study(study_name=name, storage=storage).trials
     complete = {t.params["wd"] for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
     assert complete == {0.0, 1e-4, 1e-3} and out["complete"] == 3
@@ -223,6 +215,8 @@ def test_a_grid_is_not_pruned_and_reruns_a_point_left_without_a_complete_trial(d
 def test_grid_values_are_checked_against_the_declared_space():
     space = declared_space("diffmic_v2", ["np", "k"])
     assert space["np"].grid(["2", "10"]) == [2, 10] and space["k"].grid(["4"]) == [4]
+    wd = declared_space("resnet18", ["wd"])["wd"]
+    assert wd.grid(["1e-4", "0.001", "0"]) == [1e-4, 1e-3, 0.0]  # a choice however it is written
     with pytest.raises(BenchError, match=r"'11' is not a declared value of num_points"):
         space["np"].grid(["11"])
     with pytest.raises(BenchError, match=r"'2.5' is not a declared value of num_points"):
@@ -235,17 +229,7 @@ def test_grid_values_are_checked_against_the_declared_space():
 def test_a_grid_of_chosen_values_runs_only_them_in_a_study_of_its_own_seed(data_dir, tmp_path):
     with pytest.raises(BenchError, match="needs --grid"):
         sweep(tmp_path, None, values={"lr": ["1e-3"]})
-    out = run_sweep(
-        "resnet18",
-        "breastmnist",
-        ["wd"],
-        suite_name=TINY_SUITE,
-        grid=True,
-        values={"wd": ["0.001"]},
-        seed=1,
-        results_dir=tmp_path / "results",
-        work_dir=tmp_path / "runs",
-    )
+    out = sweep(tmp_path, params=["wd"], grid=True, values={"wd": ["0.001"]}, seed=1)
     assert out["study"] == "resnet18-breastmnist-smoke-wd-seed1" and out["complete"] == 1
     (record,) = (tmp_path / "results" / "sweeps").rglob("seed1.json")
     r = json.loads(record.read_text())

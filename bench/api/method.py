@@ -301,9 +301,9 @@ class Param:
         """`value` (e.g. the string "4" from the command line) as a value of this space."""
         try:
             if self.choices:
-                match = [c for c in self.choices if str(c) == str(value) or c == value]
-                if match:
-                    return match[0]
+                for c in self.choices:
+                    if str(c) == str(value) or _same_number(c, value):
+                        return c
             else:
                 v = int(value) if self.integer else float(value)
                 if self.low <= v <= self.high and (not self.integer or float(value) == v):
@@ -312,3 +312,13 @@ class Param:
             pass
         space = list(self.choices) if self.choices else f"[{self.low}, {self.high}]"
         raise BenchError(f"{value!r} is not a declared value of {self.field} (declared: {space})")
+
+
+def _same_number(choice, value) -> bool:
+    """1e-4 and "0.0001" are one choice; a string choice is matched by its text only."""
+    if isinstance(choice, str):
+        return False
+    try:
+        return float(choice) == float(value)
+    except (TypeError, ValueError):
+        return False

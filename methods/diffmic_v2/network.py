@@ -102,14 +102,14 @@ class DiffMICv2Net(nn.Module):
         comps: Components,
         num_classes: int,
         in_chans: int,
-        raw_dim: int = 512,
+        raw_dim: int,  # the width of the DCG trunk's features (C1's embedding)
     ):
         super().__init__()
         self.cfg, self.comps = cfg, comps
         dim = cfg.latent_dim
         self.global_norm = nn.BatchNorm1d(dim)
         if comps.image_prior == "raw":
-            self.raw_projection = nn.Linear(raw_dim, dim)  # raw_dim: the DCG trunk's width
+            self.raw_projection = nn.Linear(raw_dim, dim)
         else:
             self.global_encoder = MapEncoder(
                 cfg.global_encoder, in_chans, dim, **self._encoder_kwargs(cfg)
