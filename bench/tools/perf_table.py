@@ -62,6 +62,8 @@ def _pct(fraction) -> str:
 
 def _range(values) -> str:
     values = [v for v in values if v is not None]
+    if not values:
+        return "not measured"
     lo, hi = min(values), max(values)
     return f"{lo:.0f}" if round(lo) == round(hi) else f"{lo:.0f}-{hi:.0f}"
 
