@@ -164,7 +164,9 @@ def test_sweep_tables_read_sweep_records_and_plot(results, tmp_path):
             sub="sweeps",
             config={"num_points": 2, "num_rois": k, "latent_dim": 128},
         )
-    k_table = build_paper("diffmic-v2", "V", results_dir=results)[0].split("| H |")[0]
+    v_table = build_paper("diffmic-v2", "V", results_dir=results)[0]
+    assert "_H: not swept at the paper's values" in v_table and "No sweep of H" not in v_table
+    k_table = v_table.split("| H |")[0]
     rows = table_rows(k_table, "## Table V")
     assert rows["Accuracy (ours)"][:3] == [
         "0.520 (n=1)",

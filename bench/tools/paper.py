@@ -264,7 +264,9 @@ def render_sweep(table: dict, results_dir: Path, out_dir: Path | None) -> list[s
     for param in table["parameters"]:
         groups = one_factor_groups(records, param["field"], suite_records)
         values = sorted(set(groups) | set(param.get("paper") or {}), key=lambda v: (v is None, v))
-        if not groups:
+        if param.get("not_run"):  # a value range the budget cannot reach, and why
+            lines += ["", f"_{param['name']}: {param['not_run']}_"]
+        elif not groups:
             lines += [
                 "",
                 f"_No sweep of {param['name']} alone for {table['method']} on {ds['ours']} yet "
