@@ -253,12 +253,21 @@ def test_sweep_points_and_trials_at_or_below_the_floor_are_flagged_never_bold(tm
 def test_a_sweep_point_left_out_of_the_grid_comes_from_the_suites_records(tmp_path):
     """K studies of seeds 0 and 1 ran K = 2 and 10 only; K = 6 (the preset's value) is
     the suite's own records at the same config (3 seeds, marked †); a record of another
-    preset, config or precision does not join, nor a second record of a seed already there."""
+    preset, config, budget or precision does not join, nor a second record of a seed already
+    there. The studies' records carry a budget field (`patience`, None) that the suite's,
+    written before it existed, lack: the same budget."""
     base = {"num_points": 6, "latent_dim": 1024}
+    budget = {"epochs": 25, "batch_size": 32, "max_steps": None}
 
-    def put(suite, seed, accuracy, preset="standard", **kw):
+    def put(suite, seed, accuracy, preset="standard", extra=None, **kw):
         test = {"accuracy": accuracy, "f1_macro": 0.3}
-        write_record(tmp_path, suite, "retinamnist", "diffmic_v2", seed, test, preset, **kw)
+        extra = {
+            "budget": {**budget, "patience": None} if suite != "classification" else budget,
+            **(extra or {}),
+        }
+        write_record(
+            tmp_path, suite, "retinamnist", "diffmic_v2", seed, test, preset, extra=extra, **kw
+        )
 
     for seed in (0, 1):
         for k in (2, 10):
@@ -281,6 +290,14 @@ def test_a_sweep_point_left_out_of_the_grid_comes_from_the_suites_records(tmp_pa
         config={**base, "num_rois": 6},
         chash="bf16",
         extra={"provenance": {"precision": "bf16"}},
+    )
+    put(
+        "classification",
+        1,
+        0.1,
+        config={**base, "num_rois": 6},
+        chash="12-epochs",
+        extra={"budget": {**budget, "epochs": 12}},
     )
     # a one-point N_p study beside the preset's N_p = 6 is an N_p sweep
     put("np-study", 0, 0.55, config={**base, "num_rois": 6, "num_points": 2}, sub="sweeps")

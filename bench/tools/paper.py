@@ -228,7 +228,8 @@ def _without(record: dict, field: str) -> str:
     return json.dumps(
         {
             "preset": record.get("preset"),
-            "budget": record.get("budget"),
+            # a budget field added since a record was written is None there (as `patience`)
+            "budget": {k: v for k, v in (record.get("budget") or {}).items() if v is not None},
             "precision": (record.get("provenance") or {}).get("precision"),
             "config": {k: v for k, v in record["config"].items() if k != field},
         },
