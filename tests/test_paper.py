@@ -144,9 +144,9 @@ def test_sweep_tables_read_sweep_records_and_plot(results, tmp_path):
     rows = table_rows(text, "## Table Fig4")
     assert rows["N_p"] == ["1", "2", "3"] and rows["Accuracy (ours)"] == [
         "0.550 (n=1)",
-        "**0.580** (n=1)",
+        "0.580 (n=1)",
         "0.570 (n=1)",
-    ]
+    ]  # single trials: none is bold
     assert (tmp_path / "paper-diffmic_v2-Fig4-N_p.png").is_file()
     k_table, _ = build_paper("diffmic-v2", "V", results_dir=results)
     assert "| K | 2 | 4 | 6 | 8 | 10 |" in k_table and "0.935" in k_table  # the paper's rows stay
@@ -171,7 +171,7 @@ def test_sweep_tables_read_sweep_records_and_plot(results, tmp_path):
     assert rows["Accuracy (ours)"][:3] == [
         "0.520 (n=1)",
         "—",
-        "**0.610** (n=1)",
+        "0.610 (n=1)",
     ]  # K = 6: the K study's trial only
 
 
@@ -219,30 +219,35 @@ def test_sweep_points_and_trials_at_or_below_the_floor_are_flagged_never_bold(tm
 
     labels = np.array([0] * 5 + [1, 2, 3, 4, 1])
     for n_p, acc in ((1, 0.45), (2, 0.58), (3, 0.57)):
-        write_record(
-            tmp_path,
-            "s",
-            "retinamnist",
-            "diffmic_v2",
-            0,
-            {"accuracy": acc, "f1_macro": 0.3},
-            sub="sweeps",
-            config={"num_points": n_p, "num_rois": 6, "latent_dim": 128},
-        )
-        path = next((tmp_path / "sweeps").rglob(f"h{n_p}6128/seed0.json"))
-        record = json.loads(path.read_text())
-        record.update(
-            task="ordinal",
-            class_names=list("abcde"),
-            predictions="seed0.npz",
-            predicted_share={"test": [0.6, 0.1, 0.1, 0.1, 0.1]},
-            selection={"selection_metric": "accuracy"},
-        )
-        path.write_text(json.dumps(record))
-        np.savez(path.with_name("seed0.npz"), test_labels=labels, test_probs=np.full((10, 5), 0.2))
+        for seed in (0, 1):  # 2 trials a value: a single trial is never bold
+            write_record(
+                tmp_path,
+                "s",
+                "retinamnist",
+                "diffmic_v2",
+                seed,
+                {"accuracy": acc, "f1_macro": 0.3},
+                sub="sweeps",
+                config={"num_points": n_p, "num_rois": 6, "latent_dim": 128},
+            )
+            path = next((tmp_path / "sweeps").rglob(f"h{n_p}6128/seed{seed}.json"))
+            record = json.loads(path.read_text())
+            record.update(
+                task="ordinal",
+                class_names=list("abcde"),
+                predictions=f"seed{seed}.npz",
+                predicted_share={"test": [0.6, 0.1, 0.1, 0.1, 0.1]},
+                selection={"selection_metric": "accuracy"},
+            )
+            path.write_text(json.dumps(record))
+            np.savez(
+                path.with_name(f"seed{seed}.npz"),
+                test_labels=labels,
+                test_probs=np.full((10, 5), 0.2),
+            )
     text, _ = build_paper("diffmic-v2", "Fig4", results_dir=tmp_path, out_dir=tmp_path)
     rows = table_rows(text, "## Table Fig4")
-    assert rows["Accuracy (ours)"] == ["⚠ 0.450 (n=1)", "**0.580** (n=1)", "0.570 (n=1)"]
+    assert rows["Accuracy (ours)"] == ["⚠ 0.450 (n=2)", "**0.580** (n=2)", "0.570 (n=2)"]
     flags = {
         n_p: _trial_flag(str(next((tmp_path / "sweeps").rglob(f"h{n_p}6128/seed0.json"))))
         for n_p in (1, 2)

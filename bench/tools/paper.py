@@ -259,6 +259,7 @@ def render_sweep(table: dict, results_dir: Path, out_dir: Path | None) -> list[s
         f"_{ds.get('note', '')}. Ours: test metrics of `bench sweep {table['method']}` trial records of the studies "
         "that varied the parameter alone (mean over trials sharing the value); ⚠: at or below the metric's floor "
         "on the test split (majority class, chance) or a trial predicting one class: no result, never bold; "
+        "**best** among the values with 2 or more trials; "
         f"†: the value a study left out of its grid, from the `{table['suite']}` suite's own records of the same "
         "preset and config (`bench run`)._",
     ]
@@ -290,8 +291,9 @@ def render_sweep(table: dict, results_dir: Path, out_dir: Path | None) -> list[s
                 if at_or_below(m, floors.get(metric), METRICS.get(metric).higher_is_better)
                 or any(task.degenerate(r) for r in groups[v])
             }
-            unflagged = [m for v, m in ours_means.items() if v not in flagged]
-            best = max(unflagged) if len(unflagged) > 1 else None
+            # a single trial is not a finding: bold only among values with 2 or more
+            ranked = [m for v, m in ours_means.items() if v not in flagged and len(groups[v]) > 1]
+            best = max(ranked) if len(ranked) > 1 else None
             for v in values:
                 p = (param.get("paper") or {}).get(v)
                 paper_row.append("—" if p is None else f"{p[j]:g}")
