@@ -53,6 +53,16 @@ class Budget:
 LATER_BUDGET_DEFAULTS = {"patience": None}
 
 
+def budget_identity(fields: dict[str, Any]) -> dict[str, Any]:
+    """A budget's fields as they define a unit: those added later are left out at their
+    defaults, so a record written before a field existed has the same budget."""
+    return {
+        k: v
+        for k, v in fields.items()
+        if not (k in LATER_BUDGET_DEFAULTS and v == LATER_BUDGET_DEFAULTS[k])
+    }
+
+
 @dataclass
 class TrainingProbe:
     """``bench perf``'s view into training: with ``ctx.probe`` set, every training stage
@@ -254,12 +264,11 @@ def config_hash(
     The precision is part of a unit's identity, so bf16 and fp32 runs of one config are
     separate units side by side; fp32, the only precision before bf16 on CPUs, is left
     out of the payload so that every older record keeps its hash."""
-    budget_fields = {
-        k: v
-        for k, v in dataclasses.asdict(budget).items()
-        if not (k in LATER_BUDGET_DEFAULTS and v == LATER_BUDGET_DEFAULTS[k])
+    settings = {
+        "method": method,
+        "config": config,
+        "budget": budget_identity(dataclasses.asdict(budget)),
     }
-    settings = {"method": method, "config": config, "budget": budget_fields}
     if precision != "fp32":
         settings["precision"] = precision
     payload = json.dumps(settings, sort_keys=True)

@@ -22,6 +22,7 @@ import numpy as np
 import yaml
 
 from bench.api.errors import BenchError
+from bench.api.method import budget_identity
 from bench.api.registry import METHODS, METRICS, TASKS
 from bench.engine.config import load_suite
 from bench.engine.records import load_records, read_json
@@ -228,8 +229,7 @@ def _without(record: dict, field: str) -> str:
     return json.dumps(
         {
             "preset": record.get("preset"),
-            # a budget field added since a record was written is None there (as `patience`)
-            "budget": {k: v for k, v in (record.get("budget") or {}).items() if v is not None},
+            "budget": budget_identity(record.get("budget") or {}),
             "precision": (record.get("provenance") or {}).get("precision"),
             "config": {k: v for k, v in record["config"].items() if k != field},
         },
