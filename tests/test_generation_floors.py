@@ -184,3 +184,58 @@ def test_the_leaderboard_lists_the_fid_spread_over_extractor_seeds():
     text = "\n".join(generation_extras(records, ["odm"], ["fid"]))
     assert "seed 0 (0: 40.0, 1: 46.5, 2: 43.0; spread 6.5)" in text
     assert "seed 1 (0: 41.0, 1: 46.5, 2: 43.0; spread 5.5)" in text
+
+
+def test_intensity_ratio_finds_a_brightness_drift_that_the_copies_do_not_have(
+    retina, extractor, tmp_path
+):
+    """The samples' mean intensity over the reference images': about 1 for training
+    images, above the tolerance for the same images brightened (a grey background)."""
+    from bench.api.method import Budget, RunContext
+    from bench.tasks.generation.evaluate import evaluate_generator
+    from bench.tasks.generation.floors import INTENSITY_TOLERANCE
+
+    accelerator = make_accelerator("fp32", cpu=True)[0]
+    settings = GenerationEval(**{**SETTINGS.__dict__, "bootstrap": 0})
+    train = retina.splits["train"]
+
+    class Copies:
+        def __init__(self, lift: int):
+            self.lift = lift
+
+        def sample(self, labels, ctx):
+            pools = {c: train.images[train.labels == c] for c in np.unique(labels)}
+            out = np.stack([pools[c][i % len(pools[c])] for i, c in enumerate(labels)])
+            return np.clip(out.astype(int) + self.lift, 0, 255).astype(np.uint8)
+
+    ctx = RunContext(accelerator, 0, Budget(), tmp_path, lambda m: None, False)
+    ratio = {
+        lift: evaluate_generator(Copies(lift), retina, ctx, settings, extractor)["metrics"]["test"][
+            "intensity_ratio"
+        ]
+        for lift in (0, 30)
+    }
+    assert abs(ratio[0] - 1) < INTENSITY_TOLERANCE < ratio[30] - 1, ratio
+
+
+def test_the_leaderboard_marks_samples_brighter_or_darker_than_the_tolerance():
+    from bench.tasks.generation.report import generation_extras
+
+    records = [
+        {
+            "method": "dm",
+            "seed": s,
+            "metrics": {"test": {"fid": 5.0, "intensity_ratio": v}},
+            "evaluation": {
+                "floors": {"real training images": {"fid": 1.8, "intensity_ratio": 1.04}},
+                "extractor_info": {"name": "classifier", "version": "abc"},
+            },
+        }
+        for s, v in ((0, 1.05), (1, 1.15), (2, 0.85))
+    ]
+    line = [t for t in generation_extras(records, ["dm"], ["fid"]) if "Mean intensity" in t]
+    assert len(line) == 1, line
+    assert "⚠ outside: 2" in line[0] and "dm 1.05, 1.15 ⚠, 0.85 ⚠" in line[0], line[0]
+    assert "real training images 1.04" in line[0]
+    old = [{k: v for k, v in r.items() if k != "metrics"} for r in records]
+    assert not any("Mean intensity" in t for t in generation_extras(old, ["dm"], ["fid"]))

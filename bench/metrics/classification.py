@@ -206,6 +206,11 @@ for _name, _text, _higher in (
         "distance to the nearest training image, generated / real held-out (1 = as new; near 0 = copies)",
         True,
     ),
+    (
+        "intensity_ratio",
+        "mean pixel value, generated / reference images (1 = as bright; best at 1, so not ranked)",
+        True,
+    ),
 ):
     metric(_name, _text, higher_is_better=_higher, tasks=GENERATION)(_from_features)
 

@@ -38,7 +38,8 @@ METRIC_ORDER = (
 )
 
 
-NOT_RANKED = {"kid_std"}  # a spread, kept in the CSV only
+# kept in the CSV, not in the ranked table: a spread, and a ratio whose best is 1 (shown beside the table)
+NOT_RANKED = {"kid_std", "intensity_ratio"}
 
 
 TESTS = {"ttest": paired_ttest, "wilcoxon": wilcoxon}

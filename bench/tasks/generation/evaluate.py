@@ -36,6 +36,7 @@ from bench.tasks.generation.floors import (
     fid_bootstrap_interval,
     floor_image_sets,
     frechet_distance,
+    intensity_ratio,
     sample_diagnostics,
 )
 
@@ -227,6 +228,7 @@ def evaluate_generator(
                 seed=seed,
             ),
             **sample_diagnostics(real, ref.labels, features, labels, train_features),
+            "intensity_ratio": intensity_ratio(generated, ref.images),
         }, features
 
     metrics, fake = score(images, "generated images", ctx.seed)

@@ -13,6 +13,10 @@ All of it is measured in the extractor's feature space, on the same reference sp
 - *Memorisation*: the mean distance from each generated image to its nearest training
   image, over the same for the real held-out images (1 = as far from the training set
   as new real images are; a generator that copies training images is near 0).
+- *Intensity*: the mean pixel value of the generated images over the reference
+  images' (in pixel space, not features: 1 = as bright; a sampler that drifts, e.g. a
+  grey background where the real one is black, moves it away from 1). Shown beside
+  the table against INTENSITY_TOLERANCE, not ranked.
 - *Uncertainty*: a bootstrap 95 % interval of FID over the reference and generated
   images (both resampled, bias-corrected), which says what difference between two FIDs
   is noise.
@@ -27,6 +31,9 @@ from bench.api.dataset import SplitData
 
 COLLAPSED_BELOW = 0.5  # diversity ratio under which a generator's samples count as collapsed
 MEMORISED_BELOW = 0.5  # nearest-training-image ratio under which its samples count as copies
+INTENSITY_TOLERANCE = (
+    0.10  # |generated / real mean intensity - 1| within which samples count as well exposed
+)
 COLLAPSE_FLOORS = ("class-mean image", "one training image per class")
 REAL_VS_REAL = "real training images"
 
@@ -91,6 +98,14 @@ def sample_diagnostics(
     )
     copying = nearest_distance(fake, train) / nearest_distance(real, train)
     return {"diversity": diversity, "novelty": copying}
+
+
+def intensity_ratio(generated: np.ndarray, reference: np.ndarray) -> float:
+    """Mean pixel value of `generated` over that of `reference` (uint8 or float arrays)."""
+    return float(
+        np.asarray(generated, dtype=np.float64).mean()
+        / np.asarray(reference, dtype=np.float64).mean()
+    )
 
 
 def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from bench.report.aggregate import json_key
-from bench.tasks.generation.floors import REAL_VS_REAL
+from bench.tasks.generation.floors import INTENSITY_TOLERANCE, REAL_VS_REAL
 
 
 def generation_extras(records: list[dict], methods: list[str], metrics: list[str]) -> list[str]:
@@ -85,7 +85,41 @@ def generation_extras(records: list[dict], methods: list[str], metrics: list[str
             + "; ".join(f"{m} {', '.join(v)}" for m, v in cis.items() if v)
             + ".",
         ]
-    return lines
+    return lines + intensity_line(records, methods, real)
+
+
+def intensity_line(records: list[dict], methods: list[str], real: dict) -> list[str]:
+    """The samples' mean intensity over the reference images', per seed, ⚠ outside the
+    tolerance (a brightness drift FID can hide); records scored before it existed are skipped."""
+    low, high = 1 - INTENSITY_TOLERANCE, 1 + INTENSITY_TOLERANCE
+    per_method = {
+        m: [
+            (r["seed"], r["metrics"]["test"]["intensity_ratio"])
+            for r in sorted(records, key=lambda r: r["seed"])
+            if r["method"] == m.split(" · ")[0].split(" [")[0]
+            and "intensity_ratio" in ((r.get("metrics") or {}).get("test") or {})
+        ]
+        for m in methods
+    }
+    if not any(per_method.values()):
+        return []
+    outside = sum(not low <= v <= high for v_ in per_method.values() for _, v in v_)
+    return [
+        "",
+        f"Mean intensity of the samples over the reference images' (pixel space; target {low:.2f}-{high:.2f}, "
+        f"⚠ outside: {outside}), per seed: "
+        + "; ".join(
+            f"{m} " + ", ".join(f"{v:.2f}" + ("" if low <= v <= high else " ⚠") for _, v in vals)
+            for m, vals in per_method.items()
+            if vals
+        )
+        + (
+            f"; real training images {real['intensity_ratio']:.2f}"
+            if "intensity_ratio" in real
+            else ""
+        )
+        + ".",
+    ]
 
 
 def per_class_fid_table(records: list[dict], methods: list[str]) -> list[str]:
