@@ -31,9 +31,8 @@ from bench.api.dataset import SplitData
 
 COLLAPSED_BELOW = 0.5  # diversity ratio under which a generator's samples count as collapsed
 MEMORISED_BELOW = 0.5  # nearest-training-image ratio under which its samples count as copies
-INTENSITY_TOLERANCE = (
-    0.10  # |generated / real mean intensity - 1| within which samples count as well exposed
-)
+# |generated / real mean intensity - 1| within which samples count as well exposed
+INTENSITY_TOLERANCE = 0.10
 COLLAPSE_FLOORS = ("class-mean image", "one training image per class")
 REAL_VS_REAL = "real training images"
 

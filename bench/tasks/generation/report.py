@@ -103,7 +103,7 @@ def intensity_line(records: list[dict], methods: list[str], real: dict) -> list[
     }
     if not any(per_method.values()):
         return []
-    outside = sum(not low <= v <= high for v_ in per_method.values() for _, v in v_)
+    outside = sum(not low <= v <= high for vals in per_method.values() for _, v in vals)
     return [
         "",
         f"Mean intensity of the samples over the reference images' (pixel space; target {low:.2f}-{high:.2f}, "
