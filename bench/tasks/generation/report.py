@@ -9,6 +9,12 @@ from bench.report.aggregate import json_key
 from bench.tasks.generation.floors import INTENSITY_TOLERANCE, REAL_VS_REAL
 
 
+def method_records(records: list[dict], row: str) -> list[dict]:
+    """The records of a table row's method (the row label without its variant), by seed."""
+    method = row.split(" · ")[0].split(" [")[0]
+    return sorted((r for r in records if r["method"] == method), key=lambda r: r["seed"])
+
+
 def generation_extras(records: list[dict], methods: list[str], metrics: list[str]) -> list[str]:
     """Generation tables: the real-vs-real row, the extractor that made every number,
     and FID's bootstrap interval per seed (what difference between two FIDs is noise)."""
@@ -46,18 +52,16 @@ def generation_extras(records: list[dict], methods: list[str], metrics: list[str
     cis = {
         m: [
             f"[{r['evaluation']['fid_ci95'][0]:.1f}, {r['evaluation']['fid_ci95'][1]:.1f}]"
-            for r in sorted(records, key=lambda r: r["seed"])
-            if r["method"] == m.split(" · ")[0].split(" [")[0]
-            and (r.get("evaluation") or {}).get("fid_ci95")
+            for r in method_records(records, m)
+            if (r.get("evaluation") or {}).get("fid_ci95")
         ]
         for m in methods
     }
     spreads = {
         m: [
             (r["seed"], r["evaluation"]["fid_by_extractor_seed"])
-            for r in sorted(records, key=lambda r: r["seed"])
-            if r["method"] == m.split(" · ")[0].split(" [")[0]
-            and len((r.get("evaluation") or {}).get("fid_by_extractor_seed") or {}) > 1
+            for r in method_records(records, m)
+            if len((r.get("evaluation") or {}).get("fid_by_extractor_seed") or {}) > 1
         ]
         for m in methods
     }
@@ -94,22 +98,21 @@ def intensity_line(records: list[dict], methods: list[str], real: dict) -> list[
     low, high = 1 - INTENSITY_TOLERANCE, 1 + INTENSITY_TOLERANCE
     per_method = {
         m: [
-            (r["seed"], r["metrics"]["test"]["intensity_ratio"])
-            for r in sorted(records, key=lambda r: r["seed"])
-            if r["method"] == m.split(" · ")[0].split(" [")[0]
-            and "intensity_ratio" in ((r.get("metrics") or {}).get("test") or {})
+            r["metrics"]["test"]["intensity_ratio"]
+            for r in method_records(records, m)
+            if "intensity_ratio" in ((r.get("metrics") or {}).get("test") or {})
         ]
         for m in methods
     }
     if not any(per_method.values()):
         return []
-    outside = sum(not low <= v <= high for vals in per_method.values() for _, v in vals)
+    outside = sum(not low <= v <= high for vals in per_method.values() for v in vals)
     return [
         "",
         f"Mean intensity of the samples over the reference images' (pixel space; target {low:.2f}-{high:.2f}, "
         f"⚠ outside: {outside}), per seed: "
         + "; ".join(
-            f"{m} " + ", ".join(f"{v:.2f}" + ("" if low <= v <= high else " ⚠") for _, v in vals)
+            f"{m} " + ", ".join(f"{v:.2f}" + ("" if low <= v <= high else " ⚠") for v in vals)
             for m, vals in per_method.items()
             if vals
         )
