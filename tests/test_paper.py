@@ -6,7 +6,7 @@ import json
 import pytest
 
 from bench.api.errors import BenchError
-from bench.tools.paper import build_paper, reproduce, write_paper
+from bench.tools.paper import build_paper, load_paper, reproduce, write_paper
 
 
 def write_record(
@@ -165,7 +165,14 @@ def test_sweep_tables_read_sweep_records_and_plot(results, tmp_path):
             config={"num_points": 2, "num_rois": k, "latent_dim": 128},
         )
     v_table = build_paper("diffmic-v2", "V", results_dir=results)[0]
-    assert "_H: not swept at the paper's values" in v_table and "No sweep of H" not in v_table
+    h_note = next(
+        p["not_run"]
+        for t in load_paper("diffmic-v2")["tables"]
+        if t["id"] == "V"
+        for p in t["parameters"]
+        if p["name"] == "H"
+    )
+    assert f"_H: {h_note}_" in v_table and "No sweep of H" not in v_table
     k_table = v_table.split("| H |")[0]
     rows = table_rows(k_table, "## Table V")
     assert rows["Accuracy (ours)"][:3] == [
