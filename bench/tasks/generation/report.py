@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.report.aggregate import json_key
+from bench.report.aggregate import base_method, json_key
 from bench.tasks.generation.floors import INTENSITY_TOLERANCE, REAL_VS_REAL
 
 
 def method_records(records: list[dict], row: str) -> list[dict]:
     """The records of a table row's method (the row label without its variant), by seed."""
-    method = row.split(" · ")[0].split(" [")[0]
+    method = base_method(row)
     return sorted((r for r in records if r["method"] == method), key=lambda r: r["seed"])
 
 
