@@ -183,6 +183,15 @@ class ConditionalDiffusion(GenerationMethod):
         "lr": Param("lr", low=1e-5, high=1e-3, log=True),
     }
 
+    @classmethod
+    def inapplicable(cls, config: ODMConfig, class_names: tuple[str, ...]) -> str | None:
+        if config.ordinal_weight and len(class_names) < 3:
+            return (
+                f"its ordinal loss needs 3 or more ordered classes and the data has {len(class_names)}, "
+                "so it would train the conditional DM (`dm`) again"
+            )
+        return None
+
     def fit(self, train: SplitData, val: SplitData, ctx: RunContext) -> dict:
         cfg, C = self.config, self.spec.num_classes
         ordinal = (

@@ -19,14 +19,14 @@ UNET = {
 }
 
 
-def tiny_suite(tmp_path, methods):
+def tiny_suite(tmp_path, methods, datasets=("retinamnist",)):
     path = tmp_path / "gen.yaml"
     path.write_text(
         json.dumps(
             {
                 "description": "tiny generation",
                 "task": "generation",
-                "datasets": ["retinamnist"],
+                "datasets": list(datasets),
                 "seeds": [0],
                 "reference": "odm",
                 "methods": methods,
@@ -133,6 +133,63 @@ def test_a_classification_method_is_refused_in_a_generation_suite(data_dir, tmp_
         run_suite(
             str(suite), results_dir=tmp_path / "results", work_dir=tmp_path / "runs", progress=False
         )
+
+
+def test_odm_does_not_apply_to_two_classes_and_is_left_out_of_a_run(data_dir, tmp_path):
+    """ODM's ordinal loss needs an ordered triple: on BreastMNIST's 2 classes it would be
+    the conditional DM trained again under ODM's name, so a suite run leaves it out and
+    says why; with nothing else to run, that is an input error and nothing is written."""
+    from bench.api.registry import METHODS
+    from bench.engine.runner import run_suite
+
+    odm, dm = METHODS.get("odm"), METHODS.get("dm")
+    assert "3 or more ordered classes and the data has 2" in odm.inapplicable({}, ("m", "b"))
+    assert odm.inapplicable({}, ("0", "1", "2")) is None and dm.inapplicable({}, ("m", "b")) is None
+    assert odm.inapplicable({"ordinal_weight": 0.0}, ("m", "b")) is None  # that is the DM
+    suite = tiny_suite(tmp_path, [{"name": "odm", "options": UNET}], datasets=["breastmnist"])
+    with pytest.raises(BenchError, match="nothing to run: odm on breastmnist: its ordinal loss"):
+        run_suite(
+            str(suite), results_dir=tmp_path / "results", work_dir=tmp_path / "runs", progress=False
+        )
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_table_where_the_reference_does_not_apply_tests_against_the_next_method(tmp_path):
+    """BreastMNIST's generation table has no ODM (the suite's reference): it says why,
+    and its marks are against `dm`, the suite's next method, not left out."""
+    from bench.engine.records import unit_stem, write_record
+    from bench.tools.leaderboard import write_leaderboard
+
+    suite = tiny_suite(tmp_path, ["odm", "dm", "cgan"], datasets=["breastmnist"])
+    fid = {"dm": [10.0, 11.0, 10.5], "cgan": [20.0, 21.5, 20.4]}
+    for method, values in fid.items():
+        for seed, value in enumerate(values):
+            record = {
+                "status": "ok",
+                "suite": "gen",
+                "preset": "smoke",
+                "dataset": "breastmnist",
+                "method": method,
+                "seed": seed,
+                "config_hash": "abc",
+                "task": "binary",
+                "class_names": ["malignant", "normal, benign"],
+                "metrics": {"test": {"fid": value, "precision": 0.8, "recall": 0.3}},
+                "evaluation": {"floors": {}, "extractor_info": {"version": "v"}},
+                "data": {"split_hash": "h", "n": {"test": 156}},
+                "provenance": {"git_commit": "c0ffee", "started": "a", "finished": "b"},
+            }
+            stem = unit_stem(tmp_path / "results", "gen", "breastmnist", method, "abc", seed)
+            write_record(stem, record, {})
+    md, csv = write_leaderboard(str(suite), results_dir=tmp_path / "results", out_dir=tmp_path)
+    text = md.read_text()
+    assert "`odm` does not apply to breastmnist: its ordinal loss needs 3 or more ordered" in text
+    assert "marks here are against `dm`, the suite's next method" in text
+    assert "No records of the reference" not in text
+    (row,) = [line for line in text.splitlines() if line.startswith("| cgan |")]
+    assert "***" in row.split("|")[3]  # cgan's FID differs from dm's on every seed
+    assert any(line.startswith("| dm (ref) | 3 |") for line in text.splitlines())
+    assert ",dm,ttest" in csv.read_text() and ",odm,ttest" not in csv.read_text()
 
 
 def test_generation_suite_options_are_valid():

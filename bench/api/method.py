@@ -117,6 +117,13 @@ class Method:
         self.config = config
         self.spec = spec
 
+    @classmethod
+    def inapplicable(cls, config, class_names: tuple[str, ...]) -> str | None:
+        """Why this method, so configured, would not be itself on data with these classes
+        (ODM's ordinal loss on 2 classes: the conditional DM again), or None. A suite run
+        leaves such units out, and their table says why."""
+        return None
+
 
 class ClassificationMethod(Method):
     task = "classification"
@@ -182,6 +189,10 @@ class MethodSpec:
         return build_config(
             self.cls.Config, {**self.defaults, **(overrides or {})}, self.cls.__name__
         )
+
+    def inapplicable(self, options: dict[str, Any], class_names) -> str | None:
+        """`Method.inapplicable` for this entry with the options of a suite's preset."""
+        return self.cls.inapplicable(self.make_config(options), tuple(class_names))
 
 
 def build_config(config_cls: type, values: dict[str, Any], owner: str):

@@ -133,6 +133,14 @@ def plan_units(
     return units, specs
 
 
+def method_inapplicable(suite: Suite, preset: Preset, method: str, class_names) -> str | None:
+    """Why `method`, with `suite`'s options at `preset`, would not be itself on data with
+    these classes (`Method.inapplicable`), or None."""
+    spec = METHODS.get(method)
+    entry = next((m for m in suite.methods if m.name == method), MethodEntry(method))
+    return spec.inapplicable(suite.options_for(entry, preset, spec.preset_options_of), class_names)
+
+
 def make_unit(
     spec: MethodSpec, method, options, dataset, seed, preset, precision, results_dir, study
 ) -> Unit:

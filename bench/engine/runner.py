@@ -26,7 +26,13 @@ from bench.api.registry import TASKS
 from bench.api.task import ScoringRun
 from bench.engine.config import Preset, Suite, load_suite
 from bench.engine.device import make_accelerator
-from bench.engine.planning import Unit, plan_units, resolve_datasets, unit_work_dir
+from bench.engine.planning import (
+    Unit,
+    method_inapplicable,
+    plan_units,
+    resolve_datasets,
+    unit_work_dir,
+)
 from bench.engine.provenance import environment, now, peak_memory, reset_peak_memory
 from bench.engine.records import (
     is_complete,
@@ -182,6 +188,20 @@ def run_suite(
     units, specs = plan_units(
         suite, preset, names, methods, seeds or suite.seeds, results_dir, precision
     )
+    not_applicable = {
+        (name, method): why
+        for name, bundle in bundles.items()
+        for method in specs
+        if (why := method_inapplicable(suite, preset, method, bundle.spec.class_names))
+    }
+    for (name, method), why in not_applicable.items():
+        log(f"{method} is left out on {name}: {why}")
+    units = [u for u in units if (u.dataset, u.method) not in not_applicable]
+    if not units:
+        raise BenchError(
+            "nothing to run: "
+            + "; ".join(f"{m} on {d}: {why}" for (d, m), why in not_applicable.items())
+        )
     data = {name: data_block(bundle) for name, bundle in bundles.items()}
     pending = [u for u in units if rerun or not is_complete(u.stem, data.get(u.dataset))]
     other_data = [u for u in pending if is_complete(u.stem)]

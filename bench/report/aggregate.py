@@ -100,13 +100,18 @@ def variant_labels(frame: pd.DataFrame) -> pd.Series:
     return label.where(n_configs == 1, label + " [" + frame["config_hash"] + "]")
 
 
-def summarise(frame: pd.DataFrame, reference: str | None, test: str = "ttest") -> pd.DataFrame:
-    """Per (preset, dataset, variant, metric): mean, std, n and the paired p-value vs reference."""
+def summarise(
+    frame: pd.DataFrame, reference: str | None | dict, test: str = "ttest"
+) -> pd.DataFrame:
+    """Per (preset, dataset, variant, metric): mean, std, n and the paired p-value vs
+    reference: a method, or a method per table, {(preset, dataset): method or None}."""
     frame = frame.copy()
     frame["variant"] = variant_labels(frame) if len(frame) else []
     out = []
-    for (preset, dataset, metric), g in frame.groupby(["preset", "dataset", "metric"], sort=False):
-        ref = g[g["method"] == reference]
+    tables = frame.groupby(["preset", "dataset", "metric"], sort=False)
+    for (preset, dataset, metric), g in tables:
+        ref_name = reference.get((preset, dataset)) if isinstance(reference, dict) else reference
+        ref = g[g["method"] == ref_name]
         if (
             ref["config_hash"].nunique() > 1
         ):  # several reference configs: use the one with most seeds
@@ -118,11 +123,11 @@ def summarise(frame: pd.DataFrame, reference: str | None, test: str = "ttest") -
             p = np.nan
             is_reference = (
                 ref_hash is not None
-                and v["method"].iloc[0] == reference
+                and v["method"].iloc[0] == ref_name
                 and set(v["config_hash"]) == {ref_hash}
             )
             is_prior = bool(v["is_prior"].iloc[0])
-            against = ref_by_seed if reference and not is_reference else None
+            against = ref_by_seed if ref_name and not is_reference else None
             if (
                 is_prior
             ):  # a prior is tested against its own method (same records), not the reference

@@ -21,6 +21,7 @@ import pandas as pd
 from bench.api.errors import BenchError
 from bench.api.registry import METRICS, TASKS
 from bench.engine.config import load_suite
+from bench.engine.planning import method_inapplicable
 from bench.engine.records import load_records
 from bench.report.aggregate import METRIC_ORDER, NOT_RANKED, PRIOR, TESTS, records_frame, summarise
 from bench.report.cells import ranked_cells
@@ -65,6 +66,57 @@ def precision_check(
     return lines
 
 
+def table_references(suite, records, reference: str | None) -> dict:
+    """Per table (preset, dataset): the method its marks test against, and why not the
+    suite's reference where that does not apply to the table's data
+    (`Method.inapplicable`, e.g. ODM on 2 classes): then the suite's next method that
+    applies and has records there takes its place."""
+
+    def why_not(method, preset, class_names):
+        try:
+            return method_inapplicable(suite, suite.preset(preset), method, class_names)
+        except BenchError:  # a preset no longer in the suite: nothing to check against
+            return None
+
+    out = {}
+    for preset, dataset in sorted({(r["preset"], r["dataset"]) for r in records}):
+        recs = [r for r in records if r["preset"] == preset and r["dataset"] == dataset]
+        classes = tuple(recs[0].get("class_names") or ())
+        why = why_not(reference, preset, classes) if reference else None
+        used = reference
+        if why:
+            have = {r["method"] for r in recs}
+            used = next(
+                (
+                    m.name
+                    for m in suite.methods
+                    if m.name != reference
+                    and m.name in have
+                    and not why_not(m.name, preset, classes)
+                ),
+                None,
+            )
+        out[(preset, dataset)] = (used, why)
+    return out
+
+
+def reference_note(reference, table_reference, why, has_rows, dataset) -> list[str]:
+    """The line under a table whose marks are not against the suite's reference."""
+    if why:
+        against = (
+            f"marks here are against `{table_reference}`, the suite's next method"
+            if table_reference
+            else "no significance marks"
+        )
+        return ["", f"_`{reference}` does not apply to {dataset}: {why}; {against}._"]
+    if not has_rows:
+        return [
+            "",
+            f"_No records of the reference `{reference}` for this table yet: no significance marks._",
+        ]
+    return []
+
+
 def render_markdown(
     suite,
     records,
@@ -74,6 +126,7 @@ def render_markdown(
     test: str,
     frame: pd.DataFrame,
     task,
+    references: dict | None = None,
 ) -> str:
     prov = [r["provenance"] for r in records]
     commits = sorted(
@@ -85,6 +138,11 @@ def render_markdown(
     started = min(p.get("started", "") for p in prov)
     finished = max(p.get("finished", "") for p in prov)
     synthetic = sorted({r["dataset"] for r in records if (r.get("data") or {}).get("synthetic")})
+    elsewhere = (
+        f", or the method named under a table where `{reference}` does not apply to its data"
+        if any(why for _, why in (references or {}).values())
+        else ""
+    )
     lines = [
         f"# Leaderboard: {suite.name}",
         "",
@@ -99,7 +157,7 @@ def render_markdown(
         f"- **Code**: commit {', '.join(commits)}.",
         f"- **Statistics**: mean ± sample std over seeds on the test split (model selected on validation). "
         f"Marks: paired {'t-test' if test == 'ttest' else 'Wilcoxon signed-rank test'} over matched seeds against "
-        f"`{reference}` (a prior's row, `method ▸ prior`: against its own method), on {MIN_SEEDS_FOR_TEST} or more matched seeds only "
+        f"`{reference}`{elsewhere} (a prior's row, `method ▸ prior`: against its own method), on {MIN_SEEDS_FOR_TEST} or more matched seeds only "
         f"(fewer: no mark, whatever the p-value), Holm-corrected over the comparisons of each table and metric: "
         f"*** p < 0.01, ** p < 0.05, * p < 0.1. **Best** in bold, <u>second</u> underlined; "
         f"lower is better for {', '.join(sorted({m for m in summary['metric'] if not METRICS.get(m).higher_is_better} - NOT_RANKED)) or 'none'}.",
@@ -134,14 +192,8 @@ def render_markdown(
             methods += [m] + [
                 p for p in listed if p in priors and p.startswith(m.split(" · ")[0] + PRIOR)
             ]
-        no_reference = (
-            []
-            if ref_rows
-            else [
-                "",
-                f"_No records of the reference `{reference}` for this table yet: no significance marks._",
-            ]
-        )
+        table_reference, why = (references or {}).get((preset, dataset), (reference, None))
+        no_reference = reference_note(reference, table_reference, why, bool(ref_rows), dataset)
         floors = task.split_floors(recs)
         floor = metric_floors(floors, task.floored_metrics)
         ranked = {m: ranked_cells(table, m, floor.get(m)) for m in metrics}
@@ -232,10 +284,14 @@ def write_leaderboard(
     reference = reference or suite.reference
     task = TASKS.get(suite.task)
     frame = records_frame(records, task)
-    summary = summarise(frame, reference, test)
+    references = table_references(suite, records, reference)
+    summary = summarise(frame, {k: used for k, (used, _) in references.items()}, test)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md, csv = out / f"{suite.name}.md", out / f"{suite.name}.csv"
-    md.write_text(render_markdown(suite, records, failed, summary, reference, test, frame, task))
-    summary.assign(reference=reference, test=test).to_csv(csv, index=False, float_format="%.6g")
+    md.write_text(
+        render_markdown(suite, records, failed, summary, reference, test, frame, task, references)
+    )
+    used = [references[k][0] for k in zip(summary["preset"], summary["dataset"])]
+    summary.assign(reference=used, test=test).to_csv(csv, index=False, float_format="%.6g")
     return [md, csv]
