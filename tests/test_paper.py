@@ -319,3 +319,40 @@ def test_a_sweep_point_left_out_of_the_grid_comes_from_the_suites_records(tmp_pa
     assert "†: the value a study left out of its grid" in text
     fig4 = table_rows(build_paper("diffmic-v2", "Fig4", results_dir=tmp_path)[0], "## Table Fig4")
     assert fig4["N_p"] == ["2", "6"] and fig4["Accuracy (ours)"][0] == "0.550 (n=1)"
+
+
+def test_a_restoration_paper_table_keeps_its_floors_apart_and_flags_what_does_not_beat_them(
+    tmp_path,
+):
+    """Survey Table 12: the training-free rows (identity, clip_input, NLM) are floors, in
+    italics and never ranked; a learned method no better than NLM is flagged, never bold,
+    and gets no verdict from `bench reproduce`. (NLM was bold here before.)"""
+    psnr = {"identity": 20.0, "clip_input": 20.3, "nlm": 27.0, "dncnn": 25.2}
+    psnr |= {"diffusion_restorer": 28.5, "pix2pix": 27.6}
+    for method, value in psnr.items():
+        for seed in range(3):
+            jitter = 0 if method in ("identity", "clip_input", "nlm") else 0.1 * seed
+            test = {"psnr": value + jitter, "ssim": value / 40, "rmse": 1 / value}
+            write_record(tmp_path, "restoration", "pkgimages_gauss10", method, seed, test)
+    text, pairs = build_paper("survey", "12", results_dir=tmp_path)
+    rows = table_rows(text, "### BrainWeb (ours: pkgimages_gauss10)")
+    p = rows["method"].index("PSNR (ours)")
+    assert rows["Non-local means (floor, ours only) (nlm)"][p] == "_27.00 ± 0.00_"
+    assert rows["No restoration (floor, ours only) (identity)"][p] == "_20.00 ± 0.00_"
+    assert rows["DNCNN-B (dncnn)"][p].startswith("25.30 ± 0.10 ⚠")
+    assert rows["IDDPM (diffusion_restorer)"][p] == "**28.60 ± 0.10**"
+    assert rows["Pix2pix (ours only) (pix2pix)"][p].startswith("<u>27.70 ± 0.10</u>")
+    assert not any("**" in c or "<u>" in c for k, r in rows.items() if "floor" in k for c in r)
+    dncnn = [x for x in pairs if x["method"] == "DNCNN-B" and x["dataset"] == "pkgimages_gauss10"]
+    assert all("does not beat the best training-free floor" in x["flag"] for x in dncnn)
+
+
+def test_a_paper_row_with_an_unquoted_comma_is_refused(tmp_path):
+    """{label: a (b, c), ...} in YAML flow style ends the label at the comma."""
+    from bench.tools.paper import check_rows
+
+    bad = {"tables": [{"id": "12", "rows": [{"label": "a (b", "c)": None, "ours": "nlm"}]}]}
+    with pytest.raises(BenchError, match=r"table 12: row 'a \(b' has unknown keys \['c\)'\]"):
+        check_rows(bad, tmp_path / "x.yaml")
+    for key in ("diffmic-v2", "dcube", "odm", "survey"):
+        load_paper(key)  # every committed paper file passes

@@ -35,6 +35,8 @@ class Task:
     name: ClassVar[str] = ""
     #: the test metrics a no-learning row of this task's tables gives a floor
     floored_metrics: ClassVar[tuple[str, ...]] = ()
+    #: registered methods whose own records are a table's floors (training-free), not results
+    floor_methods: ClassVar[tuple[str, ...]] = ()
     #: a leaderboard's words for a method row with a degenerate seed (see `degenerate`)
     degenerate_label: ClassVar[str] = "degenerate"
     #: a paper table's words for such seeds ("2 of 3 <...>")

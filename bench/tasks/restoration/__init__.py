@@ -13,6 +13,10 @@ class RestorationTask(Task):
     """Restored patches, scored per image (PSNR, SSIM) against their clean targets."""
 
     name = "restoration"
+    #: the training-free methods that make a table's floor (baselines/identity.py,
+    #: baselines/classical_denoisers.py): floor rows, never ranked; a learned method's cell
+    #: that does not beat the best of them is flagged (leaderboards and paper tables)
+    floor_methods = ("identity", "clip_input", "nlm")
 
     def score(self, method, bundle, ctx: RunContext, run: ScoringRun) -> Scored:
         from bench.tasks.restoration.scoring import score_restoration_unit

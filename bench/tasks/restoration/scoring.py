@@ -11,11 +11,9 @@ from bench.api.method import RunContext, Scored
 from bench.engine.images import save_strip
 from bench.metrics.image_quality import per_image_quality
 from bench.report.stats import cluster_bootstrap_ci
+from bench.tasks.restoration import RestorationTask
 
-#: the training-free restoration methods that make a table's floor (baselines/identity.py,
-#: baselines/classical_denoisers.py): listed as floor rows, never ranked, and a learned
-#: method's cell that does not beat the best of them is flagged (bench/tools/leaderboard.py)
-FLOOR_METHODS = ("identity", "clip_input", "nlm")
+FLOOR_METHODS = RestorationTask.floor_methods
 
 
 def is_floor_method(label: str) -> bool:
