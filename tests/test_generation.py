@@ -138,7 +138,8 @@ def test_a_classification_method_is_refused_in_a_generation_suite(data_dir, tmp_
 def test_odm_does_not_apply_to_two_classes_and_is_left_out_of_a_run(data_dir, tmp_path):
     """ODM's ordinal loss needs an ordered triple: on BreastMNIST's 2 classes it would be
     the conditional DM trained again under ODM's name, so a suite run leaves it out and
-    says why; with nothing else to run, that is an input error and nothing is written."""
+    says why; with nothing else to run (or in a sweep), that is an input error and
+    nothing is written."""
     from bench.api.registry import METHODS
     from bench.engine.runner import run_suite
 
@@ -152,6 +153,18 @@ def test_odm_does_not_apply_to_two_classes_and_is_left_out_of_a_run(data_dir, tm
             str(suite), results_dir=tmp_path / "results", work_dir=tmp_path / "runs", progress=False
         )
     assert not (tmp_path / "results").exists()
+    from bench.tools.sweep import run_sweep
+
+    with pytest.raises(BenchError, match="odm does not apply to breastmnist: its ordinal loss"):
+        run_sweep(
+            "odm",
+            "breastmnist",
+            ["guidance"],
+            suite_name="generation",
+            results_dir=tmp_path / "results",
+            work_dir=tmp_path / "runs",
+        )
+    assert not (tmp_path / "results" / "sweeps").exists()
 
 
 def test_a_table_where_the_reference_does_not_apply_tests_against_the_next_method(tmp_path):

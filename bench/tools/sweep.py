@@ -128,6 +128,9 @@ def run_sweep(
         dataset,
     )
     bundle = dataset_source(source_entry).load(data_dir=data_dir)
+    why = spec.inapplicable(base, bundle.spec.class_names)
+    if why:
+        raise BenchError(f"{method} does not apply to {bundle.spec.name}: {why}")
     if metric is None and suite.task == "classification":
         metric = "auroc"
     study_name = study_name or (
