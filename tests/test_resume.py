@@ -238,3 +238,39 @@ def test_a_budget_without_patience_keeps_the_hash_of_records_made_before_it_exis
     assert config_hash("m", {"a": 1}, Budget(epochs=3)) != config_hash(
         "m", {"a": 1}, Budget(epochs=3, patience=5)
     )
+
+
+def test_pretrained_parts_in_a_shared_cache_never_resume_from_each_other(tmp_path):
+    """Two cached parts trained with the same plan in one cache directory (the FID
+    extractors of two datasets of the same size, the same seed) are trained each from its
+    own start; once stored, nothing is left to resume."""
+    from bench.nn.pretraining import cached_pretraining
+
+    acc = make_accelerator("fp32", cpu=True)[0]
+    ctx = RunContext(
+        acc, 0, Budget(epochs=2, batch_size=16), tmp_path / "unit", print, False,
+        cache_dir=tmp_path / "cache", checkpoint_every_s=0,
+    )  # fmt: skip
+
+    def part(data_seed):
+        g = torch.Generator().manual_seed(data_seed)
+        x, y = torch.randn(64, 4, generator=g), torch.randint(0, 2, (64,), generator=g)
+        model = torch.nn.Linear(4, 2)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        step = lambda idx: torch.nn.functional.cross_entropy(model(x[idx]), y[idx])  # noqa: E731
+
+        def train():
+            return train_loop(
+                model, step, lambda: -step(np.arange(64)).item(), ctx, n_train=64,
+                batch_size=16, total_steps=8, epochs=2, optimizer=opt,
+            )  # fmt: skip
+
+        return model, cached_pretraining("extractor", {"data": data_seed}, model, train, ctx)
+
+    first, first_summary = part(1)
+    second, second_summary = part(2)  # the same plan (steps, epochs, batch, n, seed)
+    assert first_summary["cache"] == second_summary["cache"] == "miss"
+    assert second_summary["resumed_after_epoch"] is None and second_summary["steps"] == 8
+    assert not torch.equal(first.weight, second.weight)
+    assert ctx.checkpoint_dir == tmp_path / "unit"
+    assert not list((tmp_path / "cache").rglob(f"*{SUFFIX}"))

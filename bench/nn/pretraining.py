@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,12 +39,16 @@ def cached_pretraining(
         model.load_state_dict(blob["state"])
         model.to(ctx.device).eval()
         return {**blob["summary"], "cache": "hit", "file": str(path)}
-    # a sweep prunes on the method's own training, not on its pretraining
+    # a sweep prunes on the method's own training, not on its pretraining; and its resume
+    # checkpoints are kept under its own key: in a shared directory (the FID extractor's is
+    # the cache) one part's "train" stage would resume from another's with the same plan
     on_eval, ctx.on_eval = ctx.on_eval, None
+    work = root / f"{key}.resume"
+    checkpoint_dir, ctx.checkpoint_dir = ctx.checkpoint_dir, work
     try:
         summary = train()
     finally:
-        ctx.on_eval = on_eval
+        ctx.on_eval, ctx.checkpoint_dir = on_eval, checkpoint_dir
     root.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(
@@ -55,5 +60,6 @@ def cached_pretraining(
         tmp,
     )
     os.replace(tmp, path)
+    shutil.rmtree(work, ignore_errors=True)  # stored: nothing left to resume
     model.eval()
     return {**summary, "cache": "miss", "file": str(path)}
