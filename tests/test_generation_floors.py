@@ -239,3 +239,26 @@ def test_the_leaderboard_marks_samples_brighter_or_darker_than_the_tolerance():
     assert "real training images 1.04" in line[0]
     old = [{k: v for k, v in r.items() if k != "metrics"} for r in records]
     assert not any("Mean intensity" in t for t in generation_extras(old, ["dm"], ["fid"]))
+
+
+def test_one_extractor_is_one_version_wherever_its_file_was():
+    """Records scored by the same extractor weights (version) on two machines, whose cache
+    files had other paths, share one feature space: one extractor line and no warning; two
+    versions get the warning."""
+    from bench.tasks.generation.report import generation_extras
+
+    def record(seed, version, cache):
+        info = {
+            "name": "bench-classifier",
+            "version": version,
+            "file": f"{cache}/fid_extractor/k.extractor.pt",
+            "trained_on": {"dataset": "retinamnist", "pretraining_file": f"{cache}/k.pt"},
+        }
+        return {"method": "dm", "seed": seed, "evaluation": {"floors": {}, "extractor_info": info}}
+
+    same = [record(0, "abc", "runs/cache"), record(1, "abc", "/elsewhere/runs/cache")]
+    text = "\n".join(generation_extras(same, ["dm"], ["fid"]))
+    assert text.count("Extractor:") == 1 and "scored by" not in text
+    other = [*same, record(2, "def", "runs/cache")]
+    text = "\n".join(generation_extras(other, ["dm"], ["fid"]))
+    assert text.count("Extractor:") == 2 and "scored by 2 extractors" in text

@@ -27,11 +27,11 @@ def generation_extras(records: list[dict], methods: list[str], metrics: list[str
         + " | ".join(f"_{real[k]:.3f}_" if k in real else "" for k in metrics)
         + " |"
     ]
-    infos = {
-        json_key(r["evaluation"].get("extractor_info")) for r in records if r.get("evaluation")
-    }
-    for info in sorted(infos):
-        i = dict(info)
+    infos = {}  # one per feature space: the same weights (version) wherever their file was
+    for r in filter(lambda r: r.get("evaluation"), records):
+        info = r["evaluation"].get("extractor_info") or {}
+        infos.setdefault(info.get("version") or repr(json_key(info)), info)
+    for _, i in sorted(infos.items()):
         trained = dict(i.get("trained_on") or ())
         lines += [
             "",
