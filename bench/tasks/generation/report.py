@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.report.aggregate import base_method, json_key
+from bench.report.aggregate import base_method
 from bench.tasks.generation.floors import INTENSITY_TOLERANCE, REAL_VS_REAL
 
 
@@ -28,9 +28,10 @@ def generation_extras(records: list[dict], methods: list[str], metrics: list[str
         + " |"
     ]
     infos = {}  # one per feature space: the same weights (version) wherever their file was
-    for r in filter(lambda r: r.get("evaluation"), records):
-        info = r["evaluation"].get("extractor_info") or {}
-        infos.setdefault(info.get("version") or repr(json_key(info)), info)
+    for r in records:
+        if r.get("evaluation"):
+            info = r["evaluation"].get("extractor_info") or {}
+            infos.setdefault(str(info.get("version")), info)
     for _, i in sorted(infos.items()):
         trained = dict(i.get("trained_on") or ())
         lines += [
