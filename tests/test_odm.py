@@ -10,7 +10,14 @@ import torch
 
 from bench.api.errors import BenchError
 from bench.api.registry import METHODS
-from methods.odm import ODMConfig, guided_eps, odm_loss, ordered_triples, ordinal_loss
+from methods.odm import (
+    ODMConfig,
+    guided_eps,
+    odm_loss,
+    ordered_triples,
+    ordinal_loss,
+    training_noise,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -84,6 +91,43 @@ def test_ordered_triples_are_increasing_and_cover_all_classes():
     assert len({tuple(row) for row in tr.tolist()}) == 10  # all C(5, 3) triples occur
     with pytest.raises(BenchError, match="at least 3 ordered classes"):
         ordered_triples(4, 2, torch.Generator())
+
+
+def test_offset_noise_moves_each_images_mean_and_offset_zero_draws_the_old_noise():
+    shape = (4000, 3, 16, 16)
+    plain = training_noise(shape, 0.0, torch.Generator().manual_seed(5))
+    assert torch.equal(plain, torch.randn(shape, generator=torch.Generator().manual_seed(5)))
+    offset = training_noise(shape, 0.2, torch.Generator().manual_seed(5))
+    shift = offset - plain
+    assert torch.allclose(shift, shift[..., :1, :1].expand(shape), atol=1e-6)  # a constant
+    # the spread of an image-channel's mean: 1/16 for Gaussian noise, sqrt(1/16^2 + 0.2^2)
+    assert plain.mean(dim=(2, 3)).std().item() == pytest.approx(1 / 16, rel=0.05)
+    assert offset.mean(dim=(2, 3)).std().item() == pytest.approx((1 / 256 + 0.04) ** 0.5, rel=0.05)
+
+
+def test_a_config_field_added_later_keeps_the_committed_records_hashes_at_its_default():
+    import json
+
+    from conftest import REPO
+
+    from bench.engine.config import load_suite
+    from bench.engine.planning import plan_units
+
+    suite = load_suite("generation")
+    preset = suite.preset("standard")
+    units, _ = plan_units(
+        suite, preset, ["retinamnist"], ["dm", "odm"], [0], REPO / "results", "bf16"
+    )
+    for unit in units:
+        record = json.loads(unit.stem.with_suffix(".json").read_text())
+        assert record["config_hash"] == unit.config_hash  # written before offset_noise existed
+        assert "offset_noise" not in record["config"] and unit.config["offset_noise"] == 0.0
+    options = {**preset.method_options["dm"], "offset_noise": 0.1}
+    shifted = dataclasses.replace(preset, method_options={"dm": options})
+    units_shifted, _ = plan_units(
+        suite, shifted, ["retinamnist"], ["dm"], [0], REPO / "results", "bf16"
+    )
+    assert units_shifted[0].config_hash != next(u for u in units if u.method == "dm").config_hash
 
 
 def test_odm_trains_and_samples_on_real_retinamnist(data_dir, tmp_path):

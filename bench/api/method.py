@@ -267,6 +267,14 @@ def config_dict(config) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config), default=str))
 
 
+def config_identity(config) -> dict[str, Any]:
+    """A config's fields as they define a unit (its hash): as with `budget_identity`,
+    the fields a method added later (its Config's ``LATER_DEFAULTS``) are left out at
+    their defaults, so a record written before such a field existed keeps its hash."""
+    later = getattr(config, "LATER_DEFAULTS", {})
+    return {k: v for k, v in config_dict(config).items() if not (k in later and v == later[k])}
+
+
 def config_hash(
     method: str, config: dict[str, Any], budget: Budget, precision: str = "fp32"
 ) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 from bench.api.dataset import DatasetBundle
 from bench.api.errors import BenchError, DataError, MissingDataError
-from bench.api.method import MethodSpec, config_dict, config_hash
+from bench.api.method import MethodSpec, config_dict, config_hash, config_identity
 from bench.api.registry import DATASETS, METHODS
 from bench.data.load import dataset_source
 from bench.engine.config import MethodEntry, Preset, Suite
@@ -146,8 +146,9 @@ def make_unit(
 ) -> Unit:
     """The unit of `method` with `options` on `dataset` and `seed`: its config, the hash of
     what defines it, and its record's stem under `results_dir`/`study` (a suite or a sweep)."""
-    config = config_dict(spec.make_config(options))
-    chash = config_hash(method, config, preset.budget, precision)
+    made = spec.make_config(options)
+    chash = config_hash(method, config_identity(made), preset.budget, precision)
+    config = config_dict(made)
     stem = unit_stem(results_dir, study, dataset, method, chash, seed)
     return Unit(dataset, method, seed, config, chash, stem)
 

@@ -31,7 +31,14 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.api.errors import BenchError
-from bench.api.method import Budget, RunContext, TrainingProbe, config_dict, config_hash
+from bench.api.method import (
+    Budget,
+    RunContext,
+    TrainingProbe,
+    config_dict,
+    config_hash,
+    config_identity,
+)
 from bench.api.registry import METHODS, TASKS
 from bench.engine.device import cpu_has_native_bf16, make_accelerator, sync_device
 from bench.engine.provenance import environment, now, peak_memory, reset_peak_memory
@@ -197,7 +204,7 @@ def run_perf(
         "task": cls.task,
         "preset": preset,
         "config": cfg,
-        "config_hash": config_hash(method, cfg, budget, precision),
+        "config_hash": config_hash(method, config_identity(config), budget, precision),
         "pattern": "authors" if authors_pattern else "ours",
         "input": {**dataclasses.asdict(shape), "weights": "random", "images": "random uint8"},
         "batch_size": batch_size,
