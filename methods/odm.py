@@ -83,7 +83,7 @@ class ODMConfig:
     )
     offset_noise: float = 0.0  # std of a per-image, per-channel constant added to the noise
 
-    LATER_DEFAULTS: ClassVar[dict] = {"offset_noise": 0.0}  # bench.api.method.config_identity
+    LATER_FIELDS: ClassVar[tuple] = ("offset_noise",)  # bench.api.method.config_identity
 
     def __post_init__(self):
         self.block_out_channels = tuple(self.block_out_channels)

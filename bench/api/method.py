@@ -53,14 +53,15 @@ class Budget:
 LATER_BUDGET_DEFAULTS = {"patience": None}
 
 
+def without_later_defaults(fields: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
+    """`fields` less those added later (`later`: name -> default) that are at their default."""
+    return {k: v for k, v in fields.items() if not (k in later and v == later[k])}
+
+
 def budget_identity(fields: dict[str, Any]) -> dict[str, Any]:
     """A budget's fields as they define a unit: those added later are left out at their
     defaults, so a record written before a field existed has the same budget."""
-    return {
-        k: v
-        for k, v in fields.items()
-        if not (k in LATER_BUDGET_DEFAULTS and v == LATER_BUDGET_DEFAULTS[k])
-    }
+    return without_later_defaults(fields, LATER_BUDGET_DEFAULTS)
 
 
 @dataclass
@@ -269,10 +270,11 @@ def config_dict(config) -> dict[str, Any]:
 
 def config_identity(config) -> dict[str, Any]:
     """A config's fields as they define a unit (its hash): as with `budget_identity`,
-    the fields a method added later (its Config's ``LATER_DEFAULTS``) are left out at
+    the fields a method added later (its Config's ``LATER_FIELDS``) are left out at
     their defaults, so a record written before such a field existed keeps its hash."""
-    later = getattr(config, "LATER_DEFAULTS", {})
-    return {k: v for k, v in config_dict(config).items() if not (k in later and v == later[k])}
+    names = getattr(config, "LATER_FIELDS", ())
+    later = {f.name: f.default for f in dataclasses.fields(config) if f.name in names}
+    return without_later_defaults(config_dict(config), later)
 
 
 def config_hash(
