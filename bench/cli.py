@@ -70,17 +70,32 @@ def cmd_leaderboard(args) -> int:
 
 
 def cmd_rescore(args) -> int:
-    from bench.tasks.generation.rescore import rescore_generation
+    from bench.engine.config import load_suite
 
-    lines = rescore_generation(
-        args.suite,
-        args.preset,
-        datasets=args.datasets,
-        data_dir=args.data_dir,
-        results_dir=args.results_dir,
-        work_dir=args.work_dir,
-        force=args.force,
-    )
+    if load_suite(args.suite).task == "classification":
+        from bench.tasks.classification.rescore import rescore_classification
+
+        lines = rescore_classification(
+            args.suite,
+            args.preset,
+            datasets=args.datasets,
+            results_dir=args.results_dir,
+            force=args.force,
+        )
+    else:
+        from bench.tasks.generation.rescore import rescore_generation
+
+        if not args.preset:
+            raise BenchError("bench rescore: a generation suite needs --preset")
+        lines = rescore_generation(
+            args.suite,
+            args.preset,
+            datasets=args.datasets,
+            data_dir=args.data_dir,
+            results_dir=args.results_dir,
+            work_dir=args.work_dir,
+            force=args.force,
+        )
     for line in lines:
         if line["status"] != "rescored":
             print(f"  {line['record']}: {line['status']}")
@@ -317,16 +332,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     rs = sub.add_parser(
         "rescore",
-        help="score a generation suite's stored samples again under the extractor it builds now",
+        help="score stored outputs again: a generation suite's samples under the extractor it "
+        "builds now; a classification suite's predictions calibrated (temperature fitted on val)",
     )
     rs.add_argument("--suite", required=True)
-    rs.add_argument("--preset", required=True)
+    rs.add_argument("--preset", help="only this preset (required for a generation suite)")
     rs.add_argument("--datasets", type=_csv, help="only these datasets (comma-separated)")
     rs.add_argument("--data-dir")
     rs.add_argument("--results-dir", default="results")
     rs.add_argument("--work-dir", default="runs", help="the extractor cache (runs/cache)")
     rs.add_argument(
-        "--force", action="store_true", help="also records already scored by that extractor"
+        "--force",
+        action="store_true",
+        help="also records already scored by that extractor (calibrated at this version)",
     )
     rs.set_defaults(func=cmd_rescore)
 

@@ -151,6 +151,72 @@ def test_card_readout_votes_and_interval_width():
     assert same["piw"].item() == 0 and same["vote_agreement"].item() == 1
 
 
+def test_card_readout_temperature_sharpens_or_flattens_each_sample():
+    s = torch.tensor([[[0.1, 0.0, 0.9]], [[0.0, 0.2, 1.0]]])
+    raw = -((s - 1) ** 2)
+    for t in (0.5, 2.0):
+        out = sample_statistics(s, t)
+        torch.testing.assert_close(out["probs"], torch.softmax(raw / t, dim=2).mean(0))
+        torch.testing.assert_close(out["vote_share"], torch.tensor([[0.0, 0.0, 1.0]]))
+    assert sample_statistics(s, 0.5)["probs"].max() > sample_statistics(s, 2.0)["probs"].max()
+
+
+def test_the_heads_one_t_inference_path_is_the_per_point_function():
+    """A sampler's step (every point at one t, eval mode) takes a folded path; it must be
+    the per-point forward up to float rounding, whatever the BatchNorm statistics."""
+    from bench.nn.heads import TimeScaledMLP
+
+    torch.manual_seed(0)
+    head = TimeScaledMLP(6, 64, 3, 101)
+    with torch.no_grad():  # running statistics away from 0 / 1
+        for _ in range(5):
+            head(torch.randn(32, 2, 6) * 3 + 1, torch.randint(0, 101, (32, 2)), torch.rand(32, 64))
+    head.eval()
+    x, feature = torch.randn(16, 3, 6), torch.rand(16, 64)
+    t = torch.full((16, 3), 42)
+    mixed = t.clone()
+    mixed[0, 0] = 41  # one point at another t: the per-point path
+    with torch.no_grad():
+        fast, slow = head(x, t, feature), head(x, mixed, feature)
+    torch.testing.assert_close(fast[1:], slow[1:], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(fast[0, 0], slow[0, 0])  # the other t did change its point
+
+
+def test_diffmic_averages_the_softmax_readouts_of_its_chains(monkeypatch):
+    """num_samples chains per image: chain k of image b is row k * B + b of the batched
+    chain; the readout is the mean over k of softmax(y0)."""
+    import methods.diffmic as diffmic_module
+
+    cfg = METHODS.get("diffmic").make_config(
+        {
+            **TINY,
+            "dcg_backbone": "resnet18",
+            "dcg_small_stem": True,
+            "roi_size": 7,
+            "num_samples": 3,
+        }
+    )
+    from bench.api.dataset import DatasetSpec
+
+    spec = DatasetSpec("t", "multiclass", ("a", "b", "c"), 1, 28)
+    method = diffmic_module.DiffMIC(cfg, spec)
+
+    class Ctx:
+        accelerator = type(
+            "A", (), {"autocast": staticmethod(lambda: torch.autocast("cpu", enabled=False))}
+        )()
+        device = torch.device("cpu")
+
+    method.build(Ctx)
+    method.ctx = Ctx
+    method.models.eval()
+    chains = torch.arange(3 * 2 * 3, dtype=torch.float32).reshape(3 * 2, 3) / 7  # [S * B, C]
+    monkeypatch.setattr(diffmic_module, "sample_prior_mean", lambda eps_fn, prior, sch, gen: chains)
+    out = method.sample_scores(torch.rand(2, 1, 28, 28), torch.Generator())
+    want = torch.softmax(chains, dim=1).reshape(3, 2, 3).mean(dim=0)
+    torch.testing.assert_close(out, want)
+
+
 def test_classification_suite_has_the_diffusion_classifiers_and_resnet18_as_reference():
     suite = load_suite("classification")
     names = [m.name for m in suite.methods]
@@ -182,7 +248,10 @@ def test_card_and_diffmic_run_in_a_suite_with_extras_recorded(data_dir, tmp_path
                 "seeds": [0],
                 "reference": "card",
                 "methods": [
-                    {"name": "card", "options": {**TINY, "prior_epochs": 1, "num_samples": 4}},
+                    {
+                        "name": "card",
+                        "options": {**TINY, "prior_epochs": 1, "num_samples": 4, "eval_samples": 2},
+                    },
                     {
                         "name": "diffmic",
                         "options": {
@@ -191,6 +260,7 @@ def test_card_and_diffmic_run_in_a_suite_with_extras_recorded(data_dir, tmp_path
                             "dcg_small_stem": True,
                             "roi_size": 7,
                             "dcg_pretrain_epochs": 1,
+                            "num_samples": 2,
                         },
                     },
                 ],
@@ -216,9 +286,16 @@ def test_card_and_diffmic_run_in_a_suite_with_extras_recorded(data_dir, tmp_path
     assert (
         card["extras"]["test"]["piw"] >= 0 and 0.5 <= card["extras"]["test"]["vote_agreement"] <= 1
     )
+    # the authors' temperature, tuned on the training set, and the vote readout beside the mean
+    temperature = card["selection"]["temperature"]
+    assert temperature["tuned"] and temperature["on"] == "train" and temperature["samples"] == 5
+    assert 0.01 <= temperature["T"] <= 100 and np.isfinite(temperature["nll"])
+    assert 0 <= card["readouts"]["vote_share"]["test"]["accuracy"] <= 1
     with np.load(next((tmp_path / "results").rglob("card/*/seed0.npz"))) as npz:
         assert npz["test_piw"].shape == npz["test_labels"].shape
         assert set(np.unique(npz["test_vote"])) <= {0, 1}
+        assert np.allclose(npz["test_vote_share"].sum(axis=1), 1)
+        assert set(np.unique(npz["test_vote_share"] * 4)) <= {0, 1, 2, 3, 4}  # 4 samples
     diffmic = json.loads(next((tmp_path / "results").rglob("diffmic/*/seed0.json")).read_text())
     # the priors' own metrics and every model's share of predictions per class are recorded
     assert set(card["priors"]) == {"f_phi"} and set(diffmic["priors"]) == {
@@ -227,7 +304,15 @@ def test_card_and_diffmic_run_in_a_suite_with_extras_recorded(data_dir, tmp_path
         "DCG fused",
     }
     for r in (card, diffmic):
+        # calibrated after selection: a temperature fitted on val, ECE before and after
+        cal = r["calibration"]
+        assert cal["fitted_on"] == "val" and cal["temperature"] > 0
+        assert r["metrics"]["test"]["ece_scaled"] == cal["ece"]["test"][1]
+        assert cal["nll"]["val"][1] <= cal["nll"]["val"][0] + 1e-9  # fitted to lower val NLL
+        assert cal["test_scaled"]["accuracy"] == pytest.approx(r["metrics"]["test"]["accuracy"])
+        assert set(r["prior_calibration"]) == set(r["priors"])
         for prior in r["priors"].values():
+            assert "ece_scaled" in prior["test"]
             assert 0 <= prior["test"]["auroc"] <= 1 and sum(
                 prior["test"]["predicted_share"]
             ) == pytest.approx(1)

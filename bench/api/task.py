@@ -82,6 +82,12 @@ class Task:
         rows, floor rows); by default as they came."""
         return ranked, methods, floors
 
+    def verdict(self, records, frame, rows, reference, with_priors=True) -> list[str]:
+        """Markdown lines opening a leaderboard table: the answer to its question, each
+        method row (a variant label of `frame`'s ``variant`` column) against the table's
+        `reference` (and, `with_priors`, against its own prior), with its uncertainty."""
+        return []
+
     def table_extras(self, records, methods, metrics) -> list[str]:
         """Markdown lines after a leaderboard table (rows and sections of the task's own)."""
         return []

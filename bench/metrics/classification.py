@@ -141,6 +141,22 @@ def ece(y, p, task, n_bins: int = 15):
     return total / len(confidence)
 
 
+def _after_scaling(*_):
+    raise TypeError(
+        "ece_scaled needs a temperature fitted on validation: bench.tasks.classification.calibration computes it"
+    )
+
+
+# Computed after model selection from a unit's val and test probabilities together
+# (bench/tasks/classification/calibration.py), so not by compute_all (no task lists it).
+metric(
+    "ece_scaled",
+    "ECE after temperature scaling (one T fitted on validation NLL; lower is better)",
+    higher_is_better=False,
+    tasks=("calibrated",),
+)(_after_scaling)
+
+
 def compute_all(labels: np.ndarray, probs: np.ndarray, task: str) -> dict[str, float]:
     return {
         m.obj.name: m.obj(labels, probs, task)

@@ -89,6 +89,40 @@ def records_frame(records: list[dict], task) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def ablation_base(method: str) -> str:
+    """The method whose ablation `method` is (registered with ``preset_options_of``, e.g.
+    diffmic_v2_c3 -> diffmic_v2), or '' for a method of its own."""
+    from bench.api.errors import BenchError
+    from bench.api.registry import METHODS
+
+    try:
+        return METHODS.get(method.split(PRIOR)[0]).preset_options_of or ""
+    except BenchError:  # a record of a method no longer registered
+        return ""
+
+
+def with_ablation_tables(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with a ``table`` column: '' for the main table, the base method's name for
+    the rows of its ablation variants, which get a table of their own (the paper's Table
+    IV layout) where the base method's own rows (and its priors') are repeated as their
+    reference."""
+    if not len(frame):
+        return frame.assign(table=[])
+    base = {m: ablation_base(m) for m in frame["method"].unique()}
+    frame = frame.assign(table=frame["method"].map(base))
+    copies = []
+    for preset, dataset, table in (
+        frame.loc[frame["table"] != "", ["preset", "dataset", "table"]].drop_duplicates().to_numpy()
+    ):
+        own = frame[
+            (frame["preset"] == preset)
+            & (frame["dataset"] == dataset)
+            & (frame["method"].str.split(PRIOR).str[0] == table)
+        ]
+        copies.append(own.assign(table=table))
+    return pd.concat([frame, *copies], ignore_index=True) if copies else frame
+
+
 def variant_labels(frame: pd.DataFrame) -> pd.Series:
     """'method'; 'method · bf16' where one method ran in several precisions in one table;
     'method [hash]' where it ran with several configs in one precision."""
@@ -103,14 +137,19 @@ def variant_labels(frame: pd.DataFrame) -> pd.Series:
 def summarise(
     frame: pd.DataFrame, reference: str | None | dict, test: str = "ttest"
 ) -> pd.DataFrame:
-    """Per (preset, dataset, variant, metric): mean, std, n and the paired p-value vs
-    reference: a method, or a method per table, {(preset, dataset): method or None}."""
+    """Per (preset, dataset, table, variant, metric): mean, std, n and the paired p-value
+    vs reference: a method, or a method per table, {(preset, dataset): method or None}; an
+    ablation table (``table``: its base method, `with_ablation_tables`) tests against its
+    base method."""
     frame = frame.copy()
+    if "table" not in frame:
+        frame["table"] = ""
     frame["variant"] = variant_labels(frame) if len(frame) else []
     out = []
-    tables = frame.groupby(["preset", "dataset", "metric"], sort=False)
-    for (preset, dataset, metric), g in tables:
+    tables = frame.groupby(["preset", "dataset", "table", "metric"], sort=False)
+    for (preset, dataset, table, metric), g in tables:
         ref_name = reference.get((preset, dataset)) if isinstance(reference, dict) else reference
+        ref_name = table or ref_name
         ref = g[g["method"] == ref_name]
         if (
             ref["config_hash"].nunique() > 1
@@ -149,6 +188,7 @@ def summarise(
                 {
                     "preset": preset,
                     "dataset": dataset,
+                    "table": table,
                     "method": variant,
                     "metric": metric,
                     "mean": np.nanmean(values) if np.isfinite(values).any() else np.nan,
@@ -163,7 +203,8 @@ def summarise(
     summary = pd.DataFrame(out)
     if len(summary):  # Holm's correction over the comparisons of one table and metric
         summary["p_raw"] = summary["p_value"]
-        for idx in summary.groupby(["preset", "dataset", "metric"], sort=False).groups.values():
+        groups = summary.groupby(["preset", "dataset", "table", "metric"], sort=False).groups
+        for idx in groups.values():
             summary.loc[idx, "p_value"] = holm(summary.loc[idx, "p_raw"].to_numpy())
     return summary
 

@@ -26,6 +26,23 @@ def paired_ttest(a, b) -> float:
         return float(stats.ttest_rel(a, b).pvalue)
 
 
+def paired_t_interval(a, b, level: float = 0.95) -> dict[str, float]:
+    """The mean of a - b over matched units with its t interval (n - 1 degrees of
+    freedom) and the paired t-test's p-value; NaN interval and p below 2 units."""
+    d = np.asarray(a, float) - np.asarray(b, float)
+    mean, n = float(d.mean()) if len(d) else float("nan"), len(d)
+    if n < 2:
+        return {"difference": mean, "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan, "n": n}
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * d.std(ddof=1) / np.sqrt(n)
+    return {
+        "difference": mean,
+        "ci_low": float(mean - half),
+        "ci_high": float(mean + half),
+        "p_value": paired_ttest(a, b),
+        "n": n,
+    }
+
+
 def wilcoxon(a, b) -> float:
     """Two-sided Wilcoxon signed-rank p-value; NaN when all differences are zero."""
     d = np.asarray(a, float) - np.asarray(b, float)

@@ -23,7 +23,16 @@ from bench.api.registry import METRICS, TASKS
 from bench.engine.config import load_suite
 from bench.engine.planning import method_inapplicable
 from bench.engine.records import load_records
-from bench.report.aggregate import METRIC_ORDER, NOT_RANKED, PRIOR, TESTS, records_frame, summarise
+from bench.report.aggregate import (
+    METRIC_ORDER,
+    NOT_RANKED,
+    PRIOR,
+    TESTS,
+    records_frame,
+    summarise,
+    variant_labels,
+    with_ablation_tables,
+)
 from bench.report.cells import ranked_cells
 from bench.report.floors import metric_floors
 from bench.report.stats import MIN_SEEDS_FOR_TEST
@@ -179,29 +188,11 @@ def render_markdown(
             f"- **SYNTHETIC DATA**: {', '.join(synthetic)} are procedurally generated toy datasets, not medical images."
         )
     header, lines, n_flagged, n_one_class = lines, [], 0, 0
-    for (preset, dataset), table in summary.groupby(["preset", "dataset"], sort=True):
+    for (preset, dataset), by_table in summary.groupby(["preset", "dataset"], sort=True):
         recs = [r for r in records if r["dataset"] == dataset and r["preset"] == preset]
         data = recs[0].get("data") or {}
-        present = set(table["metric"]) - NOT_RANKED
-        metrics = [m for m in METRIC_ORDER if m in present] + sorted(present - set(METRIC_ORDER))
-        listed = list(dict.fromkeys(table.sort_values("method")["method"]))
-        ref_rows = set(table.loc[table["is_reference"], "method"])
-        priors = set(table.loc[table["is_prior"], "method"])
-        methods = []
-        for m in sorted(ref_rows) + [m for m in listed if m not in ref_rows and m not in priors]:
-            methods += [m] + [
-                p for p in listed if p in priors and p.startswith(m.split(" · ")[0] + PRIOR)
-            ]
+        here = frame[(frame["preset"] == preset) & (frame["dataset"] == dataset)]
         table_reference, why = (references or {}).get((preset, dataset), (reference, None))
-        no_reference = reference_note(reference, table_reference, why, bool(ref_rows), dataset)
-        floors = task.split_floors(recs)
-        floor = metric_floors(floors, task.floored_metrics)
-        ranked = {m: ranked_cells(table, m, floor.get(m)) for m in metrics}
-        ranked, methods, floors = task.table_floors(recs, table, metrics, methods, floors, ranked)
-        cells = {m: c for m, (c, _) in ranked.items()}
-        n_flagged += sum(n for _, n in ranked.values())
-        seeds = table[table["metric"] == metrics[0]].set_index("method")["n"]
-        one_class = table[table["metric"] == metrics[0]].set_index("method")["one_class_seeds"]
         lines += [
             "",
             f"## {dataset} ({preset}){' — SYNTHETIC' if data.get('synthetic') else ''}",
@@ -215,35 +206,141 @@ def render_markdown(
                     {n for r in recs for n in (r.get("data") or {}).get("notes") or []}
                 )
             ),
-            "",
-            "| method | seeds | " + " | ".join(metrics) + " |",
-            "|---|---|" + "---|" * len(metrics),
         ]
-        for m in methods:
-            name = f"{m} (ref)" if m in ref_rows else (f"{m} (its prior)" if m in priors else m)
-            if one_class.get(m, 0):
-                name += f" ⚠ {task.degenerate_label} ({one_class[m]}/{seeds.get(m, 0)} seeds)"
-                n_one_class += 1
-            lines.append(
-                f"| {name} | {seeds.get(m, 0)} | "
-                + " | ".join(cells[k].get(m, "n/a") for k in metrics)
-                + " |"
-            )
-        for label, values in floors.items():
-            lines.append(
-                f"| _{label} (floor)_ | | "
-                + " | ".join(f"_{values[k]:.3f}_" if k in values else "" for k in metrics)
-                + " |"
-            )
-        extras = task.table_extras(recs, methods, metrics)  # may continue the table: first
+        main = by_table[by_table["table"] == ""]
+        body, methods, flagged, one_class = render_table(
+            main, recs, here[here["table"] == ""], task
+        )
+        n_flagged, n_one_class = n_flagged + flagged, n_one_class + one_class
+        lines += body
+        extras = task.table_extras(recs, methods, main_metrics(main))  # may continue the table
         lines += extras[:1] if extras[:1] and extras[0].startswith("|") else []
-        lines += no_reference
+        lines += reference_note(
+            reference, table_reference, why, bool(main["is_reference"].any()), dataset
+        )
         lines += convergence_note(recs)
         lines += precision_check(frame, preset, dataset, test)
         lines += extras[1:] if extras[:1] and extras[0].startswith("|") else extras
+        for base in sorted(set(by_table["table"]) - {""}):
+            lines += [
+                "",
+                f"### {dataset} ({preset}): ablations of {base}",
+                "",
+                f"_The variants of `{base}` (the paper's ablation table layout), its full method last; "
+                f"marks and verdicts against `{base}`._",
+            ]
+            ablations = by_table[by_table["table"] == base]
+            body, _, flagged, one_class = render_table(
+                ablations, recs, here[here["table"] == base], task, base_last=True
+            )
+            n_flagged, n_one_class = n_flagged + flagged, n_one_class + one_class
+            lines += body
     lines += task.leaderboard_sections(summary, reference)
     header += task.header_notes(records, n_flagged, n_one_class)
     return "\n".join(header + lines) + "\n"
+
+
+def main_metrics(table: pd.DataFrame) -> list[str]:
+    """A table's ranked metrics in the leaderboard's order."""
+    present = set(table["metric"]) - NOT_RANKED
+    return [m for m in METRIC_ORDER if m in present] + sorted(present - set(METRIC_ORDER))
+
+
+def signatures(frame: pd.DataFrame) -> dict[str, tuple]:
+    """Each variant's per-seed test values (rounded to 9 digits): two rows with the same
+    signature are the same predictions (a prior shared by several methods, or a variant
+    that is its prior: DiffMIC-v2's C1 is its DCG's global branch)."""
+    finite = frame[np.isfinite(frame["value"])]
+    return {
+        label: tuple(sorted(zip(g["seed"], g["metric"], np.round(g["value"], 9))))
+        for label, g in finite.groupby("variant")
+    }
+
+
+def table_rows(table: pd.DataFrame, frame: pd.DataFrame, base_last: bool):
+    """The rows of one table in order, each method followed by its priors, and their
+    labels {variant: label}. A prior several methods share (the same predictions) is
+    printed once: under its first method, or after all of them when every method has it
+    (the ablations of one method share its DCG), then as the reference row's own."""
+    listed = list(dict.fromkeys(table.sort_values("method")["method"]))
+    priors = [m for m in listed if table.loc[table["method"] == m, "is_prior"].any()]
+    refs = [m for m in listed if table.loc[table["method"] == m, "is_reference"].any()]
+    own = [m for m in listed if m not in priors and m not in refs]
+    order = own + refs if base_last else refs + own
+    sig = signatures(frame)
+    priors_of = {m: [p for p in priors if p.startswith(m.split(" · ")[0] + PRIOR)] for m in order}
+    owners: dict[tuple, list[str]] = {}  # a prior's predictions -> the methods that have it
+    for m in order:
+        for p in priors_of[m]:
+            owners.setdefault(sig.get(p, (p,)), []).append(m)
+    everyone = {k for k, v in owners.items() if len(order) > 1 and set(v) == set(order)}
+    rows, labels, printed = [], {}, set()
+    for m in order:
+        rows.append(m)
+        same = next((p for p in priors if sig.get(p) == sig.get(m) and m in sig), None)
+        labels[m] = (f"{m} (ref)" if m in refs else m) + (
+            f" (= {same.split(PRIOR)[1]}: the same predictions)" if same else ""
+        )
+        for p in priors_of[m]:
+            key = sig.get(p, (p,))
+            if key in everyone or key in printed:
+                continue
+            printed.add(key)
+            others = [o for o in owners[key] if o != m]
+            rows.append(p)
+            labels[p] = f"{p} (its prior{'; the same for ' + ', '.join(others) if others else ''})"
+    for key in dict.fromkeys(sig.get(p, (p,)) for m in order for p in priors_of[m]):
+        if key not in everyone:
+            continue
+        owner = next((m for m in refs if m in owners[key]), owners[key][0])
+        p = next(p for p in priors_of[owner] if sig.get(p, (p,)) == key)
+        rows.append(p)
+        labels[p] = f"{p} (the prior of every row)"
+    return rows, labels
+
+
+def render_table(table, recs, frame, task, base_last=False):
+    """One table of a leaderboard (its verdict block, then the metrics of its methods and
+    their priors, then its floors): (lines, method rows, flagged cells, one-class rows)."""
+    metrics = main_metrics(table)
+    methods, labels = table_rows(table, frame, base_last)
+    rows = [m for m in methods if not table.loc[table["method"] == m, "is_prior"].any()]
+    ref_row = next((m for m in rows if table.loc[table["method"] == m, "is_reference"].any()), None)
+    identical = {m for m, label in labels.items() if "the same predictions" in label}
+    # a row that is its prior is never ranked, as a prior is not
+    table = table.assign(is_prior=table["is_prior"] | table["method"].isin(identical))
+    floors = task.split_floors(recs)
+    floor = metric_floors(floors, task.floored_metrics)
+    ranked = {m: ranked_cells(table, m, floor.get(m)) for m in metrics}
+    ranked, methods, floors = task.table_floors(recs, table, metrics, methods, floors, ranked)
+    cells = {m: c for m, (c, _) in ranked.items()}
+    n_flagged = sum(n for _, n in ranked.values())
+    seeds = table[table["metric"] == metrics[0]].set_index("method")["n"]
+    one_class = table[table["metric"] == metrics[0]].set_index("method")["one_class_seeds"]
+    lines = task.verdict(recs, frame, rows, ref_row, with_priors=not base_last)
+    lines += [
+        "",
+        "| method | seeds | " + " | ".join(metrics) + " |",
+        "|---|---|" + "---|" * len(metrics),
+    ]
+    n_one_class = 0
+    for m in methods:
+        name = labels.get(m, m)
+        if one_class.get(m, 0):
+            name += f" ⚠ {task.degenerate_label} ({one_class[m]}/{seeds.get(m, 0)} seeds)"
+            n_one_class += 1
+        lines.append(
+            f"| {name} | {seeds.get(m, 0)} | "
+            + " | ".join(cells[k].get(m, "n/a") for k in metrics)
+            + " |"
+        )
+    for label, values in floors.items():
+        lines.append(
+            f"| _{label} (floor)_ | | "
+            + " | ".join(f"_{values[k]:.3f}_" if k in values else "" for k in metrics)
+            + " |"
+        )
+    return lines, methods, n_flagged, n_one_class
 
 
 def convergence_note(records: list[dict]) -> list[str]:
@@ -283,7 +380,8 @@ def write_leaderboard(
     failed = [r for r in load_records(Path(results_dir), suite.name, status="failed")]
     reference = reference or suite.reference
     task = TASKS.get(suite.task)
-    frame = records_frame(records, task)
+    frame = with_ablation_tables(records_frame(records, task))
+    frame["variant"] = variant_labels(frame)
     references = table_references(suite, records, reference)
     summary = summarise(frame, {k: used for k, (used, _) in references.items()}, test)
     out = Path(out_dir)

@@ -50,16 +50,24 @@ class ClassificationTask(Task):
 
         return "predicts one class" if one_class_seed(record) else ""
 
+    def verdict(self, records, frame, rows, reference, with_priors=True):
+        from bench.tasks.classification.verdict import verdict_lines
+
+        return verdict_lines(records, frame, rows, reference, with_priors)
+
     def split_floors(self, records):
         from bench.tasks.classification.floors import classification_floors
 
         return classification_floors(records)
 
     def header_notes(self, records, n_flagged, n_one_class):
+        from bench.tasks.classification.verdict import EXPLANATION
+
         return [
+            EXPLANATION,
             f"- **Floors**: each table ends with the majority-class and chance rows of its test split; ⚠ marks "
             f"{n_flagged} cell(s) at or below their floor and {n_one_class} method row(s) with a seed that predicts "
-            "one class for every test image: no result, never bold."
+            "one class for every test image: no result, never bold.",
         ]
 
     def figures(self, records, out_dir: Path) -> list[Path]:

@@ -11,6 +11,7 @@ from bench.api.dataset import DatasetBundle, DatasetSpec
 from bench.api.errors import TrainingError
 from bench.api.method import RunContext, Scored
 from bench.metrics.classification import compute_all, per_class, predicted_share
+from bench.tasks.classification.calibration import apply_calibration, calibration_fields
 
 #: how far a row of single-label probabilities may sum from one (float32 softmax rows)
 ROW_SUM_TOLERANCE = 1e-3
@@ -38,7 +39,9 @@ def check_probs(probs: np.ndarray, n: int, spec: DatasetSpec, method: str) -> np
 
 
 def score_classification(method, bundle: DatasetBundle, name: str, ctx: RunContext) -> Scored:
-    """Predict val and test; metrics, per-class metrics, method extras, arrays."""
+    """Predict val and test; metrics, per-class metrics, method extras and other readouts,
+    the calibration (a temperature fitted on val: bench/tasks/classification/calibration.py),
+    arrays."""
     splits, task = bundle.splits, bundle.spec.task
     probs, extras, infer_s = {}, {}, 0.0
     for s in ("val", "test"):
@@ -56,6 +59,11 @@ def score_classification(method, bundle: DatasetBundle, name: str, ctx: RunConte
         arrays.update(
             {f"{s}_prior_{name}": np.asarray(v, dtype=np.float32) for name, v in priors[s].items()}
         )
+    readouts = {  # a method's other readouts of its outputs ([N, C] extras: CARD's vote shares)
+        name: {"test": compute_all(splits["test"].labels, np.asarray(v, np.float64), task)}
+        for name, v in extras["test"].items()
+        if np.shape(v) == probs["test"].shape
+    }
     fields = {
         "metrics": {s: compute_all(splits[s].labels, probs[s], task) for s in ("val", "test")},
         "per_class": {"test": per_class(splits["test"].labels, probs["test"], task)},
@@ -78,4 +86,7 @@ def score_classification(method, bundle: DatasetBundle, name: str, ctx: RunConte
             if extras[s]
         },
     }
+    if readouts:
+        fields["readouts"] = readouts
+    fields = apply_calibration(fields, calibration_fields(arrays, task))
     return Scored(fields, arrays, len(splits["test"]), infer_s)
