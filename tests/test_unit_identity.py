@@ -284,3 +284,44 @@ def test_make_run_writes_only_into_an_ignored_folder():
         ["git", "check-ignore", "-q", "runs/make-run/results/x.json"], cwd=REPO
     )
     assert ignored.returncode == 0
+
+
+def test_dataset_options_size_a_method_for_one_dataset_and_leave_the_others_alone(tmp_path):
+    """The classification suite's 64 px BreastMNIST: DiffMIC-v2 at the images' own size
+    with its ROI tiles scaled; the 28 px units keep their options and hashes, and the
+    ablation variants (sized like diffmic_v2) follow it on that dataset too."""
+    from bench.engine.config import load_suite
+    from bench.engine.planning import plan_units
+
+    suite = load_suite("classification")
+    units, _ = plan_units(
+        suite,
+        suite.preset("standard"),
+        ["breastmnist", "breastmnist_64"],
+        ["diffmic_v2", "diffmic_v2_c3", "resnet18"],
+        [0],
+        tmp_path,
+        "bf16",
+    )
+    by = {(u.dataset, u.method): u for u in units}
+    assert by["breastmnist", "diffmic_v2"].config_hash == "538fb77514"  # the committed records'
+    assert by["breastmnist", "diffmic_v2"].config["image_size"] == 28
+    for method in ("diffmic_v2", "diffmic_v2_c3"):
+        config = by["breastmnist_64", method].config
+        assert (config["image_size"], config["roi_size"]) == (64, 16)
+        assert config["global_encoder_kwargs"] == {"patch_size": 8}
+        assert config["latent_dim"] == 1024  # the preset's options stay under the override
+    assert by["breastmnist_64", "resnet18"].config == by["breastmnist", "resnet18"].config
+
+
+def test_bad_dataset_options_are_one_error_naming_the_preset(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "task: classification\ndatasets: [breastmnist]\nmethods: [resnet18]\n"
+        "presets: {p: {budget: {epochs: 1}, dataset_options: {breastmnist: [resnet18]}}}\n"
+    )
+    assert main(["run", "--suite", str(bad), "--results-dir", str(tmp_path / "r")]) == 2
+    assert (
+        "preset 'p': 'dataset_options' must map dataset -> method -> options"
+        in capsys.readouterr().err
+    )

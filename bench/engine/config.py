@@ -35,6 +35,9 @@ class Preset:
     published: bool = (
         True  # False: a pipeline check, whose records never go into the project's results/
     )
+    #: {dataset: {method: options}}: what a dataset needs besides the preset's method
+    #: options (e.g. the input and ROI sizes of 64 px images), applied on top of them
+    dataset_options: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -60,12 +63,22 @@ class Suite:
         return self.presets[name]
 
     def options_for(
-        self, method: MethodEntry, preset: Preset, preset_options_of: str | None = None
+        self,
+        method: MethodEntry,
+        preset: Preset,
+        preset_options_of: str | None = None,
+        dataset: str | None = None,
     ) -> dict[str, Any]:
         """The entry's options, then the preset's for `preset_options_of` (the method a
-        registered variant is sized like), then the preset's for the entry itself."""
-        inherited = preset.method_options.get(preset_options_of, {}) if preset_options_of else {}
-        return {**method.options, **inherited, **preset.method_options.get(method.name, {})}
+        registered variant is sized like), then the preset's for the entry itself; each
+        of the preset's followed by its `dataset_options` for `dataset`."""
+        per_dataset = preset.dataset_options.get(dataset, {}) if dataset else {}
+        out = dict(method.options)
+        for name in (preset_options_of, method.name):
+            if name:
+                out.update(preset.method_options.get(name, {}))
+                out.update(per_dataset.get(name, {}))
+        return out
 
     def evaluation_for(self, preset: Preset) -> dict[str, Any]:
         return {**self.evaluation, **preset.evaluation}
@@ -136,7 +149,15 @@ def load_suite(name_or_path: str) -> Suite:
             budget = Budget(**p.get("budget", {}))
         except TypeError as exc:
             raise BenchError(f"suite file {path}: preset {pname!r}: bad budget ({exc})") from exc
-        unknown = set(p) - {"budget", "methods", "evaluation", "published"}
+        dataset_options = p.get("dataset_options") or {}
+        if not isinstance(dataset_options, dict) or not all(
+            isinstance(per, dict) and all(isinstance(o, dict) for o in per.values())
+            for per in dataset_options.values()
+        ):
+            raise BenchError(
+                f"suite file {path}: preset {pname!r}: 'dataset_options' must map dataset -> method -> options"
+            )
+        unknown = set(p) - {"budget", "methods", "evaluation", "published", "dataset_options"}
         if unknown or not isinstance(p.get("published", True), bool):
             raise BenchError(
                 f"suite file {path}: preset {pname!r}: unknown keys {sorted(unknown)} or 'published' not true/false"
@@ -147,6 +168,7 @@ def load_suite(name_or_path: str) -> Suite:
             {k: dict(v) for k, v in (p.get("methods") or {}).items()},
             dict(p.get("evaluation") or {}),
             p.get("published", True),
+            {d: {m: dict(o) for m, o in per.items()} for d, per in dataset_options.items()},
         )
     return Suite(
         name=path.stem,

@@ -113,9 +113,9 @@ def plan_units(
             raise BenchError(
                 f"method {entry.name!r} is a {spec.cls.task} method; suite {suite.name!r} is a {suite.task} suite"
             )
-        options = suite.options_for(entry, preset, spec.preset_options_of)
         specs[entry.name] = spec
         for dataset in dataset_names:
+            options = suite.options_for(entry, preset, spec.preset_options_of, dataset)
             for seed in seeds:
                 units.append(
                     make_unit(
@@ -133,12 +133,15 @@ def plan_units(
     return units, specs
 
 
-def method_inapplicable(suite: Suite, preset: Preset, method: str, class_names) -> str | None:
-    """Why `method`, with `suite`'s options at `preset`, would not be itself on data with
-    these classes (`Method.inapplicable`), or None."""
+def method_inapplicable(
+    suite: Suite, preset: Preset, method: str, class_names, dataset: str | None = None
+) -> str | None:
+    """Why `method`, with `suite`'s options at `preset` (on `dataset`), would not be
+    itself on data with these classes (`Method.inapplicable`), or None."""
     spec = METHODS.get(method)
     entry = next((m for m in suite.methods if m.name == method), MethodEntry(method))
-    return spec.inapplicable(suite.options_for(entry, preset, spec.preset_options_of), class_names)
+    options = suite.options_for(entry, preset, spec.preset_options_of, dataset)
+    return spec.inapplicable(options, class_names)
 
 
 def make_unit(

@@ -192,7 +192,7 @@ def run_suite(
         (name, method): why
         for name, bundle in bundles.items()
         for method in specs
-        if (why := method_inapplicable(suite, preset, method, bundle.spec.class_names))
+        if (why := method_inapplicable(suite, preset, method, bundle.spec.class_names, name))
     }
     for (name, method), why in not_applicable.items():
         log(f"{method} is left out on {name}: {why}")

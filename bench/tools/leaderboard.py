@@ -81,9 +81,9 @@ def table_references(suite, records, reference: str | None) -> dict:
     (`Method.inapplicable`, e.g. ODM on 2 classes): then the suite's next method that
     applies and has records there takes its place."""
 
-    def why_not(method, preset, class_names):
+    def why_not(method, preset, class_names, dataset):
         try:
-            return method_inapplicable(suite, suite.preset(preset), method, class_names)
+            return method_inapplicable(suite, suite.preset(preset), method, class_names, dataset)
         except BenchError:  # a preset no longer in the suite: nothing to check against
             return None
 
@@ -91,7 +91,7 @@ def table_references(suite, records, reference: str | None) -> dict:
     for preset, dataset in sorted({(r["preset"], r["dataset"]) for r in records}):
         recs = [r for r in records if r["preset"] == preset and r["dataset"] == dataset]
         classes = tuple(recs[0].get("class_names") or ())
-        why = why_not(reference, preset, classes) if reference else None
+        why = why_not(reference, preset, classes, dataset) if reference else None
         used = reference
         if why:
             have = {r["method"] for r in recs}
@@ -101,7 +101,7 @@ def table_references(suite, records, reference: str | None) -> dict:
                     for m in suite.methods
                     if m.name != reference
                     and m.name in have
-                    and not why_not(m.name, preset, classes)
+                    and not why_not(m.name, preset, classes, dataset)
                 ),
                 None,
             )

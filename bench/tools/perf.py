@@ -262,7 +262,7 @@ def run_perf_suite(
     paths = []
     for e in entries:
         spec = METHODS.get(e.name)
-        options = suite.options_for(e, preset, spec.preset_options_of)
+        options = suite.options_for(e, preset, spec.preset_options_of, shape.name)
         runs = [(p, False) for p in precisions] + (
             [("fp32", True)] if getattr(spec.cls, "AUTHORS_PATTERN", None) else []
         )

@@ -122,7 +122,7 @@ def run_sweep(
     refuse_unpublished(preset, Path(results_dir), allow_dirty)
     spec = METHODS.get(method)
     entry = next((m for m in suite.methods if m.name == method), MethodEntry(method))
-    base = suite.options_for(entry, preset, spec.preset_options_of)
+    base = suite.options_for(entry, preset, spec.preset_options_of, dataset)
     source_entry = next(
         (d for d in suite.datasets if (d if isinstance(d, str) else d.get("name")) == dataset),
         dataset,
