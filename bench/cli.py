@@ -72,29 +72,18 @@ def cmd_leaderboard(args) -> int:
 def cmd_rescore(args) -> int:
     from bench.engine.config import load_suite
 
+    common = dict(datasets=args.datasets, results_dir=args.results_dir, force=args.force)
     if load_suite(args.suite).task == "classification":
         from bench.tasks.classification.rescore import rescore_classification
 
-        lines = rescore_classification(
-            args.suite,
-            args.preset,
-            datasets=args.datasets,
-            results_dir=args.results_dir,
-            force=args.force,
-        )
+        lines = rescore_classification(args.suite, args.preset, **common)
     else:
         from bench.tasks.generation.rescore import rescore_generation
 
         if not args.preset:
             raise BenchError("bench rescore: a generation suite needs --preset")
         lines = rescore_generation(
-            args.suite,
-            args.preset,
-            datasets=args.datasets,
-            data_dir=args.data_dir,
-            results_dir=args.results_dir,
-            work_dir=args.work_dir,
-            force=args.force,
+            args.suite, args.preset, data_dir=args.data_dir, work_dir=args.work_dir, **common
         )
     for line in lines:
         if line["status"] != "rescored":

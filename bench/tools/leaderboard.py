@@ -26,7 +26,6 @@ from bench.engine.records import load_records
 from bench.report.aggregate import (
     METRIC_ORDER,
     NOT_RANKED,
-    PRIOR,
     TESTS,
     records_frame,
     summarise,
@@ -35,6 +34,7 @@ from bench.report.aggregate import (
 )
 from bench.report.cells import ranked_cells
 from bench.report.floors import metric_floors
+from bench.report.rows import table_rows
 from bench.report.stats import MIN_SEEDS_FOR_TEST
 
 
@@ -246,67 +246,13 @@ def main_metrics(table: pd.DataFrame) -> list[str]:
     return [m for m in METRIC_ORDER if m in present] + sorted(present - set(METRIC_ORDER))
 
 
-def signatures(frame: pd.DataFrame) -> dict[str, tuple]:
-    """Each variant's per-seed test values (rounded to 9 digits): two rows with the same
-    signature are the same predictions (a prior shared by several methods, or a variant
-    that is its prior: DiffMIC-v2's C1 is its DCG's global branch)."""
-    finite = frame[np.isfinite(frame["value"])]
-    return {
-        label: tuple(sorted(zip(g["seed"], g["metric"], np.round(g["value"], 9))))
-        for label, g in finite.groupby("variant")
-    }
-
-
-def table_rows(table: pd.DataFrame, frame: pd.DataFrame, base_last: bool):
-    """The rows of one table in order, each method followed by its priors, and their
-    labels {variant: label}. A prior several methods share (the same predictions) is
-    printed once: under its first method, or after all of them when every method has it
-    (the ablations of one method share its DCG), then as the reference row's own."""
-    listed = list(dict.fromkeys(table.sort_values("method")["method"]))
-    priors = [m for m in listed if table.loc[table["method"] == m, "is_prior"].any()]
-    refs = [m for m in listed if table.loc[table["method"] == m, "is_reference"].any()]
-    own = [m for m in listed if m not in priors and m not in refs]
-    order = own + refs if base_last else refs + own
-    sig = signatures(frame)
-    priors_of = {m: [p for p in priors if p.startswith(m.split(" · ")[0] + PRIOR)] for m in order}
-    owners: dict[tuple, list[str]] = {}  # a prior's predictions -> the methods that have it
-    for m in order:
-        for p in priors_of[m]:
-            owners.setdefault(sig.get(p, (p,)), []).append(m)
-    everyone = {k for k, v in owners.items() if len(order) > 1 and set(v) == set(order)}
-    rows, labels, printed = [], {}, set()
-    for m in order:
-        rows.append(m)
-        same = next((p for p in priors if sig.get(p) == sig.get(m) and m in sig), None)
-        labels[m] = (f"{m} (ref)" if m in refs else m) + (
-            f" (= {same.split(PRIOR)[1]}: the same predictions)" if same else ""
-        )
-        for p in priors_of[m]:
-            key = sig.get(p, (p,))
-            if key in everyone or key in printed:
-                continue
-            printed.add(key)
-            others = [o for o in owners[key] if o != m]
-            rows.append(p)
-            labels[p] = f"{p} (its prior{'; the same for ' + ', '.join(others) if others else ''})"
-    for key in dict.fromkeys(sig.get(p, (p,)) for m in order for p in priors_of[m]):
-        if key not in everyone:
-            continue
-        owner = next((m for m in refs if m in owners[key]), owners[key][0])
-        p = next(p for p in priors_of[owner] if sig.get(p, (p,)) == key)
-        rows.append(p)
-        labels[p] = f"{p} (the prior of every row)"
-    return rows, labels
-
-
 def render_table(table, recs, frame, task, base_last=False):
     """One table of a leaderboard (its verdict block, then the metrics of its methods and
     their priors, then its floors): (lines, method rows, flagged cells, one-class rows)."""
     metrics = main_metrics(table)
-    methods, labels = table_rows(table, frame, base_last)
+    methods, labels, identical = table_rows(table, frame, base_last)
     rows = [m for m in methods if not table.loc[table["method"] == m, "is_prior"].any()]
     ref_row = next((m for m in rows if table.loc[table["method"] == m, "is_reference"].any()), None)
-    identical = {m for m, label in labels.items() if "the same predictions" in label}
     # a row that is its prior is never ranked, as a prior is not
     table = table.assign(is_prior=table["is_prior"] | table["method"].isin(identical))
     floors = task.split_floors(recs)
