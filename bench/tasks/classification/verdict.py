@@ -139,7 +139,8 @@ def verdict_lines(records, frame, rows, reference, with_priors=True) -> list[str
                 f"{sentence(delong, seeds)} |"
             )
     if not out:
-        return []
+        alone = f"only `{rows[0]}`" if len(rows) == 1 else "no stored test predictions to pair"
+        return ["", f"**Verdict**: nothing to compare here yet ({alone})."]
     return [
         "",
         HEADER,
