@@ -75,6 +75,87 @@ def test_ordinal_term_is_weighted_by_t_over_T():
     torch.testing.assert_close(dm["loss"], out["dm"])
 
 
+def tiny_unet(dropout=0.3):
+    from methods.odm import build_unet
+
+    cfg = ODMConfig(
+        image_size=8,
+        block_out_channels=(8, 8),
+        layers_per_block=1,
+        attention_resolution=0,
+        norm_num_groups=4,
+        dropout=dropout,
+    )
+    torch.manual_seed(0)
+    return build_unet(cfg, 1, 5), cfg
+
+
+def test_the_ordinal_predictions_are_float32_without_dropout_under_autocast_and_keep_gradients():
+    from methods.odm import ordinal_predictions
+
+    unet, _ = tiny_unet()
+    unet.train()
+    x, t = torch.randn(4, 1, 8, 8), torch.tensor([999, 800, 10, 500])
+    triples = torch.tensor([[0, 2, 4]] * 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        eps = ordinal_predictions(unet, x, t, triples)
+        again = ordinal_predictions(unet, x, t, triples)
+        stacked = unet(x, t, class_labels=torch.zeros(4, dtype=torch.long)).sample
+    assert unet.training  # its mode is given back
+    assert stacked.dtype == torch.bfloat16 and all(e.dtype == torch.float32 for e in eps)
+    unet.eval()
+    with torch.no_grad():
+        plain = unet(x.repeat(3, 1, 1, 1), t.repeat(3), class_labels=triples.T.reshape(-1)).sample
+    torch.testing.assert_close(torch.cat(eps).detach(), plain, rtol=0, atol=0)  # fp32, no dropout
+    torch.testing.assert_close(torch.cat(again), torch.cat(eps), rtol=0, atol=0)
+    assert eps[0].requires_grad
+
+
+def test_with_identical_class_embeddings_the_ordinal_loss_is_exactly_zero_in_training_mode():
+    unet, cfg = tiny_unet()
+    with torch.no_grad():
+        unet.class_embedding.weight[:] = unet.class_embedding.weight[0]
+    unet.train()
+    x, t = torch.randn(3, 1, 8, 8), torch.tensor([999, 800, 400])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = odm_loss(
+            unet,
+            x,
+            t,
+            torch.tensor([1, 2, 3]),
+            torch.randn_like(x),
+            torch.tensor([[0, 2, 4]] * 3),
+            cfg,
+        )
+    assert (out["ordinal"] == 0).all() and out["loss"] == out["dm"]
+    # the earlier stacked pass (independent dropout masks, bf16) measured noise there
+    stacked = dataclasses.replace(cfg, ordinal_pass="stacked")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        old = odm_loss(
+            unet,
+            x,
+            t,
+            torch.tensor([1, 2, 3]),
+            torch.randn_like(x),
+            torch.tensor([[0, 2, 4]] * 3),
+            stacked,
+        )
+    assert (old["ordinal"][:2] > 0).all()
+
+
+def test_the_dm_hash_does_not_depend_on_how_an_ordinal_term_it_lacks_is_computed():
+    from bench.api.method import config_identity
+
+    dm = METHODS.get("dm")
+    assert config_identity(dm.make_config({"ordinal_pass": "stacked"})) == config_identity(
+        dm.make_config({})
+    )
+    odm = METHODS.get("odm")
+    assert config_identity(odm.make_config({"ordinal_pass": "stacked"})) != config_identity(
+        odm.make_config({})
+    )
+
+
 def test_guidance_scale_zero_and_one_give_the_unconditional_and_conditional_predictions():
     unet, x, t = StubUNet(), torch.randn(2, 1, 4, 4), torch.tensor([5, 7])
     y, null = torch.tensor([1, 2]), 5
@@ -129,7 +210,8 @@ def test_a_config_field_added_later_is_left_out_of_the_hash_at_its_default(tmp_p
 
     plain = unit()
     assert plain.config["offset_noise"] == 0.0  # recorded, but not part of the identity:
-    before = {k: v for k, v in plain.config.items() if k != "offset_noise"}
+    # (ordinal_pass, inert in the DM, is left out as well)
+    before = {k: v for k, v in plain.config.items() if k not in ("offset_noise", "ordinal_pass")}
     assert plain.config_hash == config_hash("dm", before, preset.budget, "bf16")
     assert unit(offset_noise=0.1).config_hash != plain.config_hash
 

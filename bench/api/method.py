@@ -271,10 +271,17 @@ def config_dict(config) -> dict[str, Any]:
 def config_identity(config) -> dict[str, Any]:
     """A config's fields as they define a unit (its hash): as with `budget_identity`,
     the fields a method added later (its Config's ``LATER_FIELDS``) are left out at
-    their defaults, so a record written before such a field existed keeps its hash."""
+    their defaults, so a record written before such a field existed keeps its hash; and
+    so are the fields its ``inert_fields()`` names, which do nothing in this config (e.g.
+    how ODM computes its ordinal term, when its weight is 0)."""
     names = getattr(config, "LATER_FIELDS", ())
     later = {f.name: f.default for f in dataclasses.fields(config) if f.name in names}
-    return without_later_defaults(config_dict(config), later)
+    inert = set(config.inert_fields()) if hasattr(config, "inert_fields") else set()
+    return {
+        k: v
+        for k, v in without_later_defaults(config_dict(config), later).items()
+        if k not in inert
+    }
 
 
 def config_hash(
