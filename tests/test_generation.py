@@ -94,6 +94,12 @@ def test_generation_suite_scores_every_method_with_one_recorded_extractor(data_d
         assert pc["n_reference"] == test_counts  # the test split's images per class
         info = rec["evaluation"]["extractor_info"]
         assert info["name"] == "bench-classifier" and info["trained_on"]["split"] == "train"
+        # RetinaMNIST is ordinal: the samples' grades against those they were made for
+        ordinal = rec["ordinal_consistency"]
+        assert (
+            ordinal["graded_by"] == info["version"] and len(ordinal["class_intensity_ratio"]) == 5
+        )
+        assert -1 <= ordinal["real"]["qwk"] <= 1
         versions.add(info["version"])
         assert (path.parent / rec["evaluation"]["samples_png"]).is_file()
         with np.load(path.with_suffix(".npz")) as npz:
@@ -113,9 +119,11 @@ def test_generation_suite_scores_every_method_with_one_recorded_extractor(data_d
     text = md.read_text()
     assert "| method | seeds | fid | kid_mean | precision | recall |" in text
     assert "Per-class FID" in text and "lower is better for fid, kid_mean" in text
+    assert "| _real test images (target)_ |" in text  # the ordinal consistency table
+    per_class = text.split("Per-class FID")[1].split("Ordinal consistency")[0]
     per_class_rows = [
         line
-        for line in text.splitlines()
+        for line in per_class.splitlines()
         if line.startswith("| odm") or line.startswith("| dm") or line.startswith("| cgan")
     ]
     assert (

@@ -37,7 +37,11 @@ class GenerationTask(Task):
             if seed != settings.extractor_seed
         }
         result = evaluate_generator(method, bundle, ctx, settings, extractor(settings), spread)
-        fields = {k: result[k] for k in ("metrics", "per_class", "evaluation")}
+        fields = {
+            k: result[k]
+            for k in ("metrics", "per_class", "evaluation", "ordinal_consistency")
+            if k in result
+        }
         n = result["evaluation"]["n_generated"]
         return Scored(fields, result["arrays"], n, result["sample_s"])
 
@@ -65,9 +69,17 @@ class GenerationTask(Task):
         return generation_floors(records)
 
     def table_extras(self, records, methods, metrics):
-        from bench.tasks.generation.report import generation_extras, per_class_fid_table
+        from bench.tasks.generation.report import (
+            generation_extras,
+            ordinal_table,
+            per_class_fid_table,
+        )
 
-        return generation_extras(records, methods, metrics) + per_class_fid_table(records, methods)
+        return (
+            generation_extras(records, methods, metrics)
+            + per_class_fid_table(records, methods)
+            + ordinal_table(records, methods)
+        )
 
     def header_notes(self, records, n_flagged, n_one_class):
         from bench.tasks.generation.report import generation_floor_note

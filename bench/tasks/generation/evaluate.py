@@ -39,6 +39,7 @@ from bench.tasks.generation.floors import (
     intensity_ratio,
     sample_diagnostics,
 )
+from bench.tasks.generation.ordinal import ordinal_consistency
 
 
 @dataclass(frozen=True)
@@ -253,6 +254,11 @@ def evaluate_generator(
         "n_generated": np.bincount(labels, minlength=spec.num_classes).tolist(),
         "n_reference": np.bincount(ref.labels, minlength=spec.num_classes).tolist(),
     }
+    ordinal = (
+        ordinal_consistency(images, labels, ref.images, ref.labels, extractor, spec.num_classes)
+        if spec.task == "ordinal"
+        else None
+    )
     if ctx.artifact_stem is not None:
         from bench.engine.images import save_class_grid
 
@@ -270,6 +276,7 @@ def evaluate_generator(
             "fid_by_extractor_seed": fid_by_seed,
             "samples_png": f"{ctx.artifact_stem.name}.samples.png" if ctx.artifact_stem else None,
         },
+        **({"ordinal_consistency": ordinal} if ordinal else {}),
         "sample_s": sample_s,
         "arrays": {"generated_images": images, "generated_labels": labels},
     }

@@ -53,13 +53,9 @@ def _classifier_features_class():
                 raise BenchError(
                     f"{CLASSIFIER_EXTRACTOR}: feature_extractor_weights_path (a saved classifier) is required"
                 )
-            from bench.nn.timm_models import TimmArch, build_timm_model
-
-            blob = torch.load(feature_extractor_weights_path, map_location="cpu", weights_only=True)
-            cfg = TimmArch(model=blob["model"], small_input_stem=blob["small_input_stem"])
-            self.model = build_timm_model(cfg, blob["in_chans"], blob["num_classes"])
-            self.model.load_state_dict(blob["state"])
-            self.in_chans, self.input_size = blob["in_chans"], blob["input_size"]
+            self.model, self.in_chans, self.input_size = load_classifier(
+                feature_extractor_weights_path
+            )
             self.requires_grad_(False)
             self.eval()
 
@@ -86,18 +82,33 @@ def _classifier_features_class():
                 raise BenchError(
                     f"{CLASSIFIER_EXTRACTOR}: expects uint8 [B, 3, H, W] images, got {getattr(x, 'dtype', type(x))} {tuple(getattr(x, 'shape', ()))}"
                 )
-            x = x.float().div(127.5).sub(1.0)
-            if self.in_chans == 1:
-                x = x.mean(dim=1, keepdim=True)
-            if self.input_size and x.shape[-1] != self.input_size:
-                x = F.interpolate(
-                    x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False
-                )
+            x = classifier_input(x, self.in_chans, self.input_size)
             return (
                 self.model.forward_head(self.model.forward_features(x), pre_logits=True).float(),
             )
 
     return HarnessClassifierFeatures
+
+
+def load_classifier(path) -> tuple[torch.nn.Module, int, int | None]:
+    """(model, in_chans, input_size) of a classifier saved by `save_classifier_extractor`."""
+    from bench.nn.timm_models import TimmArch, build_timm_model
+
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    cfg = TimmArch(model=blob["model"], small_input_stem=blob["small_input_stem"])
+    model = build_timm_model(cfg, blob["in_chans"], blob["num_classes"])
+    model.load_state_dict(blob["state"])
+    return model.eval(), blob["in_chans"], blob["input_size"]
+
+
+def classifier_input(x: torch.Tensor, in_chans: int, input_size: int | None) -> torch.Tensor:
+    """uint8 [B, 3, H, W] images as the saved classifier was trained on them."""
+    x = x.float().div(127.5).sub(1.0)
+    if in_chans == 1:
+        x = x.mean(dim=1, keepdim=True)
+    if input_size and x.shape[-1] != input_size:
+        x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False)
+    return x
 
 
 @dataclass

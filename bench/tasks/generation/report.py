@@ -171,6 +171,60 @@ def per_class_fid_table(records: list[dict], methods: list[str]) -> list[str]:
     return lines
 
 
+def ordinal_table(records: list[dict], methods: list[str]) -> list[str]:
+    """Ordinal data: how well the extractor classifier's grades of the samples agree with
+    the grades they were generated for (QWK, Spearman), beside its agreement on the real
+    reference images (the target: closer is better, more is exaggeration), and each
+    grade's mean intensity over the real grade's (bench/tasks/generation/ordinal.py)."""
+    blocks = {
+        m: [
+            r["ordinal_consistency"]
+            for r in method_records(records, m)
+            if r.get("ordinal_consistency")
+        ]
+        for m in methods
+    }
+    if not any(blocks.values()):
+        return []
+    real = next(b for v in blocks.values() for b in v)["real"]
+    classes = records[0].get("class_names") or []
+
+    def cell(values):
+        values = [v for v in values if v is not None and np.isfinite(v)]
+        if not values:
+            return "n/a"
+        return (
+            f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
+            if len(values) > 1
+            else f"{values[0]:.2f}"
+        )
+
+    lines = [
+        "",
+        "Ordinal consistency (the extractor classifier grades each sample; agreement with the grade it was generated for, "
+        "mean ± std over seeds; the target is the real test images' own agreement, not the maximum; and each grade's mean "
+        "intensity over the real grade's, target 1):",
+        "",
+        "| method | seeds | QWK | Spearman | "
+        + " | ".join(f"intensity {c}" for c in classes)
+        + " |",
+        "|---|---|---|---|" + "---|" * len(classes),
+        f"| _real test images (target)_ | | _{real['qwk']:.2f}_ | _{real['spearman']:.2f}_ | "
+        + " | ".join("_1.00_" for _ in classes)
+        + " |",
+    ]
+    for m, got in blocks.items():
+        if got:
+            ratios = [
+                cell([b["class_intensity_ratio"][k] for b in got]) for k in range(len(classes))
+            ]
+            lines.append(
+                f"| {m} | {len(got)} | {cell([b['generated']['qwk'] for b in got])} | "
+                f"{cell([b['generated']['spearman'] for b in got])} | " + " | ".join(ratios) + " |"
+            )
+    return lines
+
+
 def generation_floor_note(records: list[dict], n_flagged: int, n_one_class: int) -> list[str]:
     if not any("floors" in (r.get("evaluation") or {}) for r in records):
         return []
