@@ -62,6 +62,7 @@ from bench.nn.diffusion import (
     reverse_process,
 )
 from bench.nn.ema import with_ema
+from bench.nn.noise_floor import floor_block, linear_denoiser_mse
 
 
 @dataclass
@@ -321,8 +322,12 @@ class ConditionalDiffusion(GenerationMethod):
             generators=(gen,),
             desc="ODM" if ordinal else "DM",
         )
+        floor = linear_denoiser_mse(
+            train.images, val.images[probe], probe_t, probe_noise, alphas, cfg.image_size
+        )
         return {
             **summary,
+            "noise_floor": floor_block(floor, summary["best_val_value"], "per pixel"),
             "ordinal_loss": "on"
             if ordinal
             else ("off" if not cfg.ordinal_weight else f"empty: {C} classes"),

@@ -194,6 +194,10 @@ def test_stage1_training_lowers_the_validation_noise_loss(data_dir, tmp_path):
     val_losses = [h["val_noise_mse"] for h in summary["history"]]
     assert summary["steps"] == 6 * 8 and val_losses[-1] < 0.9 * val_losses[0]
     assert summary["best_val_value"] == min(val_losses)
+    # 48 steps do not make a denoiser: its noise loss stays above the per-pixel linear one's
+    floor = summary["noise_floor"]
+    assert floor["unit"] == "per image" and 0 < floor["linear_denoiser"] < 784
+    assert not floor["beaten"] and floor["best_val"] > floor["linear_denoiser"]
 
 
 def test_classification_suite_lists_dcube_and_a_syn_variant_sharing_stage1_options():

@@ -255,6 +255,9 @@ def test_odm_trains_and_samples_on_real_retinamnist(data_dir, tmp_path):
     again = m.sample(np.array([0, 1, 2, 3, 4, 4]), ctx)
     assert np.array_equal(images, again)  # seeded
     assert summary["ordinal_loss"] == "on"
+    floor = summary["noise_floor"]  # the per-pixel linear denoiser on the same probe
+    assert 0 < floor["linear_denoiser"] < 1 and floor["unit"] == "per pixel"
+    assert floor["beaten"] == (summary["best_val_value"] < floor["linear_denoiser"])
     assert METHODS.get("dm").make_config().ordinal_weight == 0
 
     # ema_decay: the same optimisation (identical training losses), but validation and

@@ -219,6 +219,7 @@ def render_markdown(
             reference, table_reference, why, bool(main["is_reference"].any()), dataset
         )
         lines += convergence_note(recs)
+        lines += untrained_note(recs)
         lines += precision_check(frame, preset, dataset, test)
         lines += extras[1:] if extras[:1] and extras[0].startswith("|") else extras
         for base in sorted(set(by_table["table"]) - {""}):
@@ -304,6 +305,37 @@ def convergence_note(records: list[dict]) -> list[str]:
         [
             "",
             f"Not converged (best validation epoch = the last, so more budget may change the number): {', '.join(hit)}.",
+        ]
+        if hit
+        else []
+    )
+
+
+def noise_floors(block) -> list[dict]:
+    """Every ``noise_floor`` block in a record's selection (a method's own diffusion
+    training, or a stage of it: D-Cube's stage 1 under ``stage1``)."""
+    if not isinstance(block, dict):
+        return []
+    found = [block["noise_floor"]] if isinstance(block.get("noise_floor"), dict) else []
+    return found + [f for k, v in block.items() if k != "noise_floor" for f in noise_floors(v)]
+
+
+def untrained_note(records: list[dict]) -> list[str]:
+    """Methods with a diffusion stage whose validation noise loss did not beat the
+    per-pixel linear denoiser's on the same probe (bench/nn/noise_floor.py), on how many
+    of the seeds that recorded it."""
+    seen, below = {}, {}
+    for r in records:
+        floors = noise_floors(r.get("selection"))
+        if floors:
+            seen[r["method"]] = seen.get(r["method"], 0) + 1
+            below[r["method"]] = below.get(r["method"], 0) + any(not f["beaten"] for f in floors)
+    hit = [f"{m} {n}/{seen[m]} seeds" for m, n in sorted(below.items()) if n]
+    return (
+        [
+            "",
+            "⚠ Untrained diffusion stage (its validation noise loss not below a per-pixel linear "
+            f"denoiser's on the same images, timesteps and noises): {', '.join(hit)}.",
         ]
         if hit
         else []

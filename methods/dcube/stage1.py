@@ -16,6 +16,7 @@ from bench.engine.batches import batches, plan_steps, to_device_batch
 from bench.engine.training import train_loop
 from bench.nn.diffusion import ddpm_scheduler, q_sample
 from bench.nn.labels import require_single_label
+from bench.nn.noise_floor import floor_block, linear_denoiser_mse
 from bench.nn.pretraining import cached_pretraining
 from methods.dcube.uvit import Stage1Config, UViT
 
@@ -114,7 +115,7 @@ def train_stage1(
             total_loss += ((eps - n) ** 2).flatten(1).sum(1).sum().item()
         return total_loss / len(probe)
 
-    return train_loop(
+    summary = train_loop(
         unet,
         step,
         evaluate,
@@ -130,6 +131,13 @@ def train_stage1(
         generators=(gen, rng),
         desc="D-Cube stage 1",
     )
+    floor = (
+        linear_denoiser_mse(
+            train.images, val.images[probe], probe_t, probe_noise, alphas, image_size
+        )
+        * probe_noise[0].numel()
+    )
+    return {**summary, "noise_floor": floor_block(floor, summary["best_val_value"], "per image")}
 
 
 def stage1_model(
