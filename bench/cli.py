@@ -96,6 +96,7 @@ def cmd_rescore(args) -> int:
 
 
 def cmd_sweep(args) -> int:
+    from bench.engine.config import parse_seeds
     from bench.tools.sweep import run_sweep
 
     out = run_sweep(
@@ -107,7 +108,7 @@ def cmd_sweep(args) -> int:
         trials=args.trials,
         storage=args.storage,
         study_name=args.study,
-        seed=args.seed,
+        seed=parse_seeds(args.seed, "bench sweep --seed")[0],
         metric=args.metric,
         grid=args.grid,
         values=_grid_values(args.values),
@@ -491,13 +492,21 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("once")
     from bench.engine.device import configure_threads
+    from bench.engine.interrupt import Terminated, handle_sigterm
 
     configure_threads()
+    handle_sigterm()
     try:
         return args.func(args)
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print(
+            "bench: terminated (SIGTERM); complete units are kept and a rerun resumes",
+            file=sys.stderr,
+        )
+        return 143
     except KeyboardInterrupt:
         print("bench: interrupted; complete units are kept and a rerun resumes", file=sys.stderr)
         return 130

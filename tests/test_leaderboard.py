@@ -218,7 +218,7 @@ def test_floors_flag_results_that_do_not_beat_them_and_one_class_models(tmp_path
         and rows["_majority class (floor)_"][auroc] == "_0.500_"
     )
     assert rows["_chance (floor)_"][bacc] == "_0.500_"
-    one_class = rows["vit_tiny_patch16_224 ⚠ one class (3/3 seeds)"]
+    one_class = rows["vit_tiny_patch16_224 ⚠ at its floor (3/3 seeds)"]
     assert one_class[acc].startswith("0.731 ± 0.000 ⚠") and not any(
         c.startswith(("**", "<u>")) for c in one_class
     )
@@ -226,7 +226,8 @@ def test_floors_flag_results_that_do_not_beat_them_and_one_class_models(tmp_path
     assert (
         rows["resnet18 (ref)"][auroc] == "1.000 ± 0.000"
     )  # the only real result: nothing to rank it against
-    assert "⚠ marks" in md and "1 method row(s) with a seed that predicts one class" in md
+    assert "⚠ marks" in md and "1 method row(s) with a seed at its floor" in md
+    assert "⚠ At its floor (not ranked): vit_tiny_patch16_224 seed 0: predicts one class;" in md
 
 
 def test_a_prior_row_is_tested_against_its_own_method_not_the_reference(tmp_path):
@@ -255,7 +256,7 @@ def test_a_prior_row_is_tested_against_its_own_method_not_the_reference(tmp_path
 
 
 def test_a_method_best_at_its_last_epoch_is_noted_as_not_converged():
-    from bench.tools.leaderboard import convergence_note
+    from bench.report.notes import convergence_note
 
     def rec(method, best, run=25, metric="auroc"):
         return {

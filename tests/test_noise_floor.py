@@ -9,7 +9,7 @@ import torch
 from bench.engine.batches import to_device_batch
 from bench.nn.diffusion import ddpm_scheduler
 from bench.nn.noise_floor import linear_denoiser_mse, pixel_moments
-from bench.tools.leaderboard import untrained_note
+from bench.report.notes import untrained_note
 
 ALPHAS = ddpm_scheduler(1000, 1e-4, 0.02).alphas_cumprod
 

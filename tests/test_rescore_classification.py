@@ -4,6 +4,7 @@ recorded, skipped when done, refused for what it cannot serve."""
 
 import json
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -63,7 +64,7 @@ def test_records_are_calibrated_from_their_predictions(results, capsys):
     assert (
         entry["added"].startswith("calibration")
         and entry["by_git_commit"]
-        and "rescore" in entry["command"]
+        and entry["command"] == " ".join(sys.argv)  # how the rescoring was asked for
     )
     # done once: a second run skips both; --force does them again
     assert main(["rescore", "--suite", "classification", "--results-dir", str(root)]) == 0

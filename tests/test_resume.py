@@ -167,7 +167,7 @@ def test_the_runner_removes_checkpoints_once_a_record_is_written(tmp_path, data_
     monkeypatch.setattr(
         bench.engine.runner,
         "remove_checkpoints",
-        lambda d: (there_before.extend(d.glob(f"*{SUFFIX}")), remove(d)),
+        lambda d, **kw: (there_before.extend(d.glob(f"*{SUFFIX}")), remove(d, **kw)),
     )
     outcomes = run_suite(
         TINY_SUITE,
@@ -182,6 +182,7 @@ def test_the_runner_removes_checkpoints_once_a_record_is_written(tmp_path, data_
     assert [o["status"] for o in outcomes] == ["ok"]
     assert len(there_before) == 1 and list((tmp_path / "results").rglob("seed0.json"))
     assert not list(work.rglob(f"*{SUFFIX}"))
+    assert not [d for d in work.rglob("*") if d.is_dir()]  # nor its emptied folders
 
 
 def test_patience_stops_a_stage_on_validation_and_a_rerun_does_not_train_on(tmp_path):

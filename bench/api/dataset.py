@@ -93,6 +93,37 @@ def validate_bundle(bundle: DatasetBundle) -> DatasetBundle:
     return bundle
 
 
+def whole_labels(labels: np.ndarray, where: str) -> np.ndarray:
+    """Labels as int64; float labels must be whole numbers (0.0, 1.0), else an error
+    naming the first bad row (casting would turn 0.7 into 0 without a word)."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(labels) | (labels != np.round(labels)))
+        if bad.size:
+            i = int(bad[0])  # a flat index: [N] or [N, columns] labels
+            row = i // labels.shape[1] if labels.ndim == 2 else i
+            raise DataError(
+                f"{where}: label {float(labels.flat[i])!r} in row {row} is not a whole number; "
+                f"{bad.size} such labels"
+            )
+    elif labels.dtype.kind not in "iub":
+        raise DataError(f"{where}: labels must be numbers, got {labels.dtype}")
+    return labels.astype(np.int64)
+
+
+def image_problem(images: np.ndarray) -> str:
+    """Why an image array is not uint8 0-255 images, in words (or '' when it is)."""
+    if images.dtype == np.uint8:
+        return ""
+    if images.dtype.kind == "f":
+        if not np.isfinite(images).all():
+            return f"{images.dtype} values with NaN or infinity"
+        if images.size and images.min() >= 0 and images.max() <= 1:
+            return f"{images.dtype} values in 0-1 (scaled images?), where uint8 0-255 is expected"
+        return f"{images.dtype} values, where uint8 0-255 is expected"
+    return f"{images.dtype} values, where uint8 0-255 is expected"
+
+
 def _validate_split(spec: DatasetSpec, name: str, split: SplitData) -> None:
     where = f"dataset {spec.name!r}, split {name!r}"
     if len(split) == 0:
@@ -101,6 +132,7 @@ def _validate_split(spec: DatasetSpec, name: str, split: SplitData) -> None:
     if imgs.dtype != np.uint8 or imgs.ndim != 4:
         raise DataError(
             f"{where}: images must be uint8 [N, H, W, C], got {imgs.dtype} {imgs.shape}"
+            + (f" ({image_problem(imgs)})" if image_problem(imgs) else "")
         )
     if imgs.shape[-1] != spec.channels:
         raise DataError(

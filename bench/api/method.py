@@ -10,7 +10,6 @@ methods ``fit`` on paired patches and ``restore(inputs, ctx) -> images``.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 from collections.abc import Callable
@@ -22,6 +21,7 @@ import numpy as np
 
 from bench.api.dataset import DatasetSpec, SplitData
 from bench.api.errors import BenchError
+from bench.api.options import check_options
 from bench.api.registry import METHODS
 
 
@@ -197,13 +197,9 @@ class MethodSpec:
 
 
 def build_config(config_cls: type, values: dict[str, Any], owner: str):
-    """``config_cls(**values)``; an unknown option is named, with the closest known one."""
-    known = {f.name for f in dataclasses.fields(config_cls)}
-    for key in values:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise BenchError(f"{owner}: unknown option {key!r}{hint} (options: {sorted(known)})")
+    """``config_cls(**values)``; an unknown option is named, with the closest known one,
+    and so is an option of the wrong type (bench/api/options.py)."""
+    check_options(config_cls, values, owner)
     return config_cls(**values)
 
 

@@ -162,7 +162,7 @@ def load_folder(
     labels, names = parse_labels(table["label"], task, class_names, where)
     images = np.empty((len(table), size, size, channels), dtype=np.uint8)
     for r, rel in enumerate(table["path"]):
-        path = resolve_inside(root, rel, where)
+        path = resolve_inside(root, rel, f"{where}: row {r + 2}")
         try:
             with Image.open(path) as img:
                 images[r] = to_uint8_image(img, channels, size)

@@ -17,6 +17,7 @@ import yaml
 
 from bench.api.errors import BenchError
 from bench.api.method import Budget
+from bench.api.options import check_options
 from bench.api.registry import SUITES
 
 
@@ -145,10 +146,8 @@ def load_suite(name_or_path: str) -> Suite:
             raise BenchError(
                 f"suite file {path}: preset {pname!r} must be a mapping with 'budget' and 'methods' mappings"
             )
-        try:
-            budget = Budget(**p.get("budget", {}))
-        except TypeError as exc:
-            raise BenchError(f"suite file {path}: preset {pname!r}: bad budget ({exc})") from exc
+        check_options(Budget, p.get("budget", {}), f"suite file {path}: preset {pname!r}: budget")
+        budget = Budget(**p.get("budget", {}))
         dataset_options = p.get("dataset_options") or {}
         if not isinstance(dataset_options, dict) or not all(
             isinstance(per, dict) and all(isinstance(o, dict) for o in per.values())
@@ -184,8 +183,12 @@ def load_suite(name_or_path: str) -> Suite:
     )
 
 
+#: what numpy and torch accept as a seed: 0 <= seed < 2**32
+MAX_SEED = 2**32 - 1
+
+
 def parse_seeds(values, where: str) -> list[int]:
-    """Seeds as integers, or one error naming the value that is not one."""
+    """Seeds as integers in 0..2**32 - 1, or one error naming the value that is not one."""
     values = values if isinstance(values, (list, tuple)) else [values]
     out = []
     for v in values:
@@ -193,8 +196,10 @@ def parse_seeds(values, where: str) -> list[int]:
             if isinstance(v, bool) or float(v) != int(v):
                 raise ValueError
             out.append(int(v))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise BenchError(f"{where}: {v!r} is not an integer seed") from None
+        if not 0 <= out[-1] <= MAX_SEED:
+            raise BenchError(f"{where}: seed {out[-1]} is out of range (0 to 2**32 - 1)")
     return out
 
 

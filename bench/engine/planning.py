@@ -117,19 +117,15 @@ def plan_units(
         for dataset in dataset_names:
             options = suite.options_for(entry, preset, spec.preset_options_of, dataset)
             for seed in seeds:
-                units.append(
-                    make_unit(
-                        spec,
-                        entry.name,
-                        options,
-                        dataset,
-                        seed,
-                        preset,
-                        precision,
-                        results_dir,
-                        suite.name,
+                try:
+                    unit = make_unit(
+                        spec, entry.name, options, dataset, seed, preset, precision, results_dir, suite.name
                     )  # fmt: skip
-                )
+                except BenchError as exc:  # a bad option: name the file and preset it is in
+                    raise BenchError(
+                        f"suite file {suite.path}: preset {preset.name!r}: method {entry.name!r}: {exc}"
+                    ) from None
+                units.append(unit)
     return units, specs
 
 

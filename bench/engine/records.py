@@ -219,22 +219,47 @@ def write_record(
     return stem.with_suffix(".json")
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
+def read_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(the record, None), or (None, why it cannot be used: unreadable, not JSON, not a
+    JSON object, another schema version)."""
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
+        data = json.loads(Path(path).read_text())
+    except OSError as exc:
+        return None, f"unreadable ({exc.strerror or exc})"
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return None, f"not valid JSON ({exc}; truncated?)"
+    if not isinstance(data, dict):
+        return None, f"not a record: a JSON {type(data).__name__}, not an object"
+    version = str(data.get("schema_version", ""))
+    if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+        return None, f"schema version {version or 'missing'}, not {SCHEMA_VERSION}"
+    return data, None
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from `path`, or None (missing, unreadable, not an object)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
+    return data if isinstance(data, dict) else None
 
 
-def load_records(results_dir: Path, suite: str, status: str | None = "ok") -> list[dict[str, Any]]:
-    """Every record of a suite (with ``_path`` added), optionally only one status."""
+def load_records(
+    results_dir: Path,
+    suite: str,
+    status: str | None = "ok",
+    problems: list[tuple[str, str]] | None = None,
+) -> list[dict[str, Any]]:
+    """Every record of a suite (with ``_path`` added), optionally only one status; a file
+    that is not a usable record is left out and, given a `problems` list, named in it
+    with the reason (path, why)."""
     out = []
     for path in sorted((Path(results_dir) / safe_name(suite)).rglob("seed*.json")):
-        record = read_json(path)
-        if (
-            record is None
-            or record.get("schema_version", "").split(".")[0] != SCHEMA_VERSION.split(".")[0]
-        ):
+        record, why = read_record(path)
+        if record is None:
+            if problems is not None:
+                problems.append((str(path), why))
             continue
         if status is None or record.get("status") == status:
             out.append({**record, "_path": str(path)})

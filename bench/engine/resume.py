@@ -38,10 +38,13 @@ def checkpoint_path(checkpoint_dir: Path, desc: str) -> Path:
 
 
 def rng_states(generators: tuple[Generator, ...]) -> dict[str, Any]:
+    """Every random stream's state, in types a weights-only load accepts (no pickled
+    numpy arrays: numpy's global state is kept as a list)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "numpy": np.random.get_state(),
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
         "python": random.getstate(),
         "generators": [
             g.get_state() if isinstance(g, torch.Generator) else g.bit_generator.state
@@ -54,7 +57,8 @@ def restore_rng_states(states: dict[str, Any], generators: tuple[Generator, ...]
     torch.set_rng_state(states["torch"])
     if states["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
-    np.random.set_state(states["numpy"])
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     random.setstate(states["python"])
     for g, s in zip(generators, states["generators"], strict=True):
         if isinstance(g, torch.Generator):
@@ -90,9 +94,8 @@ def load_checkpoint(
     if not path.exists():
         return None
     try:
-        state = torch.load(
-            path, map_location="cpu", weights_only=False
-        )  # our own file, written by save_checkpoint
+        # weights only: a file planted in a shared work dir must not run code on load
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - a truncated or foreign file must not stop the run
         log(
             f"ignoring unreadable checkpoint {path} ({type(e).__name__}: {e}); training from the start"
@@ -118,9 +121,20 @@ def load_checkpoint(
     return state
 
 
-def remove_checkpoints(checkpoint_dir: Path) -> None:
+def remove_checkpoints(checkpoint_dir: Path, up_to: Path | None = None) -> None:
+    """Delete a unit's checkpoints; then its folder and the folders above it up to (not
+    including) `up_to`, each if it is left empty."""
     for path in Path(checkpoint_dir).glob(f"*{SUFFIX}"):
         path.unlink(missing_ok=True)
+    if up_to is None:
+        return
+    folder, stop = Path(checkpoint_dir).resolve(), Path(up_to).resolve()
+    while folder != stop and stop in folder.parents:
+        try:
+            folder.rmdir()  # only an empty folder: anything else left there stays
+        except OSError:
+            break
+        folder = folder.parent
 
 
 @dataclass

@@ -11,6 +11,7 @@ suite goes on; nothing already written is touched.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 import traceback
 from pathlib import Path
@@ -26,6 +27,7 @@ from bench.api.registry import TASKS
 from bench.api.task import ScoringRun
 from bench.engine.config import Preset, Suite, load_suite
 from bench.engine.device import make_accelerator
+from bench.engine.interrupt import Terminated, interrupted_note, mark_interrupted
 from bench.engine.planning import (
     Unit,
     method_inapplicable,
@@ -36,12 +38,12 @@ from bench.engine.planning import (
 from bench.engine.provenance import environment, now, peak_memory, reset_peak_memory
 from bench.engine.records import (
     is_complete,
-    read_json,
+    read_record,
     refuse_unpublished,
     unit_lock,
     write_record,
 )
-from bench.engine.resume import remove_checkpoints
+from bench.engine.resume import SUFFIX, remove_checkpoints
 
 
 def run_unit(
@@ -211,6 +213,13 @@ def run_suite(
         f"suite {suite.name} / preset {preset.name}: {len(units)} units, {len(units) - len(pending)} complete, "
         f"{len(pending)} to run on {accelerator.num_processes} process(es) [{accelerator.device}, {precision}]"
     )
+    for u in pending:  # a damaged record is run again, and said so
+        path = u.stem.with_suffix(".json")
+        why = read_record(path)[1] if path.exists() else None
+        if why:
+            log(
+                f"  {u.label}: its record {path} is {why}: run again; the old file is kept as {path.name}.unreadable"
+            )
     if other_data and not rerun:
         log(
             f"  {len(other_data)} of them have a record made from other data (split hash, file MD5s or pixels differ): "
@@ -246,8 +255,11 @@ def run_suite(
                     }
                 )
             else:
-                outcomes.append(
-                    run_and_record(
+                work = unit_work_dir(unit, suite, Path(work_dir))
+                if note := interrupted_note(work, SUFFIX):
+                    log(f"  {unit.label}: {note}")
+                try:
+                    outcome = run_and_record(
                         unit,
                         specs[unit.method],
                         bundles.get(unit.dataset),
@@ -261,7 +273,12 @@ def run_suite(
                         shared,
                         checkpoint_every_s=checkpoint_every_s,
                     )
-                )
+                except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: its rerun says what it does
+                    mark_interrupted(
+                        work, "terminated" if isinstance(stop, Terminated) else "Ctrl-C"
+                    )
+                    raise
+                outcomes.append(outcome)
         tqdm.write(rank + _outcome_line(outcomes[-1]))
     accelerator.wait_for_everyone()
     gathered = gather_object(outcomes) if accelerator.num_processes > 1 else outcomes
@@ -298,7 +315,12 @@ def run_and_record(
     started = now()
     t0 = time.perf_counter()
     record = base_record(unit, suite, preset, bundle, {**env, "started": started})
-    previous = read_json(unit.stem.with_suffix(".json"))
+    record_path = unit.stem.with_suffix(".json")
+    previous, why = read_record(record_path)
+    if why and record_path.exists():  # keep the bytes of what this record overwrites
+        kept = record_path.with_name(record_path.name + ".unreadable")
+        shutil.copyfile(record_path, kept)
+        record["replaces"] = {"unreadable": why, "kept_as": kept.name}
     if previous and previous.get("status") == "ok":  # say what this record overwrites
         old = previous.get("data") or {}
         record["replaces"] = {
@@ -349,7 +371,7 @@ def run_and_record(
             "are kept, so a rerun writes the record without training again"
         ) from exc
     if record["status"] == "ok":  # a failed unit keeps them: its rerun resumes
-        remove_checkpoints(unit_work_dir(unit, suite, Path(work_dir)))
+        remove_checkpoints(unit_work_dir(unit, suite, Path(work_dir)), up_to=Path(work_dir))
     return {
         "unit": unit.label,
         "status": record["status"],

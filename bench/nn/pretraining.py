@@ -34,8 +34,15 @@ def cached_pretraining(
     key = cache_key({"kind": kind, "data": ctx.data_id, "seed": ctx.seed, **payload})
     root = Path(ctx.cache_dir or ctx.checkpoint_dir) / kind
     path = root / f"{key}.pt"
+    blob = None
     if path.is_file():
-        blob = torch.load(path, map_location="cpu", weights_only=False)
+        try:  # weights only: a file planted in the shared cache must not run code on load
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - a foreign or damaged file: train again over it
+            ctx.log(
+                f"ignoring the cached {kind} {path}: it cannot be loaded as weights ({type(e).__name__}); training it again"
+            )
+    if blob is not None:
         model.load_state_dict(blob["state"])
         model.to(ctx.device).eval()
         return {**blob["summary"], "cache": "hit", "file": str(path)}

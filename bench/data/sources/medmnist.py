@@ -14,7 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.api.dataset import DatasetBundle, DatasetSource, DatasetSpec, SplitData, validate_bundle
+from bench.api.dataset import (
+    DatasetBundle,
+    DatasetSource,
+    DatasetSpec,
+    SplitData,
+    image_problem,
+    validate_bundle,
+    whole_labels,
+)
 from bench.api.errors import DataError
 from bench.api.registry import DATASETS
 from bench.data.locate import locate_file
@@ -71,9 +79,11 @@ def load_medmnist(flag: str, size: int, data_dir=None, download=None) -> Dataset
             if key not in arrays:
                 raise DataError(f"{path}: array {key!r} is missing (has {sorted(arrays)})")
         images = arrays[f"{split}_images"]
+        if image_problem(images):
+            raise DataError(f"{path}: {split}_images holds {image_problem(images)}")
         if images.ndim == 3:
             images = images[..., None]
-        labels = arrays[f"{split}_labels"].astype(np.int64)
+        labels = whole_labels(arrays[f"{split}_labels"], f"{path}: {split}_labels")
         if task != "multilabel":
             labels = labels.reshape(-1)
         splits[split] = SplitData(images, labels, [f"{split}/{i}" for i in range(len(labels))])

@@ -25,8 +25,8 @@ class ClassificationTask(Task):
         "recall_macro",
         "kappa_quadratic",
     )
-    degenerate_label = "one class"
-    degenerate_seeds = "seeds predict one class"
+    degenerate_label = "at its floor"
+    degenerate_seeds = "seeds predict one class or are near their floor"
     draws_figures = True
 
     def score(self, method, bundle, ctx: RunContext, run: ScoringRun) -> Scored:
@@ -46,9 +46,17 @@ class ClassificationTask(Task):
         return random_labelled_images(size, channels, classes, n, rng, source)
 
     def degenerate(self, record: dict) -> str:
-        from bench.tasks.classification.floors import one_class_seed
+        from bench.tasks.classification.floors import near_floor, one_class_seed
 
-        return "predicts one class" if one_class_seed(record) else ""
+        return "predicts one class" if one_class_seed(record) else near_floor(record)
+
+    def table_extras(self, records, methods, metrics):
+        """Under a table: why each flagged seed is at its floor."""
+        why = [
+            (r, self.degenerate(r)) for r in sorted(records, key=lambda r: (r["method"], r["seed"]))
+        ]
+        why = [f"{r['method']} seed {r['seed']}: {reason}" for r, reason in why if reason]
+        return ["", f"⚠ At its floor (not ranked): {'; '.join(why)}."] if why else []
 
     def verdict(self, records, frame, rows, reference, with_priors=True):
         from bench.tasks.classification.verdict import verdict_lines
@@ -66,8 +74,9 @@ class ClassificationTask(Task):
         return [
             EXPLANATION,
             f"- **Floors**: each table ends with the majority-class and chance rows of its test split; ⚠ marks "
-            f"{n_flagged} cell(s) at or below their floor and {n_one_class} method row(s) with a seed that predicts "
-            "one class for every test image: no result, never bold.",
+            f"{n_flagged} cell(s) at or below their floor and {n_one_class} method row(s) with a seed at its floor: one "
+            "class predicted for every test image, or for over 95 % of them, or a balanced accuracy whose 95 % "
+            "interval reaches chance (the reasons are under the table): no result, never bold.",
         ]
 
     def figures(self, records, out_dir: Path) -> list[Path]:

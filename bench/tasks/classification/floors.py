@@ -6,7 +6,8 @@ AUROC 0.5, balanced accuracy 1/C, accuracy = the largest class's share) and *cha
 (uniform random guessing, in expectation: accuracy and balanced accuracy 1/C, AUROC
 0.5, kappa 0). A metric's floor is the better of the two; a result at or below it (as
 shown, to 3 decimals) is no result, and a model that predicts one class for every test
-image is flagged whatever its scores (see ``bench/tools/leaderboard.py``).
+image, or nearly (`near_floor`), is flagged whatever its scores (see
+``bench/tools/leaderboard.py``).
 """
 
 from __future__ import annotations
@@ -84,6 +85,48 @@ def one_class_seed(record: dict) -> bool:
     path = _npz_path(record)
     probs = _test_arrays(path)[0] if path else None
     return probs is not None and predicts_one_class(probs, record["task"])
+
+
+#: a model predicting one class for more than this share of test images is at its floor
+ONE_CLASS_SHARE = 0.95
+
+
+def balanced_accuracy_interval(recalls, counts, z: float = 1.96) -> tuple[float, float]:
+    """A normal 95 % interval of balanced accuracy, the mean of per-class recalls, each a
+    binomial proportion over its class's test images."""
+    r, n = np.asarray(recalls, float), np.asarray(counts, float)
+    keep = n > 0
+    r, n = r[keep], n[keep]
+    mean = float(r.mean())
+    half = z * float(np.sqrt(np.sum(r * (1 - r) / n))) / len(r)
+    return mean - half, mean + half
+
+
+def near_floor(record: dict) -> str:
+    """Why a single-label record's model is at its floor though not exactly one class
+    ('' when it is not): more than 95 % of its test predictions in one class, or a 95 %
+    interval of its balanced accuracy that reaches chance (1/C)."""
+    if record.get("task") not in SINGLE_LABEL:
+        return ""
+    share = (record.get("predicted_share") or {}).get("test")
+    if share and max(share) > ONE_CLASS_SHARE:
+        return (
+            f"predicts one class for {max(share):.1%} of test images (over {ONE_CLASS_SHARE:.0%})"
+        )
+    recalls = ((record.get("per_class") or {}).get("test") or {}).get("recall")
+    path = _npz_path(record)
+    labels = _test_arrays(path)[1] if path else None
+    if recalls is None or labels is None:
+        return ""
+    counts = np.bincount(np.asarray(labels).astype(int), minlength=len(recalls))
+    low, high = balanced_accuracy_interval(recalls, counts)
+    chance = 1 / len(recalls)
+    if low <= chance:
+        return (
+            f"balanced accuracy {np.mean(recalls):.3f}, 95 % interval [{low:.3f}, {high:.3f}] "
+            f"reaches chance {chance:.3f}"
+        )
+    return ""
 
 
 def classification_floors(records: list[dict]) -> dict[str, dict[str, float]]:
