@@ -161,6 +161,25 @@ def test_feature_layer_choices_follow_the_authors_code():
         METHODS.get("dcube").make_config({"stage1": {"epoch": 3}})
 
 
+def test_a_target_ratio_tops_classes_up_without_removing_any_and_dcube_nosub_is_sized_like_dcube():
+    # the paper's 2:2:3: the class furthest above its share sets the scale
+    assert synthetic_counts(np.array([100, 100, 40]), 1.0, None, [2, 2, 3]).tolist() == [0, 0, 110]
+    assert synthetic_counts(np.array([10, 50]), 1.0, None, [2, 3]).tolist() == [24, 0]
+    with pytest.raises(BenchError, match="target_ratio needs 2 positive numbers"):
+        synthetic_counts(np.array([10, 50]), 1.0, None, [1, 0])
+    from bench.engine.config import load_suite
+    from bench.engine.planning import plan_units
+    from bench.report.aggregate import ablation_base
+
+    suite = load_suite("classification")
+    units, _ = plan_units(
+        suite, suite.preset("standard"), ["breastmnist"], ["dcube", "dcube_nosub"], [0], "r", "bf16"
+    )
+    by = {u.method: u.config for u in units}
+    assert by["dcube_nosub"] == {**by["dcube"], "use_sub_features": False}
+    assert ablation_base("dcube_nosub") == "dcube"  # its own table, against dcube
+
+
 def test_synthetic_counts_rebalance_as_requested():
     counts = np.array([147, 399])
     assert synthetic_counts(counts, 1.0, None).tolist() == [252, 0]

@@ -262,3 +262,13 @@ class DCube(ClassificationMethod):
                     torch.softmax(self.logits(head, x, ts[idx].to(ctx.device)).float(), dim=1).cpu()
                 )
         return torch.cat(out).numpy().astype(np.float64)
+
+
+# What the diffusion branch adds (paper Table IV analogue): the frozen U-ViT's selected
+# features alone, without the CNN sub-features, sized like dcube in a preset.
+register_method(
+    "dcube_nosub",
+    "D-Cube without the CNN sub-features: the diffusion features alone (its Table IV analogue)",
+    preset_options_of="dcube",
+    use_sub_features=False,
+)(DCube)

@@ -68,10 +68,15 @@ def sample_images(
 
 
 def synthetic_counts(
-    counts: np.ndarray, balance: float, add_per_class: list[int] | None
+    counts: np.ndarray,
+    balance: float,
+    add_per_class: list[int] | None,
+    target_ratio: list[float] | None = None,
 ) -> np.ndarray:
-    """Images to add per class: explicit counts, or enough to bring every class up to
-    `balance` x the largest class's count (1.0 = balanced)."""
+    """Images to add per class: explicit counts; or, with `target_ratio`, the fewest that
+    bring the class counts to that ratio (e.g. the paper's 2:2:3) without removing any
+    real image; or enough to bring every class up to `balance` x the largest class's
+    count (1.0 = balanced)."""
     if add_per_class is not None:
         add = np.asarray(add_per_class, dtype=np.int64)
         if add.shape != counts.shape or (add < 0).any():
@@ -79,6 +84,14 @@ def synthetic_counts(
                 f"+Syn add_per_class needs {len(counts)} non-negative counts, got {add_per_class}"
             )
         return add
+    if target_ratio is not None:
+        ratio = np.asarray(target_ratio, dtype=float)
+        if ratio.shape != counts.shape or not (ratio > 0).all():
+            raise BenchError(
+                f"+Syn target_ratio needs {len(counts)} positive numbers, got {target_ratio}"
+            )
+        scale = (counts / ratio).max()  # the class furthest above its share sets the scale
+        return np.maximum(np.ceil(scale * ratio - 1e-9).astype(np.int64) - counts, 0)
     target = int(math.ceil(balance * counts.max()))
     return np.maximum(target - counts, 0)
 
@@ -92,6 +105,9 @@ class SynConfig:
     )  # D-Cube stage-1 options (same key = same cached model)
     balance: float = 1.0
     add_per_class: list | None = None  # explicit images to add per class (overrides balance)
+    target_ratio: list | None = (
+        None  # class counts topped up to this ratio (paper: 2:2:3); overrides balance
+    )
     sampler: str = "ddpm"  # the authors': ancestral DDPM over all T steps
     sampling_steps: int = 1000
     sample_batch: int = 256
@@ -130,7 +146,7 @@ class SynAugmented(ClassificationMethod):
         cfg = self.config
         unet, stage1 = stage1_model(self.s1, self.spec, train, val, ctx)
         counts = np.bincount(train.labels, minlength=self.spec.num_classes)
-        add = synthetic_counts(counts, cfg.balance, cfg.add_per_class)
+        add = synthetic_counts(counts, cfg.balance, cfg.add_per_class, cfg.target_ratio)
         labels = np.repeat(np.arange(len(add)), add)
         key = cache_key(
             {
