@@ -219,9 +219,8 @@ def write_record(
     return stem.with_suffix(".json")
 
 
-def read_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """(the record, None), or (None, why it cannot be used: unreadable, not JSON, not a
-    JSON object, another schema version)."""
+def _json_object(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(the JSON object in `path`, None), or (None, why not)."""
     try:
         data = json.loads(Path(path).read_text())
     except OSError as exc:
@@ -230,6 +229,15 @@ def read_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
         return None, f"not valid JSON ({exc}; truncated?)"
     if not isinstance(data, dict):
         return None, f"not a record: a JSON {type(data).__name__}, not an object"
+    return data, None
+
+
+def read_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(the record, None), or (None, why it cannot be used: unreadable, not JSON, not a
+    JSON object, another schema version)."""
+    data, why = _json_object(path)
+    if data is None:
+        return None, why
     version = str(data.get("schema_version", ""))
     if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
         return None, f"schema version {version or 'missing'}, not {SCHEMA_VERSION}"
@@ -238,11 +246,7 @@ def read_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
 
 def read_json(path: Path) -> dict[str, Any] | None:
     """A JSON object from `path`, or None (missing, unreadable, not an object)."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
+    return _json_object(path)[0]
 
 
 def load_records(
