@@ -76,3 +76,9 @@ def test_the_table_puts_the_real_images_value_first_as_the_target():
     )
     assert "| 1.20 ± 0.00 |" in rows[3]
     assert ordinal_table([{"method": "cgan", "seed": 0}], ["cgan"]) == []
+    # an undefined agreement (a grader predicting one class: NaN, stored as null) reads n/a
+    undefined = record("dm", 0, None)
+    undefined["ordinal_consistency"]["real"] = {"qwk": None, "spearman": None}
+    rows = [x for x in ordinal_table([undefined], ["dm"]) if x.startswith("| ")]
+    assert rows[1].startswith("| _real test images (target)_ | | _n/a_ | _n/a_ |")
+    assert rows[2].startswith("| dm | 1 | n/a | n/a |")

@@ -209,7 +209,7 @@ def ordinal_table(records: list[dict], methods: list[str]) -> list[str]:
         + " | ".join(f"intensity {c}" for c in classes)
         + " |",
         "|---|---|---|---|" + "---|" * len(classes),
-        f"| _real test images (target)_ | | _{real['qwk']:.2f}_ | _{real['spearman']:.2f}_ | "
+        f"| _real test images (target)_ | | _{cell([real['qwk']])}_ | _{cell([real['spearman']])}_ | "
         + " | ".join("_1.00_" for _ in classes)
         + " |",
     ]
