@@ -438,3 +438,26 @@ def test_a_manifest_path_outside_the_root_names_its_row(tmp_path):
         DataError, match=r"row 2: path '\.\./\.\./etc/passwd' points outside the data root"
     ):
         load_folder("mine", root, "labels.csv", task="binary", size=28, channels=1)
+
+
+def test_every_config_default_fits_its_declared_type():
+    """The type check (bench/api/options.py) reads each Config's annotations: a default
+    that does not fit its own annotation would refuse the method's paper settings."""
+    import dataclasses
+    import typing
+
+    from bench.api.options import fits
+    from bench.api.registry import METHODS
+
+    for name in METHODS.names():
+        cls = METHODS.get(name).cls.Config
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            else:
+                default = f.default_factory()
+            assert fits(default, hints[f.name]), (name, f.name, hints[f.name], default)
+    assert (
+        not fits(True, int) and fits(3, float) and not fits("3", float) and fits(None, int | None)
+    )
