@@ -226,8 +226,12 @@ def test_generation_suite_options_are_valid():
         GenerationEval.from_options(suite.evaluation_for(p))
         for entry in suite.methods:
             METHODS.get(entry.name).make_config(suite.options_for(entry, p))
-    with pytest.raises(BenchError, match="unknown options"):
+    with pytest.raises(
+        BenchError, match="unknown option 'kid_subsets_size'; did you mean 'kid_subset_size'"
+    ):
         GenerationEval.from_options({"kid_subsets_size": 10})
+    with pytest.raises(BenchError, match="option 'bootstrap' must be an integer, not 'many'"):
+        GenerationEval.from_options({"bootstrap": "many"})
 
 
 @pytest.mark.slow

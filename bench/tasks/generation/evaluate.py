@@ -23,6 +23,7 @@ import numpy as np
 from bench.api.dataset import DatasetBundle
 from bench.api.errors import BenchError, TrainingError
 from bench.api.method import Budget, GenerationMethod, RunContext
+from bench.api.options import check_options
 from bench.tasks.generation.fidelity import (
     Extractor,
     classifier_extractor,
@@ -65,12 +66,7 @@ class GenerationEval:
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> GenerationEval:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(options) - known
-        if unknown:
-            raise BenchError(
-                f"generation evaluation: unknown options {sorted(unknown)} (options: {sorted(known)})"
-            )
+        check_options(cls, options, "generation evaluation")  # names and types
         if "spread_seeds" in options:  # YAML gives a list; the settings are a cache key
             options = {**options, "spread_seeds": tuple(options["spread_seeds"])}
         return cls(**options)
