@@ -381,6 +381,60 @@ def test_sigterm_stops_a_run_cleanly_and_its_rerun_says_it_resumes(tmp_path, dat
     assert "resuming after epoch" in rerun.stdout + rerun.stderr
 
 
+def linear_stage(tmp_path, on_step, epochs=4):
+    """A 4-step-per-epoch training stage that checkpoints only when forced (every 3600 s),
+    calling `on_step(step)` before each step."""
+    from bench.api.method import Budget, RunContext
+    from bench.engine.device import make_accelerator
+    from bench.engine.training import train_loop
+
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 4), torch.arange(64) % 2
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ctx = RunContext(
+        make_accelerator("fp32", cpu=True)[0], 0, Budget(epochs=epochs, batch_size=16),
+        tmp_path, lambda line: None, False, checkpoint_every_s=3600,
+    )  # fmt: skip
+    steps = iter(range(10**6))
+
+    def step(idx):
+        on_step(next(steps))
+        return torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+
+    return train_loop(
+        model, step, lambda: 0.5, ctx, n_train=64, batch_size=16, total_steps=4 * epochs,
+        epochs=epochs, optimizer=opt, desc="stage",
+    )  # fmt: skip
+
+
+def test_sigterm_in_training_checkpoints_the_epoch_within_the_grace_period(tmp_path, capsys):
+    """SIGTERM in epoch 2: the epoch ends, a checkpoint is written (none was due for an
+    hour), Terminated is raised, and the rerun continues after epoch 2."""
+    from bench.engine import interrupt
+
+    interrupt.handle_sigterm()
+    try:
+        with pytest.raises(interrupt.Terminated):
+            linear_stage(tmp_path, lambda s: s == 5 and os.kill(os.getpid(), signal.SIGTERM))
+        assert "finishing this epoch to write a checkpoint" in capsys.readouterr().err
+        assert torch.load(tmp_path / "stage.resume.pt", weights_only=True)["epoch"] == 2
+        resumed = linear_stage(tmp_path, lambda s: None)
+        assert resumed["resumed_after_epoch"] == 2 and resumed["steps"] == 16
+        # past the grace period the run stops where it is, without a checkpoint
+        monkey = pytest.MonkeyPatch()
+        monkey.setattr(interrupt, "GRACE_S", 0.2)
+        slow = tmp_path / "slow"
+        with pytest.raises(interrupt.Terminated):
+            linear_stage(
+                slow, lambda s: os.kill(os.getpid(), signal.SIGTERM) if s == 1 else time.sleep(0.3)
+            )
+        monkey.undo()
+        assert not (slow / "stage.resume.pt").exists()
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 # 8. a model near its floor is flagged, not ranked, and the reason is printed
 def test_a_model_predicting_nearly_one_class_is_flagged_with_its_reason(tmp_path):
     from bench.engine.records import unit_stem, write_record

@@ -18,6 +18,7 @@ from bench.api.errors import TrainingError
 from bench.api.method import RunContext
 from bench.engine.batches import batches
 from bench.engine.device import sync_device, to_channels_last
+from bench.engine.interrupt import checkpoint_window, termination_due
 from bench.engine.resume import StageCheckpoint
 
 
@@ -108,54 +109,58 @@ def train_loop(
         disable=None if ctx.progress else True,
         dynamic_ncols=True,
     )
-    for epoch in range(start_epoch, epochs):
-        if run.stopped:
-            break
-        module.train()
-        t0 = time.perf_counter()
-        losses = []
-        for idx in batches(n_train, batch_size, gen, drop_last=n_train > batch_size):
-            if run.step >= total_steps:
-                break
-            loss = train_step(idx)
-            update(loss, run.step, epoch)
-            run.step += 1
-            run.seen += len(idx)
-            losses.append(loss.item())
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.3f}")
-        run.t_train += time.perf_counter() - t0
-        entry = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None}
-        run.history.append(entry)
-        run.epoch = epoch + 1
-        if evaluate is None:  # no validation: the last weights are the result
-            run.best = {"value": math.nan, "epoch": epoch + 1, "state": None, "raw": None}
-            ckpt.save(run, force=epoch + 1 == epochs)
-        elif (epoch + 1) % eval_every == 0 or epoch + 1 == epochs:
-            module.eval()
-            value = float(evaluate())
-            entry[f"val_{metric_name}"] = value
-            if ctx.on_eval is not None:
-                ctx.on_eval(epoch + 1, value)
-            score = value if higher_is_better else -value
-            if not math.isfinite(score):
-                score = -math.inf
-            if run.best["state"] is None or score > run.best["value"]:
-                run.best = {
-                    "value": score,
-                    "epoch": epoch + 1,
-                    "state": copy.deepcopy(module.state_dict()),
-                    "raw": value,
-                }
-                run.stale = 0
-            else:
-                run.stale += 1
-            run.stopped = bool(ctx.budget.patience) and run.stale >= ctx.budget.patience
+    with checkpoint_window():  # a SIGTERM lets the epoch end and checkpoint (interrupt.py)
+        for epoch in range(start_epoch, epochs):
             if run.stopped:
-                ctx.log(
-                    f"{desc}: stopping after epoch {epoch + 1}: no better validation {metric_name} in {run.stale} evaluations"
-                )
-            ckpt.save(run, force=epoch + 1 == epochs or run.stopped)
+                break
+            module.train()
+            t0 = time.perf_counter()
+            losses = []
+            for idx in batches(n_train, batch_size, gen, drop_last=n_train > batch_size):
+                if run.step >= total_steps:
+                    break
+                loss = train_step(idx)
+                update(loss, run.step, epoch)
+                run.step += 1
+                run.seen += len(idx)
+                losses.append(loss.item())
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.3f}")
+            run.t_train += time.perf_counter() - t0
+            entry = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None}
+            run.history.append(entry)
+            run.epoch = epoch + 1
+            if evaluate is None:  # no validation: the last weights are the result
+                run.best = {"value": math.nan, "epoch": epoch + 1, "state": None, "raw": None}
+                ckpt.save(run, force=epoch + 1 == epochs)
+            elif (epoch + 1) % eval_every == 0 or epoch + 1 == epochs:
+                module.eval()
+                value = float(evaluate())
+                entry[f"val_{metric_name}"] = value
+                if ctx.on_eval is not None:
+                    ctx.on_eval(epoch + 1, value)
+                score = value if higher_is_better else -value
+                if not math.isfinite(score):
+                    score = -math.inf
+                if run.best["state"] is None or score > run.best["value"]:
+                    run.best = {
+                        "value": score,
+                        "epoch": epoch + 1,
+                        "state": copy.deepcopy(module.state_dict()),
+                        "raw": value,
+                    }
+                    run.stale = 0
+                else:
+                    run.stale += 1
+                run.stopped = bool(ctx.budget.patience) and run.stale >= ctx.budget.patience
+                if run.stopped:
+                    ctx.log(
+                        f"{desc}: stopping after epoch {epoch + 1}: no better validation {metric_name} in {run.stale} evaluations"
+                    )
+                ckpt.save(run, force=epoch + 1 == epochs or run.stopped)
+            if termination_due():  # SIGTERM: checkpoint this epoch; the window then stops the run
+                ckpt.save(run, force=True)
+                break
     bar.close()
     if run.best["state"] is not None:
         module.load_state_dict(run.best["state"])
