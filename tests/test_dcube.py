@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import real_data_dir
 
 from bench.api.errors import BenchError
 from bench.api.registry import METHODS
@@ -119,28 +120,84 @@ def test_cycle_loss_has_a_gradient_in_the_paper_form_and_none_in_the_code_form()
     )
 
 
+def structured_batches(seed, n_batches=8):
+    """Per batch: Gaussian noise, a ReLU-like layer (half zeros), a per-image bimodal layer
+    (each image's map is mostly +1 or -1), noise again: 64 images of 50 x 32."""
+    g = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_batches):
+        sign = np.where(g.random((64, 1, 1)) < 0.5, -1.0, 1.0)
+        out.append(
+            [
+                g.standard_normal((64, 50, 32)),
+                np.maximum(g.standard_normal((64, 50, 32)), 0),
+                sign + 0.1 * g.standard_normal((64, 50, 32)),
+                g.standard_normal((64, 50, 32)),
+            ]
+        )
+    return out
+
+
 def test_ks_selection_keeps_structured_layers_and_drops_gaussian_noise(tmp_path):
-    g = np.random.default_rng(0)
-    noise = g.standard_normal((64, 50, 32))
-    sparse = np.maximum(g.standard_normal((64, 50, 32)), 0)  # ReLU-like: half zeros
-    pattern = np.sin(np.linspace(0, 20, 50))[None, :, None] + 0.05 * g.standard_normal((64, 50, 32))
-    names = ["noise", "sparse", "pattern", "noise2"]
-    sel = ks_layer_selection(
-        [noise, sparse, pattern, g.standard_normal((64, 50, 32))], names, alpha=0.05, samples=1000
-    )
-    assert (
-        sel["kept"] == [1, 2] and sel["kept_names"] == ["sparse", "pattern"] and sel["note"] is None
-    )
-    p = {layer["name"]: layer["p_value"] for layer in sel["layers"]}
-    assert p["noise"] > 0.05 and p["noise2"] > 0.05 and p["sparse"] < 1e-6 and p["pattern"] < 1e-6
+    names = ["noise", "sparse", "bimodal", "noise2"]
+    sel = ks_layer_selection(structured_batches(0), names, alpha=0.05)
+    assert sel["kept_names"] == ["sparse", "bimodal"] and sel["separated"] and sel["note"] is None
+    assert sel["samples"] == "one per image" and sel["batches"] == 8 and sel["batch_size"] == 64
+    layer = {entry["name"]: entry for entry in sel["layers"]}
+    assert layer["sparse"]["kept_share"] == layer["bimodal"]["kept_share"] == 1.0
+    assert layer["noise"]["kept_share"] <= 0.25 and layer["noise2"]["kept_share"] <= 0.25
+    assert layer["sparse"]["p_value"] < 1e-3 and layer["noise"]["p_value"] > 0.05
+    assert sel["stability"] > 0.85
     plot_ks(sel, tmp_path / "ks.png")
     assert (tmp_path / "ks.png").stat().st_size > 1000
-    # nothing non-Gaussian: the least Gaussian layer is kept, and that is said
+    # nothing non-Gaussian: nothing separates; the least Gaussian layer is kept, and said
     h = np.random.default_rng(1)
     only_noise = ks_layer_selection(
-        [h.standard_normal((64, 50, 32)), h.standard_normal((64, 50, 32))], ["a", "b"]
+        [[h.standard_normal((64, 50, 32)) for _ in range(2)] for _ in range(8)], ["a", "b"]
     )
     assert len(only_noise["kept"]) == 1 and "no layer" in only_noise["note"]
+    assert not only_noise["separated"]
+
+
+def test_ks_kept_set_is_stable_across_ks_seeds_and_data_draws():
+    names = ["noise", "sparse", "bimodal", "noise2"]
+    kept = {
+        tuple(ks_layer_selection(structured_batches(data), names, seed=ks)["kept"])
+        for data in range(3)
+        for ks in range(4)
+    }
+    assert kept == {(1, 2)}
+
+
+def test_ks_counts_images_not_pixels():
+    """Values of one image are correlated (here: a per-image offset, like a feature map's
+    mean): pooling 1,000 of them rejects Gaussianity for every batch although the images'
+    values are Gaussian; one value per image does not. This is why the p-value of the
+    pooled test followed `ks_samples` instead of the layer."""
+    g = np.random.default_rng(0)
+    batches = [
+        [g.standard_normal((64, 1, 1)) + 0.2 * g.standard_normal((64, 50, 32))] for _ in range(8)
+    ]
+    assert not ks_layer_selection(batches, ["offsets"])["separated"]
+    assert ks_layer_selection(batches, ["offsets"], samples=1000)["separated"]
+
+
+def test_an_untrained_uvit_separates_no_layer_on_real_images():
+    data = real_data_dir() / "breastmnist.npz"
+    with np.load(data) as npz:
+        images = torch.tensor(npz["train_images"][:, None].astype(np.float32) / 127.5 - 1)
+    torch.manual_seed(0)
+    unet = UViT(Stage1Config(patch_size=4, dim=64, depth=4, heads=4), 28, 1, 2).eval()
+    rng, gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(8):
+        idx = torch.as_tensor(rng.permutation(len(images))[:64])
+        with torch.no_grad():
+            t = torch.randint(1, 1000, (64,), generator=gen)
+            batches.append([h.numpy() for h in unet.blocks(images[idx], t)])
+    sel = ks_layer_selection(batches, unet.block_names())
+    assert not sel["separated"], sel["layers"]
+    assert all(layer["p_value"] > 0.05 for layer in sel["layers"])
 
 
 def test_feature_layer_choices_follow_the_authors_code():
@@ -159,6 +216,38 @@ def test_feature_layer_choices_follow_the_authors_code():
         m.fixed_layers(unet)
     with pytest.raises(BenchError, match="did you mean 'epochs'"):
         METHODS.get("dcube").make_config({"stage1": {"epoch": 3}})
+
+
+def test_worst_selection_takes_the_layers_the_ks_test_drops(tmp_path):
+    """The paper's Table VI "Worst Selection": the complement of the KS choice, recorded as
+    such, on the same batches (same seeds) as the "ks" choice."""
+    from bench.api.dataset import SplitData
+    from bench.api.method import Budget, RunContext
+    from bench.engine.device import make_accelerator
+
+    spec = type("S", (), {"size": 8, "channels": 1, "num_classes": 2, "name": "toy"})()
+    g = np.random.default_rng(0)
+    train = SplitData(
+        g.integers(0, 256, (80, 8, 8, 1), dtype=np.uint8), np.arange(80) % 2, np.arange(80)
+    )
+    ctx = RunContext(make_accelerator("fp32", cpu=True)[0], 0, Budget(epochs=1), tmp_path)
+    chosen = {}
+    for choice in ("ks", "worst"):
+        m = DCube(
+            METHODS.get("dcube").make_config({"stage1": TINY_STAGE1, "feature_layers": choice}),
+            spec,
+        )
+        torch.manual_seed(0)
+        m.unet = tiny_unet(num_classes=2)
+        chosen[choice] = m.select_layers(train, ctx)
+    ks, worst = chosen["ks"], chosen["worst"]
+    assert worst["method"] == "ks-worst" and ks["method"] == "ks"
+    assert worst["layers"] == ks["layers"] and worst["batches"] == 8
+    n = len(ks["layers"])
+    most_gaussian = int(np.argmin([layer["statistic"] for layer in ks["layers"]]))
+    assert worst["kept"] == (sorted(set(range(n)) - set(ks["kept"])) or [most_gaussian])
+    assert not set(worst["kept"]) & set(ks["kept"]) or len(ks["kept"]) == n
+    assert worst["kept_names"] == [m.unet.block_names()[i] for i in worst["kept"]]
 
 
 def test_a_target_ratio_tops_classes_up_without_removing_any_and_dcube_nosub_is_sized_like_dcube():
@@ -217,6 +306,68 @@ def test_stage1_training_lowers_the_validation_noise_loss(data_dir, tmp_path):
     floor = summary["noise_floor"]
     assert floor["unit"] == "per image" and 0 < floor["linear_denoiser"] < 784
     assert not floor["beaten"] and floor["best_val"] > floor["linear_denoiser"]
+
+
+def test_stage1_patience_is_its_own_and_a_later_field_keeps_earlier_hashes(tmp_path, monkeypatch):
+    """`stage1.patience` reaches stage 1's loop (the head's budget keeps its own), and at
+    its default (None) it is left out of the recorded stage-1 settings, so D-Cube and +Syn
+    units made before it existed keep their hash and their cached stage 1."""
+    import methods.dcube.stage1 as stage1
+    from bench.api.dataset import SplitData
+    from bench.api.method import Budget, RunContext
+    from bench.engine.device import make_accelerator
+    from methods.dcube.uvit import stage1_identity
+
+    seen = {}
+
+    def fake_loop(module, step, evaluate, ctx, **kw):
+        seen["patience"] = ctx.budget.patience
+        return {"best_val_value": 1.0}
+
+    monkeypatch.setattr(stage1, "train_loop", fake_loop)
+    monkeypatch.setattr(stage1, "linear_denoiser_mse", lambda *a, **k: 1.0)
+    data = SplitData(np.zeros((4, 8, 8, 1), np.uint8), np.arange(4) % 2, np.arange(4))
+    budget = Budget(epochs=1, patience=7)
+    ctx = RunContext(make_accelerator("fp32", cpu=True)[0], 0, budget, tmp_path, progress=False)
+    cfg = Stage1Config(**{**TINY_STAGE1, "patience": 2})
+    stage1.train_stage1(UViT(cfg, 8, 1, 2), cfg, data, data, ctx, 8)
+    assert seen["patience"] == 2 and ctx.budget.patience == 7
+    assert "patience" not in stage1_identity(TINY_STAGE1)
+    assert stage1_identity({**TINY_STAGE1, "patience": 3})["patience"] == 3
+    cfg = METHODS.get("dcube").make_config({"stage1": TINY_STAGE1})
+    assert "patience" not in cfg.stage1 and Stage1Config(**cfg.stage1).patience is None
+
+
+def test_a_shared_stage1_is_trained_once_for_every_seed(tmp_path):
+    from bench.api.dataset import SplitData
+    from bench.api.method import Budget, RunContext
+    from bench.engine.device import make_accelerator
+    from methods.dcube.stage1 import stage1_model
+
+    spec = type("S", (), {"size": 8, "channels": 1, "num_classes": 2, "task": "binary"})()
+    g = np.random.default_rng(0)
+    data = SplitData(
+        g.integers(0, 256, (32, 8, 8, 1), dtype=np.uint8), np.arange(32) % 2, np.arange(32)
+    )
+    acc = make_accelerator("fp32", cpu=True)[0]
+
+    def shared(unit_seed, cache):
+        torch.manual_seed(unit_seed)  # as the runner seeds each unit
+        ctx = RunContext(
+            acc, unit_seed, Budget(epochs=1, batch_size=16), tmp_path / f"w{unit_seed}",
+            progress=False, cache_dir=tmp_path / cache,
+        )  # fmt: skip
+        unet, summary = stage1_model(
+            Stage1Config(**{**TINY_STAGE1, "seed": 0}), spec, data, data, ctx
+        )
+        return torch.cat([p.flatten() for p in unet.parameters()]), summary["cache"]
+
+    # the shared one (trained with seed 0) is trained by whichever unit comes first
+    runs = [shared(s, "a") for s in (1, 0, 2)]
+    assert [cache for _, cache in runs] == ["miss", "hit", "hit"]
+    assert all(torch.equal(runs[0][0], w) for w, _ in runs)
+    alone, cache = shared(0, "b")  # seed 0 first, in another cache: the same model
+    assert cache == "miss" and torch.equal(alone, runs[0][0])
 
 
 def test_classification_suite_lists_dcube_and_a_syn_variant_sharing_stage1_options():
@@ -296,10 +447,9 @@ def test_dcube_and_syn_run_in_a_suite_sharing_the_stage1_model(data_dir, tmp_pat
     layers = dcube["selection"]["layers"]
     assert [layer["name"] for layer in layers["layers"]] == ["in0", "mid", "out0"]
     assert all(0 <= layer["p_value"] <= 1 for layer in layers["layers"]) and layers["kept"]
-    assert (
-        layers["kept"] == [layer["index"] for layer in layers["layers"] if layer["p_value"] < 0.05]
-        or layers["note"]
-    )
+    majority = [layer["index"] for layer in layers["layers"] if layer["kept_share"] >= 0.5]
+    assert layers["kept"] == majority or (layers["note"] and not layers["separated"])
+    assert 0 <= layers["stability"] <= 1 and layers["batches"] == 8
     assert (dcube_path.parent / layers["plot"]).is_file()
     assert dcube["selection"]["stage1"]["cache"] == "miss"
     probe = dcube["priors"]["U-ViT features, linear probe"]  # D-Cube's counterpart of a prior

@@ -8,8 +8,9 @@ hinge of margin 0.1 otherwise). It is cached by a hash of its settings, data and
 and reused by stage 2 and by "+Syn" (``syn:<method>``).
 
 Stage 2 freezes it, feeds the clean image with a random t, tests every block output
-against a Gaussian (KS, p < 0.05 = non-Gaussian = kept, as in the paper; the authors'
-code hard-codes three layers: ``feature_layers: code``), and trains the head: the
+against a Gaussian (KS, p < 0.05 = non-Gaussian = kept, as in the paper, one value per
+image over several batches: methods/dcube/layers.py; the authors' code hard-codes three
+layers: ``feature_layers: code``), and trains the head: the
 kept layers' tokens (LayerNorm, token-mixing 1x1 conv onto a grid), a timm CNN's
 sub-features and class scores (sum-pooled) that expand the single-channel fused map to
 C channels, 3x3 + 5x5 conv stages and two FC layers. Loss = CE + lambda_cyc cycle +

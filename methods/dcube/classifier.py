@@ -3,7 +3,6 @@ trained with CE + cycle + consistency losses and an EMA of its weights."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,16 +25,19 @@ from bench.nn.diffusion import ddpm_scheduler
 from methods.dcube.head import DCubeHead, cycle_loss
 from methods.dcube.layers import ks_layer_selection, plot_ks
 from methods.dcube.stage1 import stage1_model
-from methods.dcube.uvit import Stage1Config, UViT, stage1_config
+from methods.dcube.uvit import Stage1Config, UViT, stage1_identity
 
 
 @dataclass
 class DCubeConfig:
     stage1: dict = field(default_factory=dict)  # Stage1Config overrides; recorded resolved
-    feature_layers: Any = "ks"  # "ks" (paper), "code" (mid, out1, out2), "last", or block indices
+    # "ks" (paper), "worst" (the layers the KS test drops: the paper's Table VI), "code"
+    # (mid, out1, out2), "last", or block indices
+    feature_layers: Any = "ks"
     ks_alpha: float = 0.05
-    ks_batch: int = 64  # training images whose features are tested
-    ks_samples: int = 1000  # values drawn from each layer's features for the test
+    ks_batch: int = 64  # training images per KS batch (the paper's batch size B)
+    ks_batches: int = 8  # batches (own images and t) whose majority decides (layers.py)
+    ks_samples: int | None = None  # per test: None = one value per image; n = n from all maps
     head_grid: int | None = None  # side of the mixed-token map; None: the U-ViT patch grid
     sub_model: str = "resnet50"  # timm CNN for sub-features (code: ResNet-50; paper: ResNeXt-101)
     sub_small_stem: bool = False  # 3x3/1 stem for 28 px inputs
@@ -51,17 +53,17 @@ class DCubeConfig:
     eval_every: int = 1
 
     def __post_init__(self):
-        self.stage1 = dataclasses.asdict(stage1_config(self.stage1))
+        self.stage1 = stage1_identity(self.stage1)
         if self.cycle_form not in ("paper", "code"):
             raise BenchError(
                 f"D-Cube cycle_form must be 'paper' or 'code', not {self.cycle_form!r}"
             )
         if not (
             isinstance(self.feature_layers, (list, tuple))
-            or self.feature_layers in ("ks", "code", "last")
+            or self.feature_layers in ("ks", "worst", "code", "last")
         ):
             raise BenchError(
-                f"D-Cube feature_layers must be 'ks', 'code', 'last' or a list of block indices, not {self.feature_layers!r}"
+                f"D-Cube feature_layers must be 'ks', 'worst', 'code', 'last' or a list of block indices, not {self.feature_layers!r}"
             )
 
 
@@ -88,7 +90,7 @@ class DCube(ClassificationMethod):
     def fixed_layers(self, unet: UViT) -> list[int] | None:
         h = len(unet.in_blocks)
         choice = self.config.feature_layers
-        if choice == "ks":
+        if choice in ("ks", "worst"):
             return None
         if choice == "code":
             return [h, h + 2, h + 3] if h >= 3 else [h] + list(range(h + 1, unet.num_blocks))
@@ -111,14 +113,22 @@ class DCube(ClassificationMethod):
                 "kept_names": [names[i] for i in fixed],
             }
         cfg = self.config
-        idx = np.random.default_rng(ctx.seed + 13).permutation(len(train))[: cfg.ks_batch]
+        rng = np.random.default_rng(ctx.seed + 13)
         gen = torch.Generator().manual_seed(ctx.seed + 13)
-        with torch.no_grad():
-            x = to_device_batch(train.images[idx], ctx.device, self.image_size)
-            t = torch.randint(1, self.s1.timesteps, (len(idx),), generator=gen).to(ctx.device)
-            feats = [h.float().cpu().numpy() for h in self.unet.blocks(x, t)]
-        result = ks_layer_selection(feats, names, cfg.ks_alpha, cfg.ks_samples, seed=ctx.seed)
+        batches = []
+        for _ in range(cfg.ks_batches):
+            idx = rng.permutation(len(train))[: cfg.ks_batch]
+            with torch.no_grad():
+                x = to_device_batch(train.images[idx], ctx.device, self.image_size)
+                t = torch.randint(1, self.s1.timesteps, (len(idx),), generator=gen).to(ctx.device)
+                batches.append([h.float().cpu().numpy() for h in self.unet.blocks(x, t)])
+        result = ks_layer_selection(batches, names, cfg.ks_alpha, cfg.ks_samples, seed=ctx.seed)
         result["method"] = "ks"
+        if cfg.feature_layers == "worst":  # the layers the test calls Gaussian (Table VI)
+            worst = [i for i in range(len(names)) if i not in result["kept"]] or [
+                int(np.argmin([layer["statistic"] for layer in result["layers"]]))
+            ]
+            result.update(method="ks-worst", kept=worst, kept_names=[names[i] for i in worst])
         if ctx.artifact_stem is not None:
             path = ctx.artifact_stem.parent / f"{ctx.artifact_stem.name}.ks.png"
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from bench.nn.diffusion import ddpm_scheduler, q_sample
 from bench.nn.labels import require_single_label
 from bench.nn.noise_floor import floor_block, linear_denoiser_mse
 from bench.nn.pretraining import cached_pretraining
-from methods.dcube.uvit import Stage1Config, UViT
+from methods.dcube.uvit import Stage1Config, UViT, stage1_identity
 
 
 def contrastive_loss(
@@ -63,7 +63,8 @@ def train_stage1(
 ) -> dict:
     """Noise MSE on both images of each pair (per-image sums over pixels, as the code)
     + contrastive loss on the mid-block tokens; AdamW; keeps the weights with the lowest
-    validation noise loss (fixed t and noise). The suite's ``max_steps`` caps it."""
+    validation noise loss (fixed t and noise), stopping at a plateau when ``cfg.patience``
+    is set. The suite's ``max_steps`` caps it."""
     alphas = ddpm_scheduler(cfg.timesteps, cfg.beta_start, cfg.beta_end).alphas_cumprod.to(
         ctx.device
     )
@@ -115,11 +116,15 @@ def train_stage1(
             total_loss += ((eps - n) ** 2).flatten(1).sum(1).sum().item()
         return total_loss / len(probe)
 
+    # stage 1's own patience (a plateau of its noise loss), not the head's budget
+    stage_ctx = dataclasses.replace(
+        ctx, budget=dataclasses.replace(ctx.budget, patience=cfg.patience)
+    )
     summary = train_loop(
         unet,
         step,
         evaluate,
-        ctx,
+        stage_ctx,
         n_train=len(train),
         batch_size=cfg.batch_size,
         total_steps=total,
@@ -144,13 +149,20 @@ def stage1_model(
     cfg: Stage1Config, spec, train: SplitData, val: SplitData, ctx: RunContext
 ) -> tuple[UViT, dict]:
     """The trained stage-1 U-ViT for this data, seed and config: from the shared cache
-    when it was trained before (by D-Cube or by a "+Syn" run), else trained and stored."""
+    when it was trained before (by D-Cube or by a "+Syn" run), else trained and stored.
+    With ``cfg.seed`` set, every unit's seed gets the one trained with that seed."""
     require_single_label("D-Cube", spec)
     size = cfg.image_size or spec.size
-    unet = UViT(cfg, size, spec.channels, spec.num_classes).to(ctx.device)
+    if cfg.seed is None:
+        unet = UViT(cfg, size, spec.channels, spec.num_classes).to(ctx.device)
+    else:  # shared by the seeds of a dataset: the same start whichever unit trains it
+        ctx = dataclasses.replace(ctx, seed=cfg.seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            unet = UViT(cfg, size, spec.channels, spec.num_classes).to(ctx.device)
     payload = {
         "model": "dcube-uvit",
-        "stage1": dataclasses.asdict(cfg),
+        "stage1": stage1_identity(cfg),
         "image_size": size,
         "classes": spec.num_classes,
         "channels": spec.channels,

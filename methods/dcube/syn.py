@@ -3,7 +3,6 @@ sampled from D-Cube's stage-1 U-ViT, as in the paper's Table III."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -25,7 +24,7 @@ from bench.engine.images import save_class_grid
 from bench.nn.diffusion import ddim_scheduler, ddpm_scheduler, reverse_process
 from bench.nn.pretraining import cache_key
 from methods.dcube.stage1 import stage1_model
-from methods.dcube.uvit import Stage1Config, UViT, stage1_config
+from methods.dcube.uvit import Stage1Config, UViT, stage1_identity
 
 
 @torch.no_grad()
@@ -118,7 +117,7 @@ class SynConfig:
             raise BenchError(f"+Syn ddim_eps must be 'rederived' or 'raw', not {self.ddim_eps!r}")
         if self.base.startswith("syn:"):
             raise BenchError("+Syn cannot wrap another +Syn method")
-        self.stage1 = dataclasses.asdict(stage1_config(self.stage1))
+        self.stage1 = stage1_identity(self.stage1)
         self.base_options = config_dict(METHODS.get(self.base).make_config(self.base_options))
         if self.sampler not in ("ddpm", "ddim"):
             raise BenchError(f"+Syn sampler must be 'ddpm' or 'ddim', not {self.sampler!r}")

@@ -3,6 +3,7 @@ and its configuration."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,9 +11,7 @@ import torch
 import torch.nn as nn
 
 from bench.api.errors import BenchError
-from bench.api.method import (
-    build_config,
-)
+from bench.api.method import build_config, without_later_defaults
 
 
 @dataclass
@@ -40,6 +39,12 @@ class Stage1Config:
     # then rarely binds); "mean": averaged per feature, so the margin of 0.1 matters
     contrastive_reduction: str = "sum"
     eval_every: int = 10  # validation denoising loss, for keeping the best weights
+    # stop after this many validations without a lower noise loss (a plateau); None: all
+    # `epochs`, as the authors' code. Added later: left out of the identity when None
+    patience: int | None = None
+    # one stage 1 for every seed of a dataset (trained with this seed, then from the cache;
+    # each seed still trains its own head); None: each unit's own seed. Added later
+    seed: int | None = None
 
     def __post_init__(self):
         if self.contrastive_reduction not in ("sum", "mean"):
@@ -52,10 +57,20 @@ class Stage1Config:
             )
 
 
+LATER_STAGE1_DEFAULTS = {"patience": None, "seed": None}
+
+
 def stage1_config(overrides: dict[str, Any] | Stage1Config) -> Stage1Config:
     if isinstance(overrides, Stage1Config):
         return overrides
     return build_config(Stage1Config, overrides, "D-Cube stage1")
+
+
+def stage1_identity(overrides: dict[str, Any] | Stage1Config) -> dict[str, Any]:
+    """The resolved stage-1 settings as a config records them (and its cache is keyed):
+    fields added later are left out at their defaults, so earlier units keep their hash."""
+    fields = dataclasses.asdict(stage1_config(overrides))
+    return without_later_defaults(fields, LATER_STAGE1_DEFAULTS)
 
 
 class UViTBlock(nn.Module):
