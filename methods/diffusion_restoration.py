@@ -17,9 +17,11 @@ import torch.nn.functional as F
 
 from bench.api.errors import BenchError
 from bench.api.method import RestorationMethod, RunContext, register_method
+from bench.engine.batches import batches
 from bench.nn.diffusion import diffusers_unet, reverse_process
 from bench.nn.ema import with_ema
-from bench.nn.image_to_image import restore_batched, train_image_to_image
+from bench.nn.image_to_image import restore_batched, to_device, train_image_to_image
+from bench.nn.noise_floor import floor_block, shrinkage_mse
 
 SCHEDULES = {"cosine": "squaredcos_cap_v2", "linear": "linear"}
 
@@ -94,7 +96,7 @@ class DiffusionRestorer(RestorationMethod):
             x_t = ddpm.add_noise(x0, noise, t)
             return F.mse_loss(unet(torch.cat([x_t, cond], dim=1), t).sample.float(), noise)
 
-        return train_image_to_image(
+        summary = train_image_to_image(
             trained,
             loss,
             lambda inputs: self.restore(inputs, ctx),
@@ -107,6 +109,35 @@ class DiffusionRestorer(RestorationMethod):
             after_step=update_ema,
             desc="diffusion restorer",
         )
+        return {**summary, "noise_floor": self.noise_floor(train, val, ctx)}
+
+    @torch.no_grad()
+    def noise_floor(self, train, val, ctx: RunContext, limit: int = 256) -> dict:
+        """The restoring weights' noise loss on a fixed validation probe (its targets, their
+        degraded inputs, fixed t and noise) against the per-pixel linear denoiser's, which
+        knows the training targets' pixel means and variances but not the degraded input:
+        a conditional model that does not beat it has learned nothing (bench/nn/noise_floor.py)."""
+        ddpm, _ = self.schedulers()
+        idx = np.linspace(0, len(val) - 1, min(limit, len(val))).round().astype(int)
+        gen = torch.Generator().manual_seed(1234)
+        x0 = to_device(val.targets[idx], "cpu") * 2 - 1
+        t = torch.randint(0, self.config.timesteps, (len(idx),), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        self.unet.eval()
+        total = 0.0
+        for chunk in batches(len(idx), ctx.budget.eval_batch_size):
+            cond = to_device(val.inputs[idx[chunk]], ctx.device) * 2 - 1
+            x_t = ddpm.add_noise(x0[chunk], noise[chunk], t[chunk]).to(ctx.device)
+            with ctx.accelerator.autocast():
+                eps = self.unet(torch.cat([x_t, cond], dim=1), t[chunk].to(ctx.device)).sample
+            total += ((eps.float().cpu() - noise[chunk]) ** 2).sum().item()
+        targets = (
+            torch.from_numpy(np.asarray(train.targets, np.float64)).permute(0, 3, 1, 2) * 2 - 1
+        )
+        floor = shrinkage_mse(
+            targets.mean(0), targets.var(0, unbiased=False), x0, t, noise, ddpm.alphas_cumprod
+        )
+        return floor_block(floor, total / noise.numel(), "per pixel")
 
     @torch.no_grad()
     def restore(self, inputs: np.ndarray, ctx: RunContext) -> np.ndarray:

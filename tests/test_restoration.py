@@ -142,11 +142,40 @@ def test_a_short_training_run_improves_psnr_over_the_noisy_input(name, steps, da
         tmp_path,
         progress=False,
     )
-    method.fit(train, val, ctx)
+    summary = method.fit(train, val, ctx)
     held_out = te.inputs[:64]
     noisy = per_image_quality(held_out, te.targets[:64])["psnr"].mean()
     restored = per_image_quality(method.restore(held_out, ctx), te.targets[:64])["psnr"].mean()
     assert restored > noisy + 0.5, (name, noisy, restored)
+    if name == "diffusion_restorer":  # 60 steps: it uses the degraded input, beyond the floor
+        floor = summary["noise_floor"]
+        assert floor["beaten"] and floor["best_val"] < floor["linear_denoiser"] < 1, floor
+
+
+def test_an_untrained_diffusion_restorer_does_not_beat_its_noise_floor(data_dir, tmp_path):
+    """One optimiser step: its noise loss on the validation probe is above the per-pixel
+    linear denoiser's (which knows only the training targets' pixel moments), and the
+    record's block says so; the leaderboard's untrained-stage note reads this block."""
+    from bench.api.method import Budget, RunContext
+    from bench.data.paired import PairedSplit
+    from bench.engine.device import make_accelerator
+
+    bundle = load_bundle(BREAST_NOISY, data_dir=str(data_dir))
+    tr, va = bundle.splits["train"], bundle.splits["val"]
+    train = PairedSplit(tr.inputs[:256], tr.targets[:256], tr.ids[:256], tr.images[:256])
+    val = PairedSplit(va.inputs[:16], va.targets[:16], va.ids[:16], va.images[:16])
+    spec = METHODS.get("diffusion_restorer")
+    torch.manual_seed(0)
+    method = spec.cls(
+        spec.make_config({**TINY["diffusion_restorer"], "sampling_steps": 2}), bundle.spec
+    )
+    ctx = RunContext(
+        make_accelerator("fp32", cpu=True)[0], 0,
+        Budget(epochs=1, batch_size=32, eval_batch_size=256, max_steps=1), tmp_path, progress=False,
+    )  # fmt: skip
+    floor = method.fit(train, val, ctx)["noise_floor"]
+    assert floor["unit"] == "per pixel" and 0 < floor["linear_denoiser"] < 1
+    assert not floor["beaten"] and floor["best_val"] > floor["linear_denoiser"]
 
 
 @pytest.mark.slow

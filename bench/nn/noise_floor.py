@@ -45,9 +45,23 @@ def linear_denoiser_mse(
     validation probe (its images, timesteps and noises), with moments from the training
     images; multiply by the pixels of an image for a per-image sum."""
     mean, var = pixel_moments(train_images, size)
-    x0 = to_device_batch(probe_images, "cpu", size).double()
-    ab = alphas_cumprod.double().cpu()[probe_t.cpu()].reshape(-1, 1, 1, 1)
-    noise = probe_noise.double().cpu()
+    x0 = to_device_batch(probe_images, "cpu", size)
+    return shrinkage_mse(mean, var, x0, probe_t, probe_noise, alphas_cumprod)
+
+
+@torch.no_grad()
+def shrinkage_mse(
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    x0: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+) -> float:
+    """The linear denoiser's mean squared noise error on clean images `x0` [B, C, H, W] as
+    the model sees them, given per-pixel `mean` and `var` [C, H, W] of its training data."""
+    x0, noise = x0.double().cpu(), noise.double().cpu()
+    ab = alphas_cumprod.double().cpu()[t.cpu()].reshape(-1, 1, 1, 1)
     x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
     eps_hat = (1 - ab).sqrt() * (x_t - ab.sqrt() * mean) / (ab * var + 1 - ab)
     return float(((eps_hat - noise) ** 2).mean())

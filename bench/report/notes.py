@@ -37,17 +37,23 @@ def noise_floors(block) -> list[dict]:
     return found + [f for k, v in block.items() if k != "noise_floor" for f in noise_floors(v)]
 
 
-def untrained_note(records: list[dict]) -> list[str]:
-    """Methods with a diffusion stage whose validation noise loss did not beat the
-    per-pixel linear denoiser's on the same probe (bench/nn/noise_floor.py), on how many
-    of the seeds that recorded it."""
+def untrained_seeds(records: list[dict]) -> dict[str, tuple[int, int]]:
+    """method -> (seeds whose diffusion stage did not beat its noise floor, seeds that
+    recorded one), for the methods with at least one such seed."""
     seen, below = {}, {}
     for r in records:
         floors = noise_floors(r.get("selection"))
         if floors:
             seen[r["method"]] = seen.get(r["method"], 0) + 1
             below[r["method"]] = below.get(r["method"], 0) + any(not f["beaten"] for f in floors)
-    hit = [f"{m} {n}/{seen[m]} seeds" for m, n in sorted(below.items()) if n]
+    return {m: (n, seen[m]) for m, n in below.items() if n}
+
+
+def untrained_note(records: list[dict]) -> list[str]:
+    """Methods with a diffusion stage whose validation noise loss did not beat the
+    per-pixel linear denoiser's on the same probe (bench/nn/noise_floor.py), on how many
+    of the seeds that recorded it (their rows carry the same ⚠)."""
+    hit = [f"{m} {n}/{seen} seeds" for m, (n, seen) in sorted(untrained_seeds(records).items())]
     return (
         [
             "",

@@ -35,7 +35,7 @@ from bench.report.aggregate import (
 )
 from bench.report.cells import ranked_cells
 from bench.report.floors import metric_floors
-from bench.report.notes import convergence_note, untrained_note, unusable_note
+from bench.report.notes import convergence_note, untrained_note, untrained_seeds, unusable_note
 from bench.report.rows import table_rows
 from bench.report.stats import MIN_SEEDS_FOR_TEST
 
@@ -283,11 +283,14 @@ def render_table(table, recs, frame, task, base_last=False):
         "|---|---|" + "---|" * len(metrics),
     ]
     n_one_class = 0
+    untrained = untrained_seeds(recs)
     for m in methods:
         name = labels.get(m, m)
         if one_class.get(m, 0):
             name += f" ⚠ {task.degenerate_label} ({one_class[m]}/{seeds.get(m, 0)} seeds)"
             n_one_class += 1
+        if m in untrained:
+            name += " ⚠ untrained diffusion stage ({}/{} seeds)".format(*untrained[m])
         lines.append(
             f"| {name} | {seeds.get(m, 0)} | "
             + " | ".join(cells[k].get(m, "n/a") for k in metrics)
