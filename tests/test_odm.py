@@ -269,3 +269,13 @@ def test_odm_trains_and_samples_on_real_retinamnist(data_dir, tmp_path):
     assert [h["loss"] for h in ema_summary["history"]] == [h["loss"] for h in summary["history"]]
     assert [h["val_noise_mse"] for h in ema_summary["history"]] != losses
     assert not np.array_equal(averaged.sample(np.array([0, 1, 2, 3, 4, 4]), ema_ctx), images)
+
+    # guidance is a sampling choice: a unit that differs only in it reuses the trained
+    # weights (a guidance sweep trains once), and samples differently
+    assert summary["cache"] == "miss"
+    guided = spec.cls(spec.make_config({**vars(cfg), "guidance_scale": 1.0}), bundle.spec)
+    torch.manual_seed(1)  # another start, which the cached weights override
+    hit = guided.fit(train, val, ctx)
+    assert hit["cache"] == "hit" and hit["history"] == summary["history"]
+    assert all(torch.equal(a, b) for a, b in zip(guided.unet.parameters(), m.unet.parameters()))
+    assert not np.array_equal(guided.sample(np.array([0, 1, 2, 3, 4, 4]), ctx), images)
