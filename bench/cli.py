@@ -358,7 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--preset", default="smoke")
     sw.add_argument("--seed", type=int, default=0)
     sw.add_argument(
-        "--metric", help="validation metric to optimise (classification default: auroc)"
+        "--metric",
+        help="validation metric to optimise (classification default: auroc; generation: fid of samples for the validation labels)",
     )
     sw.add_argument(
         "--grid", action="store_true", help="every combination of the parameters' choices"

@@ -283,3 +283,36 @@ def test_rescore_scores_stored_samples_again_under_the_current_extractor(data_di
     assert again["status"].startswith("skipped: already scored by")
     with pytest.raises(BenchError, match="no ok records"):
         rescore_generation(str(suite), "smoke", datasets=["breastmnist"], **kw)
+
+
+@pytest.mark.slow
+def test_a_guidance_sweep_trains_once_and_selects_on_validation_fid(data_dir, tmp_path):
+    """A generation sweep is judged by the FID of samples drawn for the validation labels
+    (the noise loss does not change with guidance), and grid points that differ only in
+    guidance share one trained model."""
+    import optuna
+
+    from bench.tools.sweep import run_sweep
+
+    suite = tiny_suite(tmp_path, [{"name": "odm", "options": UNET}])
+    out = run_sweep(
+        "odm", "retinamnist", ["guidance"], suite_name=str(suite), grid=True,
+        values={"guidance": [1.0, 2.0]}, data_dir=str(data_dir),
+        results_dir=tmp_path / "results", work_dir=tmp_path / "runs",
+    )  # fmt: skip
+    study = optuna.load_study(
+        study_name=out["study"],
+        storage=f"sqlite:///{tmp_path / 'results' / 'sweeps' / (out['study'] + '.db')}",
+    )
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    assert study.user_attrs["objective"] == "validation fid"
+    records = [json.loads(open(t.user_attrs["record"]).read()) for t in study.trials]
+    assert len(records) == 2 and all(r["status"] == "ok" for r in records)
+    fids = [r["metrics"]["val"]["fid"] for r in records]
+    assert [t.value for t in study.trials] == pytest.approx(fids) and fids[0] != fids[1]
+    assert out["best"]["value"] == pytest.approx(min(fids))
+    assert sorted(r["selection"]["cache"] for r in records) == ["hit", "miss"]
+    assert all(
+        "qwk_gap" in r["metrics"]["val"] or r["metrics"]["val"].keys() == {"fid"} for r in records
+    )
+    assert all(r["metrics"]["test"]["fid"] > 0 for r in records)

@@ -203,6 +203,11 @@ for _name, _text, _higher in (
     ),
     ("kid_std", "standard deviation of KID over subsets (spread, not a score)", False),
     (
+        "qwk_gap",
+        "ordinal data: |QWK of generated images' grades - QWK of real images'| (extractor grades; lower is better)",
+        False,
+    ),
+    (
         "precision",
         "fraction of generated images inside the real k-NN manifold (k = 3; fidelity)",
         True,

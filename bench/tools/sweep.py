@@ -133,6 +133,8 @@ def run_sweep(
         raise BenchError(f"{method} does not apply to {bundle.spec.name}: {why}")
     if metric is None and suite.task == "classification":
         metric = "auroc"
+    if metric is None and suite.task == "generation":  # the noise loss cannot judge guidance
+        metric = "fid"
     study_name = study_name or (
         f"{method}-{bundle.spec.name}-{preset.name}-{'-'.join(params)}"
         + (f"-seed{seed}" if seed else "")
@@ -171,9 +173,14 @@ def run_sweep(
     study.set_user_attr("method", method)
     study.set_user_attr("dataset", bundle.spec.name)
     study.set_user_attr("objective", f"validation {metric or 'selection value'}")
+    study.set_user_attr("metric", metric)
     accelerator, precision = make_accelerator()
     env = environment(accelerator.device, precision, 1)
     sweep_suite = dataclasses.replace(suite, name=study_name)
+    if suite.task == "generation":  # trials are judged on samples for the validation labels
+        sweep_suite = dataclasses.replace(
+            sweep_suite, evaluation={**suite.evaluation, "validation": True}
+        )
 
     def objective(trial):
         values = {p: space[p].suggest(trial, p) for p in params}
@@ -284,7 +291,8 @@ def write_outputs(study, root: Path, params: list[str], space: dict[str, Param])
         study.trials,
         key=lambda t: (t.value is None, -(t.value or 0) if reverse else (t.value or 0)),
     )
-    flags = {t.number: _trial_flag(t.user_attrs.get("record")) for t in rows}
+    metric = study.user_attrs.get("metric")
+    flags = {t.number: _trial_flag(t.user_attrs.get("record"), metric) for t in rows}
     lines = [
         f"# Sweep `{name}`",
         "",
@@ -324,9 +332,11 @@ def write_outputs(study, root: Path, params: list[str], space: dict[str, Param])
     return out
 
 
-def _trial_flag(record_path: str | None) -> str:
-    """A trial record's floor flag on its selection metric ('' for a result)."""
-    from bench.api.registry import METHODS, TASKS
+def _trial_flag(record_path: str | None, metric: str | None = None) -> str:
+    """A trial record's floor flag on the sweep's metric, else on its selection metric
+    when that is a registered metric, else on its task's first floored metric ('' for a
+    result)."""
+    from bench.api.registry import METHODS, METRICS, TASKS
     from bench.engine.records import read_json
     from bench.report.floors import record_flag
 
@@ -335,7 +345,10 @@ def _trial_flag(record_path: str | None) -> str:
         return ""
     record["_path"] = record_path
     task = TASKS.get(METHODS.get(record["method"]).cls.task)
-    metric = (record.get("selection") or {}).get("selection_metric") or "auroc"
+    selection = (record.get("selection") or {}).get("selection_metric")
+    if metric is None:
+        metric = selection if selection in METRICS.names() else None
+    metric = metric or (task.floored_metrics or ("auroc",))[0]
     return record_flag(record, metric, task)
 
 

@@ -63,6 +63,11 @@ class GenerationEval:
     #: other extractor seeds under which the same samples' FID is also computed: how much of
     #: a FID difference is the extractor's (each seed trains an extractor once per dataset)
     spread_seeds: tuple[int, ...] = ()
+    #: also sample for the validation split's labels (another random stream; the test
+    #: samples are unchanged) and score them against it: ``metrics.val`` (FID, and for
+    #: ordinal data the grade agreement's distance to the real images'), what a sweep
+    #: selects on, never a test number
+    validation: bool = False
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> GenerationEval:
@@ -260,8 +265,11 @@ def evaluate_generator(
 
         grid = ctx.artifact_stem.parent / f"{ctx.artifact_stem.name}.samples.png"
         save_class_grid(images, labels, grid, settings.grid_per_class)
+    scores = {"test": metrics}
+    if settings.validation:
+        scores["val"] = validation_scores(method, bundle, ctx, extractor)
     return {
-        "metrics": {"test": metrics},
+        "metrics": scores,
         "per_class": {"test": per_class},
         "evaluation": {
             **dataclasses.asdict(settings),
@@ -276,3 +284,31 @@ def evaluate_generator(
         "sample_s": sample_s,
         "arrays": {"generated_images": images, "generated_labels": labels},
     }
+
+
+def validation_scores(
+    method: GenerationMethod, bundle: DatasetBundle, ctx: RunContext, extractor: Extractor
+) -> dict[str, float]:
+    """FID of samples drawn for the validation split's labels against its images (and, on
+    ordinal data, how far their grade agreement is from the real images'): a sweep's
+    objective. The samples come from their own stream (seed + 7919), so the test samples
+    are the same with or without them."""
+    val, spec = bundle.splits["val"], bundle.spec
+    labels = np.sort(np.asarray(val.labels))
+    images = check_samples(
+        method.sample(labels, dataclasses.replace(ctx, seed=ctx.seed + 7919)),
+        len(labels),
+        spec,
+        type(method).__name__,
+    )
+    real = extract_features(val.images, extractor, f"{spec.name} val images")
+    fake = extract_features(images, extractor, "generated images (val labels)")
+    out = {"fid": frechet_distance(real, fake)}
+    if spec.task == "ordinal":
+        ordinal = ordinal_consistency(
+            images, labels, val.images, val.labels, extractor, spec.num_classes
+        )
+        if ordinal:
+            gap = ordinal["generated"]["qwk"] - ordinal["real"]["qwk"]
+            out["qwk_gap"] = float(abs(gap)) if np.isfinite(gap) else None
+    return out
