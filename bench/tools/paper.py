@@ -4,8 +4,9 @@ data, not code) beside ours.
 
 Each table names the suite whose records fill it, the metrics, and for every paper
 dataset the dataset we ran instead (named in the table; ``null`` where we have none).
-Our cells are mean ± std over seeds of the test metric, from the preset with the most
-records for that dataset (ties: ``full``; the preset is named), best in bold and
+Our cells are mean ± std over seeds of the test metric, from ``--preset``, else the
+table's own ``preset:`` (so that a paper's tables come from one preset), else the preset
+with the most records for that dataset (ties: ``full``; the preset is named), best in bold and
 second underlined among our methods, with paired t-test marks over matched seeds
 against the table's reference (*** p < 0.01, ** p < 0.05, * p < 0.1). Sweep tables
 (DiffMIC-v2 Table V, Fig. 4) read the trial records of ``bench sweep``. Tables without
@@ -104,8 +105,9 @@ def render_comparison(
         if ds.get("note"):
             lines += ["", f"_{ds['note']}._"]
         methods = {r.get("ours") for r in table["rows"]}
-        chosen = pick_preset(
-            [r for r in records if r["dataset"] == ours_ds and r["method"] in methods], preset
+        chosen = pick_preset(  # --preset, else the table's own (one preset across a paper)
+            [r for r in records if r["dataset"] == ours_ds and r["method"] in methods],
+            preset or table.get("preset"),
         )
         if ours_ds and chosen:
             lines += [
