@@ -9,14 +9,27 @@ import warnings
 from bench.api.errors import BenchError
 
 
+def _positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {value!r}")
+    return int(value)
+
+
 def _csv(value: str) -> list[str]:
     return [v for v in value.replace(",", " ").split() if v]
 
 
 def cmd_run(args) -> int:
-    from bench.engine.config import parse_seeds
+    from bench.engine.config import load_suite, parse_seeds
     from bench.engine.runner import run_suite
 
+    if args.jobs > 1:  # checked once here, then N processes share the units
+        from bench.engine.jobs import run_jobs
+
+        load_suite(args.suite).preset(args.preset)
+        if args.seeds:
+            parse_seeds(args.seeds, "bench run --seeds")
+        return run_jobs(args.argv, args.jobs)
     outcomes = run_suite(
         args.suite,
         args.preset,
@@ -287,6 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="auto: bf16 autocast on GPUs and on CPUs with native bf16 (AVX-512 BF16, AMX), else fp32",
     )
+    r.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=1,
+        help="run the units in N processes at once on this machine (the cores divided between them)",
+    )
     r.add_argument("--cpu", action="store_true", help="force CPU even when a GPU is present")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.add_argument(
@@ -491,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     warnings.filterwarnings("once")
     from bench.engine.device import configure_threads
     from bench.engine.interrupt import Terminated, handle_sigterm

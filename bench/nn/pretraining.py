@@ -4,6 +4,7 @@ units and methods that need the same one."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -34,6 +35,16 @@ def cached_pretraining(
     key = cache_key({"kind": kind, "data": ctx.data_id, "seed": ctx.seed, **payload})
     root = Path(ctx.cache_dir or ctx.checkpoint_dir) / kind
     path = root / f"{key}.pt"
+    root.mkdir(parents=True, exist_ok=True)
+    # one process trains a part at a time: another that needs it (`bench run --jobs`, or
+    # runs sharing a work folder) waits, then loads it from the cache
+    with open(root / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _load_or_train(kind, path, payload, model, train, ctx)
+
+
+def _load_or_train(kind, path: Path, payload, model, train, ctx) -> dict:
+    root = path.parent
     blob = None
     if path.is_file():
         try:  # weights only: a file planted in the shared cache must not run code on load
@@ -50,7 +61,7 @@ def cached_pretraining(
     # checkpoints are kept under its own key: in a shared directory (the FID extractor's is
     # the cache) one part's "train" stage would resume from another's with the same plan
     on_eval, ctx.on_eval = ctx.on_eval, None
-    work = root / f"{key}.resume"
+    work = root / f"{path.stem}.resume"
     checkpoint_dir, ctx.checkpoint_dir = ctx.checkpoint_dir, work
     try:
         summary = train()
