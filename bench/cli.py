@@ -1,4 +1,4 @@
-"""The `bench` command: run, leaderboard, sweep, paper, reproduce, plots, list, perf, fetch."""
+"""The `bench` command: run, status, leaderboard, sweep, paper, reproduce, plots, list, perf, fetch."""
 
 from __future__ import annotations
 
@@ -65,6 +65,25 @@ def cmd_run(args) -> int:
     if state.num_processes > 1:  # left to interpreter exit, gloo's threads may abort a rank
         state.destroy_process_group()  # ("terminate called without an active exception")
     return 1 if failed else 0
+
+
+def cmd_status(args) -> int:
+    from bench.engine.config import parse_seeds
+    from bench.tools.status import status_lines, suite_status
+
+    rows = suite_status(
+        args.suite,
+        args.preset,
+        datasets=args.datasets,
+        methods=args.methods,
+        seeds=parse_seeds(args.seeds, "bench status --seeds") if args.seeds else None,
+        data_dir=args.data_dir,
+        results_dir=args.results_dir,
+        precision=args.precision,
+        cpu=args.cpu,
+    )
+    print("\n".join(status_lines(rows, args.suite, args.preset)))
+    return 0
 
 
 def cmd_leaderboard(args) -> int:
@@ -326,6 +345,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="let uncommitted code write into the published results/ (flagged in the leaderboard)",
     )
     r.set_defaults(func=cmd_run)
+
+    st = sub.add_parser(
+        "status",
+        help="where a suite run stands: each unit complete, running, failed or pending (reads only)",
+    )
+    st.add_argument("--suite", required=True)
+    st.add_argument("--preset", default="smoke")
+    st.add_argument("--datasets", type=_csv)
+    st.add_argument("--methods", type=_csv)
+    st.add_argument("--seeds", type=_csv)
+    st.add_argument("--data-dir")
+    st.add_argument("--results-dir", default="results")
+    st.add_argument(
+        "--precision", choices=("auto", "fp32", "bf16"), default="auto", help="as the run's"
+    )
+    st.add_argument("--cpu", action="store_true")
+    st.set_defaults(func=cmd_status)
 
     lb = sub.add_parser("leaderboard", help="rebuild leaderboards/<suite>.md and .csv from records")
     lb.add_argument("--suite", required=True)
