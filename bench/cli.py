@@ -23,6 +23,8 @@ def cmd_run(args) -> int:
     from bench.engine.config import load_suite, parse_seeds
     from bench.engine.runner import run_suite
 
+    if args.executor == "slurm":
+        return submit_to_slurm(args)
     if args.jobs > 1:  # checked once here, then N processes share the units
         from bench.engine.jobs import run_jobs
 
@@ -67,6 +69,35 @@ def cmd_run(args) -> int:
     return 1 if failed else 0
 
 
+def submit_to_slurm(args) -> int:
+    from pathlib import Path
+
+    from bench.engine.config import parse_seeds
+    from bench.engine.slurm import SlurmOptions, submit_run
+    from bench.tools.status import suite_status
+
+    absolute = lambda p: str(Path(p).resolve()) if p else p  # noqa: E731 - tasks may start elsewhere
+    seeds = parse_seeds(args.seeds, "bench run --seeds") if args.seeds else None
+    rows = suite_status(
+        args.suite, args.preset, datasets=args.datasets, methods=args.methods, seeds=seeds,
+        data_dir=args.data_dir, results_dir=args.results_dir, precision=args.precision,
+        cpu=args.cpu, work_dir=args.work_dir,
+    )  # fmt: skip
+    suite = args.suite if not Path(args.suite).is_file() else absolute(args.suite)
+    run_kwargs = {
+        "suite_name": suite, "preset_name": args.preset, "data_dir": absolute(args.data_dir),
+        "results_dir": absolute(args.results_dir), "work_dir": absolute(args.work_dir),
+        "precision": args.precision, "cpu": args.cpu, "progress": False,
+        "checkpoint_every_s": args.checkpoint_every, "allow_dirty": args.allow_dirty,
+    }  # fmt: skip
+    options = SlurmOptions(
+        partition=args.partition, account=args.account, qos=args.qos, gpus=args.gpus_per_unit,
+        cpus=args.cpus_per_unit, mem=args.mem_per_unit, time_min=args.time_per_unit,
+        max_parallel=args.max_parallel,
+    )  # fmt: skip
+    return submit_run(run_kwargs, rows, options, args.dry_run)
+
+
 def cmd_status(args) -> int:
     from bench.engine.config import parse_seeds
     from bench.tools.status import status_lines, suite_status
@@ -81,6 +112,7 @@ def cmd_status(args) -> int:
         results_dir=args.results_dir,
         precision=args.precision,
         cpu=args.cpu,
+        work_dir=args.work_dir,
     )
     print("\n".join(status_lines(rows, args.suite, args.preset)))
     return 0
@@ -325,6 +357,28 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="run the units in N processes at once on this machine (the cores divided between them)",
     )
+    r.add_argument(
+        "--executor",
+        choices=("local", "slurm"),
+        default="local",
+        help="slurm: submit the pending units as one SLURM job array (submitit) and return",
+    )
+    r.add_argument("--max-parallel", type=_positive_int, default=8, help="slurm: tasks at once")
+    r.add_argument("--partition", help="slurm: partition")
+    r.add_argument("--account", help="slurm: account")
+    r.add_argument("--qos", help="slurm: quality of service")
+    r.add_argument("--gpus-per-unit", type=int, default=0, help="slurm: GPUs per unit")
+    r.add_argument("--cpus-per-unit", type=_positive_int, default=1, help="slurm: CPUs per unit")
+    r.add_argument("--mem-per-unit", help="slurm: memory per unit, e.g. 16G")
+    r.add_argument(
+        "--time-per-unit",
+        type=_positive_int,
+        default=120,
+        help="slurm: minutes per unit (a longer unit is requeued and resumes)",
+    )
+    r.add_argument(
+        "--dry-run", action="store_true", help="slurm: print the plan and the sbatch script only"
+    )
     r.add_argument("--cpu", action="store_true", help="force CPU even when a GPU is present")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.add_argument(
@@ -361,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision", choices=("auto", "fp32", "bf16"), default="auto", help="as the run's"
     )
     st.add_argument("--cpu", action="store_true")
+    st.add_argument("--work-dir", default="runs", help="where SLURM plans were written")
     st.set_defaults(func=cmd_status)
 
     lb = sub.add_parser("leaderboard", help="rebuild leaderboards/<suite>.md and .csv from records")

@@ -64,11 +64,15 @@ def suite_status(
     results_dir: str | Path = "results",
     precision: str = "auto",
     cpu: bool = False,
+    work_dir: str | Path = "runs",
 ) -> list[dict[str, Any]]:
-    """One row per planned unit: dataset, method, seed, state, detail, record."""
+    """One row per planned unit: dataset, method, seed, state, detail, record. A unit of
+    a SLURM array submitted from `work_dir` (bench/engine/slurm.py) that squeue lists is
+    queued or running."""
     import torch
 
     from bench.engine.runner import data_block
+    from bench.engine.slurm import queued_tasks
 
     suite = load_suite(suite_name)
     preset = suite.preset(preset_name)
@@ -79,6 +83,7 @@ def suite_status(
         Path(results_dir), precision,
     )  # fmt: skip
     held = held_locks()
+    tasks = queued_tasks(Path(work_dir))
     rows = []
     for u in units:
         bundle = bundles.get(u.dataset)
@@ -92,6 +97,9 @@ def suite_status(
         )
         if u.dataset in errors:
             detail = f"data: {errors[u.dataset]}"
+        task = tasks.get(str(u.stem.with_suffix(".json").resolve()))
+        if task and state not in ("complete", "running"):
+            state, detail = task.split(" ", 1)[0], task.split(" ", 1)[1].strip("()")
         rows.append(
             {
                 "dataset": u.dataset,
@@ -107,7 +115,7 @@ def suite_status(
 
 def status_lines(rows: list[dict[str, Any]], suite: str, preset: str) -> list[str]:
     counts = Counter(r["state"] for r in rows)
-    order = ("complete", "running", "failed", "pending", "not applicable")
+    order = ("complete", "running", "queued", "failed", "pending", "not applicable")
     summary = ", ".join(f"{counts[s]} {s}" for s in order if counts[s])
     lines = [f"suite {suite} / preset {preset}: {len(rows)} units: {summary}"]
     for r in rows:
