@@ -73,7 +73,7 @@ def submit_to_slurm(args) -> int:
     from pathlib import Path
 
     from bench.engine.config import parse_seeds
-    from bench.engine.slurm import SlurmOptions, submit_run
+    from bench.engine.slurm import submit_run
     from bench.tools.status import suite_status
 
     absolute = lambda p: str(Path(p).resolve()) if p else p  # noqa: E731 - tasks may start elsewhere
@@ -90,12 +90,7 @@ def submit_to_slurm(args) -> int:
         "precision": args.precision, "cpu": args.cpu, "progress": False,
         "checkpoint_every_s": args.checkpoint_every, "allow_dirty": args.allow_dirty,
     }  # fmt: skip
-    options = SlurmOptions(
-        partition=args.partition, account=args.account, qos=args.qos, gpus=args.gpus_per_unit,
-        cpus=args.cpus_per_unit, mem=args.mem_per_unit, time_min=args.time_per_unit,
-        max_parallel=args.max_parallel,
-    )  # fmt: skip
-    return submit_run(run_kwargs, rows, options, args.dry_run)
+    return submit_run(run_kwargs, rows, slurm_options(args), args.dry_run)
 
 
 def cmd_status(args) -> int:
@@ -160,30 +155,37 @@ def cmd_rescore(args) -> int:
 
 
 def cmd_sweep(args) -> int:
+    from pathlib import Path
+
     from bench.engine.config import parse_seeds
     from bench.tools.sweep import run_sweep
 
-    out = run_sweep(
-        args.method,
-        args.dataset,
-        _csv(args.params),
-        suite_name=args.suite,
-        preset_name=args.preset,
-        trials=args.trials,
-        storage=args.storage,
-        study_name=args.study,
-        seed=parse_seeds(args.seed, "bench sweep --seed")[0],
-        metric=args.metric,
-        grid=args.grid,
-        values=_grid_values(args.values),
-        prune=args.prune,
-        worker=args.worker,
-        data_dir=args.data_dir,
-        results_dir=args.results_dir,
-        work_dir=args.work_dir,
-        progress=not args.no_progress,
+    seed = parse_seeds(args.seed, "bench sweep --seed")[0]
+    kwargs = dict(
+        method=args.method, dataset=args.dataset, params=_csv(args.params),
+        suite_name=args.suite, preset_name=args.preset, trials=args.trials,
+        storage=args.storage, study_name=args.study, seed=seed, metric=args.metric,
+        grid=args.grid, values=_grid_values(args.values), prune=args.prune,
+        data_dir=args.data_dir, results_dir=args.results_dir, work_dir=args.work_dir,
         allow_dirty=args.allow_dirty,
-    )
+    )  # fmt: skip
+    if args.executor == "slurm":
+        from bench.engine.slurm import submit_sweep
+
+        absolute = lambda p: str(Path(p).resolve()) if p else p  # noqa: E731
+        kwargs.update(
+            data_dir=absolute(args.data_dir), results_dir=absolute(args.results_dir),
+            work_dir=absolute(args.work_dir),
+            suite_name=absolute(args.suite) if Path(args.suite).is_file() else args.suite,
+        )  # fmt: skip
+        if not kwargs["storage"]:  # one study for every worker, safe on a shared file system
+            name = (
+                args.study
+                or f"{args.method}-{args.dataset}-{args.preset}-{'-'.join(kwargs['params'])}"
+            )
+            kwargs["storage"] = f"journal://{kwargs['results_dir']}/sweeps/{name}.log"
+        return submit_sweep(kwargs, args.workers, slurm_options(args), args.dry_run)
+    out = run_sweep(**kwargs, worker=args.worker, progress=not args.no_progress)
     print(f"study {out['study']}: {out['complete']} complete of {out['trials']} trials")
     if "best" in out:
         print(
@@ -315,6 +317,41 @@ def cmd_perf(args) -> int:
     return 0
 
 
+def add_slurm_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--executor",
+        choices=("local", "slurm"),
+        default="local",
+        help=f"slurm: submit {what} (submitit) and return",
+    )
+    p.add_argument("--max-parallel", type=_positive_int, default=8, help="slurm: tasks at once")
+    p.add_argument("--partition", help="slurm: partition")
+    p.add_argument("--account", help="slurm: account")
+    p.add_argument("--qos", help="slurm: quality of service")
+    p.add_argument("--gpus-per-unit", type=int, default=0, help="slurm: GPUs per task")
+    p.add_argument("--cpus-per-unit", type=_positive_int, default=1, help="slurm: CPUs per task")
+    p.add_argument("--mem-per-unit", help="slurm: memory per task, e.g. 16G")
+    p.add_argument(
+        "--time-per-unit",
+        type=_positive_int,
+        default=120,
+        help="slurm: minutes per task (a longer one is requeued and resumes)",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="slurm: print the plan and the sbatch script only"
+    )
+
+
+def slurm_options(args):
+    from bench.engine.slurm import SlurmOptions
+
+    return SlurmOptions(
+        partition=args.partition, account=args.account, qos=args.qos, gpus=args.gpus_per_unit,
+        cpus=args.cpus_per_unit, mem=args.mem_per_unit, time_min=args.time_per_unit,
+        max_parallel=args.max_parallel,
+    )  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bench", description="Benchmark harness for diffusion-based medical image analysis."
@@ -357,28 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="run the units in N processes at once on this machine (the cores divided between them)",
     )
-    r.add_argument(
-        "--executor",
-        choices=("local", "slurm"),
-        default="local",
-        help="slurm: submit the pending units as one SLURM job array (submitit) and return",
-    )
-    r.add_argument("--max-parallel", type=_positive_int, default=8, help="slurm: tasks at once")
-    r.add_argument("--partition", help="slurm: partition")
-    r.add_argument("--account", help="slurm: account")
-    r.add_argument("--qos", help="slurm: quality of service")
-    r.add_argument("--gpus-per-unit", type=int, default=0, help="slurm: GPUs per unit")
-    r.add_argument("--cpus-per-unit", type=_positive_int, default=1, help="slurm: CPUs per unit")
-    r.add_argument("--mem-per-unit", help="slurm: memory per unit, e.g. 16G")
-    r.add_argument(
-        "--time-per-unit",
-        type=_positive_int,
-        default=120,
-        help="slurm: minutes per unit (a longer unit is requeued and resumes)",
-    )
-    r.add_argument(
-        "--dry-run", action="store_true", help="slurm: print the plan and the sbatch script only"
-    )
+    add_slurm_options(r, "the pending units as one SLURM job array")
     r.add_argument("--cpu", action="store_true", help="force CPU even when a GPU is present")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.add_argument(
@@ -459,7 +475,11 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument(
         "--trials", type=int, help="total trials of the study (default: the grid size, or 20)"
     )
-    sw.add_argument("--storage", help="Optuna RDB URL (default: sqlite in results/sweeps/)")
+    sw.add_argument(
+        "--storage",
+        help="Optuna storage: an RDB URL or journal:///path/study.log (default: sqlite in "
+        "results/sweeps/; with --executor slurm a journal file there)",
+    )
     sw.add_argument(
         "--study",
         help="study name (default: method-dataset-preset-params, then -seedN from seed 1)",
@@ -492,6 +512,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="number of this worker when several share --storage (0, 1, ...)",
     )
+    sw.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=2,
+        help="slurm: sweep workers (array tasks) sharing the study",
+    )
+    add_slurm_options(sw, "--workers sweep workers as one SLURM job array sharing the study")
     sw.add_argument("--data-dir")
     sw.add_argument("--results-dir", default="results")
     sw.add_argument("--work-dir", default="runs")

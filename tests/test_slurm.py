@@ -164,3 +164,48 @@ def test_a_preempted_unit_is_requeued_and_resumes(slurm, tmp_path, data_dir, cap
     assert record["status"] == "ok" and record["selection"]["resumed_after_epoch"] >= 1
     log = "".join(p.read_text() for p in (tmp_path / "w" / "slurm").rglob("*_log.*"))
     assert "this job is preempted" in log and "resuming after epoch" in log
+
+
+def test_sqlite_on_a_network_file_system_is_refused_and_a_journal_works(tmp_path, monkeypatch):
+    import optuna
+
+    import bench.tools.sweep as sweep
+    from bench.api.errors import BenchError
+
+    monkeypatch.setattr(sweep, "file_system", lambda path: "nfs")
+    with pytest.raises(BenchError, match=r"SQLite on a network file system \(nfs\).*journal://"):
+        sweep.open_storage(f"sqlite:///{tmp_path}/study.db")
+    storage = sweep.open_storage(f"journal://{tmp_path}/j/study.log")
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    again = optuna.load_study(
+        study_name="s", storage=sweep.open_storage(f"journal://{tmp_path}/j/study.log")
+    )
+    assert len(again.trials) == 2
+
+
+@pytest.mark.slow
+def test_a_sweep_on_slurm_shares_one_journal_study_between_its_workers(
+    slurm, tmp_path, data_dir, capsys
+):
+    import optuna
+
+    from bench.tools.sweep import open_storage
+
+    code = main(
+        ["sweep", "resnet18", "--dataset", "breastmnist", "--params", "wd", "--grid",
+         "--suite", TINY_SUITE, "--preset", "smoke", "--data-dir", str(data_dir),
+         "--results-dir", str(tmp_path / "r"), "--work-dir", str(tmp_path / "w"),
+         "--executor", "slurm", "--workers", "2"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and "2 workers sharing journal://" in out
+    job = next(line.split()[3] for line in out.splitlines() if line.startswith("submitted SLURM"))
+    wait_for(lambda: not squeue(slurm, job), 600, f"sweep array {job}", every=0.5)
+    log = tmp_path / "r" / "sweeps" / "resnet18-breastmnist-smoke-wd.log"
+    study = optuna.load_study(
+        study_name="resnet18-breastmnist-smoke-wd", storage=open_storage(f"journal://{log}")
+    )
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(t.params["wd"] for t in done) == [0.0, 1e-4, 1e-3]  # each grid point once
+    assert len(study.trials) == 3

@@ -1,5 +1,6 @@
 """`bench run --executor slurm`: the pending units of a suite run as one SLURM job array
-through submitit, one unit per array task, at most `max_parallel` at once.
+through submitit, one unit per array task, at most `max_parallel` at once (and `bench
+sweep --executor slurm`: its workers as one array sharing a study).
 
 The plan (which unit is which array task) is written beside submitit's logs in
 ``<work-dir>/slurm/<job id>/plan.json``, where `bench status` finds it. A task preempted,
@@ -86,6 +87,26 @@ class UnitTask:
         return submitit.helpers.DelayedSubmission(UnitTask(self.run_kwargs), unit)
 
 
+class SweepTask:
+    """One array task of a sweep: worker k of a study shared through its storage; a
+    preempted worker is requeued, and the trial it was running is run again."""
+
+    def __init__(self, sweep_kwargs: dict[str, Any]):
+        self.sweep_kwargs = sweep_kwargs
+
+    def __call__(self, worker: int) -> dict[str, Any]:
+        from bench.engine.device import configure_threads
+        from bench.tools.sweep import run_sweep
+
+        configure_threads()
+        return run_sweep(**self.sweep_kwargs, worker=worker, progress=False)
+
+    def checkpoint(self, worker: int):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(SweepTask(self.sweep_kwargs), worker)
+
+
 def pending_units(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The units of `bench status` rows to submit: neither complete, nor running, nor
     inapplicable (a failed unit runs again)."""
@@ -111,6 +132,37 @@ def sbatch_script(options: SlurmOptions, folder: Path, n_units: int) -> str:
     )
 
 
+def submit_array(task, items: list, options: SlurmOptions, root: Path) -> list:
+    """Submit `task` over `items` as one array; submitit's jobs."""
+    import submitit
+
+    executor = submitit.SlurmExecutor(folder=root / "%j", max_num_timeout=options.max_requeues)
+    executor.update_parameters(**options.parameters())
+    try:
+        return executor.map_array(task, items)
+    except Exception as exc:  # noqa: BLE001 - sbatch's own message (no SLURM here, a bad partition)
+        raise BenchError(f"SLURM refused the array: {exc}") from exc
+
+
+def submit_sweep(
+    sweep_kwargs: dict[str, Any], workers: int, options: SlurmOptions, dry_run: bool
+) -> int:
+    """`bench sweep --executor slurm`: `workers` array tasks, each a worker of one study
+    in a storage safe on a shared file system (Optuna's journal file by default)."""
+    root = Path(sweep_kwargs["work_dir"]).resolve() / "slurm"
+    print(f"sweep {sweep_kwargs['method']} on {sweep_kwargs['dataset']}: {workers} workers "
+          f"sharing {sweep_kwargs['storage']}")  # fmt: skip
+    if dry_run:
+        print("sbatch script (--dry-run: nothing submitted):")
+        print(sbatch_script(options, root / "%j", workers))
+        return 0
+    jobs = submit_array(SweepTask(sweep_kwargs), list(range(workers)), options, root)
+    print(
+        f"submitted SLURM array {jobs[0].job_id.split('_')[0]} ({workers} sweep workers); logs in {root}"
+    )
+    return 0
+
+
 def submit_run(run_kwargs: dict[str, Any], rows, options: SlurmOptions, dry_run: bool) -> int:
     """Submit the pending units of a run (`rows` from `bench status`) as one array."""
     units = pending_units(rows)
@@ -129,14 +181,7 @@ def submit_run(run_kwargs: dict[str, Any], rows, options: SlurmOptions, dry_run:
         return 0
     if not units:
         return 0
-    import submitit
-
-    executor = submitit.SlurmExecutor(folder=root / "%j", max_num_timeout=options.max_requeues)
-    executor.update_parameters(**options.parameters())
-    try:
-        jobs = executor.map_array(UnitTask(run_kwargs), units)
-    except Exception as exc:  # noqa: BLE001 - sbatch's own message (no SLURM here, a bad partition)
-        raise BenchError(f"SLURM refused the array: {exc}") from exc
+    jobs = submit_array(UnitTask(run_kwargs), units, options, root)
     array = jobs[0].job_id.split("_")[0]
     plan = {
         "job": array,

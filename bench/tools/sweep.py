@@ -183,6 +183,9 @@ def run_sweep(
         )
 
     def objective(trial):
+        if grid and "fixed_params" not in trial.system_attrs:
+            # another worker took the last queued point between our check and this ask
+            raise optuna.TrialPruned("no grid point left to run")
         values = {p: space[p].suggest(trial, p) for p in params}
         options = {**base, **{space[p].field: v for p, v in values.items()}}
         unit = make_unit(
@@ -220,43 +223,112 @@ def run_sweep(
         if trials is not None
         else (int(np.prod([len(v) for v in grid_space.values()])) if grid else 20)
     )
-    if grid:  # every grid point without a complete (or running, or queued) trial is queued
-        import itertools
-
-        live = (
-            optuna.trial.TrialState.COMPLETE,
-            optuna.trial.TrialState.RUNNING,
-            optuna.trial.TrialState.WAITING,
-        )
-        have = {
-            tuple(t.params.get(p, t.system_attrs.get("fixed_params", {}).get(p)) for p in params)
-            for t in study.get_trials(deepcopy=False, states=live)
-        }
-        for combo in itertools.product(*grid_space.values()):
-            if combo not in have:
-                study.enqueue_trial(dict(zip(params, combo)))
-        queued = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
-        done = (
-            target - queued
-        )  # the queued points are what is left (a point may have run twice before)
-    if done < target:
+    if grid:
+        queue_grid(study, params, grid_space, worker)
+        # each worker takes queued points until none is left, so that no point runs twice
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        waiting = (optuna.trial.TrialState.WAITING,)
+        while study.get_trials(deepcopy=False, states=waiting):
+            study.optimize(objective, n_trials=1, catch=(BenchError,))
+    elif done < target:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study.optimize(
             objective,
             n_trials=target - done,
             catch=(BenchError,),
-            callbacks=[] if grid else [optuna.study.MaxTrialsCallback(target, states=counted)],
+            callbacks=[optuna.study.MaxTrialsCallback(target, states=counted)],
         )
     return write_outputs(study, root, params, space)
 
 
-def open_storage(url: str):
-    """An Optuna RDB storage; SQLite waits on locks, and the first use by several
-    workers at once (a race to create the schema) is retried."""
+def queue_grid(
+    study, params: list[str], grid_space: dict, worker: int, wait_s: float = 120
+) -> None:
+    """Queue every grid point without a complete (or running, or queued) trial. Worker 0
+    queues; the others wait (up to `wait_s`) until it has, so that two workers starting
+    together do not queue the grid twice."""
+    import itertools
     import time
 
     import optuna
 
+    live = (
+        optuna.trial.TrialState.COMPLETE,
+        optuna.trial.TrialState.RUNNING,
+        optuna.trial.TrialState.WAITING,
+    )
+    if worker:
+        deadline = time.time() + wait_s
+        while "grid_queued" not in study.user_attrs and time.time() < deadline:
+            time.sleep(1)
+            study = optuna.load_study(study_name=study.study_name, storage=study._storage)
+        if "grid_queued" in study.user_attrs:
+            return
+    have = {
+        tuple(t.params.get(p, t.system_attrs.get("fixed_params", {}).get(p)) for p in params)
+        for t in study.get_trials(deepcopy=False, states=live)
+    }
+    for combo in itertools.product(*grid_space.values()):
+        if combo not in have:
+            study.enqueue_trial(dict(zip(params, combo)))
+    study.set_user_attr("grid_queued", True)
+
+
+#: file systems on which SQLite's locking is not safe for several writers
+NETWORK_FS = {
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb2",
+    "smbfs",
+    "lustre",
+    "gpfs",
+    "beegfs",
+    "fuse.sshfs",
+    "ceph",
+}
+
+
+def file_system(path: Path) -> str:
+    """The type of the file system holding `path` (its longest mount point in
+    /proc/mounts), or "" where that cannot be read."""
+    try:
+        mounts = [line.split() for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        return ""
+    target = str(path.resolve())
+    best = ("", "")
+    for fields in mounts:
+        if len(fields) > 2 and (
+            target == fields[1] or target.startswith(fields[1].rstrip("/") + "/")
+        ):
+            best = max(best, (fields[1], fields[2]), key=lambda m: len(m[0]))
+    return best[1]
+
+
+def open_storage(url: str):
+    """An Optuna storage: ``journal:///path/study.log`` (Optuna's journal file, safe for
+    workers on a shared file system) or an RDB URL. SQLite waits on locks, and the first
+    use by several workers at once (a race to create the schema) is retried; SQLite on a
+    network file system is refused (its locks do not hold there)."""
+    import time
+
+    import optuna
+
+    if url.startswith("journal://"):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(url.removeprefix("journal://"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    if url.startswith("sqlite:///"):
+        where = Path(url.removeprefix("sqlite:///")).parent
+        fs = file_system(where)
+        if fs in NETWORK_FS:
+            raise BenchError(
+                f"the Optuna storage {url} is SQLite on a network file system ({fs}): its locks do "
+                f"not hold there; use --storage journal://{where}/<study>.log or a database URL"
+            )
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     for attempt in range(6):
         try:
