@@ -291,6 +291,7 @@ class ConditionalDiffusion(GenerationMethod):
             trained,
             lambda: self.train_model(trained, unet, update_ema, ordinal, train, val, ctx),
             ctx,
+            own_training=True,
         )
 
     def train_model(self, trained, unet, update_ema, ordinal, train, val, ctx) -> dict:

@@ -343,7 +343,7 @@ def test_a_planted_pickle_in_the_cache_or_a_checkpoint_runs_no_code(tmp_path):
 # 7. SIGTERM: like Ctrl-C, and its rerun says what it does
 @pytest.mark.slow
 def test_sigterm_stops_a_run_cleanly_and_its_rerun_says_it_resumes(tmp_path, data_dir):
-    suite = suite_file(tmp_path, budget="{epochs: 40, batch_size: 64}")
+    suite = suite_file(tmp_path, budget="{epochs: 12, batch_size: 64}")  # signalled after epoch 1
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "BENCH_DATA_DIR": str(data_dir)}
     cmd = BENCH + [
         "run",

@@ -25,10 +25,19 @@ def cache_key(payload: dict[str, Any]) -> str:
 
 
 def cached_pretraining(
-    kind: str, payload: dict[str, Any], model: nn.Module, train: Callable[[], dict], ctx: RunContext
+    kind: str,
+    payload: dict[str, Any],
+    model: nn.Module,
+    train: Callable[[], dict],
+    ctx: RunContext,
+    own_training: bool = False,
 ) -> dict:
     """Load `model`'s weights from the shared cache if a run with the same `payload`
     (data + splits, seed, config, budget) trained it before; else train and store them.
+    A pretrained part trains apart from its unit (its checkpoints under the cache, no
+    reports to a sweep's pruner); a method's `own_training` (a generator whose units
+    differ only in how they sample) trains as the unit's own: checkpoints in its work
+    folder, validation scores to the pruner.
 
     Returns the pretraining summary, with ``cache`` = "hit" or "miss" and the file used.
     """
@@ -40,10 +49,10 @@ def cached_pretraining(
     # runs sharing a work folder) waits, then loads it from the cache
     with open(root / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _load_or_train(kind, path, payload, model, train, ctx)
+        return _load_or_train(kind, path, payload, model, train, ctx, own_training)
 
 
-def _load_or_train(kind, path: Path, payload, model, train, ctx) -> dict:
+def _load_or_train(kind, path: Path, payload, model, train, ctx, own_training) -> dict:
     root = path.parent
     blob = None
     if path.is_file():
@@ -60,9 +69,10 @@ def _load_or_train(kind, path: Path, payload, model, train, ctx) -> dict:
     # a sweep prunes on the method's own training, not on its pretraining; and its resume
     # checkpoints are kept under its own key: in a shared directory (the FID extractor's is
     # the cache) one part's "train" stage would resume from another's with the same plan
-    on_eval, ctx.on_eval = ctx.on_eval, None
+    on_eval, checkpoint_dir = ctx.on_eval, ctx.checkpoint_dir
     work = root / f"{path.stem}.resume"
-    checkpoint_dir, ctx.checkpoint_dir = ctx.checkpoint_dir, work
+    if not own_training:
+        ctx.on_eval, ctx.checkpoint_dir = None, work
     try:
         summary = train()
     finally:
