@@ -73,7 +73,7 @@ def submit_to_slurm(args) -> int:
     from pathlib import Path
 
     from bench.engine.config import parse_seeds
-    from bench.engine.slurm import submit_run
+    from bench.tools.slurm import submit_run
     from bench.tools.status import suite_status
 
     absolute = lambda p: str(Path(p).resolve()) if p else p  # noqa: E731 - tasks may start elsewhere
@@ -170,7 +170,7 @@ def cmd_sweep(args) -> int:
         allow_dirty=args.allow_dirty,
     )  # fmt: skip
     if args.executor == "slurm":
-        from bench.engine.slurm import submit_sweep
+        from bench.tools.slurm import submit_sweep
 
         absolute = lambda p: str(Path(p).resolve()) if p else p  # noqa: E731
         kwargs.update(
@@ -343,7 +343,7 @@ def add_slurm_options(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def slurm_options(args):
-    from bench.engine.slurm import SlurmOptions
+    from bench.tools.slurm import SlurmOptions
 
     return SlurmOptions(
         partition=args.partition, account=args.account, qos=args.qos, gpus=args.gpus_per_unit,

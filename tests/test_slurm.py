@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO, TINY_SUITE
 
 from bench.cli import main
-from bench.engine.slurm import SlurmOptions, sbatch_script
+from bench.tools.slurm import SlurmOptions, sbatch_script
 
 CONF = Path("/tmp/bench-slurm/slurm.conf")
 

@@ -67,12 +67,12 @@ def suite_status(
     work_dir: str | Path = "runs",
 ) -> list[dict[str, Any]]:
     """One row per planned unit: dataset, method, seed, state, detail, record. A unit of
-    a SLURM array submitted from `work_dir` (bench/engine/slurm.py) that squeue lists is
+    a SLURM array submitted from `work_dir` (bench/tools/slurm.py) that squeue lists is
     queued or running."""
     import torch
 
     from bench.engine.runner import data_block
-    from bench.engine.slurm import queued_tasks
+    from bench.tools.slurm import queued_tasks
 
     suite = load_suite(suite_name)
     preset = suite.preset(preset_name)
