@@ -169,7 +169,7 @@ def test_a_preempted_unit_is_requeued_and_resumes(slurm, tmp_path, data_dir, cap
 def test_sqlite_on_a_network_file_system_is_refused_and_a_journal_works(tmp_path, monkeypatch):
     import optuna
 
-    import bench.tools.sweep as sweep
+    import bench.tools.optuna_storage as sweep
     from bench.api.errors import BenchError
 
     monkeypatch.setattr(sweep, "file_system", lambda path: "nfs")
@@ -190,7 +190,7 @@ def test_a_sweep_on_slurm_shares_one_journal_study_between_its_workers(
 ):
     import optuna
 
-    from bench.tools.sweep import open_storage
+    from bench.tools.optuna_storage import open_storage
 
     code = main(
         ["sweep", "resnet18", "--dataset", "breastmnist", "--params", "wd", "--grid",
