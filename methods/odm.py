@@ -266,17 +266,13 @@ class ConditionalDiffusion(GenerationMethod):
 
     def fit(self, train: SplitData, val: SplitData, ctx: RunContext) -> dict:
         cfg, C = self.config, self.spec.num_classes
-        ordinal = (
-            bool(cfg.ordinal_weight) and C >= 3
-        )  # no ordered triple exists among fewer than 3 classes
+        ordinal = bool(cfg.ordinal_weight) and C >= 3  # no ordered triple among fewer classes
         if cfg.ordinal_weight and not ordinal:
             ctx.log(
                 f"ODM: {self.spec.name} has {C} classes, so no ordered triple: the ordinal term is empty (= the conditional DM)"
             )
         unet = build_unet(cfg, self.spec.channels, C).to(ctx.device)
-        trained, self.unet, update_ema = with_ema(
-            unet, cfg.ema_decay
-        )  # self.unet validates, samples
+        trained, self.unet, update_ema = with_ema(unet, cfg.ema_decay)  # self.unet samples
         # the trained weights are shared by units that differ only in how they sample (a
         # guidance sweep trains once): cached by everything else that defines them
         payload = {
