@@ -72,17 +72,10 @@ def cmd_run(args) -> int:
 def submit_to_slurm(args) -> int:
     from pathlib import Path
 
-    from bench.engine.config import parse_seeds
     from bench.tools.slurm import submit_run
-    from bench.tools.status import suite_status
 
     absolute = lambda p: str(Path(p).resolve()) if p else p  # noqa: E731 - tasks may start elsewhere
-    seeds = parse_seeds(args.seeds, "bench run --seeds") if args.seeds else None
-    rows = suite_status(
-        args.suite, args.preset, datasets=args.datasets, methods=args.methods, seeds=seeds,
-        data_dir=args.data_dir, results_dir=args.results_dir, precision=args.precision,
-        cpu=args.cpu, work_dir=args.work_dir,
-    )  # fmt: skip
+    rows = status_rows(args, "bench run --seeds")
     suite = args.suite if not Path(args.suite).is_file() else absolute(args.suite)
     run_kwargs = {
         "suite_name": suite, "preset_name": args.preset, "data_dir": absolute(args.data_dir),
@@ -93,22 +86,23 @@ def submit_to_slurm(args) -> int:
     return submit_run(run_kwargs, rows, slurm_options(args), args.dry_run)
 
 
-def cmd_status(args) -> int:
+def status_rows(args, seeds_flag: str) -> list[dict]:
+    """`bench status`'s rows for a run's arguments (also what a SLURM submission reads)."""
     from bench.engine.config import parse_seeds
-    from bench.tools.status import status_lines, suite_status
+    from bench.tools.status import suite_status
 
-    rows = suite_status(
-        args.suite,
-        args.preset,
-        datasets=args.datasets,
-        methods=args.methods,
-        seeds=parse_seeds(args.seeds, "bench status --seeds") if args.seeds else None,
-        data_dir=args.data_dir,
-        results_dir=args.results_dir,
-        precision=args.precision,
-        cpu=args.cpu,
-        work_dir=args.work_dir,
-    )
+    return suite_status(
+        args.suite, args.preset, datasets=args.datasets, methods=args.methods,
+        seeds=parse_seeds(args.seeds, seeds_flag) if args.seeds else None,
+        data_dir=args.data_dir, results_dir=args.results_dir, precision=args.precision,
+        cpu=args.cpu, work_dir=args.work_dir,
+    )  # fmt: skip
+
+
+def cmd_status(args) -> int:
+    from bench.tools.status import status_lines
+
+    rows = status_rows(args, "bench status --seeds")
     print("\n".join(status_lines(rows, args.suite, args.preset)))
     return 0
 

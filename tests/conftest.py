@@ -99,3 +99,28 @@ def one_thread():
 @pytest.fixture
 def data_dir() -> Path:
     return real_data_dir()
+
+
+def write_binary_record(results, method: str, pred, labels, selection=None) -> None:
+    """A `tiny` suite record (BreastMNIST, seed 0) of a binary model that predicts `pred`
+    (probability 0.9 for it) on test images with `labels`: for leaderboard tests."""
+    import numpy as np
+
+    from bench.engine.records import unit_stem, write_record
+
+    n = len(labels)
+    recall = [float((pred[labels == k] == k).mean()) for k in (0, 1)]
+    write_record(
+        unit_stem(results, "tiny", "breastmnist", method, "h", 0),
+        {
+            "status": "ok", "suite": "tiny", "preset": "smoke", "dataset": "breastmnist", "method": method,
+            "seed": 0, "config_hash": "h", "task": "binary", "class_names": ["m", "b"],
+            "metrics": {"test": {"accuracy": float((pred == labels).mean()), "balanced_accuracy": float(np.mean(recall))}},
+            "per_class": {"test": {"recall": recall}},
+            "predicted_share": {"test": [float((pred == k).mean()) for k in (0, 1)]},
+            "selection": selection or {},
+            "data": {"split_hash": "x", "files": {}, "n": {"test": n}},
+            "provenance": {"git_commit": "c", "git_dirty": False, "precision": "fp32"},
+        },
+        {"test_probs": np.where(np.eye(2, dtype=bool)[pred], 0.9, 0.1), "test_labels": labels, "test_ids": np.arange(n)},
+    )  # fmt: skip

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY_SUITE, real_data_dir
+from conftest import REPO, TINY_SUITE, real_data_dir, write_binary_record
 
 from bench.api.method import Budget, RunContext
 from bench.cli import main
@@ -437,31 +437,14 @@ def test_sigterm_in_training_checkpoints_the_epoch_within_the_grace_period(tmp_p
 
 # 8. a model near its floor is flagged, not ranked, and the reason is printed
 def test_a_model_predicting_nearly_one_class_is_flagged_with_its_reason(tmp_path):
-    from bench.engine.records import unit_stem, write_record
     from bench.tools.leaderboard import write_leaderboard
 
     rng = np.random.default_rng(0)
     labels = np.array([0] * 40 + [1] * 110)
     right = rng.random(150) < 0.85  # resnet18: right on 85 % of the images
-    for method, pred in (
-        ("resnet18", np.where(right, labels, 1 - labels)),
-        ("vit_tiny_patch16_224", (np.arange(150) > 0).astype(int)),  # class 1 but once
-    ):
-        probs = np.where(np.eye(2, dtype=bool)[pred], 0.9, 0.1)
-        recall = [float((pred[labels == k] == k).mean()) for k in (0, 1)]
-        write_record(
-            unit_stem(tmp_path, "tiny", "breastmnist", method, "h", 0),
-            {
-                "status": "ok", "suite": "tiny", "preset": "smoke", "dataset": "breastmnist", "method": method,
-                "seed": 0, "config_hash": "h", "task": "binary", "class_names": ["m", "b"],
-                "metrics": {"test": {"accuracy": float((pred == labels).mean()), "balanced_accuracy": float(np.mean(recall))}},
-                "per_class": {"test": {"recall": recall}},
-                "predicted_share": {"test": [float((pred == k).mean()) for k in (0, 1)]},
-                "data": {"split_hash": "x", "files": {}, "n": {"test": 150}},
-                "provenance": {"git_commit": "c", "git_dirty": False, "precision": "fp32"},
-            },
-            {"test_probs": probs, "test_labels": labels, "test_ids": np.arange(150)},
-        )  # fmt: skip
+    write_binary_record(tmp_path, "resnet18", np.where(right, labels, 1 - labels), labels)
+    once = (np.arange(150) > 0).astype(int)  # class 1 but once
+    write_binary_record(tmp_path, "vit_tiny_patch16_224", once, labels)
     md = write_leaderboard(TINY_SUITE, tmp_path, tmp_path / "lb")[0].read_text()
     row = next(x for x in md.splitlines() if x.startswith("| vit_tiny_patch16_224 ⚠"))
     assert "⚠ at its floor (1/1 seeds)" in row and "**" not in row

@@ -75,32 +75,16 @@ def test_a_stage_that_does_not_beat_the_floor_is_flagged_in_the_tables():
 
 
 def test_the_row_of_a_method_whose_stage_did_not_beat_its_floor_carries_the_mark(tmp_path):
-    from conftest import TINY_SUITE
+    from conftest import TINY_SUITE, write_binary_record
 
-    from bench.engine.records import unit_stem, write_record
     from bench.tools.leaderboard import write_leaderboard
 
     rng = np.random.default_rng(0)
     labels = np.array([0] * 40 + [1] * 110)
     for method, beaten in (("resnet18", None), ("vit_tiny_patch16_224", False)):
-        right = rng.random(150) < 0.85
-        pred = np.where(right, labels, 1 - labels)
-        recall = [float((pred[labels == k] == k).mean()) for k in (0, 1)]
-        selection = {} if beaten is None else record(method, 0, beaten)["selection"]
-        write_record(
-            unit_stem(tmp_path, "tiny", "breastmnist", method, "h", 0),
-            {
-                "status": "ok", "suite": "tiny", "preset": "smoke", "dataset": "breastmnist", "method": method,
-                "seed": 0, "config_hash": "h", "task": "binary", "class_names": ["m", "b"],
-                "metrics": {"test": {"accuracy": float((pred == labels).mean()), "balanced_accuracy": float(np.mean(recall))}},
-                "per_class": {"test": {"recall": recall}},
-                "predicted_share": {"test": [float((pred == k).mean()) for k in (0, 1)]},
-                "selection": selection,
-                "data": {"split_hash": "x", "files": {}, "n": {"test": 150}},
-                "provenance": {"git_commit": "c", "git_dirty": False, "precision": "fp32"},
-            },
-            {"test_probs": np.where(np.eye(2, dtype=bool)[pred], 0.9, 0.1), "test_labels": labels, "test_ids": np.arange(150)},
-        )  # fmt: skip
+        pred = np.where(rng.random(150) < 0.85, labels, 1 - labels)
+        selection = None if beaten is None else record(method, 0, beaten)["selection"]
+        write_binary_record(tmp_path, method, pred, labels, selection)
     md = write_leaderboard(TINY_SUITE, tmp_path, tmp_path / "lb")[0].read_text()
     rows = {x.split(" |")[0]: x for x in md.splitlines() if x.startswith("| ")}
     assert "| vit_tiny_patch16_224 ⚠ untrained diffusion stage (1/1 seeds)" in rows
