@@ -267,7 +267,7 @@ def evaluate_generator(
         save_class_grid(images, labels, grid, settings.grid_per_class)
     scores = {"test": metrics}
     if settings.validation:
-        scores["val"] = validation_scores(method, bundle, ctx, extractor)
+        scores["val"] = validation_scores(method, bundle, ctx, extractor, settings)
     return {
         "metrics": scores,
         "per_class": {"test": per_class},
@@ -287,14 +287,18 @@ def evaluate_generator(
 
 
 def validation_scores(
-    method: GenerationMethod, bundle: DatasetBundle, ctx: RunContext, extractor: Extractor
+    method: GenerationMethod,
+    bundle: DatasetBundle,
+    ctx: RunContext,
+    extractor: Extractor,
+    settings: GenerationEval,
 ) -> dict[str, float]:
     """FID of samples drawn for the validation split's labels against its images (and, on
     ordinal data, how far their grade agreement is from the real images'): a sweep's
     objective. The samples come from their own stream (seed + 7919), so the test samples
     are the same with or without them."""
     val, spec = bundle.splits["val"], bundle.spec
-    labels = np.sort(np.asarray(val.labels))
+    labels = generation_labels(val.labels, spec.num_classes, settings.samples_per_class)
     images = check_samples(
         method.sample(labels, dataclasses.replace(ctx, seed=ctx.seed + 7919)),
         len(labels),
