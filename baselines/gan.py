@@ -21,8 +21,8 @@ from torch.nn.utils.parametrizations import spectral_norm
 from bench.api.dataset import SplitData
 from bench.api.errors import BenchError, TrainingError
 from bench.api.method import GenerationMethod, RunContext, register_method
-from bench.engine.batches import batches, from_device_batch, plan_steps, to_device_batch
-from bench.engine.training import train_loop
+from bench.train.batches import batches, from_device_batch, plan_steps, to_device_batch
+from bench.train.training import train_loop
 
 
 @dataclass

@@ -22,9 +22,9 @@ import torch.nn.functional as F
 
 from bench.api.errors import BenchError, TrainingError
 from bench.api.method import RestorationMethod, RunContext, register_method
-from bench.engine.batches import plan_steps
-from bench.engine.training import train_loop
 from bench.nn.image_to_image import restore_batched, to_device, validation_psnr
+from bench.train.batches import plan_steps
+from bench.train.training import train_loop
 
 
 @dataclass

@@ -30,9 +30,9 @@ from bench.api.method import (
     register_method_prefix,
 )
 from bench.api.registry import UnknownNameError
-from bench.engine.batches import predict_probs
-from bench.engine.supervised import SupervisedSettings, train_supervised
 from bench.nn.timm_models import build_timm_model
+from bench.train.batches import predict_probs
+from bench.train.supervised import SupervisedSettings, train_supervised
 
 
 @dataclass

@@ -624,8 +624,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     warnings.filterwarnings("once")
-    from bench.engine.device import configure_threads
-    from bench.engine.interrupt import Terminated, handle_sigterm
+    from bench.train.device import configure_threads
+    from bench.train.interrupt import Terminated, handle_sigterm
 
     configure_threads()
     handle_sigterm()

@@ -45,15 +45,15 @@ import torch.nn.functional as F
 
 from bench.api.dataset import SplitData
 from bench.api.method import ClassificationMethod, RunContext, register_method
-from bench.engine.batches import augmented_batch, plan_steps
-from bench.engine.training import train_loop
 from bench.metrics.classification import METRICS
+from bench.nn.card_net import CARDNet
 from bench.nn.diffusion import ddpm_scheduler, noise_draws, prior_mean_noising, sample_prior_mean
-from bench.nn.encoders import PooledEncoder, timm_trunk
-from bench.nn.heads import TimeScaledMLP
+from bench.nn.encoders import timm_trunk
 from bench.nn.labels import classification_loss, one_hot_targets, require_single_label
 from bench.nn.pretraining import cached_pretraining
 from bench.nn.priors import batched_inference, fit_prior, warmup_cosine
+from bench.train.batches import augmented_batch, plan_steps
+from bench.train.training import train_loop
 
 
 @dataclass
@@ -93,23 +93,6 @@ class PriorClassifier(nn.Module):
 
     def forward(self, x):
         return self.head(self.trunk(x))
-
-
-class CARDNet(nn.Module):
-    def __init__(self, cfg: CARDConfig, num_classes: int, in_chans: int):
-        super().__init__()
-        self.encoder = PooledEncoder(cfg.encoder, in_chans, cfg.feature_dim, cfg.small_input_stem)
-        self.norm = nn.BatchNorm1d(cfg.feature_dim)
-        self.head = TimeScaledMLP(2 * num_classes, cfg.feature_dim, num_classes, cfg.timesteps + 1)
-
-    def feature(self, x):
-        return self.norm(self.encoder(x))
-
-    def forward(self, y_t, t, prior, feature):
-        """y_t [B, C] at t [B], or D draws per image: y_t [B, D, C] at t [B, D]."""
-        if y_t.dim() == 2:
-            return self.forward(y_t[:, None], t[:, None], prior, feature)[:, 0]
-        return self.head(torch.cat([y_t, prior[:, None].expand_as(y_t)], dim=2), t, feature)
 
 
 def sample_statistics(samples: torch.Tensor, temperature: float = 1.0) -> dict[str, torch.Tensor]:
@@ -176,7 +159,7 @@ class CARD(ClassificationMethod):
         self.prior = PriorClassifier(cfg.prior, self.spec.channels, C, cfg.small_input_stem).to(
             ctx.device
         )
-        self.net = CARDNet(cfg, C, self.spec.channels).to(ctx.device)
+        self.net = CARDNet.from_config(cfg, C, self.spec.channels).to(ctx.device)
         self.scheduler = ddpm_scheduler(cfg.timesteps, cfg.beta_start, cfg.beta_end)
         self.sampler = ddpm_scheduler(cfg.timesteps, cfg.beta_start, cfg.beta_end)
         self.sampler.set_timesteps(cfg.sampling_steps)

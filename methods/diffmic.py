@@ -33,15 +33,15 @@ import torch.nn as nn
 
 from bench.api.dataset import SplitData
 from bench.api.method import ClassificationMethod, RunContext, register_method
-from bench.engine.batches import augmented_batch, plan_steps
-from bench.engine.training import train_loop
 from bench.metrics.classification import METRICS
+from bench.nn.card_net import CARDNet
 from bench.nn.dcg import DCG, dcg_prior_predictions
 from bench.nn.diffusion import ddpm_scheduler, noise_draws, prior_mean_noising, sample_prior_mean
 from bench.nn.labels import classification_loss, gaussian_mmd, one_hot_targets, require_single_label
 from bench.nn.pretraining import cached_pretraining
 from bench.nn.priors import batched_inference, fit_prior, warmup_cosine
-from methods.card import CARDNet
+from bench.train.batches import augmented_batch, plan_steps
+from bench.train.training import train_loop
 
 
 @dataclass
@@ -94,7 +94,7 @@ class DiffMIC(ClassificationMethod):
         self.dcg = DCG(
             C, self.spec.channels, cfg.dcg_backbone, cfg.dcg_small_stem, cfg.num_rois, cfg.roi_size
         ).to(ctx.device)
-        self.net = CARDNet(cfg, C, self.spec.channels).to(ctx.device)
+        self.net = CARDNet.from_config(cfg, C, self.spec.channels).to(ctx.device)
         self.models = nn.ModuleDict({"net": self.net, "dcg": self.dcg})  # selected together
         self.scheduler = ddpm_scheduler(cfg.timesteps, cfg.beta_start, cfg.beta_end)
         self.sampler = ddpm_scheduler(cfg.timesteps, cfg.beta_start, cfg.beta_end)

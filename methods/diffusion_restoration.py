@@ -17,11 +17,11 @@ import torch.nn.functional as F
 
 from bench.api.errors import BenchError
 from bench.api.method import RestorationMethod, RunContext, register_method
-from bench.engine.batches import batches
 from bench.nn.diffusion import diffusers_unet, reverse_process
 from bench.nn.ema import with_ema
 from bench.nn.image_to_image import restore_batched, to_device, train_image_to_image
 from bench.nn.noise_floor import floor_block, shrinkage_mse
+from bench.train.batches import batches
 
 SCHEDULES = {"cosine": "squaredcos_cap_v2", "linear": "linear"}
 

@@ -60,8 +60,6 @@ from bench.api.method import (
     config_identity,
     register_method,
 )
-from bench.engine.batches import batches, from_device_batch, plan_steps, to_device_batch
-from bench.engine.training import train_loop
 from bench.nn.diffusion import (
     ddim_scheduler,
     ddpm_scheduler,
@@ -72,6 +70,8 @@ from bench.nn.diffusion import (
 from bench.nn.ema import with_ema
 from bench.nn.noise_floor import floor_block, linear_denoiser_mse
 from bench.nn.pretraining import cached_pretraining
+from bench.train.batches import batches, from_device_batch, plan_steps, to_device_batch
+from bench.train.training import train_loop
 
 #: how a trained model samples: units that differ only in these share its trained weights
 SAMPLING_FIELDS = ("guidance_scale", "sampling_steps", "sample_batch", "ddim_eps")

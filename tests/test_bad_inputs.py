@@ -15,9 +15,9 @@ from conftest import REPO, TINY_SUITE, real_data_dir, write_binary_record
 
 from bench.api.method import Budget, RunContext
 from bench.cli import main
-from bench.engine.device import make_accelerator
-from bench.engine.resume import load_checkpoint
 from bench.nn.pretraining import cached_pretraining
+from bench.train.device import make_accelerator
+from bench.train.resume import load_checkpoint
 
 BENCH = [sys.executable, "-m", "bench.cli"]
 
@@ -385,8 +385,8 @@ def linear_stage(tmp_path, on_step, epochs=4):
     """A 4-step-per-epoch training stage that checkpoints only when forced (every 3600 s),
     calling `on_step(step)` before each step."""
     from bench.api.method import Budget, RunContext
-    from bench.engine.device import make_accelerator
-    from bench.engine.training import train_loop
+    from bench.train.device import make_accelerator
+    from bench.train.training import train_loop
 
     torch.manual_seed(0)
     x, y = torch.randn(64, 4), torch.arange(64) % 2
@@ -411,7 +411,7 @@ def linear_stage(tmp_path, on_step, epochs=4):
 def test_sigterm_in_training_checkpoints_the_epoch_within_the_grace_period(tmp_path, capsys):
     """SIGTERM in epoch 2: the epoch ends, a checkpoint is written (none was due for an
     hour), Terminated is raised, and the rerun continues after epoch 2."""
-    from bench.engine import interrupt
+    from bench.train import interrupt
 
     interrupt.handle_sigterm()
     try:

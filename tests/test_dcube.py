@@ -223,7 +223,7 @@ def test_worst_selection_takes_the_layers_the_ks_test_drops(tmp_path):
     such, on the same batches (same seeds) as the "ks" choice."""
     from bench.api.dataset import SplitData
     from bench.api.method import Budget, RunContext
-    from bench.engine.device import make_accelerator
+    from bench.train.device import make_accelerator
 
     spec = type("S", (), {"size": 8, "channels": 1, "num_classes": 2, "name": "toy"})()
     g = np.random.default_rng(0)
@@ -282,7 +282,7 @@ def test_stage1_training_lowers_the_validation_noise_loss(data_dir, tmp_path):
     from bench.api.dataset import SplitData
     from bench.api.method import Budget, RunContext
     from bench.data.load import dataset_source
-    from bench.engine.device import make_accelerator
+    from bench.train.device import make_accelerator
 
     bundle = dataset_source("breastmnist").load(data_dir=str(data_dir))
     tr, va = bundle.splits["train"], bundle.splits["val"]
@@ -315,7 +315,7 @@ def test_stage1_patience_is_its_own_and_a_later_field_keeps_earlier_hashes(tmp_p
     import methods.dcube.stage1 as stage1
     from bench.api.dataset import SplitData
     from bench.api.method import Budget, RunContext
-    from bench.engine.device import make_accelerator
+    from bench.train.device import make_accelerator
     from methods.dcube.uvit import stage1_identity
 
     seen = {}
@@ -341,7 +341,7 @@ def test_stage1_patience_is_its_own_and_a_later_field_keeps_earlier_hashes(tmp_p
 def test_a_shared_stage1_is_trained_once_for_every_seed(tmp_path):
     from bench.api.dataset import SplitData
     from bench.api.method import Budget, RunContext
-    from bench.engine.device import make_accelerator
+    from bench.train.device import make_accelerator
     from methods.dcube.stage1 import stage1_model
 
     spec = type("S", (), {"size": 8, "channels": 1, "num_classes": 2, "task": "binary"})()

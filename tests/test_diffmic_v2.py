@@ -22,12 +22,12 @@ from bench.api.errors import BenchError
 from bench.api.method import Budget, RunContext
 from bench.api.registry import METHODS
 from bench.data.load import load_bundle
-from bench.engine.batches import to_device_batch
 from bench.engine.config import load_suite
-from bench.engine.device import make_accelerator
 from bench.engine.planning import plan_units
 from bench.metrics.classification import compute_all
 from bench.nn.labels import one_hot_targets
+from bench.train.batches import to_device_batch
+from bench.train.device import make_accelerator
 from methods.diffmic_v2.config import Components
 
 TINY = {

@@ -15,8 +15,8 @@ from bench.api.dataset import SplitData
 from bench.api.method import Budget, RunContext
 from bench.api.registry import METHODS
 from bench.data.load import load_bundle
-from bench.engine.device import make_accelerator
 from bench.metrics.classification import compute_all
+from bench.train.device import make_accelerator
 
 #: small heads and short priors, the samplers as in the papers but with fewer steps; CARD's
 #: loss with 16 (t, noise) draws per image (with CARD's one draw: val AUROC 0.49 here, 0.64

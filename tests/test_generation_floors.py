@@ -8,7 +8,6 @@ from conftest import real_data_dir
 
 from bench.api.dataset import DatasetBundle, SplitData, validate_bundle
 from bench.data.load import load_bundle
-from bench.engine.device import make_accelerator
 from bench.tasks.generation.evaluate import GenerationEval, feature_extractor
 from bench.tasks.generation.fidelity import extract_features, fidelity_metrics
 from bench.tasks.generation.floors import (
@@ -18,6 +17,7 @@ from bench.tasks.generation.floors import (
     sample_diagnostics,
     within_class_diversity,
 )
+from bench.train.device import make_accelerator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SETTINGS = GenerationEval(

@@ -1,10 +1,11 @@
 """Imports run one way. The harness is a stack of folders, each a layer that imports only
-the layers below it (and itself): the interfaces (api), the data, the metrics, the engine
-that trains and runs units, the shared model pieces (nn), the aggregation and formatting
-of numbers (report), the tasks, the tools (leaderboards, paper tables, sweeps, perf)
-and, on top, the command line. The harness never imports a plug-in (methods/,
-baselines/); plug-ins use the layers up to the tasks, never the tools or the CLI. No
-module takes a private name from another. Checked on the source (every import, also
+the layers below it (and itself): the interfaces (api), the data, the metrics, the training
+kit (train), the shared model pieces (nn), the engine that plans and runs units, the
+aggregation and formatting of numbers (report), the tasks, the tools (leaderboards, paper
+tables, sweeps, perf) and, on top, the command line. The harness never imports a plug-in
+(methods/, baselines/); a plug-in imports only the layers made for it (api, data, metrics,
+train, nn), never the orchestration, and never another plug-in (what two share belongs in
+bench/nn). No module takes a private name from another. Checked on the source (every import, also
 inside functions), so a backward import fails here before it becomes a cycle."""
 
 import ast
@@ -15,10 +16,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = ("methods", "baselines")
 #: bottom to top; a module imports from its own layer and those before it
-LAYERS = ("bench.api", "bench.data", "bench.metrics", "bench.engine", "bench.nn", "bench.report",
-          "bench.tasks", "bench.tools", "bench.cli")  # fmt: skip
-#: the highest layer a plug-in may import
-PLUGIN_TOP = "bench.tasks"
+LAYERS = ("bench.api", "bench.data", "bench.metrics", "bench.train", "bench.nn", "bench.engine",
+          "bench.report", "bench.tasks", "bench.tools", "bench.cli")  # fmt: skip
+#: the layers a plug-in may import
+PLUGIN_LAYERS = ("bench.api", "bench.data", "bench.metrics", "bench.train", "bench.nn")
 
 
 def layer(module: str) -> int | None:
@@ -54,15 +55,27 @@ def test_every_harness_module_is_in_a_layer():
     assert not loose, f"modules outside the layers {LAYERS}: {loose}"
 
 
+def plugin_of(module: str) -> str:
+    """The plug-in a module belongs to: `methods.dcube.stage1` -> `methods.dcube`."""
+    return ".".join(module.split(".")[:2])
+
+
 @pytest.mark.parametrize("name,path", ALL, ids=[n for n, _ in ALL])
 def test_imports_point_down(name, path):
-    own = layer(name) if within(name, ("bench",)) else LAYERS.index(PLUGIN_TOP)
     for module, _ in imports(path):
         if within(name, ("bench",)):
             assert not within(module, PLUGINS), f"{name} (harness) imports the plug-in {module}"
-        theirs = layer(module)
-        if theirs is not None and own is not None:
-            assert theirs <= own, f"{name} ({LAYERS[own]}) imports {module}, a layer above it"
+            own, theirs = layer(name), layer(module)
+            if theirs is not None:
+                assert theirs <= own, f"{name} ({LAYERS[own]}) imports {module}, a layer above it"
+        elif within(module, PLUGINS):
+            assert plugin_of(module) == plugin_of(name), (
+                f"{name} imports another plug-in, {module}: move what they share into bench/nn"
+            )
+        elif within(module, ("bench",)):
+            assert within(module, PLUGIN_LAYERS), (
+                f"{name} (a plug-in) imports {module}; plug-ins use only {PLUGIN_LAYERS}"
+            )
 
 
 @pytest.mark.parametrize("name,path", ALL, ids=[n for n, _ in ALL])
@@ -81,4 +94,7 @@ def test_the_check_finds_a_backward_import(tmp_path):
     assert (
         layer("bench.tools.leaderboard") > layer("bench.engine.runner") > layer("bench.api.method")
     )
-    assert layer("bench.tasks.generation.fidelity") == LAYERS.index(PLUGIN_TOP)
+    assert layer("bench.nn.priors") > layer("bench.train.training")
+    assert (
+        plugin_of("methods.dcube.stage1") == plugin_of("methods.dcube") != plugin_of("methods.card")
+    )

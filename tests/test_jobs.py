@@ -72,8 +72,8 @@ def test_bad_input_is_refused_once_before_any_job_starts(tmp_path):
 def test_a_pretrained_part_two_processes_need_is_trained_once(tmp_path):
     """cached_pretraining holds a lock per part: the second caller waits, then loads."""
     from bench.api.method import Budget, RunContext
-    from bench.engine.device import make_accelerator
     from bench.nn.pretraining import cached_pretraining
+    from bench.train.device import make_accelerator
 
     acc = make_accelerator("fp32", cpu=True)[0]
     trained = []

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from bench.engine.batches import to_device_batch
 from bench.nn.diffusion import ddpm_scheduler
 from bench.nn.noise_floor import linear_denoiser_mse, pixel_moments
 from bench.report.notes import untrained_note
+from bench.train.batches import to_device_batch
 
 ALPHAS = ddpm_scheduler(1000, 1e-4, 0.02).alphas_cumprod
 

@@ -220,7 +220,7 @@ def test_odm_trains_and_samples_on_real_retinamnist(data_dir, tmp_path):
     from bench.api.dataset import SplitData
     from bench.api.method import Budget, RunContext
     from bench.data.load import dataset_source
-    from bench.engine.device import make_accelerator
+    from bench.train.device import make_accelerator
 
     bundle = dataset_source("retinamnist").load(data_dir=str(data_dir))
     tr, va = bundle.splits["train"], bundle.splits["val"]

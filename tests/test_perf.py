@@ -8,12 +8,12 @@ from bench.api.errors import BenchError
 from bench.api.method import Budget, RunContext, TrainingProbe, config_hash
 from bench.api.registry import METHODS
 from bench.engine.config import MethodEntry, load_suite
-from bench.engine.device import cpu_has_native_bf16, make_accelerator, resolve_precision
 from bench.engine.records import load_records
-from bench.engine.training import train_loop
 from bench.tasks.restoration.scoring import FLOOR_METHODS
 from bench.tools.perf import PerfInput, run_perf
 from bench.tools.perf_table import render_perf
+from bench.train.device import cpu_has_native_bf16, make_accelerator, resolve_precision
+from bench.train.training import train_loop
 
 TINY_V2 = {
     "image_size": 28,

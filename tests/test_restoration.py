@@ -127,7 +127,7 @@ def test_a_short_training_run_improves_psnr_over_the_noisy_input(name, steps, da
 
     from bench.api.method import Budget, RunContext
     from bench.data.paired import PairedSplit
-    from bench.engine.device import make_accelerator
+    from bench.train.device import make_accelerator
 
     bundle = load_bundle(BREAST_NOISY, data_dir=str(data_dir))
     tr, va, te = bundle.splits["train"], bundle.splits["val"], bundle.splits["test"]
@@ -158,7 +158,7 @@ def test_an_untrained_diffusion_restorer_does_not_beat_its_noise_floor(data_dir,
     record's block says so; the leaderboard's untrained-stage note reads this block."""
     from bench.api.method import Budget, RunContext
     from bench.data.paired import PairedSplit
-    from bench.engine.device import make_accelerator
+    from bench.train.device import make_accelerator
 
     bundle = load_bundle(BREAST_NOISY, data_dir=str(data_dir))
     tr, va = bundle.splits["train"], bundle.splits["val"]
@@ -246,7 +246,7 @@ def test_the_diffusion_restorers_weight_average_validates_and_restores(data_dir,
     use the average, so their scores differ."""
     from bench.api.method import Budget, RunContext
     from bench.data.paired import PairedSplit
-    from bench.engine.device import make_accelerator
+    from bench.train.device import make_accelerator
 
     bundle = load_bundle(BREAST_NOISY, data_dir=str(data_dir))
     tr, va, te = bundle.splits["train"], bundle.splits["val"], bundle.splits["test"]
@@ -278,8 +278,8 @@ def test_diffusion_restorer_averages_num_samples_posterior_samples(tmp_path):
     and a second one; fewer than 1 is refused."""
     from bench.api.errors import BenchError
     from bench.api.method import Budget, RunContext
-    from bench.engine.device import make_accelerator
     from bench.nn.diffusion import diffusers_unet
+    from bench.train.device import make_accelerator
 
     bundle = load_bundle({**BREAST_NOISY, "max_patches_per_image": 1})
     inputs = bundle.splits["test"].inputs[:4]

@@ -13,10 +13,10 @@ from bench.api.dataset import SplitData
 from bench.api.method import Budget, RunContext
 from bench.api.registry import METHODS
 from bench.data.load import load_bundle
-from bench.engine.device import make_accelerator
-from bench.engine.resume import SUFFIX, checkpoint_path
 from bench.engine.runner import run_suite
-from bench.engine.training import train_loop
+from bench.train.device import make_accelerator
+from bench.train.resume import SUFFIX, checkpoint_path
+from bench.train.training import train_loop
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -17,12 +17,12 @@ from bench.api.method import ClassificationMethod, MethodSpec
 from bench.api.registry import METHODS
 from bench.cli import main
 from bench.data.locate import md5sum
-from bench.engine.device import cpu_has_native_bf16
 from bench.engine.records import load_predictions, load_records
 from bench.engine.runner import run_suite
-from bench.engine.supervised import SupervisedSettings, train_supervised
 from bench.metrics.classification import compute_all
 from bench.nn.timm_models import build_timm_model
+from bench.train.device import cpu_has_native_bf16
+from bench.train.supervised import SupervisedSettings, train_supervised
 
 BENCH = [sys.executable, "-m", "bench.cli"]
 

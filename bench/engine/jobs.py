@@ -5,7 +5,7 @@ Each process is the same `bench run` (without ``--jobs``); the units' locks
 complete units are skipped as always. On a CPU the cores are divided between the
 processes (``OMP_NUM_THREADS``); on a GPU they share it (under CUDA MPS when its daemon
 runs). Output lines are prefixed with the job's number; SIGINT and SIGTERM are passed on,
-so each process stops its unit as `bench run` does (bench/engine/interrupt.py)."""
+so each process stops its unit as `bench run` does (bench/train/interrupt.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 
-from bench.engine.device import allowed_cores
+from bench.train.device import allowed_cores
 
 
 def without_jobs(argv: list[str]) -> list[str]:

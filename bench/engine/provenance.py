@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from bench.engine.device import execution_settings
+from bench.train.device import execution_settings
 
 PACKAGES = (
     "diffmed-bench",

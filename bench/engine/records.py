@@ -53,7 +53,6 @@ import fcntl
 import json
 import math
 import os
-import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -63,12 +62,9 @@ from typing import Any
 import numpy as np
 
 from bench.api.errors import BenchError
+from bench.api.naming import safe_name
 
 SCHEMA_VERSION = "1.0"
-
-
-def safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
 
 
 def unit_stem(

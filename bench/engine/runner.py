@@ -26,8 +26,6 @@ from bench.api.method import MethodSpec, RunContext
 from bench.api.registry import TASKS
 from bench.api.task import ScoringRun
 from bench.engine.config import Preset, Suite, load_suite
-from bench.engine.device import make_accelerator
-from bench.engine.interrupt import Terminated, interrupted_note, mark_interrupted
 from bench.engine.planning import (
     Unit,
     method_inapplicable,
@@ -43,7 +41,9 @@ from bench.engine.records import (
     unit_lock,
     write_record,
 )
-from bench.engine.resume import SUFFIX, remove_checkpoints
+from bench.train.device import make_accelerator
+from bench.train.interrupt import Terminated, interrupted_note, mark_interrupted
+from bench.train.resume import SUFFIX, remove_checkpoints
 
 
 def run_unit(

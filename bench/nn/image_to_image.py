@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from bench.api.method import RunContext
-from bench.engine.batches import batches, plan_steps
-from bench.engine.training import train_loop
 from bench.metrics.image_quality import per_image_quality
+from bench.train.batches import batches, plan_steps
+from bench.train.training import train_loop
 
 
 def to_device(images: np.ndarray, device) -> torch.Tensor:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bench.engine.batches import batches, to_device_batch
+from bench.train.batches import batches, to_device_batch
 
 
 @torch.no_grad()

@@ -31,9 +31,9 @@ def fit_prior(
 ) -> dict:
     """Train a prior classifier with cross-entropy (Adam, constant lr), keeping the
     weights with the best validation AUROC. The suite's ``max_steps`` caps it too."""
-    from bench.engine.batches import augmented_batch, plan_steps
-    from bench.engine.training import train_loop
     from bench.metrics.classification import METRICS
+    from bench.train.batches import augmented_batch, plan_steps
+    from bench.train.training import train_loop
 
     multilabel = spec.task == "multilabel"
     total, n_epochs = plan_steps(len(train), batch_size, epochs, ctx.budget.max_steps)
@@ -81,7 +81,7 @@ def batched_inference(
     image_size: int | None,
 ) -> torch.Tensor:
     """Apply `fn` to the images in eval batches (on the device, autocast); CPU float result."""
-    from bench.engine.batches import batches, to_device_batch
+    from bench.train.batches import batches, to_device_batch
 
     out = []
     for idx in batches(len(images), ctx.budget.eval_batch_size):

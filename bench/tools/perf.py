@@ -40,8 +40,8 @@ from bench.api.method import (
     config_identity,
 )
 from bench.api.registry import METHODS, TASKS
-from bench.engine.device import cpu_has_native_bf16, make_accelerator, sync_device
 from bench.engine.provenance import environment, now, peak_memory, reset_peak_memory
+from bench.train.device import cpu_has_native_bf16, make_accelerator, sync_device
 
 SCHEMA = "perf/2"
 LONG_CALL_S = 20.0  # an inference call longer than this is timed once, not `repeats` times

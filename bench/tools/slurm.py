@@ -66,8 +66,8 @@ class UnitTask:
         self.run_kwargs = run_kwargs
 
     def __call__(self, unit: dict[str, Any]) -> dict[str, Any]:
-        from bench.engine.device import configure_threads
         from bench.engine.runner import run_suite
+        from bench.train.device import configure_threads
 
         configure_threads()
         outcomes = run_suite(
@@ -95,8 +95,8 @@ class SweepTask:
         self.sweep_kwargs = sweep_kwargs
 
     def __call__(self, worker: int) -> dict[str, Any]:
-        from bench.engine.device import configure_threads
         from bench.tools.sweep import run_sweep
+        from bench.train.device import configure_threads
 
         configure_threads()
         return run_sweep(**self.sweep_kwargs, worker=worker, progress=False)

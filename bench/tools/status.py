@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.engine.config import load_suite
-from bench.engine.device import resolve_precision
 from bench.engine.planning import method_inapplicable, plan_units, resolve_datasets
 from bench.engine.records import is_complete, read_record
+from bench.train.device import resolve_precision
 
 
 def held_locks() -> set[int] | None:

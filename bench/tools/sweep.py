@@ -104,11 +104,11 @@ def run_sweep(
     from bench.api.registry import METHODS
     from bench.data.load import dataset_source
     from bench.engine.config import MethodEntry, load_suite
-    from bench.engine.device import make_accelerator
     from bench.engine.planning import make_unit
     from bench.engine.provenance import environment
     from bench.engine.records import is_complete, read_json, refuse_unpublished
     from bench.engine.runner import data_block, run_and_record
+    from bench.train.device import make_accelerator
 
     space = declared_space(method, params)
     values = values or {}

@@ -19,9 +19,9 @@ from bench.api.method import (
     RunContext,
     register_method,
 )
-from bench.engine.batches import batches, plan_steps, to_device_batch
-from bench.engine.training import train_loop
 from bench.nn.diffusion import ddpm_scheduler
+from bench.train.batches import batches, plan_steps, to_device_batch
+from bench.train.training import train_loop
 from methods.dcube.head import DCubeHead, cycle_loss
 from methods.dcube.layers import ks_layer_selection, plot_ks
 from methods.dcube.stage1 import stage1_model

@@ -12,12 +12,12 @@ from bench.api.dataset import SplitData
 from bench.api.method import (
     RunContext,
 )
-from bench.engine.batches import batches, plan_steps, to_device_batch
-from bench.engine.training import train_loop
 from bench.nn.diffusion import ddpm_scheduler, q_sample
 from bench.nn.labels import require_single_label
 from bench.nn.noise_floor import floor_block, linear_denoiser_mse
 from bench.nn.pretraining import cached_pretraining
+from bench.train.batches import batches, plan_steps, to_device_batch
+from bench.train.training import train_loop
 from methods.dcube.uvit import Stage1Config, UViT, stage1_identity
 
 

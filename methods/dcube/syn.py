@@ -19,10 +19,10 @@ from bench.api.method import (
     register_method_prefix,
 )
 from bench.api.registry import METHODS
-from bench.engine.batches import batches, from_device_batch
-from bench.engine.images import save_class_grid
 from bench.nn.diffusion import ddim_scheduler, ddpm_scheduler, reverse_process
 from bench.nn.pretraining import cache_key
+from bench.train.batches import batches, from_device_batch
+from bench.train.images import save_class_grid
 from methods.dcube.stage1 import stage1_model
 from methods.dcube.uvit import Stage1Config, UViT, stage1_identity
 

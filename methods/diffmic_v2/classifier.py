@@ -8,8 +8,6 @@ import torch
 
 from bench.api.dataset import SplitData
 from bench.api.method import ClassificationMethod, Param, RunContext, register_method
-from bench.engine.batches import augmented_batch, plan_steps
-from bench.engine.training import train_loop
 from bench.metrics.classification import METRICS
 from bench.nn.dcg import DCG, dcg_prior_predictions
 from bench.nn.diffusion import ddim_scheduler, q_sample
@@ -22,6 +20,8 @@ from bench.nn.labels import (
 )
 from bench.nn.pretraining import cached_pretraining
 from bench.nn.priors import batched_inference, fit_prior
+from bench.train.batches import augmented_batch, plan_steps
+from bench.train.training import train_loop
 from methods.diffmic_v2.config import ABLATIONS, DiffMICv2Config, components
 from methods.diffmic_v2.network import DiffMICv2Net, draw_timesteps, guidance_map
 

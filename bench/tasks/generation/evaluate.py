@@ -92,9 +92,9 @@ def feature_extractor(
 
     import torch
 
-    from bench.engine.supervised import SupervisedSettings, train_supervised
     from bench.nn.pretraining import cached_pretraining
     from bench.nn.timm_models import TimmArch, build_timm_model
+    from bench.train.supervised import SupervisedSettings, train_supervised
 
     spec, seed = bundle.spec, settings.extractor_seed
     budget = Budget(epochs=settings.extractor_epochs, batch_size=128, eval_batch_size=256)
@@ -261,7 +261,7 @@ def evaluate_generator(
         else None
     )
     if ctx.artifact_stem is not None:
-        from bench.engine.images import save_class_grid
+        from bench.train.images import save_class_grid
 
         grid = ctx.artifact_stem.parent / f"{ctx.artifact_stem.name}.samples.png"
         save_class_grid(images, labels, grid, settings.grid_per_class)

@@ -59,11 +59,11 @@ def rescore_generation(
     line per record: its path, old and new extractor version and FID, or why skipped."""
     from bench.api.registry import TASKS
     from bench.engine.config import load_suite
-    from bench.engine.device import make_accelerator
     from bench.engine.planning import resolve_datasets
     from bench.engine.provenance import git_state, now
     from bench.engine.runner import data_block
     from bench.tasks.generation.evaluate import GenerationEval, shared_extractor
+    from bench.train.device import make_accelerator
 
     suite = load_suite(suite_name)
     if suite.task != "generation":

@@ -8,10 +8,10 @@ import numpy as np
 
 from bench.api.errors import TrainingError
 from bench.api.method import RunContext, Scored
-from bench.engine.images import save_strip
 from bench.metrics.image_quality import per_image_quality
 from bench.report.stats import cluster_bootstrap_ci
 from bench.tasks.restoration import RestorationTask
+from bench.train.images import save_strip
 
 FLOOR_METHODS = RestorationTask.floor_methods
 

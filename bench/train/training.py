@@ -1,7 +1,7 @@
 """The optimiser loop every method shares (`train_loop`): NaN check, validation-based
 model selection, resumable checkpoints, and bench perf's measuring probe. Batches and
-preprocessing are in bench/engine/batches.py, supervised classifiers in
-bench/engine/supervised.py."""
+preprocessing are in bench/train/batches.py, supervised classifiers in
+bench/train/supervised.py."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from tqdm.auto import tqdm
 
 from bench.api.errors import TrainingError
 from bench.api.method import RunContext
-from bench.engine.batches import batches
-from bench.engine.device import sync_device, to_channels_last
-from bench.engine.interrupt import checkpoint_window, termination_due
-from bench.engine.resume import StageCheckpoint
+from bench.train.batches import batches
+from bench.train.device import sync_device, to_channels_last
+from bench.train.interrupt import checkpoint_window, termination_due
+from bench.train.resume import StageCheckpoint
 
 
 def train_loop(
@@ -45,7 +45,7 @@ def train_loop(
 ) -> dict:
     """The optimiser loop every method shares: batches, NaN check, validation every
     `eval_every` epochs (and after the last), keeping `module`'s best weights.
-    Convolutional modules are put in channels-last memory format (bench/engine/device.py).
+    Convolutional modules are put in channels-last memory format (bench/train/device.py).
 
     `train_step(indices)` returns the loss of one batch (it may update other parts
     itself first, e.g. a GAN's discriminator); `evaluate()` scores the current weights
@@ -54,7 +54,7 @@ def train_loop(
     TrainingError on a non-finite loss. Under ``ctx.probe`` (bench perf) the stage is
     measured for a few steps instead (`probe_stage`).
 
-    Resumable (bench/engine/resume.py): the stage named `desc` is checkpointed in
+    Resumable (bench/train/resume.py): the stage named `desc` is checkpointed in
     `ctx.checkpoint_dir` and a rerun continues from there. `module` must hold every
     trained weight (EMA copies included), `generators` every torch or numpy generator
     `train_step` draws from, and `stateful` any other object with a state (a second

@@ -17,9 +17,8 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
-
-from bench.engine.provenance import now
 
 MARK = "interrupted"
 
@@ -84,7 +83,9 @@ def termination_due() -> bool:
 def mark_interrupted(work_dir: Path, how: str) -> None:
     try:
         Path(work_dir).mkdir(parents=True, exist_ok=True)
-        (Path(work_dir) / MARK).write_text(f"{how} at {now()}\n")
+        (Path(work_dir) / MARK).write_text(
+            f"{how} at {datetime.now(timezone.utc).isoformat(timespec='seconds')}\n"
+        )
     except OSError:
         pass  # the mark only improves a message
 

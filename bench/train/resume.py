@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.engine.records import safe_name
+from bench.api.naming import safe_name
 
 SUFFIX = ".resume.pt"
 

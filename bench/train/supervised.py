@@ -12,9 +12,9 @@ import torch.nn.functional as F
 
 from bench.api.dataset import SplitData
 from bench.api.method import RunContext
-from bench.engine.batches import plan_steps, predict_probs, targets_tensor, to_device_batch
-from bench.engine.training import train_loop
 from bench.metrics.classification import METRICS
+from bench.train.batches import plan_steps, predict_probs, targets_tensor, to_device_batch
+from bench.train.training import train_loop
 
 
 @dataclass
