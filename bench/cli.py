@@ -7,6 +7,7 @@ import sys
 import warnings
 
 from bench.api.errors import BenchError
+from bench.api.registry import add_plugins
 
 
 def _positive_int(value: str) -> int:
@@ -350,6 +351,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bench", description="Benchmark harness for diffusion-based medical image analysis."
     )
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
+        help="load methods, datasets or tasks from outside the repository: a module name "
+        "or a .py file (repeatable; installed packages' `bench.plugins` entry points load "
+        "without it)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run (or resume) a suite: datasets x methods x seeds")
@@ -630,6 +640,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_threads()
     handle_sigterm()
     try:
+        add_plugins(args.plugin)
         return args.func(args)
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from bench.api.registry import loaded_plugins
 from bench.train.device import execution_settings
 
 PACKAGES = (
@@ -80,6 +81,7 @@ def device_description(device: torch.device) -> str:
 
 
 def environment(device: torch.device, precision: str, num_processes: int) -> dict:
+    plugins = loaded_plugins()  # code from outside this repository: its file and hash
     return {
         **git_state(),
         "packages": package_versions(),
@@ -91,6 +93,7 @@ def environment(device: torch.device, precision: str, num_processes: int) -> dic
         "platform": platform.platform(),
         "host": socket.gethostname(),
         "command": " ".join(sys.argv),
+        **({"plugins": plugins} if plugins else {}),
     }
 
 
