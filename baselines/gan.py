@@ -21,8 +21,8 @@ from torch.nn.utils.parametrizations import spectral_norm
 from bench.api.dataset import SplitData
 from bench.api.errors import BenchError, TrainingError
 from bench.api.method import GenerationMethod, RunContext, register_method
-from bench.train.batches import batches, from_device_batch, plan_steps, to_device_batch
-from bench.train.training import train_loop
+from bench.train.batches import Schedule, batches, from_device_batch, to_device_batch
+from bench.train.training import Optimisation, train_loop
 
 
 @dataclass
@@ -106,7 +106,7 @@ class ConditionalGAN(GenerationMethod):
         opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         budget = ctx.budget
-        total, epochs = plan_steps(len(train), budget.batch_size, budget.epochs, budget.max_steps)
+        schedule = Schedule.of_budget(len(train), budget)
         gen = torch.Generator().manual_seed(ctx.seed + 37)
 
         def step(idx):
@@ -129,13 +129,9 @@ class ConditionalGAN(GenerationMethod):
         summary = train_loop(
             nn.ModuleDict({"G": self.G, "D": self.D}),
             step,
-            None,
             ctx,
-            n_train=len(train),
-            batch_size=budget.batch_size,
-            total_steps=total,
-            epochs=epochs,
-            optimizer=opt_g,
+            schedule,
+            Optimisation(opt_g),
             generators=(gen,),
             stateful=(opt_d,),
             desc="cgan",

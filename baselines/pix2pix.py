@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from bench.api.errors import BenchError, TrainingError
 from bench.api.method import RestorationMethod, RunContext, register_method
 from bench.nn.image_to_image import restore_batched, to_device, validation_psnr
-from bench.train.batches import plan_steps
-from bench.train.training import train_loop
+from bench.train.batches import Schedule
+from bench.train.training import Optimisation, Validation, train_loop
 
 
 @dataclass
@@ -122,7 +122,7 @@ class Pix2pix(RestorationMethod):
         opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         budget = ctx.budget
-        total, epochs = plan_steps(len(train), budget.batch_size, budget.epochs, budget.max_steps)
+        schedule = Schedule.of_budget(len(train), budget)
         gen = torch.Generator().manual_seed(ctx.seed + 47)
         bce = F.binary_cross_entropy_with_logits
 
@@ -150,15 +150,14 @@ class Pix2pix(RestorationMethod):
         return train_loop(
             nn.ModuleDict({"G": self.G, "D": D}),
             step,
-            lambda: validation_psnr(lambda a: self.restore(a, ctx), val),
             ctx,
-            n_train=len(train),
-            batch_size=budget.batch_size,
-            total_steps=total,
-            epochs=epochs,
-            optimizer=opt_g,
-            metric_name="psnr",
-            eval_every=cfg.eval_every,
+            schedule,
+            Optimisation(opt_g),
+            Validation(
+                lambda: validation_psnr(lambda a: self.restore(a, ctx), val),
+                "psnr",
+                every=cfg.eval_every,
+            ),
             generators=(gen,),
             stateful=(opt_d,),
             desc="pix2pix",

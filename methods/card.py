@@ -44,7 +44,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bench.api.dataset import SplitData
-from bench.api.method import ClassificationMethod, RunContext, register_method
+from bench.api.method import ClassificationMethod, Prediction, RunContext, register_method
 from bench.metrics.classification import METRICS
 from bench.nn.card_net import CARDNet
 from bench.nn.diffusion import ddpm_scheduler, noise_draws, prior_mean_noising, sample_prior_mean
@@ -52,8 +52,8 @@ from bench.nn.encoders import timm_trunk
 from bench.nn.labels import classification_loss, one_hot_targets, require_single_label
 from bench.nn.pretraining import cached_pretraining
 from bench.nn.priors import batched_inference, fit_prior, warmup_cosine
-from bench.train.batches import augmented_batch, plan_steps
-from bench.train.training import train_loop
+from bench.train.batches import Schedule, augmented_batch
+from bench.train.training import Optimisation, Validation, train_loop
 
 
 @dataclass
@@ -206,9 +206,9 @@ class CARD(ClassificationMethod):
         self.prior.requires_grad_(False).eval()
 
         budget = ctx.budget
-        total, epochs = plan_steps(len(train), budget.batch_size, budget.epochs, budget.max_steps)
+        schedule = Schedule.of_budget(len(train), budget)
         opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
-        sched = warmup_cosine(opt, total, cfg.warmup_fraction)
+        sched = warmup_cosine(opt, schedule.total_steps, cfg.warmup_fraction)
         gen = torch.Generator().manual_seed(ctx.seed + 3)
         auroc = METRICS.get("auroc")
 
@@ -233,17 +233,10 @@ class CARD(ClassificationMethod):
         summary = train_loop(
             self.net,
             step,
-            evaluate,
             ctx,
-            n_train=len(train),
-            batch_size=budget.batch_size,
-            total_steps=total,
-            epochs=epochs,
-            optimizer=opt,
-            scheduler=sched,
-            metric_name="auroc",
-            eval_every=cfg.eval_every,
-            grad_clip=cfg.grad_clip,
+            schedule,
+            Optimisation(opt, sched, grad_clip=cfg.grad_clip),
+            Validation(evaluate, "auroc", every=cfg.eval_every),
             generators=(gen,),
             desc="CARD",
         )
@@ -298,6 +291,13 @@ class CARD(ClassificationMethod):
     def predict(
         self, split: SplitData, ctx: RunContext, num_samples: int | None = None
     ) -> np.ndarray:
+        return self.predict_with_extras(split, ctx, num_samples).probs
+
+    def predict_with_extras(
+        self, split: SplitData, ctx: RunContext, num_samples: int | None = None
+    ) -> Prediction:
+        """The mean of the samples' probabilities, and the vote, its agreement, the vote
+        shares and the interval width per image (`sample_statistics`)."""
         self.ctx = ctx
         self.net.eval()
         gen = torch.Generator().manual_seed(ctx.seed + 4)
@@ -311,8 +311,8 @@ class CARD(ClassificationMethod):
             return stats["probs"][-1]
 
         probs = batched_inference(run, split.images, ctx, self.config.image_size)
-        self.extras = {k: torch.cat(v).numpy() for k, v in stats.items() if k != "probs"}
-        return probs.numpy().astype(np.float64)
+        extras = {k: torch.cat(v).numpy() for k, v in stats.items() if k != "probs"}
+        return Prediction(probs.numpy().astype(np.float64), extras)
 
     def prior_predictions(self, split: SplitData, ctx: RunContext) -> dict[str, np.ndarray]:
         self.prior.eval()

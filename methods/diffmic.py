@@ -40,8 +40,8 @@ from bench.nn.diffusion import ddpm_scheduler, noise_draws, prior_mean_noising, 
 from bench.nn.labels import classification_loss, gaussian_mmd, one_hot_targets, require_single_label
 from bench.nn.pretraining import cached_pretraining
 from bench.nn.priors import batched_inference, fit_prior, warmup_cosine
-from bench.train.batches import augmented_batch, plan_steps
-from bench.train.training import train_loop
+from bench.train.batches import Schedule, augmented_batch
+from bench.train.training import Optimisation, Validation, train_loop
 
 
 @dataclass
@@ -143,9 +143,9 @@ class DiffMIC(ClassificationMethod):
         dcg_summary = cached_pretraining("dcg_v1", payload, self.dcg, pretrain, ctx)
 
         budget = ctx.budget
-        total, epochs = plan_steps(len(train), budget.batch_size, budget.epochs, budget.max_steps)
+        schedule = Schedule.of_budget(len(train), budget)
         opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
-        sched = warmup_cosine(opt, total, cfg.warmup_fraction)
+        sched = warmup_cosine(opt, schedule.total_steps, cfg.warmup_fraction)
         dcg_opt = torch.optim.Adam(self.dcg.parameters(), lr=cfg.dcg_lr, amsgrad=True)
         gen = torch.Generator().manual_seed(ctx.seed + 3)
         auroc = METRICS.get("auroc")
@@ -190,17 +190,10 @@ class DiffMIC(ClassificationMethod):
         summary = train_loop(
             self.models,
             step,
-            evaluate,
             ctx,
-            n_train=len(train),
-            batch_size=budget.batch_size,
-            total_steps=total,
-            epochs=epochs,
-            optimizer=opt,
-            scheduler=sched,
-            metric_name="auroc",
-            eval_every=cfg.eval_every,
-            grad_clip=cfg.grad_clip,
+            schedule,
+            Optimisation(opt, sched, grad_clip=cfg.grad_clip),
+            Validation(evaluate, "auroc", every=cfg.eval_every),
             generators=(gen,),
             stateful=(dcg_opt,),
             desc="DiffMIC",

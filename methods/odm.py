@@ -70,8 +70,8 @@ from bench.nn.diffusion import (
 from bench.nn.ema import with_ema
 from bench.nn.noise_floor import floor_block, linear_denoiser_mse
 from bench.nn.pretraining import cached_pretraining
-from bench.train.batches import batches, from_device_batch, plan_steps, to_device_batch
-from bench.train.training import train_loop
+from bench.train.batches import Schedule, batches, from_device_batch, to_device_batch
+from bench.train.training import Optimisation, Validation, train_loop
 
 #: how a trained model samples: units that differ only in these share its trained weights
 SAMPLING_FIELDS = ("guidance_scale", "sampling_steps", "sample_batch", "ddim_eps")
@@ -298,7 +298,7 @@ class ConditionalDiffusion(GenerationMethod):
             ctx.device
         )
         budget = ctx.budget
-        total, epochs = plan_steps(len(train), budget.batch_size, budget.epochs, budget.max_steps)
+        schedule = Schedule.of_budget(len(train), budget)
         opt = torch.optim.Adam(unet.parameters(), lr=cfg.lr)
         gen = torch.Generator().manual_seed(ctx.seed + 29)
 
@@ -339,17 +339,10 @@ class ConditionalDiffusion(GenerationMethod):
         summary = train_loop(
             trained,
             step,
-            evaluate,
             ctx,
-            n_train=len(train),
-            batch_size=budget.batch_size,
-            total_steps=total,
-            epochs=epochs,
-            optimizer=opt,
-            higher_is_better=False,
-            metric_name="noise_mse",
-            eval_every=cfg.eval_every,
-            after_step=update_ema,
+            schedule,
+            Optimisation(opt, after_step=update_ema),
+            Validation(evaluate, "noise_mse", higher_is_better=False, every=cfg.eval_every),
             generators=(gen,),
             desc="ODM" if ordinal else "DM",
         )

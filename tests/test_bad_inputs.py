@@ -385,8 +385,9 @@ def linear_stage(tmp_path, on_step, epochs=4):
     """A 4-step-per-epoch training stage that checkpoints only when forced (every 3600 s),
     calling `on_step(step)` before each step."""
     from bench.api.method import Budget, RunContext
+    from bench.train.batches import Schedule
     from bench.train.device import make_accelerator
-    from bench.train.training import train_loop
+    from bench.train.training import Optimisation, Validation, train_loop
 
     torch.manual_seed(0)
     x, y = torch.randn(64, 4), torch.arange(64) % 2
@@ -403,9 +404,14 @@ def linear_stage(tmp_path, on_step, epochs=4):
         return torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
 
     return train_loop(
-        model, step, lambda: 0.5, ctx, n_train=64, batch_size=16, total_steps=4 * epochs,
-        epochs=epochs, optimizer=opt, desc="stage",
-    )  # fmt: skip
+        model,
+        step,
+        ctx,
+        Schedule(64, 16, 4 * epochs, epochs),
+        Optimisation(opt),
+        Validation(lambda: 0.5),
+        desc="stage",
+    )
 
 
 def test_sigterm_in_training_checkpoints_the_epoch_within_the_grace_period(tmp_path, capsys):

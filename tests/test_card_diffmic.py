@@ -111,9 +111,10 @@ def test_noise_draws_one_per_image_is_cards_and_more_share_the_image():
     torch.testing.assert_close(n1[:, 0], torch.randn(6, 3, generator=g))
     t, noise = noise_draws(4, 3, 5, 1000, torch.Generator().manual_seed(1), "cpu")
     assert t.shape == (4, 5) and noise.shape == (4, 5, 3) and len(set(t.flatten().tolist())) > 5
-    from methods.card import CARDConfig, CARDNet
+    from bench.nn.card_net import CARDNet
+    from methods.card import CARDConfig
 
-    net = CARDNet(CARDConfig(feature_dim=16, small_input_stem=True), 3, 1).eval()
+    net = CARDNet.from_config(CARDConfig(feature_dim=16, small_input_stem=True), 3, 1).eval()
     prior, feature = torch.softmax(torch.randn(4, 3), 1), torch.randn(4, 16)
     y_t = prior_mean_noising(
         ddpm_scheduler(1000, 1e-4, 0.02).alphas_cumprod,
@@ -303,7 +304,7 @@ def test_card_and_diffmic_run_in_a_suite_with_extras_recorded(data_dir, tmp_path
     outcomes = run_suite(
         str(suite), results_dir=tmp_path / "results", work_dir=tmp_path / "runs", progress=False
     )
-    assert [o["status"] for o in outcomes] == ["ok", "ok"], outcomes
+    assert [o.status for o in outcomes] == ["ok", "ok"], outcomes
     card = json.loads(next((tmp_path / "results").rglob("card/*/seed0.json")).read_text())
     assert card["selection"]["prior"]["cache"] == "miss"
     assert (

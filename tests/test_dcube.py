@@ -320,7 +320,7 @@ def test_stage1_patience_is_its_own_and_a_later_field_keeps_earlier_hashes(tmp_p
 
     seen = {}
 
-    def fake_loop(module, step, evaluate, ctx, **kw):
+    def fake_loop(module, step, ctx, *args, **kw):
         seen["patience"] = ctx.budget.patience
         return {"best_val_value": 1.0}
 
@@ -441,7 +441,7 @@ def test_dcube_and_syn_run_in_a_suite_sharing_the_stage1_model(data_dir, tmp_pat
     outcomes = run_suite(
         str(suite), results_dir=tmp_path / "results", work_dir=tmp_path / "runs", progress=False
     )
-    assert [o["status"] for o in outcomes] == ["ok", "ok"], outcomes
+    assert [o.status for o in outcomes] == ["ok", "ok"], outcomes
     dcube_path = next((tmp_path / "results").rglob("dcube/*/seed0.json"))
     dcube = json.loads(dcube_path.read_text())
     layers = dcube["selection"]["layers"]

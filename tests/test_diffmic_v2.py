@@ -278,8 +278,8 @@ def test_saved_trajectory_holds_the_grid_after_every_step_ending_at_the_predicti
     ctx = make_ctx(tmp_path)
     m = make_method(breast.spec, ctx, save_trajectory=True)
     val = subset(breast.splits["val"], range(12))
-    probs = m.predict(val, ctx)
-    traj = m.extras["trajectory"]
+    out = m.predict_with_extras(val, ctx)
+    probs, traj = out.probs, out.extras["trajectory"]
     assert traj.shape == (12, 10, 2 * 3 * 3)  # [images, DDIM steps, C x N_p x N_p]
     final_scores = torch.from_numpy(traj[:, -1].astype(np.float32)).reshape(12, 2, 9).mean(-1)
     np.testing.assert_allclose(
@@ -287,8 +287,7 @@ def test_saved_trajectory_holds_the_grid_after_every_step_ending_at_the_predicti
     )  # float16 storage
     assert not np.allclose(traj[:, 0], traj[:, -1])  # the grid moves along the reverse process
     m.config.save_trajectory = False
-    m.predict(val, ctx)
-    assert m.extras == {}
+    assert m.predict_with_extras(val, ctx).extras == {}
 
 
 def test_cached_conditions_give_the_same_predictions_as_recomputing_them(

@@ -12,8 +12,9 @@ from bench.engine.records import load_records
 from bench.tasks.restoration.scoring import FLOOR_METHODS
 from bench.tools.perf import PerfInput, run_perf
 from bench.tools.perf_table import render_perf
+from bench.train.batches import Schedule
 from bench.train.device import cpu_has_native_bf16, make_accelerator, resolve_precision
-from bench.train.training import train_loop
+from bench.train.training import Optimisation, Validation, train_loop
 
 TINY_V2 = {
     "image_size": 28,
@@ -58,15 +59,11 @@ def test_the_precision_is_part_of_a_units_identity_and_old_records_keep_theirs()
         != config_hash("m", {"a": 1}, budget, "bf16")
     )
     committed = [
-        r
-        for r in load_records(REPO / "results", "classification")
-        if r["provenance"].get("precision") == "fp32"
+        r for r in load_records(REPO / "results", "classification") if r.precision == "fp32"
     ]
     assert committed, "no committed fp32 classification records"
     for r in committed:  # every committed fp32 record is still found under its own hash
-        assert (
-            config_hash(r["method"], r["config"], Budget(**r["budget"]), "fp32") == r["config_hash"]
-        )
+        assert config_hash(r.method, r.config, Budget(**r.budget), "fp32") == r.config_hash
 
 
 def test_the_probe_counts_flops_times_steps_and_stops_without_validation(tmp_path):
@@ -95,13 +92,10 @@ def test_the_probe_counts_flops_times_steps_and_stops_without_validation(tmp_pat
     summary = train_loop(
         model,
         step,
-        evaluate,
         ctx,
-        n_train=32,
-        batch_size=8,
-        total_steps=1000,
-        epochs=10,
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        Schedule(32, 8, 1000, 10),
+        Optimisation(torch.optim.SGD(model.parameters(), lr=0.1)),
+        Validation(evaluate),
         desc="lin",
     )
     assert (
@@ -150,15 +144,15 @@ def test_every_registered_method_can_be_measured(name, tmp_path):
         preset="smoke",
         log=lambda m: None,
     )
-    res = record["results"]
+    res = record.results
     assert (
         json.loads(path.read_text())["results"]["inference_images_per_s"]
         == res["inference_images_per_s"]
         > 0
     )
     assert abs(res["batch1_ms_per_image"] - 1000 / res["batch1_images_per_s"]) < 1e-6
-    peaks = record["matmul_peak_gflops"]
-    assert record["provenance"]["precision"] == NATIVE and 0 < peaks["fp32"]
+    peaks = record.matmul_peak_gflops
+    assert record.precision == NATIVE and 0 < peaks["fp32"]
     # bf16's peak only where bf16 is native: an emulated one costs tens of seconds
     assert (peaks["bf16"] is not None and peaks["bf16"] > 0) == (NATIVE == "bf16")
     if name in NOTHING_TO_TRAIN:
@@ -192,20 +186,19 @@ def test_perf_records_the_authors_pattern_side_by_side_and_the_table_shows_both(
             preset="tiny",
             log=lambda m: None,
         )
-        assert json.loads(path.read_text()) == json.loads(json.dumps(record, default=str))
+        assert json.loads(path.read_text()) == json.loads(json.dumps(record.to_dict(), default=str))
         runs[authors] = record
     assert (
-        runs[False]["config"]["recompute_conditions"] is False
-        and runs[True]["config"]["recompute_conditions"] is True
+        runs[False].config["recompute_conditions"] is False
+        and runs[True].config["recompute_conditions"] is True
     )
-    assert runs[True]["provenance"]["precision"] == "fp32" and runs[True]["pattern"] == "authors"
-    assert [s["stage"] for s in runs[False]["results"]["training_stages"]] == ["DCG", "DiffMIC-v2"]
+    assert runs[True].precision == "fp32" and runs[True].pattern == "authors"
+    assert [s["stage"] for s in runs[False].stages] == ["DCG", "DiffMIC-v2"]
     with pytest.raises(BenchError, match="declares no AUTHORS_PATTERN"):
         run_perf("resnet18", authors_pattern=True, cpu=True, results_dir=tmp_path)
     assert len({p.name for p in tmp_path.rglob("*.json")}) == 2  # one record per pattern
     text = render_perf(tmp_path)
-    ours = runs[False]["results"]["inference_images_per_s"]
-    ratio = ours / runs[True]["results"]["inference_images_per_s"]
+    ratio = runs[False].rate("inference") / runs[True].rate("inference")
     row = next(
         line
         for line in text.splitlines()

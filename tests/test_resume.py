@@ -14,9 +14,10 @@ from bench.api.method import Budget, RunContext
 from bench.api.registry import METHODS
 from bench.data.load import load_bundle
 from bench.engine.runner import run_suite
+from bench.train.batches import Schedule
 from bench.train.device import make_accelerator
 from bench.train.resume import SUFFIX, checkpoint_path
-from bench.train.training import train_loop
+from bench.train.training import Optimisation, Validation, train_loop
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -128,13 +129,10 @@ def test_a_checkpoint_of_another_model_or_plan_is_ignored_with_a_message(tmp_pat
         return train_loop(
             model,
             step,
-            lambda: -step(np.arange(64)).item(),
             ctx,
-            n_train=64,
-            batch_size=16,
-            total_steps=4 * epochs,
-            epochs=epochs,
-            optimizer=opt,
+            Schedule(64, 16, 4 * epochs, epochs),
+            Optimisation(opt),
+            Validation(lambda: -step(np.arange(64)).item()),
             desc="probe",
         )
 
@@ -179,7 +177,7 @@ def test_the_runner_removes_checkpoints_once_a_record_is_written(tmp_path, data_
         progress=False,
         checkpoint_every_s=0,
     )
-    assert [o["status"] for o in outcomes] == ["ok"]
+    assert [o.status for o in outcomes] == ["ok"]
     assert len(there_before) == 1 and list((tmp_path / "results").rglob("seed0.json"))
     assert not list(work.rglob(f"*{SUFFIX}"))
     assert not [d for d in work.rglob("*") if d.is_dir()]  # nor its emptied folders
@@ -202,13 +200,10 @@ def test_patience_stops_a_stage_on_validation_and_a_rerun_does_not_train_on(tmp_
         return train_loop(
             model,
             step,
-            lambda: next(scores),
             ctx,
-            n_train=64,
-            batch_size=16,
-            total_steps=28,
-            epochs=7,
-            optimizer=opt,
+            Schedule(64, 16, 28, 7),
+            Optimisation(opt),
+            Validation(lambda: next(scores)),
             desc="patient",
         )
 
@@ -262,9 +257,13 @@ def test_pretrained_parts_in_a_shared_cache_never_resume_from_each_other(tmp_pat
 
         def train():
             return train_loop(
-                model, step, lambda: -step(np.arange(64)).item(), ctx, n_train=64,
-                batch_size=16, total_steps=8, epochs=2, optimizer=opt,
-            )  # fmt: skip
+                model,
+                step,
+                ctx,
+                Schedule(64, 16, 8, 2),
+                Optimisation(opt),
+                Validation(lambda: -step(np.arange(64)).item()),
+            )
 
         return model, cached_pretraining("extractor", {"data": data_seed}, model, train, ctx)
 

@@ -37,6 +37,16 @@ class Scored:
     output_s: float
 
 
+@dataclass
+class Prediction:
+    """A classifier's outputs on a split: class probabilities [N, C], and per-sample
+    outputs besides them by name (e.g. CARD's prediction-interval width [N]), saved in the
+    record's .npz as ``{split}_{name}`` and summarised (mean) in the record."""
+
+    probs: np.ndarray
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Budget:
     """How much training a preset allows (the same for every method of a suite run)."""
@@ -129,11 +139,6 @@ class Method:
 class ClassificationMethod(Method):
     task = "classification"
 
-    #: Per-sample outputs of the last ``predict`` call besides the probabilities (e.g.
-    #: CARD's prediction-interval width); saved in the record's .npz as ``{split}_{name}``
-    #: and summarised (mean) in the record.
-    extras: dict[str, np.ndarray] = {}
-
     def fit(self, train: SplitData, val: SplitData, ctx: RunContext) -> dict[str, Any]:
         """Train; select the model on `val`; return what was selected (best epoch, value)."""
         raise NotImplementedError
@@ -141,6 +146,11 @@ class ClassificationMethod(Method):
     def predict(self, split: SplitData, ctx: RunContext) -> np.ndarray:
         """Class probabilities [N, C] (softmax rows, or per-label sigmoids for multilabel)."""
         raise NotImplementedError
+
+    def predict_with_extras(self, split: SplitData, ctx: RunContext) -> Prediction:
+        """The probabilities and any per-sample outputs besides them (what scoring reads);
+        a method with such outputs (CARD's interval widths) overrides this, not `predict`."""
+        return Prediction(self.predict(split, ctx))
 
     def prior_predictions(self, split: SplitData, ctx: RunContext) -> dict[str, np.ndarray]:
         """The probabilities [N, C] of the method's own prior models (e.g. DiffMIC-v2's DCG

@@ -11,8 +11,8 @@ import torch
 
 from bench.api.method import RunContext
 from bench.metrics.image_quality import per_image_quality
-from bench.train.batches import batches, plan_steps
-from bench.train.training import train_loop
+from bench.train.batches import Schedule, batches
+from bench.train.training import Optimisation, Validation, train_loop
 
 
 def to_device(images: np.ndarray, device) -> torch.Tensor:
@@ -61,7 +61,7 @@ def train_image_to_image(
     weights with the best validation PSNR; `generators`: those `loss_fn` draws from;
     `after_step`: train_loop's hook (an EMA update)."""
     budget = ctx.budget
-    total, epochs = plan_steps(len(train), budget.batch_size, budget.epochs, budget.max_steps)
+    schedule = Schedule.of_budget(len(train), budget)
     trainable = [p for p in module.parameters() if p.requires_grad]
     opt = torch.optim.Adam(trainable, lr=lr, betas=tuple(betas))
     gen = torch.Generator().manual_seed(ctx.seed + 43)
@@ -76,16 +76,10 @@ def train_image_to_image(
     return train_loop(
         module,
         step,
-        lambda: validation_psnr(restore, val),
         ctx,
-        n_train=len(train),
-        batch_size=budget.batch_size,
-        total_steps=total,
-        epochs=epochs,
-        optimizer=opt,
-        metric_name="psnr",
-        eval_every=eval_every,
+        schedule,
+        Optimisation(opt, after_step=after_step),
+        Validation(lambda: validation_psnr(restore, val), "psnr", every=eval_every),
         generators=(gen, *generators),
-        after_step=after_step,
         desc=desc,
     )

@@ -32,11 +32,11 @@ def fit_prior(
     """Train a prior classifier with cross-entropy (Adam, constant lr), keeping the
     weights with the best validation AUROC. The suite's ``max_steps`` caps it too."""
     from bench.metrics.classification import METRICS
-    from bench.train.batches import augmented_batch, plan_steps
-    from bench.train.training import train_loop
+    from bench.train.batches import Schedule, augmented_batch
+    from bench.train.training import Optimisation, Validation, train_loop
 
     multilabel = spec.task == "multilabel"
-    total, n_epochs = plan_steps(len(train), batch_size, epochs, ctx.budget.max_steps)
+    schedule = Schedule.plan(len(train), batch_size, epochs, ctx.budget.max_steps)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(ctx.seed + 2)
     auroc = METRICS.get("auroc")
@@ -60,14 +60,10 @@ def fit_prior(
     return train_loop(
         model,
         step,
-        evaluate,
         ctx,
-        n_train=len(train),
-        batch_size=batch_size,
-        total_steps=total,
-        epochs=n_epochs,
-        optimizer=opt,
-        metric_name="auroc",
+        schedule,
+        Optimisation(opt),
+        Validation(evaluate, "auroc"),
         generators=(gen,),
         desc=desc,
     )

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from bench.api.dataset import SplitData
-from bench.api.method import RunContext
+from bench.api.method import Budget, RunContext
 
 
 def to_device_batch(images: np.ndarray, device, size: int | None = None) -> torch.Tensor:
@@ -70,15 +71,29 @@ def predict_probs(
     return torch.cat(out).numpy().astype(np.float64)
 
 
-def plan_steps(
-    n_train: int, batch_size: int, epochs: int, max_steps: int | None
-) -> tuple[int, int]:
-    """(total optimiser steps, epochs actually run) for a budget, honouring max_steps."""
-    steps_per_epoch = max(1, n_train // batch_size) if n_train > batch_size else 1
-    total = epochs * steps_per_epoch
-    if max_steps:
-        total = min(total, max_steps)
-    return total, math.ceil(total / steps_per_epoch)
+@dataclass(frozen=True)
+class Schedule:
+    """How long a training stage runs: `total_steps` optimiser steps over `epochs` passes
+    of `n_train` examples in batches of `batch_size`."""
+
+    n_train: int
+    batch_size: int
+    total_steps: int
+    epochs: int
+
+    @classmethod
+    def plan(cls, n_train: int, batch_size: int, epochs: int, max_steps: int | None) -> Schedule:
+        """The steps `epochs` passes take, capped at `max_steps`, and the epochs then run."""
+        steps_per_epoch = max(1, n_train // batch_size) if n_train > batch_size else 1
+        total = epochs * steps_per_epoch
+        if max_steps:
+            total = min(total, max_steps)
+        return cls(n_train, batch_size, total, math.ceil(total / steps_per_epoch))
+
+    @classmethod
+    def of_budget(cls, n_train: int, budget: Budget) -> Schedule:
+        """The suite's budget (epochs, batch size, step cap) for `n_train` examples."""
+        return cls.plan(n_train, budget.batch_size, budget.epochs, budget.max_steps)
 
 
 def random_flip_rotate(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

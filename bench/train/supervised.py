@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from bench.api.dataset import SplitData
 from bench.api.method import RunContext
 from bench.metrics.classification import METRICS
-from bench.train.batches import plan_steps, predict_probs, targets_tensor, to_device_batch
-from bench.train.training import train_loop
+from bench.train.batches import Schedule, predict_probs, targets_tensor, to_device_batch
+from bench.train.training import Optimisation, Validation, train_loop
 
 
 @dataclass
@@ -51,9 +51,8 @@ def train_supervised(
     multilabel = task == "multilabel"
     loss_fn = loss_fn or (F.binary_cross_entropy_with_logits if multilabel else F.cross_entropy)
     metric = METRICS.get(s.selection_metric)
-    budget = ctx.budget
-    total_steps, epochs = plan_steps(len(train), budget.batch_size, budget.epochs, budget.max_steps)
-    opt, sched = make_optimizer(model, s, total_steps)
+    schedule = Schedule.of_budget(len(train), ctx.budget)
+    opt, sched = make_optimizer(model, s, schedule.total_steps)
     flips = torch.Generator().manual_seed(ctx.seed + 1)
 
     def step(idx):
@@ -68,18 +67,7 @@ def train_supervised(
     def evaluate():
         return metric(val.labels, predict_probs(model, val, ctx, s.input_size, multilabel), task)
 
+    validation = Validation(evaluate, s.selection_metric, metric.higher_is_better)
     return train_loop(
-        model,
-        step,
-        evaluate,
-        ctx,
-        n_train=len(train),
-        batch_size=budget.batch_size,
-        total_steps=total_steps,
-        epochs=epochs,
-        optimizer=opt,
-        scheduler=sched,
-        higher_is_better=metric.higher_is_better,
-        metric_name=s.selection_metric,
-        generators=(flips,),
+        model, step, ctx, schedule, Optimisation(opt, sched), validation, generators=(flips,)
     )

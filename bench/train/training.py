@@ -9,6 +9,8 @@ import copy
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,43 +18,56 @@ from tqdm.auto import tqdm
 
 from bench.api.errors import TrainingError
 from bench.api.method import RunContext
-from bench.train.batches import batches
+from bench.train.batches import Schedule, batches
 from bench.train.device import sync_device, to_channels_last
 from bench.train.interrupt import checkpoint_window, termination_due
 from bench.train.resume import StageCheckpoint
 
 
+@dataclass
+class Optimisation:
+    """How a stage's weights are updated: the optimiser (and scheduler) stepped after each
+    batch, the gradient norm clipped to `grad_clip` over what the optimiser updates, and
+    `after_step(step)` run after each step (e.g. an EMA update)."""
+
+    optimizer: Any
+    scheduler: Any = None
+    grad_clip: float | None = None
+    after_step: Callable[[int], None] | None = None
+
+
+@dataclass
+class Validation:
+    """How a stage is selected: `evaluate()` scores the current weights on the validation
+    split every `every` epochs (and after the last); the best weights are kept."""
+
+    evaluate: Callable[[], float]
+    metric: str = "score"
+    higher_is_better: bool = True
+    every: int = 1
+
+
 def train_loop(
     module: torch.nn.Module,
     train_step: Callable[[np.ndarray], torch.Tensor],
-    evaluate: Callable[[], float] | None,
     ctx: RunContext,
+    schedule: Schedule,
+    optimisation: Optimisation,
+    validation: Validation | None = None,
     *,
-    n_train: int,
-    batch_size: int,
-    total_steps: int,
-    epochs: int,
-    optimizer,
-    scheduler=None,
-    higher_is_better: bool = True,
-    metric_name: str = "score",
-    eval_every: int = 1,
-    grad_clip: float | None = None,
-    after_step: Callable[[int], None] | None = None,
     generators: tuple = (),
     stateful: tuple = (),
     desc: str = "train",
 ) -> dict:
-    """The optimiser loop every method shares: batches, NaN check, validation every
-    `eval_every` epochs (and after the last), keeping `module`'s best weights.
-    Convolutional modules are put in channels-last memory format (bench/train/device.py).
+    """The optimiser loop every method shares: batches of `schedule`, NaN check,
+    `validation` (None: no validation, the last weights are kept), keeping `module`'s best
+    weights. Convolutional modules are put in channels-last memory format
+    (bench/train/device.py).
 
     `train_step(indices)` returns the loss of one batch (it may update other parts
-    itself first, e.g. a GAN's discriminator); `evaluate()` scores the current weights
-    on the validation split (None: no validation, the last weights are kept);
-    `after_step(step)` runs after each optimiser step (e.g. an EMA update). Raises
-    TrainingError on a non-finite loss. Under ``ctx.probe`` (bench perf) the stage is
-    measured for a few steps instead (`probe_stage`).
+    itself first, e.g. a GAN's discriminator). Raises TrainingError on a non-finite loss.
+    Under ``ctx.probe`` (bench perf) the stage is measured for a few steps instead
+    (`probe_stage`).
 
     Resumable (bench/train/resume.py): the stage named `desc` is checkpointed in
     `ctx.checkpoint_dir` and a rerun continues from there. `module` must hold every
@@ -60,6 +75,10 @@ def train_loop(
     `train_step` draws from, and `stateful` any other object with a state (a second
     optimiser), so that the resumed run equals an uninterrupted one.
     """
+    n_train, batch_size = schedule.n_train, schedule.batch_size
+    total_steps, epochs = schedule.total_steps, schedule.epochs
+    optimizer, scheduler = optimisation.optimizer, optimisation.scheduler
+    metric_name = validation.metric if validation else None
     to_channels_last(module)
     gen = torch.Generator().manual_seed(ctx.seed)
 
@@ -70,15 +89,17 @@ def train_loop(
             raise TrainingError(f"{desc}: loss became {loss.item()} at {where}step {step + 1}")
         optimizer.zero_grad(set_to_none=True)
         ctx.accelerator.backward(loss)
-        if grad_clip:  # over what this optimiser updates (`module` may hold other trained parts)
+        if (
+            optimisation.grad_clip
+        ):  # over what this optimiser updates (`module` may hold other trained parts)
             ctx.accelerator.clip_grad_norm_(
-                [p for g in optimizer.param_groups for p in g["params"]], grad_clip
+                [p for g in optimizer.param_groups for p in g["params"]], optimisation.grad_clip
             )
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        if after_step is not None:
-            after_step(step + 1)
+        if optimisation.after_step is not None:
+            optimisation.after_step(step + 1)
 
     if ctx.probe is not None:
         return probe_stage(
@@ -130,16 +151,16 @@ def train_loop(
             entry = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None}
             run.history.append(entry)
             run.epoch = epoch + 1
-            if evaluate is None:  # no validation: the last weights are the result
+            if validation is None:  # no validation: the last weights are the result
                 run.best = {"value": math.nan, "epoch": epoch + 1, "state": None, "raw": None}
                 ckpt.save(run, force=epoch + 1 == epochs)
-            elif (epoch + 1) % eval_every == 0 or epoch + 1 == epochs:
+            elif (epoch + 1) % validation.every == 0 or epoch + 1 == epochs:
                 module.eval()
-                value = float(evaluate())
+                value = float(validation.evaluate())
                 entry[f"val_{metric_name}"] = value
                 if ctx.on_eval is not None:
                     ctx.on_eval(epoch + 1, value)
-                score = value if higher_is_better else -value
+                score = value if validation.higher_is_better else -value
                 if not math.isfinite(score):
                     score = -math.inf
                 if run.best["state"] is None or score > run.best["value"]:
@@ -166,7 +187,7 @@ def train_loop(
         module.load_state_dict(run.best["state"])
     module.eval()
     return {
-        "selection_metric": metric_name if evaluate is not None else None,
+        "selection_metric": metric_name,
         "best_epoch": run.best["epoch"],
         "best_val_value": run.best["raw"],
         "epochs_run": run.history[-1]["epoch"] if run.history else epochs,

@@ -20,8 +20,8 @@ from bench.api.method import (
     register_method,
 )
 from bench.nn.diffusion import ddpm_scheduler
-from bench.train.batches import batches, plan_steps, to_device_batch
-from bench.train.training import train_loop
+from bench.train.batches import Schedule, batches, to_device_batch
+from bench.train.training import Optimisation, Validation, train_loop
 from methods.dcube.head import DCubeHead, cycle_loss
 from methods.dcube.layers import ks_layer_selection, plot_ks
 from methods.dcube.stage1 import stage1_model
@@ -83,7 +83,6 @@ class DCube(ClassificationMethod):
 
     def __init__(self, config, spec):
         super().__init__(config, spec)
-        self.extras = {}
         self.s1 = Stage1Config(**config.stage1)
         self.image_size = self.s1.image_size or spec.size
 
@@ -177,7 +176,7 @@ class DCube(ClassificationMethod):
             ctx.device
         )
         budget = ctx.budget
-        total, epochs = plan_steps(len(train), budget.batch_size, budget.epochs, budget.max_steps)
+        schedule = Schedule.of_budget(len(train), budget)
         opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         gen = torch.Generator().manual_seed(ctx.seed + 17)
         auroc = METRICS.get("auroc")
@@ -208,16 +207,10 @@ class DCube(ClassificationMethod):
         summary = train_loop(
             self.model,
             step,
-            evaluate,
             ctx,
-            n_train=len(train),
-            batch_size=budget.batch_size,
-            total_steps=total,
-            epochs=epochs,
-            optimizer=opt,
-            metric_name="auroc",
-            eval_every=cfg.eval_every,
-            after_step=(lambda s: ema.update(head, step=s)) if ema else None,
+            schedule,
+            Optimisation(opt, after_step=(lambda s: ema.update(head, step=s)) if ema else None),
+            Validation(evaluate, "auroc", every=cfg.eval_every),
             generators=(gen,),
             desc="D-Cube stage 2",
         )

@@ -16,8 +16,8 @@ from bench.nn.diffusion import ddpm_scheduler, q_sample
 from bench.nn.labels import require_single_label
 from bench.nn.noise_floor import floor_block, linear_denoiser_mse
 from bench.nn.pretraining import cached_pretraining
-from bench.train.batches import batches, plan_steps, to_device_batch
-from bench.train.training import train_loop
+from bench.train.batches import Schedule, batches, to_device_batch
+from bench.train.training import Optimisation, Validation, train_loop
 from methods.dcube.uvit import Stage1Config, UViT, stage1_identity
 
 
@@ -68,7 +68,7 @@ def train_stage1(
     alphas = ddpm_scheduler(cfg.timesteps, cfg.beta_start, cfg.beta_end).alphas_cumprod.to(
         ctx.device
     )
-    total, epochs = plan_steps(len(train), cfg.batch_size, cfg.epochs, ctx.budget.max_steps)
+    schedule = Schedule.plan(len(train), cfg.batch_size, cfg.epochs, ctx.budget.max_steps)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(ctx.seed + 11)
     rng = np.random.default_rng(ctx.seed + 11)
@@ -123,16 +123,10 @@ def train_stage1(
     summary = train_loop(
         unet,
         step,
-        evaluate,
         stage_ctx,
-        n_train=len(train),
-        batch_size=cfg.batch_size,
-        total_steps=total,
-        epochs=epochs,
-        optimizer=opt,
-        higher_is_better=False,
-        metric_name="noise_mse",
-        eval_every=cfg.eval_every,
+        schedule,
+        Optimisation(opt),
+        Validation(evaluate, "noise_mse", higher_is_better=False, every=cfg.eval_every),
         generators=(gen, rng),
         desc="D-Cube stage 1",
     )

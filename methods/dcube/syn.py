@@ -14,6 +14,7 @@ from bench.api.errors import BenchError
 from bench.api.method import (
     ClassificationMethod,
     MethodSpec,
+    Prediction,
     RunContext,
     config_dict,
     register_method_prefix,
@@ -135,10 +136,6 @@ class SynAugmented(ClassificationMethod):
         self.inner = base.cls(base.make_config(config.base_options), spec)
         self.s1 = Stage1Config(**config.stage1)
 
-    @property
-    def extras(self):
-        return self.inner.extras
-
     def synthesise(
         self, train: SplitData, val: SplitData, ctx: RunContext
     ) -> tuple[SplitData, dict]:
@@ -212,6 +209,9 @@ class SynAugmented(ClassificationMethod):
 
     def predict(self, split: SplitData, ctx: RunContext) -> np.ndarray:
         return self.inner.predict(split, ctx)
+
+    def predict_with_extras(self, split: SplitData, ctx: RunContext) -> Prediction:
+        return self.inner.predict_with_extras(split, ctx)
 
 
 def _syn_spec(base: str) -> MethodSpec:

@@ -7,7 +7,13 @@ import numpy as np
 import torch
 
 from bench.api.dataset import SplitData
-from bench.api.method import ClassificationMethod, Param, RunContext, register_method
+from bench.api.method import (
+    ClassificationMethod,
+    Param,
+    Prediction,
+    RunContext,
+    register_method,
+)
 from bench.metrics.classification import METRICS
 from bench.nn.dcg import DCG, dcg_prior_predictions
 from bench.nn.diffusion import ddim_scheduler, q_sample
@@ -20,8 +26,8 @@ from bench.nn.labels import (
 )
 from bench.nn.pretraining import cached_pretraining
 from bench.nn.priors import batched_inference, fit_prior
-from bench.train.batches import augmented_batch, plan_steps
-from bench.train.training import train_loop
+from bench.train.batches import Schedule, augmented_batch
+from bench.train.training import Optimisation, Validation, train_loop
 from methods.diffmic_v2.config import ABLATIONS, DiffMICv2Config, components
 from methods.diffmic_v2.network import DiffMICv2Net, draw_timesteps, guidance_map
 
@@ -148,10 +154,10 @@ class DiffMICv2(ClassificationMethod):
         if not self.comps.diffusion:  # C1: the DCG's global branch is a ResNet-18 trained with CE
             return {"dcg": dcg_summary, "train_images_seen": 0}
         budget = ctx.budget
-        total, epochs = plan_steps(len(train), budget.batch_size, budget.epochs, budget.max_steps)
+        schedule = Schedule.of_budget(len(train), budget)
         opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-            opt, T_max=max(total, 1), eta_min=cfg.lr_min
+            opt, T_max=max(schedule.total_steps, 1), eta_min=cfg.lr_min
         )
         gen = torch.Generator().manual_seed(ctx.seed + 3)
         metric = METRICS.get("auroc")
@@ -172,16 +178,10 @@ class DiffMICv2(ClassificationMethod):
         summary = train_loop(
             self.net,
             step,
-            evaluate,
             ctx,
-            n_train=len(train),
-            batch_size=budget.batch_size,
-            total_steps=total,
-            epochs=epochs,
-            optimizer=opt,
-            scheduler=sched,
-            metric_name="auroc",
-            eval_every=cfg.eval_every,
+            schedule,
+            Optimisation(opt, sched),
+            Validation(evaluate, "auroc", every=cfg.eval_every),
             generators=(gen,),
             desc="DiffMIC-v2",
         )
@@ -227,6 +227,11 @@ class DiffMICv2(ClassificationMethod):
         return y.mean(dim=(2, 3))
 
     def predict(self, split: SplitData, ctx: RunContext) -> np.ndarray:
+        return self.predict_with_extras(split, ctx).probs
+
+    def predict_with_extras(self, split: SplitData, ctx: RunContext) -> Prediction:
+        """The probabilities, and with `save_trajectory` the label grids after each
+        sampling step (``trajectory``, float16 [N, steps, C * N_p^2])."""
         self.ctx = ctx
         self.dcg.eval()
         if self.net is not None:
@@ -245,13 +250,12 @@ class DiffMICv2(ClassificationMethod):
             return out
 
         scores = batched_inference(scores_of, split.images, ctx, self.config.image_size)
-        self.extras = {"trajectory": torch.cat(steps).numpy().astype(np.float16)} if keep else {}
+        extras = {"trajectory": torch.cat(steps).numpy().astype(np.float16)} if keep else {}
         if not self.comps.diffusion:
-            return scores.numpy().astype(np.float64)
+            return Prediction(scores.numpy().astype(np.float64), extras)
         temperature = self.config.readout_temperature if self.config.readout == "softmax" else None
-        return (
-            scores_to_probabilities(scores, self.multilabel, temperature).numpy().astype(np.float64)
-        )
+        probs = scores_to_probabilities(scores, self.multilabel, temperature)
+        return Prediction(probs.numpy().astype(np.float64), extras)
 
     def prior_predictions(self, split: SplitData, ctx: RunContext) -> dict[str, np.ndarray]:
         return dcg_prior_predictions(self.dcg, split, ctx, self.config.image_size, self.multilabel)

@@ -46,9 +46,10 @@ def score_classification(method, bundle: DatasetBundle, name: str, ctx: RunConte
     probs, extras, infer_s = {}, {}, 0.0
     for s in ("val", "test"):
         t1 = time.perf_counter()
-        probs[s] = check_probs(method.predict(splits[s], ctx), len(splits[s]), bundle.spec, name)
+        out = method.predict_with_extras(splits[s], ctx)
+        probs[s] = check_probs(out.probs, len(splits[s]), bundle.spec, name)
         infer_s = time.perf_counter() - t1  # the test split's time is the one reported
-        extras[s] = dict(method.extras)
+        extras[s] = out.extras
     priors = {s: method.prior_predictions(splits[s], ctx) for s in ("val", "test")}
     arrays = {}
     for s in ("val", "test"):
