@@ -8,6 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bench.api.errors import BenchError
+from bench.nn.timm_models import use_small_input_stem
 
 
 def timm_trunk(name: str, in_chans: int, small_input_stem: bool = False, **kwargs) -> nn.Module:
@@ -21,12 +22,7 @@ def timm_trunk(name: str, in_chans: int, small_input_stem: bool = False, **kwarg
     except RuntimeError as exc:
         raise BenchError(f"timm cannot build encoder {name!r}: {exc}") from exc
     if small_input_stem:
-        if not (isinstance(getattr(model, "conv1", None), nn.Conv2d) and hasattr(model, "maxpool")):
-            raise BenchError(f"small_input_stem applies to ResNet-style encoders, not {name}")
-        model.conv1 = nn.Conv2d(
-            in_chans, model.conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False
-        )
-        model.maxpool = nn.Identity()
+        use_small_input_stem(model, in_chans, name)
     return model
 
 

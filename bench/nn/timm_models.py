@@ -48,13 +48,19 @@ def build_timm_model(cfg, in_chans: int, num_classes: int) -> nn.Module:
     if cfg.weights_file:
         load_weights(model, cfg.weights_file)
     if cfg.small_input_stem:
-        if not (isinstance(getattr(model, "conv1", None), nn.Conv2d) and hasattr(model, "maxpool")):
-            raise BenchError(f"small_input_stem applies to ResNet-style models, not {cfg.model}")
-        model.conv1 = nn.Conv2d(
-            in_chans, model.conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False
-        )
-        model.maxpool = nn.Identity()
+        use_small_input_stem(model, in_chans, cfg.model)
     return model
+
+
+def use_small_input_stem(model: nn.Module, in_chans: int, name: str) -> None:
+    """The 28 px stem of MedMNIST's "ResNet (28)": a 3x3 stride-1 first convolution and no
+    max-pooling, in place of a ResNet's 7x7 stride-2 convolution and pooling."""
+    if not (isinstance(getattr(model, "conv1", None), nn.Conv2d) and hasattr(model, "maxpool")):
+        raise BenchError(f"small_input_stem applies to ResNet-style models, not {name}")
+    model.conv1 = nn.Conv2d(
+        in_chans, model.conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False
+    )
+    model.maxpool = nn.Identity()
 
 
 def load_weights(model: nn.Module, path: str) -> None:
