@@ -1,0 +1,85 @@
+"""The typed record (bench/api/record.py, bench/api/perf_record.py): every committed record
+file reads and writes back to the same JSON, and the fallbacks for older files live there."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.api.perf_record import PerfRecord
+from bench.api.record import Record, RunError
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_RECORDS = sorted(
+    p
+    for suite in ("classification", "generation", "restoration", "sweeps")
+    for p in (REPO / "results" / suite).rglob("seed*.json")
+)
+PERF_RECORDS = sorted((REPO / "results" / "perf").rglob("*.json"))
+
+
+def test_there_are_committed_records_to_check():
+    assert len(RUN_RECORDS) > 150 and len(PERF_RECORDS) > 10
+
+
+@pytest.mark.parametrize("path", RUN_RECORDS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_committed_run_record_round_trips(path):
+    data = json.loads(path.read_text())
+    record = Record.load(path)
+    assert record.to_dict() == data
+    assert json.loads(record.to_json()) == data
+    assert record.path == path and record.precision in ("fp32", "bf16")
+
+
+@pytest.mark.parametrize("path", PERF_RECORDS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_committed_perf_record_round_trips(path):
+    data = json.loads(path.read_text())
+    assert PerfRecord.load(path).to_dict() == data
+
+
+def _minimal(**extra) -> dict:
+    return {
+        "schema_version": "1.0",
+        "suite": "s",
+        "preset": "p",
+        "dataset": "d",
+        "method": "m",
+        "seed": 0,
+        "config_hash": "h",
+        "status": "ok",
+        **extra,
+    }
+
+
+def test_what_an_older_file_lacks_reads_as_its_default_and_is_not_written_back():
+    old = _minimal(provenance={"git_commit": "c"}, metrics={"test": {"auroc": 0.7}})
+    record = Record.from_dict(old)
+    assert record.provenance.precision == "fp32" and record.provenance.execution is None
+    assert record.ok and record.metric("test", "auroc") == 0.7 and record.metric("val", "x") is None
+    assert record.data is None and record.priors == {} and record.predicted_share("test") is None
+    assert record.to_dict() == old
+    record.provenance.precision = "bf16"  # a field set on purpose is written
+    assert record.to_dict()["provenance"] == {"git_commit": "c", "precision": "bf16"}
+
+
+def test_unknown_keys_are_kept_and_the_task_payload_is_the_rest():
+    d = _minimal(per_class={"test": {"recall": [1.0]}}, new_block={"x": 1})
+    d["selection"] = {"best_epoch": 3, "dcg": {"cache": "hit"}}
+    record = Record.from_dict(d)
+    assert record.payload == {"per_class": {"test": {"recall": [1.0]}}, "new_block": {"x": 1}}
+    assert record.per_class("test") == {"recall": [1.0]}
+    assert record.selection.best_epoch == 3 and record.selection.other == {"dcg": {"cache": "hit"}}
+    assert record.to_dict() == d
+
+
+def test_a_failed_record_says_why_and_save_is_atomic(tmp_path):
+    record = Record.from_dict(_minimal(status="failed"))
+    record.error = RunError(type="TrainingError", message="loss became nan", traceback="")
+    record.metrics = {"test": {"auroc": float("nan")}}
+    path = record.save(tmp_path / "seed0.json")
+    assert [p.name for p in tmp_path.iterdir()] == ["seed0.json"]
+    again = Record.load(path)
+    assert not again.ok and str(again.error) == "TrainingError: loss became nan"
+    assert again.metrics == {"test": {"auroc": None}}  # NaN is written as null
