@@ -22,6 +22,7 @@ def _csv(value: str) -> list[str]:
 
 def cmd_run(args) -> int:
     from bench.engine.config import load_suite, parse_seeds
+    from bench.engine.outcome import UnitStatus
     from bench.engine.runner import run_suite
 
     if args.executor == "slurm":
@@ -51,10 +52,9 @@ def cmd_run(args) -> int:
         rerun=args.rerun,
         allow_dirty=args.allow_dirty,
     )
-    failed = [o for o in outcomes if o["status"] == "failed"]
-    done = [o for o in outcomes if o["status"] == "ok"]
-    elsewhere = [o for o in outcomes if o["status"].startswith("running in another process")]
-    skipped = len(outcomes) - len(failed) - len(done) - len(elsewhere)
+    by = {s: [o for o in outcomes if o.status is s] for s in UnitStatus}
+    failed, done, elsewhere = by[UnitStatus.FAILED], by[UnitStatus.OK], by[UnitStatus.ELSEWHERE]
+    skipped = len(by[UnitStatus.COMPLETE])
     from accelerate import PartialState
 
     state = PartialState()
@@ -64,7 +64,7 @@ def cmd_run(args) -> int:
             f"{len(done)} units run, {skipped} already complete, {running}{len(failed)} failed; records in {args.results_dir}/"
         )
         for o in failed:
-            print(f"  FAILED {o['unit']}: {o['error']} ({o['record']})")
+            print(f"  FAILED {o.unit}: {o.error} ({o.record})")
     if state.num_processes > 1:  # left to interpreter exit, gloo's threads may abort a rank
         state.destroy_process_group()  # ("terminate called without an active exception")
     return 1 if failed else 0
@@ -302,7 +302,7 @@ def cmd_perf(args) -> int:
             results_dir=args.results_dir,
         )
         print(
-            f"{args.method} on {record['provenance']['device']} ({record['provenance']['precision']}, {record['pattern']} pattern):"
+            f"{args.method} on {record.provenance.device} ({record.precision}, {record.pattern} pattern):"
         )
         print(f"  {summary_line(record)}; record {path}")
     elif not args.table:

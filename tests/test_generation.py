@@ -68,7 +68,7 @@ def test_generation_suite_scores_every_method_with_one_recorded_extractor(data_d
     outcomes = run_suite(
         str(suite), results_dir=tmp_path / "results", work_dir=tmp_path / "runs", progress=False
     )
-    assert [o["status"] for o in outcomes] == ["ok"] * 3, outcomes
+    assert [o.status for o in outcomes] == ["ok"] * 3, outcomes
     records = {
         p.parent.parent.name: (p, json.loads(p.read_text()))
         for p in (tmp_path / "results").rglob("seed0.json")
@@ -244,7 +244,7 @@ def test_rescore_scores_stored_samples_again_under_the_current_extractor(data_di
 
     suite = tiny_suite(tmp_path, [{"name": "cgan", "options": {"image_size": 16, "width": 8}}])
     kw = dict(results_dir=tmp_path / "results", work_dir=tmp_path / "runs")
-    assert [o["status"] for o in run_suite(str(suite), progress=False, **kw)] == ["ok"]
+    assert [o.status for o in run_suite(str(suite), progress=False, **kw)] == ["ok"]
     (path,) = (tmp_path / "results").rglob("seed0.json")
     original = json.loads(path.read_text())
     stale = json.loads(path.read_text())

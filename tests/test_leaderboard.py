@@ -3,6 +3,7 @@ import pytest
 from conftest import TINY_SUITE
 from scipy import stats as sps
 
+from bench.api.record import Record, Selection
 from bench.engine.records import unit_stem, write_record
 from bench.metrics.classification import compute_all
 from bench.tools.leaderboard import write_leaderboard
@@ -259,10 +260,16 @@ def test_a_method_best_at_its_last_epoch_is_noted_as_not_converged():
     from bench.report.notes import convergence_note
 
     def rec(method, best, run=25, metric="auroc"):
-        return {
-            "method": method,
-            "selection": {"selection_metric": metric, "best_epoch": best, "epochs_run": run},
-        }
+        return Record(
+            suite="s",
+            preset="p",
+            dataset="d",
+            method=method,
+            seed=0,
+            config_hash="h",
+            status="ok",
+            selection=Selection(selection_metric=metric, best_epoch=best, epochs_run=run),
+        )
 
     records = [
         rec("a", 25),

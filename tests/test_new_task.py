@@ -94,8 +94,8 @@ def test_a_new_task_runs_through_the_runner_and_the_leaderboard(
         str(suite), data_dir=str(data_dir), results_dir=tmp_path / "r", work_dir=tmp_path / "w",
         progress=False, cpu=True,
     )  # fmt: skip
-    assert [o["status"] for o in outcomes] == ["ok", "ok"], outcomes
-    rmse = sorted(o["test"]["rmse"] for o in outcomes)
+    assert [o.status for o in outcomes] == ["ok", "ok"], outcomes
+    rmse = sorted(o.test["rmse"] for o in outcomes)
     assert rmse[0] == pytest.approx(0, abs=1e-9) and rmse[1] > 0.05
     md = write_leaderboard(str(suite), results_dir=tmp_path / "r", out_dir=tmp_path / "lb")[0]
     text = md.read_text()

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from bench.api.record import Record, Selection
 from bench.nn.diffusion import ddpm_scheduler
 from bench.nn.noise_floor import linear_denoiser_mse, pixel_moments
 from bench.report.notes import untrained_note
@@ -48,25 +49,19 @@ def test_the_shrinkage_is_the_best_per_pixel_affine_estimate():
     assert floor == pytest.approx(expected.item(), rel=0.05)
 
 
-def record(method, seed, beaten):
-    return {
-        "method": method,
-        "seed": seed,
-        "selection": {
-            "stage1": {
-                "noise_floor": {
-                    "linear_denoiser": 66.7,
-                    "best_val": 700.0 if not beaten else 40.0,
-                    "beaten": beaten,
-                }
-            }
-        },
-    }
+def record(method, seed, beaten=None):
+    """A record of `method`, its stage-1 noise floor `beaten` or not (None: it has none)."""
+    floor = {"linear_denoiser": 66.7, "best_val": 40.0 if beaten else 700.0, "beaten": beaten}
+    selection = Selection(other={"stage1": {"noise_floor": floor}} if beaten is not None else {})
+    return Record(
+        suite="s", preset="p", dataset="d", method=method, seed=seed, config_hash="h",
+        status="ok", selection=selection,
+    )  # fmt: skip
 
 
 def test_a_stage_that_does_not_beat_the_floor_is_flagged_in_the_tables():
     note = untrained_note(
-        [record("dcube", 0, False), record("dcube", 1, True), {"method": "resnet18", "seed": 0}]
+        [record("dcube", 0, False), record("dcube", 1, True), record("resnet18", 0)]
     )
     assert (
         len(note) == 2 and "Untrained diffusion stage" in note[1] and "dcube 1/2 seeds" in note[1]
@@ -83,7 +78,7 @@ def test_the_row_of_a_method_whose_stage_did_not_beat_its_floor_carries_the_mark
     labels = np.array([0] * 40 + [1] * 110)
     for method, beaten in (("resnet18", None), ("vit_tiny_patch16_224", False)):
         pred = np.where(rng.random(150) < 0.85, labels, 1 - labels)
-        selection = None if beaten is None else record(method, 0, beaten)["selection"]
+        selection = record(method, 0, beaten).selection.to_dict()
         write_binary_record(tmp_path, method, pred, labels, selection)
     md = write_leaderboard(TINY_SUITE, tmp_path, tmp_path / "lb")[0].read_text()
     rows = {x.split(" |")[0]: x for x in md.splitlines() if x.startswith("| ")}

@@ -211,7 +211,7 @@ def test_restoration_suite_records_per_image_scores_strips_and_the_survey_layout
     outcomes = run_suite(
         str(suite), results_dir=tmp_path / "results", work_dir=tmp_path / "runs", progress=False
     )
-    assert [o["status"] for o in outcomes] == ["ok", "ok"], outcomes
+    assert [o.status for o in outcomes] == ["ok", "ok"], outcomes
     path = next((tmp_path / "results").rglob("identity/*/seed0.json"))
     rec = json.loads(path.read_text())
     assert rec["metrics"]["test"]["psnr"] == pytest.approx(

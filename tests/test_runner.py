@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import signal
@@ -17,7 +18,8 @@ from bench.api.method import ClassificationMethod, MethodSpec
 from bench.api.registry import METHODS
 from bench.cli import main
 from bench.data.locate import md5sum
-from bench.engine.records import load_predictions, load_records
+from bench.engine.outcome import UnitStatus
+from bench.engine.records import load_records
 from bench.engine.runner import run_suite
 from bench.metrics.classification import compute_all
 from bench.nn.timm_models import build_timm_model
@@ -36,21 +38,20 @@ def _run(tmp_path, **kw):
 
 def test_suite_records_are_complete_and_resume_skips(data_dir, tmp_path):
     outcomes = _run(tmp_path, methods=["resnet18"])
-    assert [o["status"] for o in outcomes] == ["ok", "ok"]
+    assert [o.status for o in outcomes] == ["ok", "ok"]
     records = load_records(tmp_path / "results", "tiny")
-    assert sorted(r["seed"] for r in records) == [0, 1]
+    assert sorted(r.seed for r in records) == [0, 1]
     r = records[0]
-    assert r["schema_version"] == "1.0" and r["status"] == "ok" and r["preset"] == "smoke"
-    assert r["config"]["input_size"] == 32 and r["config"]["model"] == "resnet18"
-    assert r["data"]["files"] and list(r["data"]["files"].values()) == [
-        md5sum(data_dir / "breastmnist.npz")
-    ]
+    assert r.schema_version == "1.0" and r.ok and r.preset == "smoke"
+    assert r.config["input_size"] == 32 and r.config["model"] == "resnet18"
+    assert r.data.files and list(r.data.files.values()) == [md5sum(data_dir / "breastmnist.npz")]
     with np.load(
         data_dir / "breastmnist.npz"
     ) as npz:  # the official file, or the committed subset of it
         n = {s: len(npz[f"{s}_labels"]) for s in ("train", "val", "test")}
-    assert r["data"]["n"] == n and "duplicates_across_splits" in r["data"]
-    prov = r["provenance"]
+    written = json.loads(r.path.read_text())
+    assert r.data.n == n and "duplicates_across_splits" in written["data"]
+    prov = written["provenance"]
     assert {
         "git_commit",
         "git_dirty",
@@ -67,32 +68,24 @@ def test_suite_records_are_complete_and_resume_skips(data_dir, tmp_path):
         == ("bf16" if cpu_has_native_bf16() else "fp32")
         == prov["execution"]["precision"]
     )
-    assert (
-        prov["execution"]["threads"] == torch.get_num_threads()
-        and prov["execution"]["allowed_cores"] >= 1
-    )
-    assert r["timings"]["train_images_per_s"] > 0 and r["timings"]["inference_images_per_s"] > 0
-    assert r["memory"]["peak_mb"] > 0
-    assert (
-        1 <= r["selection"]["best_epoch"] <= r["selection"]["epochs_run"]
-        and r["selection"]["steps"] == 4
-    )
-    assert len(r["per_class"]["test"]["auroc"]) == 2
+    execution = r.provenance.execution
+    assert execution.threads == torch.get_num_threads() and execution.allowed_cores >= 1
+    assert r.timings.train_images_per_s > 0 and r.timings.inference_images_per_s > 0
+    assert r.memory.peak_mb > 0
+    assert 1 <= r.selection.best_epoch <= r.selection.epochs_run and r.selection.other["steps"] == 4
+    assert len(r.per_class("test")["auroc"]) == 2
     # the stored per-sample scores reproduce the recorded metrics exactly
-    preds = load_predictions(r)
-    assert (
-        compute_all(preds["test_labels"], preds["test_probs"].astype(np.float64), "binary")[
-            "accuracy"
-        ]
-        == r["metrics"]["test"]["accuracy"]
-    )
+    preds = r.load_predictions()
+    assert compute_all(preds["test_labels"], preds["test_probs"].astype(np.float64), "binary")[
+        "accuracy"
+    ] == r.metric("test", "accuracy")
     assert preds["test_ids"][0] == "test/0" and preds["val_probs"].shape == (n["val"], 2)
     # different seeds give different models
-    assert records[0]["metrics"]["test"] != records[1]["metrics"]["test"]
+    assert records[0].split_metrics("test") != records[1].split_metrics("test")
 
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "results").rglob("*.json")}
     again = _run(tmp_path, methods=["resnet18"])
-    assert [o["status"] for o in again] == ["complete (skipped)"] * 2
+    assert [o.status for o in again] == [UnitStatus.COMPLETE] * 2
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "results").rglob("*.json")} == mtimes
 
 
@@ -137,12 +130,9 @@ def test_failing_unit_is_recorded_and_suite_goes_on(data_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "1 units run" in out and "1 failed" in out and "loss became nan" in out
     failed = load_records(tmp_path / "results", "tiny", status="failed")
-    assert len(failed) == 1 and failed[0]["method"] == "test_nan_loss"
-    assert (
-        failed[0]["error"]["type"] == "TrainingError"
-        and "epoch 1, step 1" in failed[0]["error"]["message"]
-    )
-    assert [r["method"] for r in load_records(tmp_path / "results", "tiny")] == ["resnet18"]
+    assert len(failed) == 1 and failed[0].method == "test_nan_loss"
+    assert failed[0].error.type == "TrainingError" and "epoch 1, step 1" in failed[0].error.message
+    assert [r.method for r in load_records(tmp_path / "results", "tiny")] == ["resnet18"]
 
 
 def test_unknown_method_fails_before_training(tmp_path, capsys):
@@ -180,7 +170,7 @@ def test_missing_data_fails_units_or_falls_back_to_synthetic(tmp_path, monkeypat
     assert main(args + ["--fallback-synthetic"]) == 0
     assert "NO REAL DATA for breastmnist" in capsys.readouterr().out
     (rec,) = load_records(tmp_path / "r", "tiny")
-    assert rec["dataset"] == "synthetic_lesions" and rec["data"]["synthetic"]
+    assert rec.dataset == "synthetic_lesions" and rec.data.synthetic
     assert (
         main(
             [
@@ -286,11 +276,13 @@ def test_two_processes_split_units_and_match_single_process(data_dir, tmp_path):
     assert single.returncode == 0, single.stderr[-2000:]
     m, s = load_records(tmp_path / "multi", "tiny"), load_records(tmp_path / "single", "tiny")
     assert len(m) == len(s) == 4
-    assert {r["provenance"]["num_processes"] for r in m} == {2}
+    assert {r.provenance.num_processes for r in m} == {2}
     for a, b in zip(m, s):
-        assert (a["method"], a["seed"]) == (b["method"], b["seed"])
-        assert a["metrics"] == b["metrics"]
-        assert np.array_equal(load_predictions(a)["test_probs"], load_predictions(b)["test_probs"])
+        assert (a.method, a.seed) == (b.method, b.seed)
+        assert a.metrics == b.metrics
+        assert np.array_equal(
+            a.load_predictions()["test_probs"], b.load_predictions()["test_probs"]
+        )
 
 
 def test_timm_adapters(tmp_path):

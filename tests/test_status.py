@@ -26,7 +26,12 @@ def test_status_tells_complete_running_failed_and_pending_units(tmp_path, data_d
     record = json.loads(stem(0).with_suffix(".json").read_text())
     failed.write_text(
         json.dumps(
-            {**record, "seed": 1, "status": "failed", "error": "TrainingError: loss became nan"}
+            {
+                **record,
+                "seed": 1,
+                "status": "failed",
+                "error": {"type": "TrainingError", "message": "loss became nan", "traceback": ""},
+            }
         )
     )
     capsys.readouterr()

@@ -6,6 +6,7 @@ import pytest
 
 from bench.api.errors import TrainingError
 from bench.api.method import method_tasks
+from bench.api.record import Record
 from bench.api.registry import TASKS
 
 
@@ -60,15 +61,18 @@ def test_restoration_outputs_match_the_targets_and_are_finite():
 def test_a_paper_cell_says_in_the_tasks_words_why_its_seeds_are_no_result():
     from bench.report.aggregate import our_cells
 
-    def record(seed, share, **test):
-        return {"dataset": "d", "method": "m", "preset": "standard", "config_hash": "h",
-                "seed": seed, "task": "binary", "predicted_share": {"test": share},
-                "metrics": {"test": {"auroc": 0.8, **test}}}  # fmt: skip
+    def record(seed, share, task="binary", test=None):
+        return Record.from_dict(
+            {"suite": "s", "dataset": "d", "method": "m", "preset": "standard", "config_hash": "h",
+             "seed": seed, "status": "ok", "task": task, "predicted_share": {"test": share},
+             "metrics": {"test": test or {"auroc": 0.8}}}
+        )  # fmt: skip
 
-    records = [record(0, [1.0, 0.0]), record(1, [0.4, 0.6]), record(2, [0.0, 1.0])]
+    shares = ([1.0, 0.0], [0.4, 0.6], [0.0, 1.0])
+    records = [record(seed, share) for seed, share in enumerate(shares)]
     cell = our_cells(records, "d", "m", "auroc", "standard", TASKS.get("classification"))
     assert cell.flag == "2 of 3 seeds predict one class or are near their floor"
-    gen = [{**r, "task": "multiclass", "metrics": {"test": {"fid": 9.0, "diversity": 0.1}}}
-           for r in records]  # fmt: skip
+    collapsed = {"fid": 9.0, "diversity": 0.1}
+    gen = [record(seed, share, "multiclass", collapsed) for seed, share in enumerate(shares)]
     cell = our_cells(gen, "d", "m", "fid", "standard", TASKS.get("generation"))
     assert cell.flag == "3 of 3 seeds' samples collapsed or copy training images"

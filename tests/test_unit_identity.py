@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from conftest import REPO, TINY_SUITE
 
+from bench.api import record as record_module
+from bench.api.record import Data, Record
 from bench.cli import main
 from bench.engine import records
 from bench.engine.records import load_records, refuse_unpublished, unit_lock
@@ -62,9 +64,9 @@ def test_a_record_made_from_other_data_is_run_again_and_says_what_it_replaced(
         and "1 of them have a record made from other data" in out
     )
     (second,) = load_records(tmp_path / "r", "tiny")
-    assert list(second["data"]["files"].values()) != list(first["data"]["files"].values())
-    assert second["replaces"]["files"] == first["data"]["files"]
-    assert second["replaces"]["finished"] == first["provenance"]["finished"]
+    assert list(second.data.files.values()) != list(first.data.files.values())
+    assert second.replaces["files"] == first.data.files
+    assert second.replaces["finished"] == first.provenance.finished
     assert main(_args(tmp_path)) == 0  # the same data again: complete
     assert "0 units run, 1 already complete" in capsys.readouterr().out
     assert (
@@ -72,7 +74,7 @@ def test_a_record_made_from_other_data_is_run_again_and_says_what_it_replaced(
     )  # asked for: runs even so, and says what it replaced
     assert "1 units run, 0 already complete" in capsys.readouterr().out
     (third,) = load_records(tmp_path / "r", "tiny")
-    assert third["replaces"]["finished"] == second["provenance"]["finished"]
+    assert third.replaces["finished"] == second.provenance.finished
 
 
 def test_two_processes_on_one_results_folder_share_its_units(data_dir, tmp_path):
@@ -140,14 +142,14 @@ def test_a_lock_is_exclusive_and_never_stale_after_kill_9(tmp_path):
 def test_a_record_that_cannot_be_written_is_one_error_and_its_rerun_does_not_train(
     data_dir, tmp_path, monkeypatch, capsys
 ):
-    real_write = records._atomic_write
+    real_write = record_module.atomic_write
 
     def disk_full(path, write):
         if path.suffix == ".json":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         real_write(path, write)
 
-    monkeypatch.setattr(records, "_atomic_write", disk_full)
+    monkeypatch.setattr(record_module, "atomic_write", disk_full)
     assert main(_args(tmp_path)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert (
@@ -161,21 +163,24 @@ def test_a_record_that_cannot_be_written_is_one_error_and_its_rerun_does_not_tra
     ]  # no orphan .npz, .tmp or .lock
     assert list((tmp_path / "w").rglob("*.resume.pt"))  # the trained state is kept
 
-    monkeypatch.setattr(records, "_atomic_write", real_write)
+    monkeypatch.setattr(record_module, "atomic_write", real_write)
     assert main(_args(tmp_path)) == 0
     (rec,) = load_records(tmp_path / "r", "tiny")
-    epochs = rec["selection"]["epochs_run"]
+    epochs = rec.selection.epochs_run
     assert (
         f"resuming after epoch {epochs} of {epochs}" in capsys.readouterr().out
     )  # nothing left to train
-    assert rec["selection"]["resumed_after_epoch"] == epochs
+    assert rec.selection.other["resumed_after_epoch"] == epochs
     assert not list((tmp_path / "w").rglob("*.resume.pt"))  # removed once the record is safe
 
 
 def test_records_are_readable_by_others(tmp_path):
     old = os.umask(0o022)
     try:
-        records.write_record(tmp_path / "seed0", {"status": "ok"}, {"test_probs": np.zeros((1, 2))})
+        record = Record(
+            suite="s", preset="p", dataset="d", method="m", seed=0, config_hash="h", status="ok"
+        )
+        records.write_record(tmp_path / "seed0", record, {"test_probs": np.zeros((1, 2))})
     finally:
         os.umask(old)
     assert {p.suffix: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {
@@ -203,7 +208,7 @@ def test_named_dataset_falls_back_to_its_synthetic_twin(tmp_path, monkeypatch, c
     assert main(_args(tmp_path, "--datasets", "breastmnist", "--fallback-synthetic")) == 0
     assert "NO REAL DATA for breastmnist" in capsys.readouterr().out
     (rec,) = load_records(tmp_path / "r", "tiny")
-    assert rec["dataset"] == "synthetic_lesions"
+    assert rec.dataset == "synthetic_lesions"
     (tmp_path / "nothing").mkdir()
     (tmp_path / "nothing" / "breastmnist.npz").write_bytes(
         b"not a zip file"
@@ -222,8 +227,8 @@ def test_a_registered_dataset_outside_the_suite_runs_with_its_methods(data_dir, 
     )  # same format, not the official file
     assert main(_args(tmp_path, "--datasets", "pneumoniamnist", "--data-dir", str(other))) == 0
     (rec,) = load_records(tmp_path / "r", "tiny")
-    assert rec["dataset"] == "pneumoniamnist" and rec["method"] == "resnet18"
-    assert any("not the official" in note for note in rec["data"]["notes"]), rec["data"]
+    assert rec.dataset == "pneumoniamnist" and rec.method == "resnet18"
+    assert any("not the official" in note for note in rec.data.notes), rec.data
     assert (
         main(
             [
@@ -247,7 +252,8 @@ def test_a_registered_dataset_outside_the_suite_runs_with_its_methods(data_dir, 
 
 
 def test_data_identity_ignores_paths_and_compares_pixels_where_both_records_have_them():
-    from bench.engine.records import same_data
+    def same_data(a, b):
+        return Data.from_dict(a).same_as(Data.from_dict(b))
 
     a = {"split_hash": "s", "files": {"/x/a.csv": "m"}, "images_sha256": "i1"}
     assert same_data(

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from bench.engine.records import load_predictions, load_records
+from bench.engine.records import load_records
 from bench.report.delong import delong_difference
 from bench.tools.leaderboard import write_leaderboard
 
@@ -88,11 +88,11 @@ def test_the_verdict_numbers_are_delong_and_the_seed_paired_t(board):
     line = next(x for x in main.splitlines() if x.startswith("| diffmic_v2 | `resnet18` |"))
     cells = [c.strip() for c in line.split("|")[1:-1]]
     records = load_records(tmp / "results", "classification")
-    mine = {r["seed"]: load_predictions(r) for r in records if r["method"] == "diffmic_v2"}
+    mine = {r.seed: r.load_predictions() for r in records if r.method == "diffmic_v2"}
     ref = {
-        r["seed"]: load_predictions(r)
+        r.seed: r.load_predictions()
         for r in records
-        if r["method"] == "resnet18" and r["preset"] == "standard"
+        if r.method == "resnet18" and r.preset == "standard"
     }
     seeds = sorted(set(mine) & set(ref))
     want = delong_difference(

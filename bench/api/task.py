@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from bench.api.method import RunContext, Scored
+from bench.api.record import Record
 from bench.api.registry import TASKS
 
 
@@ -65,17 +66,17 @@ class Task:
 
     # ------------------------------------------------------------ reports (bench/tools)
 
-    def degenerate(self, record: dict) -> str:
+    def degenerate(self, record: Record) -> str:
         """Why a record's model is no result whatever its scores ('' when it is one)."""
         return ""
 
-    def split_floors(self, records: list[dict]) -> dict[str, dict[str, float]]:
+    def split_floors(self, records: list[Record]) -> dict[str, dict[str, float]]:
         """The no-learning rows of a table of `records` (one dataset): {row: metrics}."""
         return {}
 
-    def table_detail(self, record: dict) -> str:
+    def table_detail(self, record: Record) -> str:
         """What a table's subtitle says of its data besides n and hashes."""
-        return f"{len(record.get('class_names') or [])} classes"
+        return f"{len(record.class_names or [])} classes"
 
     def table_floors(self, records, table, metrics, methods, floors, ranked):
         """A hook to turn some methods of a table into its floors: returns (cells, method
@@ -100,7 +101,7 @@ class Task:
         """A leaderboard header's lines on this task's floors and flags."""
         return []
 
-    def figures(self, records: list[dict], out_dir: Path) -> list[Path]:
+    def figures(self, records: list[Record], out_dir: Path) -> list[Path]:
         """`bench plots`: the task's figures of `records` into `out_dir` (see `draws_figures`)."""
         return []
 

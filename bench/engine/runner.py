@@ -23,9 +23,11 @@ from tqdm.auto import tqdm
 from bench.api.dataset import DatasetBundle
 from bench.api.errors import BenchError, DataError
 from bench.api.method import MethodSpec, RunContext
+from bench.api.record import Data, Memory, Provenance, Record, RunError, Selection, Timings
 from bench.api.registry import TASKS
 from bench.api.task import ScoringRun
 from bench.engine.config import Preset, Suite, load_suite
+from bench.engine.outcome import Outcome, UnitStatus
 from bench.engine.planning import (
     Unit,
     method_inapplicable,
@@ -45,6 +47,9 @@ from bench.train.device import make_accelerator
 from bench.train.interrupt import Terminated, interrupted_note, mark_interrupted
 from bench.train.resume import SUFFIX, remove_checkpoints
 
+#: the test metrics a unit's progress line shows, where it has them
+SHOWN_METRICS = ("accuracy", "auroc", "fid", "precision", "recall", "psnr", "ssim")
+
 
 def run_unit(
     unit: Unit,
@@ -58,7 +63,9 @@ def run_unit(
     shared: dict | None = None,
     on_eval=None,
     checkpoint_every_s: float = 300.0,
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+) -> tuple[Record, dict[str, np.ndarray]]:
+    """Train and score one unit: its record (which unit, and its results; the
+    provenance is `run_and_record`'s) and the arrays of its .npz."""
     from accelerate.utils import set_seed
 
     set_seed(unit.seed, deterministic=True)
@@ -84,61 +91,57 @@ def run_unit(
     train_s = time.perf_counter() - t0
     run = ScoringRun(unit.method, suite.evaluation_for(preset), {} if shared is None else shared)
     scored = TASKS.get(method.task).score(method, bundle, ctx, run)
-    seen = selection.get("train_images_seen", 0)
-    n_out, out_s = scored.outputs, scored.output_s
-    return {
-        **scored.fields,
-        "selection": selection,
-        "timings": {
-            "train_s": train_s,
-            "train_images_per_s": seen / selection.get("train_compute_s", train_s)
-            if seen
-            else None,
-            "inference_images_per_s": n_out / out_s if out_s > 0 else None,
-        },
-        "memory": peak_memory(accelerator.device),
-    }, scored.arrays
+    selection = Selection.from_dict(selection)
+    seen, n_out, out_s = selection.train_images_seen, scored.outputs, scored.output_s
+    record = Record(
+        **unit_identity(unit, suite, preset, bundle),
+        status="ok",
+        selection=selection,
+        timings=Timings(
+            train_s=train_s,
+            train_images_per_s=seen / (selection.train_compute_s or train_s) if seen else None,
+            inference_images_per_s=n_out / out_s if out_s > 0 else None,
+        ),
+        memory=Memory.from_dict(peak_memory(accelerator.device)),
+    )
+    record.take_scores(scored.fields)
+    return record, scored.arrays
 
 
-def data_block(bundle: DatasetBundle | None) -> dict[str, Any] | None:
+def data_block(bundle: DatasetBundle | None) -> Data | None:
     """The record's ``data``: what the unit is computed from (part of its identity)."""
     if bundle is None:
         return None
-    return {
-        "split_hash": bundle.split_hash,
-        "files": bundle.files,
-        "images_sha256": getattr(
-            bundle, "images_sha256", None
-        ),  # None for paired data: its split hash covers the pixels
-        "duplicates_across_splits": bundle.duplicates_across_splits,
-        "n": {k: len(v) for k, v in bundle.splits.items()},
-        "source": bundle.spec.source,
-        "synthetic": bundle.spec.synthetic,
-        "licence": bundle.spec.licence,
-        "notes": list(
-            getattr(bundle, "notes", [])
-        ),  # e.g. a data file that is not the official one
-    }
+    return Data(
+        split_hash=bundle.split_hash,
+        files=bundle.files,
+        images_sha256=getattr(bundle, "images_sha256", None),
+        duplicates_across_splits=bundle.duplicates_across_splits,
+        n={k: len(v) for k, v in bundle.splits.items()},
+        source=bundle.spec.source,
+        synthetic=bundle.spec.synthetic,
+        licence=bundle.spec.licence,
+        notes=list(getattr(bundle, "notes", [])),
+    )
 
 
-def base_record(
-    unit: Unit, suite: Suite, preset: Preset, bundle: DatasetBundle | None, env: dict
+def unit_identity(
+    unit: Unit, suite: Suite, preset: Preset, bundle: DatasetBundle | None
 ) -> dict[str, Any]:
-    data = data_block(bundle)
-    return {
-        "suite": suite.name,
-        "preset": preset.name,
-        "dataset": unit.dataset,
-        "method": unit.method,
-        "seed": unit.seed,
-        "config_hash": unit.config_hash,
-        "config": unit.config,
-        "budget": dataclasses.asdict(preset.budget),
-        "task": bundle.spec.task if bundle else None,
-        "class_names": list(bundle.spec.class_names) if bundle else None,
-        "data": data,
-        "provenance": env,
-    }
+    """The `Record` fields that say which unit it is and what data it was computed from."""
+    return dict(
+        suite=suite.name,
+        preset=preset.name,
+        dataset=unit.dataset,
+        method=unit.method,
+        seed=unit.seed,
+        config_hash=unit.config_hash,
+        config=unit.config,
+        budget=dataclasses.asdict(preset.budget),
+        task=bundle.spec.task if bundle else None,
+        class_names=list(bundle.spec.class_names) if bundle else None,
+        data=data_block(bundle),
+    )
 
 
 def run_suite(
@@ -159,7 +162,7 @@ def run_suite(
     checkpoint_every_s: float = 300.0,
     rerun: bool = False,
     allow_dirty: bool = False,
-) -> list[dict[str, Any]]:
+) -> list[Outcome]:
     """Run (or resume) a suite; return one outcome per unit (all ranks' on rank 0).
 
     A unit is complete when its record was made from the same data; `rerun` runs the
@@ -237,23 +240,11 @@ def run_suite(
         bar.set_postfix_str(unit.label)
         with unit_lock(unit.stem) as locked:
             if not locked:  # another process is running it now
-                outcomes.append(
-                    {
-                        "unit": unit.label,
-                        "status": "running in another process (skipped)",
-                        "record": str(unit.stem.with_suffix(".json")),
-                    }
-                )
+                outcomes.append(skipped(unit, UnitStatus.ELSEWHERE))
             elif not rerun and is_complete(
                 unit.stem, data.get(unit.dataset)
             ):  # another process finished it meanwhile
-                outcomes.append(
-                    {
-                        "unit": unit.label,
-                        "status": "complete (skipped)",
-                        "record": str(unit.stem.with_suffix(".json")),
-                    }
-                )
+                outcomes.append(skipped(unit, UnitStatus.COMPLETE))
             else:
                 work = unit_work_dir(unit, suite, Path(work_dir))
                 if note := interrupted_note(work, SUFFIX):
@@ -279,19 +270,14 @@ def run_suite(
                     )
                     raise
                 outcomes.append(outcome)
-        tqdm.write(rank + _outcome_line(outcomes[-1]))
+        tqdm.write(rank + outcomes[-1].line(SHOWN_METRICS))
     accelerator.wait_for_everyone()
     gathered = gather_object(outcomes) if accelerator.num_processes > 1 else outcomes
-    skipped = [
-        {
-            "unit": u.label,
-            "status": "complete (skipped)",
-            "record": str(u.stem.with_suffix(".json")),
-        }
-        for u in units
-        if u not in pending
-    ]
-    return skipped + list(gathered)
+    return [skipped(u, UnitStatus.COMPLETE) for u in units if u not in pending] + list(gathered)
+
+
+def skipped(unit: Unit, status: UnitStatus) -> Outcome:
+    return Outcome(unit.label, status, str(unit.stem.with_suffix(".json")))
 
 
 def run_and_record(
@@ -309,31 +295,16 @@ def run_and_record(
     passthrough: tuple = (),
     on_eval=None,
     checkpoint_every_s: float = 300.0,
-) -> dict[str, Any]:
+) -> Outcome:
     """Run one unit and write its record, ok or failed; exceptions of a `passthrough`
     type (a sweep's pruning) propagate instead, and nothing is written."""
     started = now()
     t0 = time.perf_counter()
-    record = base_record(unit, suite, preset, bundle, {**env, "started": started})
-    record_path = unit.stem.with_suffix(".json")
-    previous, why = read_record(record_path)
-    if why and record_path.exists():  # keep the bytes of what this record overwrites
-        kept = record_path.with_name(record_path.name + ".unreadable")
-        shutil.copyfile(record_path, kept)
-        record["replaces"] = {"unreadable": why, "kept_as": kept.name}
-    if previous and previous.get("status") == "ok":  # say what this record overwrites
-        old = previous.get("data") or {}
-        record["replaces"] = {
-            "split_hash": old.get("split_hash"),
-            "files": old.get("files"),
-            "images_sha256": old.get("images_sha256"),
-            "git_commit": (previous.get("provenance") or {}).get("git_commit"),
-            "finished": (previous.get("provenance") or {}).get("finished"),
-        }
+    replaces = replaced_record(unit.stem.with_suffix(".json"))
     try:
         if bundle is None:
             raise DataError(data_error)
-        result, arrays = run_unit(
+        record, arrays = run_unit(
             unit,
             spec,
             bundle,
@@ -346,22 +317,22 @@ def run_and_record(
             on_eval,
             checkpoint_every_s,
         )
-        result["timings"]["wall_s"] = time.perf_counter() - t0
-        record.update(status="ok", error=None, **result)
+        record.timings.wall_s = time.perf_counter() - t0
     except passthrough:
         raise
     except Exception as exc:  # noqa: BLE001 - a unit's failure (NaN, OOM, bad data) must not stop the suite
         arrays = None
-        record.update(
-            status="failed",
-            error={
-                "type": type(exc).__name__,
-                "message": str(exc),
-                "traceback": traceback.format_exc(),
-            },
+        error = RunError(
+            type=type(exc).__name__, message=str(exc), traceback=traceback.format_exc()
         )
-        record["timings"] = {"wall_s": time.perf_counter() - t0}
-    record["provenance"]["finished"] = now()
+        record = Record(
+            **unit_identity(unit, suite, preset, bundle),
+            status="failed",
+            error=error,
+            timings=Timings(wall_s=time.perf_counter() - t0),
+        )
+    record.provenance = Provenance.from_dict({**env, "started": started, "finished": now()})
+    record.replaces = replaces
     try:
         path = write_record(unit.stem, record, arrays)
     except OSError as exc:
@@ -370,26 +341,34 @@ def run_and_record(
             f"half-written is left, and its training checkpoints in {unit_work_dir(unit, suite, Path(work_dir))} "
             "are kept, so a rerun writes the record without training again"
         ) from exc
-    if record["status"] == "ok":  # a failed unit keeps them: its rerun resumes
+    if record.ok:  # a failed unit keeps them: its rerun resumes
         remove_checkpoints(unit_work_dir(unit, suite, Path(work_dir)), up_to=Path(work_dir))
+    return Outcome(
+        unit.label,
+        UnitStatus(record.status),
+        str(path),
+        error=record.error.message if record.error else None,
+        test=record.split_metrics("test"),
+        wall_s=record.timings.wall_s,
+    )
+
+
+def replaced_record(path: Path) -> dict[str, Any] | None:
+    """The ``replaces`` block of the record about to be written at `path`: the data
+    identity, commit and finish time of the ok record there, or, for a file that is not
+    a usable record, why (its bytes are kept beside it as ``.unreadable``)."""
+    previous, why = read_record(path)
+    if why and path.exists():
+        kept = path.with_name(path.name + ".unreadable")
+        shutil.copyfile(path, kept)
+        return {"unreadable": why, "kept_as": kept.name}
+    if not (previous and previous.ok):
+        return None
+    old = previous.data or Data()
     return {
-        "unit": unit.label,
-        "status": record["status"],
-        "error": record["error"]["message"] if record["error"] else None,
-        "test": record.get("metrics", {}).get("test", {}),
-        "wall_s": record["timings"]["wall_s"],
-        "record": str(path),
+        "split_hash": old.split_hash,
+        "files": old.files,
+        "images_sha256": old.images_sha256,
+        "git_commit": previous.provenance.git_commit,
+        "finished": previous.provenance.finished,
     }
-
-
-def _outcome_line(o: dict[str, Any]) -> str:
-    if o["status"] == "failed":
-        return f"  FAILED {o['unit']}: {o['error']}"
-    if o["status"] != "ok":
-        return f"  {o['unit']}: {o['status']}"
-    shown = [
-        f"{k} {o['test'][k]:.3f}"
-        for k in ("accuracy", "auroc", "fid", "precision", "recall", "psnr", "ssim")
-        if o["test"].get(k) is not None
-    ]
-    return f"  ok {o['unit']}: test {', '.join(shown) or 'n/a'} ({o['wall_s']:.0f}s)"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from bench.api.record import Record
 from bench.api.registry import METRICS
 from bench.report.floors import at_or_below, metric_floors
 from bench.report.stats import MIN_SEEDS_FOR_TEST, holm, paired_ttest, wilcoxon
@@ -48,31 +49,24 @@ TESTS = {"ttest": paired_ttest, "wilcoxon": wilcoxon}
 PRIOR = " ▸ "  # "diffmic_v2 ▸ DCG fused": a method's own prior, shown under it, never ranked
 
 
-def records_frame(records: list[dict], task) -> pd.DataFrame:
+def records_frame(records: list[Record], task) -> pd.DataFrame:
     """One row per (record, test metric); a record's priors (``priors`` in the record:
     e.g. DiffMIC-v2's DCG branches) give rows of their own, flagged ``is_prior``."""
     rows = []
     for r in records:
         common = {
-            "preset": r["preset"],
-            "dataset": r["dataset"],
-            "config_hash": r["config_hash"],
-            "precision": r.get("provenance", {}).get("precision", "fp32"),
-            "seed": r["seed"],
+            "preset": r.preset,
+            "dataset": r.dataset,
+            "config_hash": r.config_hash,
+            "precision": r.precision,
+            "seed": r.seed,
         }
-        entries = [
-            (
-                r["method"],
-                (r.get("metrics", {}).get("test") or {}),
-                bool(task.degenerate(r)),
-                False,
-            )
-        ]
-        for name, prior in (r.get("priors") or {}).items():
+        entries = [(r.method, r.split_metrics("test"), bool(task.degenerate(r)), False)]
+        for name, prior in r.priors.items():
             test = dict(prior.get("test") or {})
             share = test.pop("predicted_share", None)
             entries.append(
-                (f"{r['method']}{PRIOR}{name}", test, bool(share) and max(share) >= 1.0, True)
+                (f"{r.method}{PRIOR}{name}", test, bool(share) and max(share) >= 1.0, True)
             )
         for method, metrics, one_class, is_prior in entries:
             for name, value in metrics.items():
@@ -257,49 +251,42 @@ class Cell:
         )
 
 
-def pick_preset(records: list[dict], wanted: str | None) -> str | None:
+def pick_preset(records: list[Record], wanted: str | None) -> str | None:
     """The forced preset, else the one with the most records here (ties: full first)."""
     if wanted:
         return wanted
     counts: dict[str, int] = {}
     for r in records:
-        counts[r["preset"]] = counts.get(r["preset"], 0) + 1
+        counts[r.preset] = counts.get(r.preset, 0) + 1
     return max(counts, key=lambda p: (counts[p], p == "full")) if counts else None
 
 
 def our_cells(
-    records: list[dict], dataset: str, method: str, metric: str, preset: str | None, task
+    records: list[Record], dataset: str, method: str, metric: str, preset: str | None, task
 ) -> Cell | None:
     """Our per-seed values of a metric, flagged when the mean does not beat the metric's
     floor on the split or a seed's model predicts one class (the task's floors and degenerate seeds)."""
     candidates = [
-        r
-        for r in records
-        if r["dataset"] == dataset and r["method"] == method and r["preset"] == preset
+        r for r in records if r.dataset == dataset and r.method == method and r.preset == preset
     ]
     if not candidates:
         return None
     # one config (and so one precision) per cell: the one with the most seeds, fp32 first on ties
     counts = {
-        h: sum(r["config_hash"] == h for r in candidates)
-        for h in {r["config_hash"] for r in candidates}
+        h: sum(r.config_hash == h for r in candidates) for h in {r.config_hash for r in candidates}
     }
-    precision = {
-        r["config_hash"]: r.get("provenance", {}).get("precision", "fp32") for r in candidates
-    }
+    precision = {r.config_hash: r.precision for r in candidates}
     chosen = max(sorted(counts), key=lambda h: (counts[h], precision[h] == "fp32"))
     by_seed, used = {}, []
     for r in candidates:
-        if r["config_hash"] == chosen:
-            v = (r.get("metrics", {}).get("test") or {}).get(metric)
+        if r.config_hash == chosen:
+            v = r.metric("test", metric)
             if v is not None:
-                by_seed[r["seed"]] = float(v)
+                by_seed[r.seed] = float(v)
                 used.append(r)
     if not by_seed:
         return None
-    spaces = {
-        ((r.get("evaluation") or {}).get("extractor_info") or {}).get("name") for r in used
-    } - {None}
+    spaces = {r.extractor_name for r in used} - {None}
     cell = Cell(by_seed, feature_space=", ".join(sorted(spaces)) or None)
     degenerate = [task.degenerate(r) for r in used]
     floor = metric_floors(task.split_floors(used), task.floored_metrics).get(metric)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bench.api.record import Record
 from bench.api.registry import METRICS
 
 
@@ -32,10 +33,10 @@ def at_or_below(value: float, floor: float | None, higher_is_better: bool = True
     )
 
 
-def record_flag(record: dict, metric: str, task) -> str:
+def record_flag(record: Record, metric: str, task) -> str:
     """Why one record's test `metric` is no result, or '' when it is one: at or below the
     metric's floor on its test split, or a degenerate model (the task says which)."""
-    value = ((record.get("metrics") or {}).get("test") or {}).get(metric)
+    value = record.metric("test", metric)
     floor = metric_floors(task.split_floors([record]), task.floored_metrics).get(metric)
     higher = METRICS.get(metric).higher_is_better
     if value is not None and at_or_below(float(value), floor, higher):

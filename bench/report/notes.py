@@ -6,17 +6,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.api.record import Record
 
-def convergence_note(records: list[dict]) -> list[str]:
+
+def convergence_note(records: list[Record]) -> list[str]:
     """Methods whose validation score was best at their last epoch, on how many seeds:
     their training had not converged, and more budget may change their numbers."""
     last, seeds = {}, {}
     for r in records:
-        sel = r.get("selection") or {}
-        if sel.get("selection_metric") is None or sel.get("best_epoch") is None:
+        sel = r.selection
+        if sel.selection_metric is None or sel.best_epoch is None:
             continue  # no validation (the last weights are the result by design)
-        seeds[r["method"]] = seeds.get(r["method"], 0) + 1
-        last[r["method"]] = last.get(r["method"], 0) + (sel["best_epoch"] == sel.get("epochs_run"))
+        seeds[r.method] = seeds.get(r.method, 0) + 1
+        last[r.method] = last.get(r.method, 0) + (sel.best_epoch == sel.epochs_run)
     hit = [f"{m} {n}/{seeds[m]} seeds" for m, n in sorted(last.items()) if n]
     return (
         [
@@ -37,19 +39,19 @@ def noise_floors(block) -> list[dict]:
     return found + [f for k, v in block.items() if k != "noise_floor" for f in noise_floors(v)]
 
 
-def untrained_seeds(records: list[dict]) -> dict[str, tuple[int, int]]:
+def untrained_seeds(records: list[Record]) -> dict[str, tuple[int, int]]:
     """method -> (seeds whose diffusion stage did not beat its noise floor, seeds that
     recorded one), for the methods with at least one such seed."""
     seen, below = {}, {}
     for r in records:
-        floors = noise_floors(r.get("selection"))
+        floors = noise_floors(r.selection.to_dict())
         if floors:
-            seen[r["method"]] = seen.get(r["method"], 0) + 1
-            below[r["method"]] = below.get(r["method"], 0) + any(not f["beaten"] for f in floors)
+            seen[r.method] = seen.get(r.method, 0) + 1
+            below[r.method] = below.get(r.method, 0) + any(not f["beaten"] for f in floors)
     return {m: (n, seen[m]) for m, n in below.items() if n}
 
 
-def untrained_note(records: list[dict]) -> list[str]:
+def untrained_note(records: list[Record]) -> list[str]:
     """Methods with a diffusion stage whose validation noise loss did not beat the
     per-pixel linear denoiser's on the same probe (bench/nn/noise_floor.py), on how many
     of the seeds that recorded it (their rows carry the same ⚠)."""

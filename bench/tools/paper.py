@@ -24,9 +24,10 @@ import yaml
 
 from bench.api.errors import BenchError
 from bench.api.method import budget_identity
+from bench.api.record import Record
 from bench.api.registry import METHODS, METRICS, TASKS
 from bench.engine.config import load_suite
-from bench.engine.records import load_records, read_json
+from bench.engine.records import load_records, read_record
 from bench.report.aggregate import PAPER_FEATURE_SPACE, our_cells, pick_preset
 from bench.report.cells import (
     best_floor,
@@ -83,7 +84,7 @@ def check_rows(paper: dict, path: Path) -> None:
 
 
 def render_comparison(
-    table: dict, records: list[dict], preset: str | None, task
+    table: dict, records: list[Record], preset: str | None, task
 ) -> tuple[list[str], list[dict]]:
     """A methods x metrics table per paper dataset; returns markdown lines and the
     (paper, ours) pairs for `reproduce`."""
@@ -106,7 +107,7 @@ def render_comparison(
             lines += ["", f"_{ds['note']}._"]
         methods = {r.get("ours") for r in table["rows"]}
         chosen = pick_preset(  # --preset, else the table's own (one preset across a paper)
-            [r for r in records if r["dataset"] == ours_ds and r["method"] in methods],
+            [r for r in records if r.dataset == ours_ds and r.method in methods],
             preset or table.get("preset"),
         )
         if ours_ds and chosen:
@@ -221,23 +222,15 @@ def _tolerance(table: dict, metric: str, scale: float) -> float:
     return float(tol) * scale
 
 
-def sweep_records(results_dir: Path, method: str, dataset: str) -> list[dict]:
-    out = []
-    for path in sorted((Path(results_dir) / "sweeps").rglob("seed*.json")):
-        r = read_json(path)
-        if (
-            r
-            and r.get("status") == "ok"
-            and r.get("method") == method
-            and r.get("dataset") == dataset
-        ):
-            out.append({**r, "_path": str(path)})
-    return out
+def sweep_records(results_dir: Path, method: str, dataset: str) -> list[Record]:
+    paths = sorted((Path(results_dir) / "sweeps").rglob("seed*.json"))
+    records = [read_record(path)[0] for path in paths]
+    return [r for r in records if r and r.ok and r.method == method and r.dataset == dataset]
 
 
 def one_factor_groups(
-    records: list[dict], field: str, suite_records: list[dict] = ()
-) -> dict[Any, list[dict]]:
+    records: list[Record], field: str, suite_records: list[Record] = ()
+) -> dict[Any, list[Record]]:
     """Records by their value of `field`, from the studies (records sharing a sweep
     name) in which `field` is the only config field that varies: one factor at a time,
     as the papers' tables, so another parameter's sweep does not leak in at its default.
@@ -245,48 +238,48 @@ def one_factor_groups(
     `bench run`) is filled from `suite_records`: the suite's records of the same preset,
     budget and precision whose config equals the study's but for `field`, one per seed
     not already there."""
-    studies: dict[str, list[dict]] = {}
+    studies: dict[str, list[Record]] = {}
     for r in records:
-        studies.setdefault(r["suite"], []).append(r)
-    groups: dict[Any, list[dict]] = {}
+        studies.setdefault(r.suite, []).append(r)
+    groups: dict[Any, list[Record]] = {}
     for trials in studies.values():
-        fields = set().union(*(r["config"] for r in trials))
+        fields = set().union(*(r.config for r in trials))
         varying = {
             f
             for f in fields
-            if len({json.dumps(r["config"].get(f), sort_keys=True) for r in trials}) > 1
+            if len({json.dumps(r.config.get(f), sort_keys=True) for r in trials}) > 1
         }
         base = _without(trials[0], field)
         same_but_field = [r for r in suite_records if _without(r, field) == base]
         one_value = not varying and any(
-            r["config"].get(field) != trials[0]["config"].get(field) for r in same_but_field
+            r.config.get(field) != trials[0].config.get(field) for r in same_but_field
         )  # a one-point study beside the preset's own value still varies `field` alone
         if varying != {field} and not one_value:
             continue
         for r in trials:
-            groups.setdefault(r["config"][field], []).append(r)
+            groups.setdefault(r.config[field], []).append(r)
         for r in same_but_field:
-            group = groups.setdefault(r["config"].get(field), [])
-            if all(g["seed"] != r["seed"] for g in group):
+            group = groups.setdefault(r.config.get(field), [])
+            if all(g.seed != r.seed for g in group):
                 group.append(r)
     return groups
 
 
-def _without(record: dict, field: str) -> str:
+def _without(record: Record, field: str) -> str:
     """What defines a record's unit but `field`: preset, budget, precision, the rest of its config."""
     return json.dumps(
         {
-            "preset": record.get("preset"),
-            "budget": budget_identity(record.get("budget") or {}),
-            "precision": (record.get("provenance") or {}).get("precision"),
-            "config": {k: v for k, v in record["config"].items() if k != field},
+            "preset": record.preset,
+            "budget": budget_identity(record.budget),
+            "precision": record.precision,
+            "config": {k: v for k, v in record.config.items() if k != field},
         },
         sort_keys=True,
     )
 
 
-def _from_suite(records: list[dict]) -> bool:
-    return any("sweeps" not in Path(r["_path"]).parts for r in records)
+def _from_suite(records: list[Record]) -> bool:
+    return any("sweeps" not in r.path.parts for r in records)
 
 
 def render_sweep(table: dict, results_dir: Path, out_dir: Path | None) -> list[str]:
@@ -298,7 +291,7 @@ def render_sweep(table: dict, results_dir: Path, out_dir: Path | None) -> list[s
     suite_records = [
         r
         for r in load_records(results_dir, table["suite"])
-        if r.get("method") == table["method"] and r.get("dataset") == ds["ours"]
+        if r.method == table["method"] and r.dataset == ds["ours"]
     ]
     task = TASKS.get(METHODS.get(table["method"]).cls.task)
     floors = metric_floors(task.split_floors(records), task.floored_metrics) if records else {}
@@ -329,7 +322,7 @@ def render_sweep(table: dict, results_dir: Path, out_dir: Path | None) -> list[s
         for j, (label, metric) in enumerate(metrics.items()):
             paper_row, ours_row = [f"{label} (paper)"], [f"{label} (ours)"]
             ours_means = {
-                v: float(np.mean([r["metrics"]["test"][metric] for r in groups[v]]))
+                v: float(np.mean([r.metric("test", metric) for r in groups[v]]))
                 for v in values
                 if v in groups
             }
@@ -383,7 +376,7 @@ def _plot_sweep(table: dict, param: dict, groups: dict, metrics: dict, out_dir: 
     for label, metric in metrics.items():
         (line,) = ax.plot(
             xs,
-            [np.mean([r["metrics"]["test"][metric] for r in groups[x]]) for x in xs],
+            [np.mean([r.metric("test", metric) for r in groups[x]]) for x in xs],
             marker="o",
             label=label,
         )

@@ -19,7 +19,6 @@ does) in fp32, for the side-by-side with our implementation.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import tempfile
 import time
@@ -39,11 +38,12 @@ from bench.api.method import (
     config_hash,
     config_identity,
 )
+from bench.api.perf_record import PerfRecord, RandomInput
+from bench.api.record import Provenance
 from bench.api.registry import METHODS, TASKS
 from bench.engine.provenance import environment, now, peak_memory, reset_peak_memory
 from bench.train.device import cpu_has_native_bf16, make_accelerator, sync_device
 
-SCHEMA = "perf/2"
 LONG_CALL_S = 20.0  # an inference call longer than this is timed once, not `repeats` times
 
 
@@ -107,7 +107,7 @@ def run_perf(
     results_dir: str | Path = "results",
     preset: str | None = None,
     log=print,
-) -> tuple[dict, Path]:
+) -> tuple[PerfRecord, Path]:
     """Measure one method (options as given, e.g. a suite preset's) and write its record."""
     spec_entry = METHODS.get(method)
     cls = spec_entry.cls
@@ -196,36 +196,26 @@ def run_perf(
                     **{f"{key}_{k}": v for k, v in _rate(flops, n / s, peaks[precision]).items()},
                 }
             )
-    cfg = config_dict(config)
-    record = {
-        "kind": "perf",
-        "schema": SCHEMA,
-        "method": method,
-        "task": cls.task,
-        "preset": preset,
-        "config": cfg,
-        "config_hash": config_hash(method, config_identity(config), budget, precision),
-        "pattern": "authors" if authors_pattern else "ours",
-        "input": {**dataclasses.asdict(shape), "weights": "random", "images": "random uint8"},
-        "batch_size": batch_size,
-        "train_batch_size": train_batch_size,
-        "matmul_peak_gflops": peaks,
-        "results": result,
-        "provenance": {**environment(device, precision, 1), "finished": now()},
-    }
-    slug = re.sub(
-        r"[^A-Za-z0-9]+", "-", f"{device.type}-{precision}-{record['pattern']}-b{batch_size}"
-    ).strip("-")
-    path = (
-        Path(results_dir)
-        / "perf"
-        / re.sub(r"[^A-Za-z0-9_.-]+", "-", method)
-        / record["config_hash"]
-        / f"{slug}.json"
+    record = PerfRecord(
+        method=method,
+        task=cls.task,
+        preset=preset,
+        config=config_dict(config),
+        config_hash=config_hash(method, config_identity(config), budget, precision),
+        pattern="authors" if authors_pattern else "ours",
+        input=RandomInput(**dataclasses.asdict(shape)),
+        batch_size=batch_size,
+        train_batch_size=train_batch_size,
+        matmul_peak_gflops=peaks,
+        results=result,
+        provenance=Provenance.from_dict({**environment(device, precision, 1), "finished": now()}),
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
-    return record, path
+    slug = re.sub(
+        r"[^A-Za-z0-9]+", "-", f"{device.type}-{precision}-{record.pattern}-b{batch_size}"
+    ).strip("-")
+    method_dir = re.sub(r"[^A-Za-z0-9_.-]+", "-", method)
+    path = Path(results_dir) / "perf" / method_dir / record.config_hash / f"{slug}.json"
+    return record, record.save(path)
 
 
 def run_perf_suite(
@@ -290,14 +280,13 @@ def run_perf_suite(
     return paths
 
 
-def summary_line(record: dict) -> str:
-    r = record["results"]
+def summary_line(r: PerfRecord) -> str:
     train = (
-        f"train {r['train_images_per_s']:.1f} img/s ({100 * r['train_fraction_of_peak']:.0f} % of peak)"
-        if "train_images_per_s" in r
+        f"train {r.rate('train'):.1f} img/s ({100 * r.rate('train', 'fraction_of_peak'):.0f} % of peak)"
+        if r.trains
         else "no training"
     )
     return (
-        f"{train}; inference {r['inference_images_per_s']:.1f} img/s at batch {record['batch_size']} "
-        f"({100 * r['inference_fraction_of_peak']:.0f} % of peak); batch 1 {r['batch1_ms_per_image']:.1f} ms"
+        f"{train}; inference {r.rate('inference'):.1f} img/s at batch {r.batch_size} "
+        f"({100 * r.rate('inference', 'fraction_of_peak'):.0f} % of peak); batch 1 {r.rate('batch1', 'ms_per_image'):.1f} ms"
     )

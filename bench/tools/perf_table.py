@@ -10,40 +10,38 @@ measured in their authors' pattern beside ours, and the full-protocol training r
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from bench.api.perf_record import PerfRecord
+from bench.api.record import Record
 from bench.engine.records import load_records
-from bench.tools.perf import SCHEMA
 
 #: a training throughput below this fraction of the matmul peak is marked (issue target)
 PEAK_TARGET = 0.40
 
 
-def load_perf_records(results_dir: str | Path) -> list[dict]:
+def load_perf_records(results_dir: str | Path) -> list[PerfRecord]:
     """The newest record per (device, preset, input, method, precision, pattern, batch)."""
-    newest: dict[tuple, dict] = {}
+    newest: dict[tuple, PerfRecord] = {}
     for path in sorted((Path(results_dir) / "perf").rglob("*.json")):
         try:
-            r = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+            r = PerfRecord.load(path)
+        except (OSError, ValueError):  # not a perf record of this schema
             continue
-        if r.get("schema") != SCHEMA:
-            continue
-        p = r["provenance"]
+        p = r.provenance
         key = (
-            p["device"],
-            r.get("preset"),
-            r["input"]["name"],
-            r["input"]["image_size"],
-            r["method"],
-            p["precision"],
-            r["pattern"],
-            r["batch_size"],
+            p.device,
+            r.preset,
+            r.input.name,
+            r.input.image_size,
+            r.method,
+            p.precision,
+            r.pattern,
+            r.batch_size,
         )
-        if key not in newest or p["finished"] > newest[key]["provenance"]["finished"]:
+        if key not in newest or p.finished > newest[key].provenance.finished:
             newest[key] = r
     return list(newest.values())
 
@@ -68,46 +66,44 @@ def _range(values) -> str:
     return f"{lo:.0f}" if round(lo) == round(hi) else f"{lo:.0f}-{hi:.0f}"
 
 
-def _stages(r: dict) -> str:
-    earlier = r["results"]["training_stages"][:-1]
+def _stages(r: PerfRecord) -> str:
+    earlier = r.stages[:-1]
     return "; ".join(f"{s['stage']} {_num(s['images_per_s'])} img/s" for s in earlier) or ""
 
 
-def perf_rows(group: list[dict]) -> list[str]:
-    ours = [r for r in group if r["pattern"] == "ours"]
-    fp32 = {r["method"]: r["results"] for r in ours if r["provenance"]["precision"] == "fp32"}
+def perf_rows(group: list[PerfRecord]) -> list[str]:
+    ours = [r for r in group if r.pattern == "ours"]
+    fp32 = {r.method: r for r in ours if r.precision == "fp32"}
     lines = [
         "| method | precision | train batch | train img/s | train GFLOP/img | train % of peak | inference batch | inference img/s "
         "| inference GFLOP/img | inference % of peak | batch-1 ms | bf16 / fp32 (train, inference) | peak MB (process) | earlier training stages |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in sorted(ours, key=lambda r: (r["method"], r["provenance"]["precision"] != "fp32")):
-        res, precision = r["results"], r["provenance"]["precision"]
-        trains = "train_images_per_s" in res
-        frac = res.get("train_fraction_of_peak")
+    for r in sorted(ours, key=lambda r: (r.method, r.precision != "fp32")):
+        trains, frac = r.trains, r.rate("train", "fraction_of_peak")
         mark = " ↓" if trains and frac is not None and frac < PEAK_TARGET else ""
         speedup = ""
-        if precision == "bf16" and r["method"] in fp32:
-            base = fp32[r["method"]]
+        if r.precision == "bf16" and r.method in fp32:
+            base = fp32[r.method]
             t = (
-                f"{res['train_images_per_s'] / base['train_images_per_s']:.2f}x"
-                if trains and base.get("train_images_per_s")
+                f"{r.rate('train') / base.rate('train'):.2f}x"
+                if trains and base.rate("train")
                 else "n/a"
             )
-            speedup = f"{t}, {res['inference_images_per_s'] / base['inference_images_per_s']:.2f}x"
+            speedup = f"{t}, {r.rate('inference') / base.rate('inference'):.2f}x"
         lines.append(
-            f"| {r['method']} | {precision} | {res['training_stages'][-1]['batch_size'] if trains else ''} | "
-            f"{_num(res.get('train_images_per_s')) if trains else 'no training'} | "
-            f"{_num(res['train_flops_per_image'] / 1e9, 3) if trains else ''} | {_pct(frac) + mark if trains else ''} | "
-            f"{r['batch_size']} | {_num(res['inference_images_per_s'])} | {_num(res['inference_flops_per_image'] / 1e9, 3)} | "
-            f"{_pct(res['inference_fraction_of_peak'])} | {_num(res['batch1_ms_per_image'])} | {speedup} | "
-            f"{_num(max(res['train_peak_memory']['peak_mb'], res['inference_peak_memory']['peak_mb']), 0)} | {_stages(r)} |"
+            f"| {r.method} | {r.precision} | {r.stages[-1]['batch_size'] if trains else ''} | "
+            f"{_num(r.rate('train')) if trains else 'no training'} | "
+            f"{_num(r.rate('train', 'flops_per_image') / 1e9, 3) if trains else ''} | {_pct(frac) + mark if trains else ''} | "
+            f"{r.batch_size} | {_num(r.rate('inference'))} | {_num(r.rate('inference', 'flops_per_image') / 1e9, 3)} | "
+            f"{_pct(r.rate('inference', 'fraction_of_peak'))} | {_num(r.rate('batch1', 'ms_per_image'))} | {speedup} | "
+            f"{_num(r.peak_mb, 0)} | {_stages(r)} |"
         )
     return lines
 
 
-def authors_rows(group: list[dict]) -> list[str]:
-    authors = {r["method"]: r["results"] for r in group if r["pattern"] == "authors"}
+def authors_rows(group: list[PerfRecord]) -> list[str]:
+    authors = {r.method: r for r in group if r.pattern == "authors"}
     if not authors:
         return []
     lines = [
@@ -118,36 +114,26 @@ def authors_rows(group: list[dict]) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for r in sorted(
-        (r for r in group if r["pattern"] == "ours" and r["method"] in authors),
-        key=lambda r: (r["method"], r["provenance"]["precision"]),
+        (r for r in group if r.pattern == "ours" and r.method in authors),
+        key=lambda r: (r.method, r.precision),
     ):
-        res, a = r["results"], authors[r["method"]]
+        a = authors[r.method]
         lines.append(
-            f"| {r['method']} | {r['provenance']['precision']} | {_num(res['inference_images_per_s'])} | "
-            f"{_num(a['inference_images_per_s'])} | {res['inference_images_per_s'] / a['inference_images_per_s']:.1f}x | "
-            f"{_num(res['batch1_ms_per_image'])} / {_num(a['batch1_ms_per_image'])} |"
+            f"| {r.method} | {r.precision} | {_num(r.rate('inference'))} | "
+            f"{_num(a.rate('inference'))} | {r.rate('inference') / a.rate('inference'):.1f}x | "
+            f"{_num(r.rate('batch1', 'ms_per_image'))} / {_num(a.rate('batch1', 'ms_per_image'))} |"
         )
     return lines
 
 
 def full_run_rows(results_dir: str | Path) -> list[str]:
     """Wall time and training throughput of the full-preset classification records."""
-    records = [
-        r for r in load_records(Path(results_dir), "classification") if r["preset"] == "full"
-    ]
+    records = [r for r in load_records(Path(results_dir), "classification") if r.preset == "full"]
     if not records:
         return []
-    groups: dict[tuple, list[dict]] = {}
+    groups: dict[tuple, list[Record]] = {}
     for r in records:
-        groups.setdefault(
-            (
-                r["dataset"],
-                r["method"],
-                r["provenance"].get("precision", "?"),
-                r["provenance"].get("device", "?"),
-            ),
-            [],
-        ).append(r)
+        groups.setdefault((r.dataset, r.method, r.precision, r.provenance.device), []).append(r)
     lines = [
         "",
         "## Full-protocol training runs (classification records, preset `full`)",
@@ -158,10 +144,10 @@ def full_run_rows(results_dir: str | Path) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for (dataset, method, precision, device), rs in sorted(groups.items()):
-        walls = [r["timings"]["wall_s"] for r in rs]
-        speed = [r["timings"].get("train_images_per_s") or np.nan for r in rs]
-        auroc = [r["metrics"]["test"].get("auroc") or np.nan for r in rs]
-        commits = sorted({(r["provenance"].get("git_commit") or "?")[:7] for r in rs})
+        walls = [r.timings.wall_s for r in rs]
+        speed = [r.timings.train_images_per_s or np.nan for r in rs]
+        auroc = [r.metric("test", "auroc") or np.nan for r in rs]
+        commits = sorted({(r.provenance.git_commit or "?")[:7] for r in rs})
         lines.append(
             f"| {dataset} | {method} | {precision} | {device} | {len(rs)} | {np.nanmean(speed):.1f} | "
             f"{np.mean(walls):.0f}; {_range(walls)} | {np.nanmean(auroc):.3f} | {', '.join(commits)} |"
@@ -171,7 +157,7 @@ def full_run_rows(results_dir: str | Path) -> list[str]:
 
 def render_perf(results_dir: str | Path) -> str:
     records = load_perf_records(results_dir)
-    prov = [r["provenance"] for r in records]
+    prov = [r.provenance for r in records]
     lines = [
         "# Speed of every method",
         "",
@@ -191,29 +177,20 @@ def render_perf(results_dir: str | Path) -> str:
         "resident set (it only grows during a run, so later methods show the largest).",
     ]
     if records:
-        peaks = {k: [r["matmul_peak_gflops"][k] for r in records] for k in ("fp32", "bf16")}
-        threads = sorted({str(p.get("execution", {}).get("threads", "?")) for p in prov})
+        peaks = {k: [r.matmul_peak_gflops[k] for r in records] for k in ("fp32", "bf16")}
+        threads = sorted({str(p.execution.threads if p.execution else "?") for p in prov})
         lines += [
-            f"- **Where**: {'; '.join(sorted({p['device'] for p in prov}))}; threads {', '.join(threads)}; matmul peak "
+            f"- **Where**: {'; '.join(sorted({p.device for p in prov}))}; threads {', '.join(threads)}; matmul peak "
             f"fp32 {_range(peaks['fp32'])}, bf16 {_range(peaks['bf16'])} GFLOP/s; torch "
-            f"{', '.join(sorted({p['packages']['torch'] for p in prov}))}.",
-            f"- **When**: {min(p['finished'] for p in prov)} to {max(p['finished'] for p in prov)} (UTC). **Code**: commit "
-            f"{', '.join(sorted({(p.get('git_commit') or 'unknown')[:7] + (' (dirty)' if p.get('git_dirty') else '') for p in prov}))}.",
+            f"{', '.join(sorted({p.package('torch') for p in prov}))}.",
+            f"- **When**: {min(p.finished for p in prov)} to {max(p.finished for p in prov)} (UTC). **Code**: commit "
+            f"{', '.join(sorted({(p.git_commit or 'unknown')[:7] + (' (dirty)' if p.git_dirty else '') for p in prov}))}.",
         ]
-    groups: dict[tuple, list[dict]] = {}
+    groups: dict[tuple, list[PerfRecord]] = {}
     for r in records:
-        i = r["input"]
-        groups.setdefault(
-            (
-                r["provenance"]["device"],
-                r.get("preset") or "none",
-                i["name"] or "random",
-                i["image_size"],
-                i["channels"],
-                i["classes"],
-            ),
-            [],
-        ).append(r)
+        i = r.input
+        key = (r.provenance.device, r.preset or "none", i.name or "random", i.image_size)
+        groups.setdefault((*key, i.channels, i.classes), []).append(r)
     for (device, preset, name, size, channels, classes), group in sorted(groups.items()):
         lines += [
             "",

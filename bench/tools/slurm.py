@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.api.errors import BenchError
+from bench.engine.outcome import Outcome
 
 
 @dataclass
@@ -65,7 +66,8 @@ class UnitTask:
     def __init__(self, run_kwargs: dict[str, Any]):
         self.run_kwargs = run_kwargs
 
-    def __call__(self, unit: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, unit: dict[str, Any]) -> Outcome:
+        from bench.engine.outcome import UnitStatus
         from bench.engine.runner import run_suite
         from bench.train.device import configure_threads
 
@@ -76,9 +78,9 @@ class UnitTask:
             methods=[unit["method"]],
             seeds=[unit["seed"]],
         )
-        failed = [o for o in outcomes if o["status"] == "failed"]
+        failed = [o for o in outcomes if o.status is UnitStatus.FAILED]
         if failed:
-            raise RuntimeError(f"{failed[0]['unit']} failed: {failed[0]['error']}")
+            raise RuntimeError(f"{failed[0].unit} failed: {failed[0].error}")
         return outcomes[0]
 
     def checkpoint(self, unit: dict[str, Any]):

@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from bench.api.record import Data
 from bench.engine.config import load_suite
 from bench.engine.planning import method_inapplicable, plan_units, resolve_datasets
 from bench.engine.records import is_complete, read_record
@@ -33,7 +34,7 @@ def held_locks() -> set[int] | None:
     return inodes
 
 
-def unit_state(stem: Path, data: dict | None, held: set[int] | None) -> tuple[str, str]:
+def unit_state(stem: Path, data: Data | None, held: set[int] | None) -> tuple[str, str]:
     """(state, detail) of one unit."""
     if is_complete(stem, data):
         return "complete", ""
@@ -49,8 +50,8 @@ def unit_state(stem: Path, data: dict | None, held: set[int] | None) -> tuple[st
     record, why = read_record(path)
     if why:
         return "pending", f"its record is {why}"
-    if record.get("status") == "failed":
-        return "failed", str(record.get("error", ""))[:200]
+    if not record.ok:
+        return "failed", str(record.error or "")[:200]
     return "pending", "its record was made from other data, or its predictions are missing"
 
 

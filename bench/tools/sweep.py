@@ -24,6 +24,7 @@ import numpy as np
 
 from bench.api.errors import BenchError
 from bench.api.method import Param
+from bench.api.record import Record
 from bench.tools.optuna_storage import open_storage
 
 
@@ -41,14 +42,14 @@ def declared_space(method: str, params: list[str]) -> dict[str, Param]:
     return {p: space[p] for p in params}
 
 
-def _objective_value(record: dict, metric: str | None) -> float:
+def _objective_value(record: Record, metric: str | None) -> float:
     """The validation number a trial is judged by (never a test number)."""
-    val = (record.get("metrics") or {}).get("val") or {}
+    val = record.split_metrics("val")
     if metric:
         if metric not in val or val[metric] is None:
             raise BenchError(f"the record has no validation {metric!r} (has {sorted(val)})")
         return float(val[metric])
-    value = (record.get("selection") or {}).get("best_val_value")
+    value = record.selection.best_val_value
     if value is None:
         raise BenchError("the method reported no validation selection value to optimise")
     return float(value)
@@ -104,9 +105,10 @@ def run_sweep(
     from bench.api.registry import METHODS
     from bench.data.load import dataset_source
     from bench.engine.config import MethodEntry, load_suite
+    from bench.engine.outcome import UnitStatus
     from bench.engine.planning import make_unit
     from bench.engine.provenance import environment
-    from bench.engine.records import is_complete, read_json, refuse_unpublished
+    from bench.engine.records import is_complete, read_record, refuse_unpublished
     from bench.engine.runner import data_block, run_and_record
     from bench.train.device import make_accelerator
 
@@ -215,9 +217,9 @@ def run_sweep(
                 passthrough=(optuna.TrialPruned,),
                 on_eval=report,
             )
-            if outcome["status"] != "ok":
-                raise BenchError(f"trial {trial.number} failed: {outcome['error']}")
-        return _objective_value(read_json(stem.with_suffix(".json")), metric)
+            if outcome.status is not UnitStatus.OK:
+                raise BenchError(f"trial {trial.number} failed: {outcome.error}")
+        return _objective_value(read_record(stem.with_suffix(".json"))[0], metric)
 
     target = (
         trials
@@ -345,15 +347,14 @@ def _trial_flag(record_path: str | None, metric: str | None = None) -> str:
     when that is a registered metric, else on its task's first floored metric ('' for a
     result)."""
     from bench.api.registry import METHODS, METRICS, TASKS
-    from bench.engine.records import read_json
+    from bench.engine.records import read_record
     from bench.report.floors import record_flag
 
-    record = read_json(Path(record_path)) if record_path else None
-    if not record or record.get("status") != "ok":
+    record = read_record(Path(record_path))[0] if record_path else None
+    if not record or not record.ok:
         return ""
-    record["_path"] = record_path
-    task = TASKS.get(METHODS.get(record["method"]).cls.task)
-    selection = (record.get("selection") or {}).get("selection_metric")
+    task = TASKS.get(METHODS.get(record.method).cls.task)
+    selection = record.selection.selection_metric
     if metric is None:
         metric = selection if selection in METRICS.names() else None
     metric = metric or (task.floored_metrics or ("auroc",))[0]

@@ -8,6 +8,7 @@ import numpy as np
 
 from bench.api.dataset import DatasetSpec, SplitData
 from bench.api.method import RunContext, Scored
+from bench.api.record import Record
 from bench.api.task import ScoringRun, Task, register_task
 
 
@@ -45,17 +46,15 @@ class ClassificationTask(Task):
     def random_data(self, size, channels, classes, n, rng, source):
         return random_labelled_images(size, channels, classes, n, rng, source)
 
-    def degenerate(self, record: dict) -> str:
+    def degenerate(self, record: Record) -> str:
         from bench.tasks.classification.floors import near_floor, one_class_seed
 
         return "predicts one class" if one_class_seed(record) else near_floor(record)
 
     def table_extras(self, records, methods, metrics):
         """Under a table: why each flagged seed is at its floor."""
-        why = [
-            (r, self.degenerate(r)) for r in sorted(records, key=lambda r: (r["method"], r["seed"]))
-        ]
-        why = [f"{r['method']} seed {r['seed']}: {reason}" for r, reason in why if reason]
+        why = [(r, self.degenerate(r)) for r in sorted(records, key=lambda r: (r.method, r.seed))]
+        why = [f"{r.method} seed {r.seed}: {reason}" for r, reason in why if reason]
         return ["", f"⚠ At its floor (not ranked): {'; '.join(why)}."] if why else []
 
     def verdict(self, records, frame, rows, reference, with_priors=True):

@@ -67,17 +67,18 @@ def calibration_fields(arrays: dict[str, np.ndarray], task: str) -> dict:
     }
 
 
-def apply_calibration(record: dict, fields: dict) -> dict:
-    """`record` with its calibration blocks and each split's ``ece_scaled`` metric (the
-    method's in ``metrics``, each prior's in ``priors``)."""
-    out = {**record, **fields}
+def apply_calibration(fields: dict, calibration: dict) -> dict:
+    """A scoring's `fields` (or a record's ``metrics`` and ``priors``) with the
+    `calibration` blocks and each split's ``ece_scaled`` metric (the method's in
+    ``metrics``, each prior's in ``priors``)."""
+    metrics, priors = fields.get("metrics") or {}, dict(fields.get("priors") or {})
+    out = {**fields, **calibration}
     out["metrics"] = {
-        split: {**values, "ece_scaled": fields["calibration"]["ece"][split][1]}
-        for split, values in record.get("metrics", {}).items()
-        if split in fields["calibration"]["ece"]
+        split: {**values, "ece_scaled": calibration["calibration"]["ece"][split][1]}
+        for split, values in metrics.items()
+        if split in calibration["calibration"]["ece"]
     }
-    priors = dict(record.get("priors") or {})
-    for name, block in fields["prior_calibration"].items():
+    for name, block in calibration["prior_calibration"].items():
         if name in priors:
             priors[name] = {
                 split: {**values, "ece_scaled": block["ece"][split][1]}

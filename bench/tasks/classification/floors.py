@@ -13,10 +13,10 @@ image, or nearly (`near_floor`), is flagged whatever its scores (see
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
+from bench.api.record import Record
 from bench.metrics.classification import SINGLE_LABEL, compute_all, predicts_one_class
 from bench.tasks.classification import ClassificationTask
 
@@ -45,11 +45,12 @@ def floor_rows(labels: np.ndarray, task: str, num_classes: int) -> dict[str, dic
     }
 
 
-def _test_arrays(npz_path: str) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(test probabilities, test labels) of a record's .npz, read once per version of the
-    file (a table asks for every metric of every record)."""
+def _test_arrays(record: Record) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(test probabilities, test labels) of a record's .npz (None, None where it has
+    none), read once per version of the file (a table asks for every metric of every record)."""
+    path = record.predictions_path
     try:
-        return _read_test_arrays(npz_path, Path(npz_path).stat().st_mtime_ns)
+        return _read_test_arrays(str(path), path.stat().st_mtime_ns) if path else (None, None)
     except OSError:
         return None, None
 
@@ -66,25 +67,16 @@ def _read_test_arrays(npz_path: str, mtime_ns: int) -> tuple[np.ndarray | None, 
         return None, None
 
 
-def _npz_path(record: dict) -> str | None:
-    return (
-        str(Path(record["_path"]).with_name(record["predictions"]))
-        if record.get("predictions") and record.get("_path")
-        else None
-    )
-
-
-def one_class_seed(record: dict) -> bool:
+def one_class_seed(record: Record) -> bool:
     """A classification record whose model predicts one class for every test image (from
     its ``predicted_share``, or from its stored predictions for records older than that)."""
-    if record.get("task") not in SINGLE_LABEL:
+    if record.task not in SINGLE_LABEL:
         return False
-    share = (record.get("predicted_share") or {}).get("test")
+    share = record.predicted_share("test")
     if share is not None:
         return max(share) >= 1.0
-    path = _npz_path(record)
-    probs = _test_arrays(path)[0] if path else None
-    return probs is not None and predicts_one_class(probs, record["task"])
+    probs = _test_arrays(record)[0]
+    return probs is not None and predicts_one_class(probs, record.task)
 
 
 #: a model predicting one class for more than this share of test images is at its floor
@@ -102,20 +94,19 @@ def balanced_accuracy_interval(recalls, counts, z: float = 1.96) -> tuple[float,
     return mean - half, mean + half
 
 
-def near_floor(record: dict) -> str:
+def near_floor(record: Record) -> str:
     """Why a single-label record's model is at its floor though not exactly one class
     ('' when it is not): more than 95 % of its test predictions in one class, or a 95 %
     interval of its balanced accuracy that reaches chance (1/C)."""
-    if record.get("task") not in SINGLE_LABEL:
+    if record.task not in SINGLE_LABEL:
         return ""
-    share = (record.get("predicted_share") or {}).get("test")
+    share = record.predicted_share("test")
     if share and max(share) > ONE_CLASS_SHARE:
         return (
             f"predicts one class for {max(share):.1%} of test images (over {ONE_CLASS_SHARE:.0%})"
         )
-    recalls = ((record.get("per_class") or {}).get("test") or {}).get("recall")
-    path = _npz_path(record)
-    labels = _test_arrays(path)[1] if path else None
+    recalls = record.per_class("test").get("recall")
+    labels = _test_arrays(record)[1]
     if recalls is None or labels is None:
         return ""
     counts = np.bincount(np.asarray(labels).astype(int), minlength=len(recalls))
@@ -129,9 +120,8 @@ def near_floor(record: dict) -> str:
     return ""
 
 
-def classification_floors(records: list[dict]) -> dict[str, dict[str, float]]:
+def classification_floors(records: list[Record]) -> dict[str, dict[str, float]]:
     """The no-learning rows of a table: majority class and chance on its test labels."""
     r = records[0]
-    path = _npz_path(r) if r.get("task") in SINGLE_LABEL + ("multilabel",) else None
-    labels = _test_arrays(path)[1] if path else None
-    return {} if labels is None else floor_rows(labels, r["task"], len(r.get("class_names") or []))
+    labels = _test_arrays(r)[1] if r.task in SINGLE_LABEL + ("multilabel",) else None
+    return {} if labels is None else floor_rows(labels, r.task, len(r.class_names or []))

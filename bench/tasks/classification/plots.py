@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.api.record import Record
+
 
 def _plt():
     import matplotlib
@@ -20,30 +22,28 @@ def _plt():
     return plt
 
 
-def _first_seed(records: list[dict]) -> dict[str, dict]:
+def _first_seed(records: list[Record]) -> dict[str, Record]:
     out = {}
-    for r in sorted(records, key=lambda r: r["seed"]):
-        out.setdefault(r["method"], r)
+    for r in sorted(records, key=lambda r: r.seed):
+        out.setdefault(r.method, r)
     return out
 
 
-def roc_figure(by_method: dict[str, dict], title: str, path: Path) -> Path:
+def roc_figure(by_method: dict[str, Record], title: str, path: Path) -> Path:
     """Binary: the positive class's ROC; multiclass: the micro-average one-vs-rest ROC."""
     from sklearn.metrics import auc, roc_curve
-
-    from bench.engine.records import load_predictions
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 4.5))
     for method, rec in by_method.items():
-        npz = load_predictions(rec)
+        npz = rec.load_predictions()
         probs, labels = npz["test_probs"], npz["test_labels"]
         if probs.shape[1] == 2:
             fpr, tpr, _ = roc_curve(labels, probs[:, 1])
         else:
             onehot = np.eye(probs.shape[1])[labels]
             fpr, tpr, _ = roc_curve(onehot.ravel(), probs.ravel())
-        ax.plot(fpr, tpr, label=f"{method} (AUC {auc(fpr, tpr):.3f}, seed {rec['seed']})")
+        ax.plot(fpr, tpr, label=f"{method} (AUC {auc(fpr, tpr):.3f}, seed {rec.seed})")
     ax.plot([0, 1], [0, 1], color="0.7", ls="--", lw=0.8)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
@@ -56,11 +56,9 @@ def roc_figure(by_method: dict[str, dict], title: str, path: Path) -> Path:
 
 
 def confusion_figure(
-    by_method: dict[str, dict], class_names: list[str], title: str, path: Path
+    by_method: dict[str, Record], class_names: list[str], title: str, path: Path
 ) -> Path:
     from sklearn.metrics import confusion_matrix
-
-    from bench.engine.records import load_predictions
 
     plt = _plt()
     n = len(by_method)
@@ -68,7 +66,7 @@ def confusion_figure(
     rows = int(np.ceil(n / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3 * rows), squeeze=False)
     for ax, (method, rec) in zip(axes.flat, by_method.items()):
-        npz = load_predictions(rec)
+        npz = rec.load_predictions()
         k = npz["test_probs"].shape[1]
         cm = confusion_matrix(
             npz["test_labels"], npz["test_probs"].argmax(1), labels=list(range(k)), normalize="true"
@@ -92,7 +90,7 @@ def confusion_figure(
             rotation=45,
         )
         ax.set_yticks(range(k), class_names[:k] if len(class_names) >= k else range(k), fontsize=6)
-        ax.set_title(f"{method} (seed {rec['seed']})", fontsize=8)
+        ax.set_title(f"{method} (seed {rec.seed})", fontsize=8)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.suptitle(title + " - rows: true class (normalised), columns: predicted", fontsize=9)
@@ -102,16 +100,16 @@ def confusion_figure(
     return path
 
 
-def curves_figure(by_method: dict[str, dict], title: str, path: Path) -> Path | None:
+def curves_figure(by_method: dict[str, Record], title: str, path: Path) -> Path | None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     drawn = 0
     for method, rec in by_method.items():
-        sel = rec.get("selection") or {}
-        key = f"val_{sel.get('selection_metric')}"
-        points = [(h["epoch"], h[key]) for h in sel.get("history") or [] if h.get(key) is not None]
+        sel = rec.selection
+        key = f"val_{sel.selection_metric}"
+        points = [(h["epoch"], h[key]) for h in sel.history or [] if h.get(key) is not None]
         if points:
-            ax.plot(*zip(*points), marker=".", label=f"{method} (seed {rec['seed']})")
+            ax.plot(*zip(*points), marker=".", label=f"{method} (seed {rec.seed})")
             drawn += 1
     if not drawn:
         plt.close(fig)
@@ -126,13 +124,11 @@ def curves_figure(by_method: dict[str, dict], title: str, path: Path) -> Path | 
     return path
 
 
-def tsne_figure(rec: dict, title: str, path: Path, panels: int = 4) -> Path | None:
+def tsne_figure(rec: Record, title: str, path: Path, panels: int = 4) -> Path | None:
     """t-SNE (scikit-learn) of the denoised label grids at a few reverse steps."""
     from sklearn.manifold import TSNE
 
-    from bench.engine.records import load_predictions
-
-    npz = load_predictions(rec)
+    npz = rec.load_predictions()
     if "test_trajectory" not in npz:
         return None
     traj, labels = npz["test_trajectory"].astype(np.float32), npz["test_labels"]
@@ -153,12 +149,12 @@ def tsne_figure(rec: dict, title: str, path: Path, panels: int = 4) -> Path | No
     return path
 
 
-def classification_figures(records: list[dict], out: Path) -> list[Path]:
+def classification_figures(records: list[Record], out: Path) -> list[Path]:
     """ROC, confusion, training curves and t-SNE figures per (preset, dataset) into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for key in sorted({(r["preset"], r["dataset"]) for r in records}):
-        group = [r for r in records if (r["preset"], r["dataset"]) == key]
+    for key in sorted({(r.preset, r.dataset) for r in records}):
+        group = [r for r in records if (r.preset, r.dataset) == key]
         by_method = _first_seed(group)
         stem = f"{key[0]}-{key[1]}"
         title = f"{key[1]} ({key[0]}), test split"
@@ -166,7 +162,7 @@ def classification_figures(records: list[dict], out: Path) -> list[Path]:
         written.append(
             confusion_figure(
                 by_method,
-                group[0].get("class_names") or [],
+                group[0].class_names or [],
                 f"Confusion: {title}",
                 out / f"{stem}-confusion.png",
             )
@@ -178,7 +174,7 @@ def classification_figures(records: list[dict], out: Path) -> list[Path]:
         for method, rec in by_method.items():
             tsne = tsne_figure(
                 rec,
-                f"{method}: t-SNE of denoised label grids along the reverse process ({key[1]}, seed {rec['seed']})",
+                f"{method}: t-SNE of denoised label grids along the reverse process ({key[1]}, seed {rec.seed})",
                 out / f"{stem}-{method}-tsne.png",
             )
             written += [tsne] if tsne else []

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.api.errors import BenchError
-from bench.engine.records import load_predictions, load_records, refuse_unpublished, write_record
+from bench.engine.records import load_records, refuse_unpublished, write_record
 from bench.tasks.classification.calibration import VERSION, apply_calibration, calibration_fields
 
 
@@ -41,42 +41,39 @@ def rescore_classification(
     records = [
         r
         for r in load_records(results_dir, suite.name)
-        if (preset_name is None or r.get("preset") == preset_name)
-        and (not datasets or r["dataset"] in datasets)
+        if (preset_name is None or r.preset == preset_name)
+        and (not datasets or r.dataset in datasets)
     ]
     if not records:
         raise BenchError(
             f"bench rescore: no ok records of suite {suite.name!r}"
             f"{f', preset {preset_name!r}' if preset_name else ''} in {results_dir}"
         )
-    for preset in sorted({r["preset"] for r in records}):
+    for preset in sorted({r.preset for r in records}):
         refuse_unpublished(suite.preset(preset), results_dir)
     git, out = git_state(), []
     for record in records:
-        where = record["_path"]
-        if (record.get("calibration") or {}).get("version") == VERSION and not force:
+        where = str(record.path)
+        if (record.payload.get("calibration") or {}).get("version") == VERSION and not force:
             out.append({"record": where, "status": "skipped: calibrated already"})
             continue
         try:
-            arrays = load_predictions(record)
-            fields = calibration_fields(arrays, record["task"])
+            fields = calibration_fields(record.load_predictions(), record.task)
         except (OSError, KeyError, ValueError) as exc:
             out.append(
                 {"record": where, "status": f"skipped: its predictions do not serve ({exc})"}
             )
             continue
-        updated = apply_calibration({k: v for k, v in record.items() if k != "_path"}, fields)
-        updated["rescored"] = [
-            *(record.get("rescored") or []),
-            {
-                "added": f"calibration v{VERSION} (temperature scaling fitted on val)",
-                "at": now(),
-                "by_git_commit": git["git_commit"],
-                "by_git_dirty": git["git_dirty"],
-                "command": " ".join(sys.argv),
-            },
-        ]
-        write_record(Path(where).with_suffix(""), updated)
+        entry = {
+            "added": f"calibration v{VERSION} (temperature scaling fitted on val)",
+            "at": now(),
+            "by_git_commit": git["git_commit"],
+            "by_git_dirty": git["git_dirty"],
+            "command": " ".join(sys.argv),
+        }
+        record.take_scores(apply_calibration({"metrics": record.metrics, **record.payload}, fields))
+        record.note_rescored(entry)
+        write_record(record.path.with_suffix(""), record)
         block = fields["calibration"]
         log(
             f"  calibrated {where}: T = {block['temperature']:.3f}, test ECE "

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.engine.records import load_predictions
 from bench.report.aggregate import PRIOR
 from bench.report.delong import delong_difference, macro_auroc_influence
 from bench.report.stats import paired_t_interval
@@ -98,16 +97,14 @@ def verdict_lines(records, frame, rows, reference, with_priors=True) -> list[str
     }
     arrays: dict[str, dict[int, dict]] = {}
     for r in records:
-        label = label_of.get(
-            (r["method"], r["config_hash"], r.get("provenance", {}).get("precision", "fp32"))
-        )
-        if label in rows and r.get("predictions"):
+        label = label_of.get((r.method, r.config_hash, r.precision))
+        if label in rows and r.predictions_path:
             try:
-                stored = load_predictions(r)
+                stored = r.load_predictions()
             except (OSError, ValueError):
                 continue
             if {"test_probs", "test_labels", "test_ids"} <= set(stored):
-                arrays.setdefault(label, {})[r["seed"]] = {**stored, "task": r["task"]}
+                arrays.setdefault(label, {})[r.seed] = {**stored, "task": r.task}
     out = []
     for label in rows:
         mine = arrays.get(label, {})

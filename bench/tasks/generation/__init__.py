@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from bench.api.method import RunContext, Scored
+from bench.api.record import Record
 from bench.api.task import ScoringRun, Task, register_task
 
 
@@ -58,7 +59,7 @@ class GenerationTask(Task):
 
         return random_labelled_images(size, channels, classes, n, rng, source)
 
-    def degenerate(self, record: dict) -> str:
+    def degenerate(self, record: Record) -> str:
         from bench.tasks.generation.floors import degenerate_generator
 
         return degenerate_generator(record)

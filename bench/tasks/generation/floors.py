@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from bench.api.dataset import SplitData
+from bench.api.record import Record
 
 COLLAPSED_BELOW = 0.5  # diversity ratio under which a generator's samples count as collapsed
 MEMORISED_BELOW = 0.5  # nearest-training-image ratio under which its samples count as copies
@@ -140,12 +141,12 @@ def fid_bootstrap_interval(
     ]
 
 
-def degenerate_generator(record: dict) -> str:
+def degenerate_generator(record: Record) -> str:
     """Why a generation record's samples are no result ('' when they are one): they
     collapsed (within-class diversity under half the real images') or copy the training
     set (nearer to it than half the real held-out images' distance)."""
-    test = (record.get("metrics") or {}).get("test") or {}
-    if record.get("task") != "generation" and "fid" not in test:
+    test = record.split_metrics("test")
+    if record.task != "generation" and "fid" not in test:
         return ""
     if test.get("diversity") is not None and test["diversity"] < COLLAPSED_BELOW:
         return f"collapsed (diversity {test['diversity']:.2f} of the real images')"
@@ -154,7 +155,7 @@ def degenerate_generator(record: dict) -> str:
     return ""
 
 
-def generation_floors(records: list[dict]) -> dict[str, dict[str, float]]:
+def generation_floors(records: list[Record]) -> dict[str, dict[str, float]]:
     """The zero-diversity generators of a table, as scored in its records."""
-    floors = (records[0].get("evaluation") or {}).get("floors")
+    floors = records[0].evaluation.get("floors")
     return {k: v for k, v in floors.items() if k in COLLAPSE_FLOORS} if floors else {}

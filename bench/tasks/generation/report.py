@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from bench.api.record import Record
 from bench.report.aggregate import base_method
 from bench.tasks.generation.floors import INTENSITY_TOLERANCE, REAL_VS_REAL
 
 
-def method_records(records: list[dict], row: str) -> list[dict]:
+def method_records(records: list[Record], row: str) -> list[Record]:
     """The records of a table row's method (the row label without its variant), by seed."""
     method = base_method(row)
-    return sorted((r for r in records if r["method"] == method), key=lambda r: r["seed"])
+    return sorted((r for r in records if r.method == method), key=lambda r: r.seed)
 
 
-def generation_extras(records: list[dict], methods: list[str], metrics: list[str]) -> list[str]:
+def generation_extras(records: list[Record], methods: list[str], metrics: list[str]) -> list[str]:
     """Generation tables: the real-vs-real row, the extractor that made every number,
     and FID's bootstrap interval per seed (what difference between two FIDs is noise)."""
-    evaluation = records[0].get("evaluation") or {}
+    evaluation = records[0].evaluation
     if "floors" not in evaluation:
         return []
     real = evaluation["floors"].get(REAL_VS_REAL, {})
@@ -29,9 +30,8 @@ def generation_extras(records: list[dict], methods: list[str], metrics: list[str
     ]
     infos = {}  # one per feature space: the same weights (version) wherever their file was
     for r in records:
-        if r.get("evaluation"):
-            info = r["evaluation"].get("extractor_info") or {}
-            infos.setdefault(str(info.get("version")), info)
+        if r.evaluation:
+            infos.setdefault(str(r.extractor_info.get("version")), r.extractor_info)
     for _, i in sorted(infos.items()):
         trained = dict(i.get("trained_on") or ())
         lines += [
@@ -52,17 +52,17 @@ def generation_extras(records: list[dict], methods: list[str], metrics: list[str
         ]
     cis = {
         m: [
-            f"[{r['evaluation']['fid_ci95'][0]:.1f}, {r['evaluation']['fid_ci95'][1]:.1f}]"
+            f"[{r.evaluation['fid_ci95'][0]:.1f}, {r.evaluation['fid_ci95'][1]:.1f}]"
             for r in method_records(records, m)
-            if (r.get("evaluation") or {}).get("fid_ci95")
+            if r.evaluation.get("fid_ci95")
         ]
         for m in methods
     }
     spreads = {
         m: [
-            (r["seed"], r["evaluation"]["fid_by_extractor_seed"])
+            (r.seed, r.evaluation["fid_by_extractor_seed"])
             for r in method_records(records, m)
-            if len((r.get("evaluation") or {}).get("fid_by_extractor_seed") or {}) > 1
+            if len(r.evaluation.get("fid_by_extractor_seed") or {}) > 1
         ]
         for m in methods
     }
@@ -93,15 +93,15 @@ def generation_extras(records: list[dict], methods: list[str], metrics: list[str
     return lines + intensity_line(records, methods, real)
 
 
-def intensity_line(records: list[dict], methods: list[str], real: dict) -> list[str]:
+def intensity_line(records: list[Record], methods: list[str], real: dict) -> list[str]:
     """The samples' mean intensity over the reference images', per seed, ⚠ outside the
     tolerance (a brightness drift FID can hide); records scored before it existed are skipped."""
     low, high = 1 - INTENSITY_TOLERANCE, 1 + INTENSITY_TOLERANCE
     per_method = {
         m: [
-            r["metrics"]["test"]["intensity_ratio"]
+            r.metric("test", "intensity_ratio")
             for r in method_records(records, m)
-            if "intensity_ratio" in ((r.get("metrics") or {}).get("test") or {})
+            if "intensity_ratio" in r.split_metrics("test")
         ]
         for m in methods
     }
@@ -126,19 +126,17 @@ def intensity_line(records: list[dict], methods: list[str], real: dict) -> list[
     ]
 
 
-def per_class_fid_table(records: list[dict], methods: list[str]) -> list[str]:
+def per_class_fid_table(records: list[Record], methods: list[str]) -> list[str]:
     """Generation records: FID per class (mean ± std over seeds), lowest bold (ODM Fig. 4)."""
     rows = {}
     for r in records:
-        fid = ((r.get("per_class") or {}).get("test") or {}).get("fid")
+        fid = r.per_class("test").get("fid")
         if fid is not None:
-            rows.setdefault(r["method"], []).append([np.nan if v is None else v for v in fid])
+            rows.setdefault(r.method, []).append([np.nan if v is None else v for v in fid])
     if not rows:
         return []
-    classes = records[0].get("class_names") or [
-        str(i) for i in range(len(next(iter(rows.values()))[0]))
-    ]
-    n_ref = (records[0].get("per_class") or {}).get("test", {}).get("n_reference")
+    classes = records[0].class_names or [str(i) for i in range(len(next(iter(rows.values()))[0]))]
+    n_ref = records[0].per_class("test").get("n_reference")
     means = {m: np.nanmean(np.array(v, dtype=float), axis=0) for m, v in rows.items()}
     stds = {
         m: np.nanstd(np.array(v, dtype=float), axis=0, ddof=1)
@@ -171,23 +169,23 @@ def per_class_fid_table(records: list[dict], methods: list[str]) -> list[str]:
     return lines
 
 
-def ordinal_table(records: list[dict], methods: list[str]) -> list[str]:
+def ordinal_table(records: list[Record], methods: list[str]) -> list[str]:
     """Ordinal data: how well the extractor classifier's grades of the samples agree with
     the grades they were generated for (QWK, Spearman), beside its agreement on the real
     reference images (the target: closer is better, more is exaggeration), and each
     grade's mean intensity over the real grade's (bench/tasks/generation/ordinal.py)."""
     blocks = {
         m: [
-            r["ordinal_consistency"]
+            r.payload["ordinal_consistency"]
             for r in method_records(records, m)
-            if r.get("ordinal_consistency")
+            if r.payload.get("ordinal_consistency")
         ]
         for m in methods
     }
     if not any(blocks.values()):
         return []
     real = next(b for v in blocks.values() for b in v)["real"]
-    classes = records[0].get("class_names") or []
+    classes = records[0].class_names or []
 
     def cell(values):
         values = [v for v in values if v is not None and np.isfinite(v)]
@@ -225,8 +223,8 @@ def ordinal_table(records: list[dict], methods: list[str]) -> list[str]:
     return lines
 
 
-def generation_floor_note(records: list[dict], n_flagged: int, n_one_class: int) -> list[str]:
-    if not any("floors" in (r.get("evaluation") or {}) for r in records):
+def generation_floor_note(records: list[Record], n_flagged: int, n_one_class: int) -> list[str]:
+    if not any("floors" in r.evaluation for r in records):
         return []
     return [
         f"- **Floors**: each table ends with two zero-diversity generators made from the training split (each "

@@ -19,13 +19,7 @@ import numpy as np
 from bench.api.errors import BenchError
 from bench.api.method import RunContext
 from bench.api.task import ScoringRun
-from bench.engine.records import (
-    load_predictions,
-    load_records,
-    refuse_unpublished,
-    same_data,
-    write_record,
-)
+from bench.engine.records import load_records, refuse_unpublished, write_record
 
 
 class StoredSamples:
@@ -76,32 +70,32 @@ def rescore_generation(
     records = [
         r
         for r in load_records(results_dir, suite.name)
-        if r.get("preset") == preset.name and (not datasets or r["dataset"] in datasets)
+        if r.preset == preset.name and (not datasets or r.dataset in datasets)
     ]
     if not records:
         raise BenchError(
             f"bench rescore: no ok records of suite {suite.name!r}, preset {preset.name!r} in {results_dir}"
         )
     bundles, errors = resolve_datasets(
-        suite, sorted({r["dataset"] for r in records}), data_dir, None, False, log
+        suite, sorted({r.dataset for r in records}), data_dir, None, False, log
     )
     accelerator, _ = make_accelerator("auto", False)
     evaluation = suite.evaluation_for(preset)
     settings = GenerationEval.from_options(evaluation)
     task, shared, out = TASKS.get("generation"), {}, []
     for record in records:
-        where = record["_path"]
-        bundle = bundles.get(record["dataset"])
+        where = str(record.path)
+        bundle = bundles.get(record.dataset)
         if bundle is None:
-            out.append({"record": where, "status": f"skipped: {errors.get(record['dataset'])}"})
+            out.append({"record": where, "status": f"skipped: {errors.get(record.dataset)}"})
             continue
-        if not same_data(record.get("data"), data_block(bundle)):
+        if not data_block(bundle).same_as(record.data):
             out.append({"record": where, "status": "skipped: made from other data (rerun it)"})
             continue
         stem = Path(where).with_suffix("")
         ctx = RunContext(
             accelerator,
-            record["seed"],
+            record.seed,
             preset.budget,
             work_dir / "rescore",
             log,
@@ -110,26 +104,25 @@ def rescore_generation(
             bundle.split_hash,
             artifact_stem=stem,
         )
-        old_version = ((record.get("evaluation") or {}).get("extractor_info") or {}).get("version")
+        old_version = record.extractor_info.get("version")
         # the extractor first (built once, then reused by the scoring) to skip what it scored already
         new_version = shared_extractor(settings, bundle, ctx, shared).info.get("version")
         if new_version == old_version and not force:
             out.append({"record": where, "status": f"skipped: already scored by {new_version}"})
             continue
-        arrays = load_predictions(record)
+        arrays = record.load_predictions()
         samples = StoredSamples(arrays["generated_images"], arrays["generated_labels"], where)
-        scored = task.score(samples, bundle, ctx, ScoringRun(record["method"], evaluation, shared))
+        scored = task.score(samples, bundle, ctx, ScoringRun(record.method, evaluation, shared))
         previous = {
             "extractor_version": old_version,
-            "test": record["metrics"]["test"],
+            "test": record.split_metrics("test"),
             "at": now(),
             "by_git_commit": git_state()["git_commit"],
         }
-        updated = {k: v for k, v in record.items() if k != "_path"}
-        updated.update(scored.fields)
-        updated["rescored"] = [*(record.get("rescored") or []), previous]
-        write_record(stem, updated)
-        fid_old, fid_new = previous["test"]["fid"], scored.fields["metrics"]["test"]["fid"]
+        record.take_scores(scored.fields)
+        record.note_rescored(previous)
+        write_record(stem, record)
+        fid_old, fid_new = previous["test"]["fid"], record.metric("test", "fid")
         log(
             f"  rescored {where}: extractor {old_version} -> {new_version}, FID {fid_old:.3f} -> {fid_new:.3f}"
         )

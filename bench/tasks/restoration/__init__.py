@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from bench.api.method import RunContext, Scored
+from bench.api.record import Record
 from bench.api.task import ScoringRun, Task, register_task
 
 
@@ -49,8 +50,8 @@ class RestorationTask(Task):
         noisy = (clean + 0.1 * rng.standard_normal(clean.shape)).astype(np.float32)
         return spec, PairedSplit(noisy, clean, ids, list(ids))
 
-    def table_detail(self, record: dict) -> str:
-        degradation = (record.get("evaluation") or {}).get("degradation")
+    def table_detail(self, record: Record) -> str:
+        degradation = record.evaluation.get("degradation")
         return f"degradation {degradation}, scores per image patch"
 
     def table_floors(self, records, table, metrics, methods, floors, ranked):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from bench.api.record import Record
 from bench.api.registry import METRICS
 from bench.report.aggregate import base_method
 from bench.report.cells import best_floor, ranked_cells
@@ -102,7 +103,7 @@ def survey_layout(summary: pd.DataFrame, reference: str | None) -> list[str]:
 
 
 def restoration_floors(
-    recs: list[dict],
+    recs: list[Record],
     table: pd.DataFrame,
     metrics: list[str],
     methods: list[str],
@@ -115,7 +116,7 @@ def restoration_floors(
     best floor's (PSNR, SSIM at or below it; RMSE, NMAE at or above it; as shown, 3
     decimals) is flagged ⚠ and never bold. Other tables come back as they were."""
     is_floor = table["method"].map(is_floor_method)
-    if recs[0].get("task") != "restoration" or not is_floor.any():
+    if recs[0].task != "restoration" or not is_floor.any():
         return ranked, methods, floors
     labels = sorted(
         set(table.loc[is_floor, "method"]), key=lambda m: (FLOOR_METHODS.index(base_method(m)), m)
@@ -137,12 +138,10 @@ def restoration_floors(
     return ranked, [m for m in methods if not is_floor_method(m)], {**floors, **rows}
 
 
-def restoration_floor_note(records: list[dict], n_flagged: int) -> list[str]:
+def restoration_floor_note(records: list[Record], n_flagged: int) -> list[str]:
     """The header line of a leaderboard whose restoration tables have floor rows."""
     present = [
-        f
-        for f in FLOOR_METHODS
-        if any(r.get("task") == "restoration" and r["method"] == f for r in records)
+        f for f in FLOOR_METHODS if any(r.task == "restoration" and r.method == f for r in records)
     ]
     if not present:
         return []
@@ -154,7 +153,7 @@ def restoration_floor_note(records: list[dict], n_flagged: int) -> list[str]:
     ]
 
 
-def interval_note(records: list[dict], methods: list[str]) -> list[str]:
+def interval_note(records: list[Record], methods: list[str]) -> list[str]:
     """PSNR and SSIM's bootstrap 95 % intervals per seed, over the test source images
     (what difference between two methods is noise at this many images)."""
     lines = []
@@ -162,14 +161,14 @@ def interval_note(records: list[dict], methods: list[str]) -> list[str]:
         cis = {
             m: [
                 f"[{ci[0]:.{2 if metric == 'psnr' else 3}f}, {ci[1]:.{2 if metric == 'psnr' else 3}f}]"
-                for r in sorted(records, key=lambda r: r["seed"])
-                if r["method"] == base_method(m)
-                and (ci := ((r.get("evaluation") or {}).get("ci95_test") or {}).get(metric))
+                for r in sorted(records, key=lambda r: r.seed)
+                if r.method == base_method(m)
+                and (ci := (r.evaluation.get("ci95_test") or {}).get(metric))
             ]
             for m in methods
         }
         if any(cis.values()):
-            n = {(r.get("evaluation") or {}).get("n_source_images_test") for r in records}
+            n = {r.evaluation.get("n_source_images_test") for r in records}
             lines += [
                 "",
                 f"{metric.upper()}, bootstrap 95 % interval over the {', '.join(map(str, sorted(n - {None})))} "
