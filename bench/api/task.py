@@ -36,6 +36,9 @@ class Task:
     name: ClassVar[str] = ""
     #: the test metrics a no-learning row of this task's tables gives a floor
     floored_metrics: ClassVar[tuple[str, ...]] = ()
+    #: the metrics a comparison reads first: a sweep's default objective (the first), the
+    #: fp32-vs-bf16 check of a leaderboard, a table's summary column
+    key_metrics: ClassVar[tuple[str, ...]] = ()
     #: registered methods whose own records are a table's floors (training-free), not results
     floor_methods: ClassVar[tuple[str, ...]] = ()
     #: a leaderboard's words for a method row with a degenerate seed (see `degenerate`)

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from bench.api.registry import METRICS
+from bench.metrics.metric import headline_metrics
+
 
 class UnitStatus(str, Enum):
     OK = "ok"
@@ -22,11 +25,12 @@ class Outcome:
     test: dict[str, float | None] = field(default_factory=dict)  # its test metrics
     wall_s: float | None = None
 
-    def line(self, shown: tuple[str, ...]) -> str:
-        """One line of the run's progress, with the `shown` test metrics it has."""
+    def line(self) -> str:
+        """One line of the run's progress, with the headline test metrics it has."""
         if self.status is UnitStatus.FAILED:
             return f"  FAILED {self.unit}: {self.error}"
         if self.status is not UnitStatus.OK:
             return f"  {self.unit}: {self.status.value}"
-        values = [f"{k} {self.test[k]:.3f}" for k in shown if self.test.get(k) is not None]
+        shown = headline_metrics(k for k, v in self.test.items() if v is not None)
+        values = [f"{k} {METRICS.get(k).fmt(self.test[k])}" for k in shown]
         return f"  ok {self.unit}: test {', '.join(values) or 'n/a'} ({self.wall_s:.0f}s)"

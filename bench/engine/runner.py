@@ -47,9 +47,6 @@ from bench.train.device import make_accelerator
 from bench.train.interrupt import Terminated, interrupted_note, mark_interrupted
 from bench.train.resume import SUFFIX, remove_checkpoints
 
-#: the test metrics a unit's progress line shows, where it has them
-SHOWN_METRICS = ("accuracy", "auroc", "fid", "precision", "recall", "psnr", "ssim")
-
 
 def run_unit(
     unit: Unit,
@@ -270,7 +267,7 @@ def run_suite(
                     )
                     raise
                 outcomes.append(outcome)
-        tqdm.write(rank + outcomes[-1].line(SHOWN_METRICS))
+        tqdm.write(rank + outcomes[-1].line())
     accelerator.wait_for_everyone()
     gathered = gather_object(outcomes) if accelerator.num_processes > 1 else outcomes
     return [skipped(u, UnitStatus.COMPLETE) for u in units if u not in pending] + list(gathered)

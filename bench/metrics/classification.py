@@ -11,59 +11,21 @@ with one class present) is NaN with a warning, never a crash and never a silent 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 from sklearn import metrics as skm
-from sklearn.exceptions import UndefinedMetricWarning
 
 from bench.api.registry import METRICS
+from bench.metrics.metric import ALL_TASKS, SINGLE_LABEL, metric, register_metric
 
-SINGLE_LABEL = ("binary", "multiclass", "ordinal")
-ALL_TASKS = SINGLE_LABEL + ("multilabel",)
-
-
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    fn: Callable[[np.ndarray, np.ndarray, str], float]
-    higher_is_better: bool
-    tasks: tuple[str, ...]
-    description: str
-
-    def __call__(self, labels: np.ndarray, probs: np.ndarray, task: str) -> float:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", category=UndefinedMetricWarning)
-                value = float(
-                    self.fn(np.asarray(labels), np.asarray(probs, dtype=np.float64), task)
-                )
-        except ValueError as exc:  # sklearn raises for some undefined cases
-            value, why = float("nan"), str(exc)
-        else:
-            why = "e.g. only one class present"
-        if np.isnan(value):
-            warnings.warn(
-                f"metric {self.name} is undefined here ({why}); reporting NaN", stacklevel=2
-            )
-        return value
-
-
-def metric(name: str, description: str, higher_is_better: bool = True, tasks=ALL_TASKS):
-    def wrap(fn):
-        return METRICS.add(
-            name, Metric(name, fn, higher_is_better, tuple(tasks), description), description
-        )
-
-    return wrap
+__all__ = ["ALL_TASKS", "METRICS", "SINGLE_LABEL", "compute_all", "per_class", "predicted_share"]
 
 
 def predictions(probs: np.ndarray, task: str) -> np.ndarray:
     return (probs >= 0.5).astype(int) if task == "multilabel" else probs.argmax(axis=1)
 
 
-@metric("accuracy", "fraction correct (multilabel: mean per-label accuracy at 0.5)")
+@metric("accuracy", "fraction correct (multilabel: mean per-label accuracy at 0.5)", headline=True)
 def accuracy(y, p, task):
     return float((predictions(p, task) == y).mean())
 
@@ -73,18 +35,11 @@ def balanced_accuracy(y, p, task):
     return skm.balanced_accuracy_score(y, predictions(p, task))
 
 
-def _macro(score_fn):
-    return lambda y, p, task: score_fn(y, predictions(p, task), average="macro", zero_division=0)
-
-
-metric("precision_macro", "macro precision (0 for a never-predicted class)")(
-    _macro(skm.precision_score)
+@metric(
+    "auroc",
+    "AUROC: binary positive-class, macro one-vs-rest, multilabel mean of per-label",
+    headline=True,
 )
-metric("recall_macro", "macro recall (sensitivity)")(_macro(skm.recall_score))
-metric("f1_macro", "macro F1")(_macro(skm.f1_score))
-
-
-@metric("auroc", "AUROC: binary positive-class, macro one-vs-rest, multilabel mean of per-label")
 def auroc(y, p, task):
     if task == "binary":
         return skm.roc_auc_score(y, p[:, 1])
@@ -95,6 +50,17 @@ def auroc(y, p, task):
     return skm.roc_auc_score(
         y, p / p.sum(axis=1, keepdims=True), multi_class="ovr", average="macro"
     )
+
+
+def _macro(score_fn):
+    return lambda y, p, task: score_fn(y, predictions(p, task), average="macro", zero_division=0)
+
+
+metric("f1_macro", "macro F1")(_macro(skm.f1_score))
+metric("precision_macro", "macro precision (0 for a never-predicted class)")(
+    _macro(skm.precision_score)
+)
+metric("recall_macro", "macro recall (sensitivity)")(_macro(skm.recall_score))
 
 
 def per_label_auroc(y: np.ndarray, p: np.ndarray) -> list[float]:
@@ -141,20 +107,15 @@ def ece(y, p, task, n_bins: int = 15):
     return total / len(confidence)
 
 
-def _after_scaling(*_):
-    raise TypeError(
-        "ece_scaled needs a temperature fitted on validation: bench.tasks.classification.calibration computes it"
-    )
-
-
-# Computed after model selection from a unit's val and test probabilities together
-# (bench/tasks/classification/calibration.py), so not by compute_all (no task lists it).
-metric(
+# Computed after model selection from a unit's val and test probabilities together, so not
+# by compute_all (no task lists it).
+register_metric(
     "ece_scaled",
     "ECE after temperature scaling (one T fitted on validation NLL; lower is better)",
     higher_is_better=False,
     tasks=("calibrated",),
-)(_after_scaling)
+    computed_by="bench.tasks.classification.calibration (a temperature fitted on validation)",
+)
 
 
 def compute_all(labels: np.ndarray, probs: np.ndarray, task: str) -> dict[str, float]:
@@ -177,72 +138,6 @@ def per_class(labels: np.ndarray, probs: np.ndarray, task: str) -> dict[str, lis
         "recall": [float(v) for v in skm.recall_score(labels, pred, **kwargs)],
         "f1": [float(v) for v in skm.f1_score(labels, pred, **kwargs)],
     }
-
-
-# Generation metrics are computed from features by bench.tasks.generation.fidelity (torch-fidelity); they
-# are registered here for their names, descriptions and directions (leaderboards).
-GENERATION = ("generation",)
-
-
-def _from_features(*_):
-    raise TypeError(
-        "generation and restoration metrics are computed from images (bench.tasks.generation.fidelity, bench.metrics.image_quality), not from probabilities"
-    )
-
-
-for _name, _text, _higher in (
-    (
-        "fid",
-        "Frechet distance between generated and real feature statistics (torch-fidelity; lower is better)",
-        False,
-    ),
-    (
-        "kid_mean",
-        "kernel (polynomial) MMD between generated and real features, mean over subsets (lower is better)",
-        False,
-    ),
-    ("kid_std", "standard deviation of KID over subsets (spread, not a score)", False),
-    (
-        "qwk_gap",
-        "ordinal data: |QWK of generated images' grades - QWK of real images'| (extractor grades; lower is better)",
-        False,
-    ),
-    (
-        "precision",
-        "fraction of generated images inside the real k-NN manifold (k = 3; fidelity)",
-        True,
-    ),
-    (
-        "recall",
-        "fraction of real images inside the generated k-NN manifold (k = 3; diversity)",
-        True,
-    ),
-    (
-        "diversity",
-        "within-class mean pairwise feature distance, generated / real (1 = as varied; near 0 = collapsed)",
-        True,
-    ),
-    (
-        "novelty",
-        "distance to the nearest training image, generated / real held-out (1 = as new; near 0 = copies)",
-        True,
-    ),
-    (
-        "intensity_ratio",
-        "mean pixel value, generated / reference images (1 = as bright; best at 1, so not ranked)",
-        True,
-    ),
-):
-    metric(_name, _text, higher_is_better=_higher, tasks=GENERATION)(_from_features)
-
-# Restoration metrics are computed per image by bench.metrics.image_quality (scikit-image).
-for _name, _text, _higher in (
-    ("psnr", "peak signal-to-noise ratio in dB on the declared data range (scikit-image)", True),
-    ("ssim", "structural similarity (scikit-image, 7 px window, per channel)", True),
-    ("nmae", "mean absolute error / data range (lower is better)", False),
-    ("rmse", "root mean squared error in data-range units (lower is better)", False),
-):
-    metric(_name, _text, higher_is_better=_higher, tasks=("restoration",))(_from_features)
 
 
 def predicted_share(probs: np.ndarray, task: str) -> list[float]:

@@ -17,32 +17,6 @@ from bench.api.registry import METRICS
 from bench.report.floors import at_or_below, metric_floors
 from bench.report.stats import MIN_SEEDS_FOR_TEST, holm, paired_ttest, wilcoxon
 
-METRIC_ORDER = (
-    "accuracy",
-    "balanced_accuracy",
-    "auroc",
-    "f1_macro",
-    "precision_macro",
-    "recall_macro",
-    "kappa_quadratic",
-    "ece",
-    "fid",
-    "kid_mean",
-    "precision",
-    "recall",
-    "diversity",
-    "novelty",
-    "rmse",
-    "nmae",
-    "psnr",
-    "ssim",
-)
-
-
-# kept in the CSV, not in the ranked table: a spread, and a ratio whose best is 1 (shown beside the table)
-NOT_RANKED = {"kid_std", "intensity_ratio"}
-
-
 TESTS = {"ttest": paired_ttest, "wilcoxon": wilcoxon}
 
 

@@ -61,12 +61,8 @@ def best_floor(values: dict[str, float], higher_is_better: bool) -> float | None
 
 
 def fmt_value(v: float, metric: str, scale: float = 1.0) -> str:
-    v = v * scale
-    return (
-        f"{v:.2f}"
-        if metric in ("psnr", "fid") or scale != 1.0
-        else (f"{v:.4f}" if metric == "rmse" else f"{v:.3f}")
-    )
+    """`v` with the metric's decimals; a scaled value (a percentage) with 2."""
+    return f"{v * scale:.2f}" if scale != 1.0 else METRICS.get(metric).fmt(v)
 
 
 def mark_against(cell, ref) -> str:

@@ -25,9 +25,8 @@ from bench.api.registry import METRICS, TASKS
 from bench.engine.config import load_suite
 from bench.engine.planning import method_inapplicable
 from bench.engine.records import load_records
+from bench.metrics.metric import ranked_metrics
 from bench.report.aggregate import (
-    METRIC_ORDER,
-    NOT_RANKED,
     TESTS,
     records_frame,
     summarise,
@@ -42,7 +41,7 @@ from bench.report.stats import MIN_SEEDS_FOR_TEST
 
 
 def precision_check(
-    frame: pd.DataFrame, preset: str, dataset: str, test: str, metrics=("auroc", "accuracy")
+    frame: pd.DataFrame, preset: str, dataset: str, test: str, metrics: tuple[str, ...]
 ) -> list[str]:
     """Methods run in both fp32 and bf16 in one table: the test metrics side by side, the
     difference of the means and a paired test over matched seeds (does bf16 change accuracy?)."""
@@ -169,7 +168,7 @@ def render_markdown(
         f"`{reference}`{elsewhere} (a prior's row, `method ▸ prior`: against its own method), on {MIN_SEEDS_FOR_TEST} or more matched seeds only "
         f"(fewer: no mark, whatever the p-value), Holm-corrected over the comparisons of each table and metric: "
         f"*** p < 0.01, ** p < 0.05, * p < 0.1. **Best** in bold, <u>second</u> underlined; "
-        f"lower is better for {', '.join(sorted({m for m in summary['metric'] if not METRICS.get(m).higher_is_better} - NOT_RANKED)) or 'none'}.",
+        f"lower is better for {', '.join(sorted(m for m in ranked_metrics(set(summary['metric'])) if not METRICS.get(m).higher_is_better)) or 'none'}.",
     ]
     dirty = [r for r in records if r.provenance.git_dirty]
     if dirty:
@@ -218,7 +217,7 @@ def render_markdown(
         lines += convergence_note(recs)
         lines += untrained_note(recs)
         lines += unusable_note(problems, dataset)
-        lines += precision_check(frame, preset, dataset, test)
+        lines += precision_check(frame, preset, dataset, test, task.key_metrics)
         lines += extras[1:] if extras[:1] and extras[0].startswith("|") else extras
         for base in sorted(set(by_table["table"]) - {""}):
             lines += [
@@ -248,8 +247,7 @@ def shown_path(folder) -> str:
 
 def main_metrics(table: pd.DataFrame) -> list[str]:
     """A table's ranked metrics in the leaderboard's order."""
-    present = set(table["metric"]) - NOT_RANKED
-    return [m for m in METRIC_ORDER if m in present] + sorted(present - set(METRIC_ORDER))
+    return ranked_metrics(set(table["metric"]))
 
 
 def render_table(table, recs, frame, task, base_last=False):

@@ -16,6 +16,7 @@ import numpy as np
 
 from bench.api.perf_record import PerfRecord
 from bench.api.record import Record
+from bench.api.registry import TASKS
 from bench.engine.records import load_records
 
 #: a training throughput below this fraction of the matmul peak is marked (issue target)
@@ -131,6 +132,7 @@ def full_run_rows(results_dir: str | Path) -> list[str]:
     records = [r for r in load_records(Path(results_dir), "classification") if r.preset == "full"]
     if not records:
         return []
+    key = TASKS.get("classification").key_metrics[0]
     groups: dict[tuple, list[Record]] = {}
     for r in records:
         groups.setdefault((r.dataset, r.method, r.precision, r.provenance.device), []).append(r)
@@ -140,17 +142,18 @@ def full_run_rows(results_dir: str | Path) -> list[str]:
         "",
         "Each unit is one seed of the whole protocol (training, validation every epoch, test), one process.",
         "",
-        "| dataset | method | precision | device | seeds | train img/s (mean) | wall time per unit, s (mean; range) | test AUROC (mean) | commit |",
+        "| dataset | method | precision | device | seeds | train img/s (mean) | wall time per unit, s "
+        f"(mean; range) | test {key.upper()} (mean) | commit |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for (dataset, method, precision, device), rs in sorted(groups.items()):
         walls = [r.timings.wall_s for r in rs]
         speed = [r.timings.train_images_per_s or np.nan for r in rs]
-        auroc = [r.metric("test", "auroc") or np.nan for r in rs]
+        score = [r.metric("test", key) or np.nan for r in rs]
         commits = sorted({(r.provenance.git_commit or "?")[:7] for r in rs})
         lines.append(
             f"| {dataset} | {method} | {precision} | {device} | {len(rs)} | {np.nanmean(speed):.1f} | "
-            f"{np.mean(walls):.0f}; {_range(walls)} | {np.nanmean(auroc):.3f} | {', '.join(commits)} |"
+            f"{np.mean(walls):.0f}; {_range(walls)} | {np.nanmean(score):.3f} | {', '.join(commits)} |"
         )
     return lines
 

@@ -25,6 +25,7 @@ import numpy as np
 from bench.api.errors import BenchError
 from bench.api.method import Param
 from bench.api.record import Record
+from bench.api.registry import TASKS
 from bench.tools.optuna_storage import open_storage
 
 
@@ -134,10 +135,10 @@ def run_sweep(
     why = spec.inapplicable(base, bundle.spec.class_names)
     if why:
         raise BenchError(f"{method} does not apply to {bundle.spec.name}: {why}")
-    if metric is None and suite.task == "classification":
-        metric = "auroc"
-    if metric is None and suite.task == "generation":  # the noise loss cannot judge guidance
-        metric = "fid"
+    if (
+        metric is None
+    ):  # the task's first key metric (generation's FID: its noise loss cannot judge guidance)
+        metric = next(iter(TASKS.get(suite.task).key_metrics), None)
     study_name = study_name or (
         f"{method}-{bundle.spec.name}-{preset.name}-{'-'.join(params)}"
         + (f"-seed{seed}" if seed else "")
@@ -346,7 +347,7 @@ def _trial_flag(record_path: str | None, metric: str | None = None) -> str:
     """A trial record's floor flag on the sweep's metric, else on its selection metric
     when that is a registered metric, else on its task's first floored metric ('' for a
     result)."""
-    from bench.api.registry import METHODS, METRICS, TASKS
+    from bench.api.registry import METHODS, METRICS
     from bench.engine.records import read_record
     from bench.report.floors import record_flag
 
@@ -357,7 +358,7 @@ def _trial_flag(record_path: str | None, metric: str | None = None) -> str:
     selection = record.selection.selection_metric
     if metric is None:
         metric = selection if selection in METRICS.names() else None
-    metric = metric or (task.floored_metrics or ("auroc",))[0]
+    metric = metric or (task.floored_metrics or task.key_metrics)[0]
     return record_flag(record, metric, task)
 
 

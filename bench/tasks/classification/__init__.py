@@ -17,6 +17,7 @@ class ClassificationTask(Task):
     """Class probabilities for each image, scored against its labels."""
 
     name = "classification"
+    key_metrics = ("auroc", "accuracy")
     floored_metrics = (
         "accuracy",
         "balanced_accuracy",

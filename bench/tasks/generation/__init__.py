@@ -14,6 +14,7 @@ class GenerationTask(Task):
     """Images sampled for the reference split's labels, scored in a trained feature space."""
 
     name = "generation"
+    key_metrics = ("fid",)
     floored_metrics = ("fid", "kid_mean", "recall")  # precision: a class-mean image is "precise"
     degenerate_label = "collapsed or copying"
     degenerate_seeds = "seeds' samples collapsed or copy training images"

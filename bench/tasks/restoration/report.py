@@ -10,7 +10,7 @@ import pandas as pd
 from bench.api.record import Record
 from bench.api.registry import METRICS
 from bench.report.aggregate import base_method
-from bench.report.cells import best_floor, ranked_cells
+from bench.report.cells import best_floor, fmt_value, ranked_cells
 from bench.report.floors import at_or_below
 from bench.tasks.restoration.scoring import FLOOR_METHODS, is_floor_method
 
@@ -79,13 +79,7 @@ def survey_layout(summary: pd.DataFrame, reference: str | None) -> list[str]:
                         & (table["method"] == meth)
                     ]
                     v = row["mean"].iloc[0] if len(row) else np.nan
-                    text = (
-                        "n/a"
-                        if not np.isfinite(v)
-                        else (
-                            f"{v:.2f}" if m == "psnr" else f"{v:.4f}" if m == "rmse" else f"{v:.3f}"
-                        )
-                    )
+                    text = "n/a" if not np.isfinite(v) else fmt_value(v, m)
                     if meth in floors:
                         text = f"_{text}_"
                     elif (p, d, m, meth) in flagged:
