@@ -26,14 +26,17 @@ RUN_METHODS ?= resnet18,resnet50
 # The suite's 28 px datasets (its BreastMNIST at 64 px is left to `bench run`).
 RUN_DATASETS ?= breastmnist,retinamnist
 
-# Records and tables go to runs/make-run/ (ignored by git): the committed results/ and
-# leaderboards/ are the project's published numbers, and smoke is never published.
+# Records, tables and the page (leaderboards/index.html) go to runs/make-run/ (ignored by
+# git): the committed results/ and leaderboards/ are the project's published numbers, and
+# smoke is never published.
 RUN_DIR := runs/make-run
 DATA_DIR ?= $(or $(BENCH_DATA_DIR),$(wildcard ../shared/data/medmnist))
 
 run: $(STAMP)
 	$(BIN)/bench run --suite classification --preset smoke --datasets $(RUN_DATASETS) --methods $(RUN_METHODS) --fallback-synthetic $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --results-dir $(RUN_DIR)/results --work-dir $(RUN_DIR)/work
 	$(BIN)/bench leaderboard --suite classification --results-dir $(RUN_DIR)/results --out-dir $(RUN_DIR)/leaderboards
+	$(BIN)/bench site --results-dir $(RUN_DIR)/results --out $(RUN_DIR)/leaderboards/index.html
+	@echo "the leaderboard page: $(abspath $(RUN_DIR)/leaderboards/index.html) (open it in a browser)"
 
 # Two pytest-xdist workers, one thread each (tests/conftest.py), the slow trainings first.
 TEST_WORKERS ?= 2

@@ -1,4 +1,4 @@
-"""The `bench` command: run, status, leaderboard, sweep, paper, reproduce, plots, list, perf, fetch."""
+"""The `bench` command: run, status, leaderboard, site, sweep, paper, reproduce, plots, list, perf, fetch."""
 
 from __future__ import annotations
 
@@ -242,6 +242,21 @@ def cmd_plots(args) -> int:
     return 0
 
 
+def cmd_site(args) -> int:
+    import time
+    from pathlib import Path
+
+    from bench.tools.site import write_site
+
+    t0 = time.perf_counter()
+    page, *plots = write_site(args.results_dir, args.out, args.plots_dir)
+    print(
+        f"wrote {page} ({page.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - t0:.0f} s) "
+        f"and {len(plots)} figures under {Path(args.plots_dir) if args.plots_dir else page.parent / 'plots'}/"
+    )
+    return 0
+
+
 def cmd_list(args) -> int:
     from bench.api.registry import DATASETS, METHODS, METRICS, SUITES
 
@@ -449,6 +464,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--test", choices=("ttest", "wilcoxon"), default="ttest", help="paired test over seeds"
     )
     lb.set_defaults(func=cmd_leaderboard)
+
+    si = sub.add_parser(
+        "site", help="one self-contained HTML page of every leaderboard (sortable, filterable)"
+    )
+    si.add_argument("--results-dir", default="results")
+    si.add_argument("--out", default="leaderboards/index.html")
+    si.add_argument("--plots-dir", help="where its figures go (default: plots/ beside the page)")
+    si.set_defaults(func=cmd_site)
 
     rs = sub.add_parser(
         "rescore",

@@ -39,3 +39,29 @@ def test_the_perf_table_is_rebuilt_identically(tmp_path):
     assert path.read_text() == (TABLES / path.name).read_text(), (
         "leaderboards/perf.md is stale: run bench perf --table"
     )
+
+
+def test_the_site_is_rebuilt_identically(tmp_path, monkeypatch):
+    """leaderboards/index.html and the figures it wrote into leaderboards/plots/; its
+    generation grids show real test images beside the samples, so where the data files
+    the records name are not here the page differs, and the test says so."""
+    from bench.tools.figures import real_test_images
+    from bench.tools.site import write_site
+
+    missing = {
+        why
+        for r in load_records(RESULTS, "generation")
+        if isinstance(why := real_test_images(r), str)
+    }
+    if missing:
+        pytest.skip(f"the page shows real test images, and {'; '.join(sorted(missing))}")
+    monkeypatch.chdir(REPO)  # the page names its results folder as given: `results/`
+    page, *plots = write_site("results", tmp_path / "index.html", tmp_path / "plots")
+    assert page.read_text() == (TABLES / "index.html").read_text(), (
+        "leaderboards/index.html is stale: run bench site"
+    )
+    for path in plots:
+        committed = TABLES / "plots" / path.relative_to(tmp_path / "plots")
+        assert committed.is_file() and committed.read_bytes() == path.read_bytes(), (
+            f"leaderboards/plots/{path.relative_to(tmp_path / 'plots')} is stale: run bench site"
+        )
