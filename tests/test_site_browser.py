@@ -159,7 +159,9 @@ def test_the_dataset_filter_hides_the_other_tables(site):
     assert visible and set(visible) == {"retinamnist"}
     assert site.page.locator("#classification-standard-breastmnist-0 table.board-table").is_hidden()
     site.page.select_option("#f-dataset", "")
-    assert site.page.locator("#classification-standard-breastmnist-0 table.board-table").is_visible()
+    assert site.page.locator(
+        "#classification-standard-breastmnist-0 table.board-table"
+    ).is_visible()
     site.page.select_option("#f-precision", "bf16")
     rows = site.page.locator("#classification-full-breastmnist-0 tbody.rows > tr.row")
     shown = [rows.nth(i).inner_text() for i in range(rows.count()) if rows.nth(i).is_visible()]
