@@ -252,7 +252,7 @@ def cmd_site(args) -> int:
     page, *plots = write_site(args.results_dir, args.out, args.plots_dir)
     print(
         f"wrote {page} ({page.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - t0:.0f} s) "
-        f"and {len(plots)} figures under {Path(args.plots_dir) if args.plots_dir else page.parent / 'plots'}/"
+        f"and {len(plots) - 1} figures under {Path(args.plots_dir) if args.plots_dir else page.parent / 'plots'}/"
     )
     return 0
 

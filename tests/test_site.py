@@ -86,3 +86,18 @@ def test_write_site_writes_the_page_and_its_plots(tmp_path, monkeypatch):
             tmp_path / "out" / "plots" / "classification" / "standard-breastmnist-roc.svg"
         ).read_bytes()
     )
+
+
+def test_a_figure_the_last_build_wrote_and_this_one_does_not_is_removed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    results = evil_results(REPO / "results", tmp_path / "results")
+    plots = tmp_path / "plots"
+    write_site(results, tmp_path / "index.html", plots)
+    stale, own = plots / "classification" / "gone.svg", plots / "classification" / "mine.png"
+    stale.write_text("<svg/>")
+    own.write_text("not the site's")
+    with (plots / "site-figures.txt").open("a") as f:
+        f.write("classification/gone.svg\n")
+    write_site(results, tmp_path / "index.html", plots)
+    assert not stale.exists() and own.exists()
+    assert "gone.svg" not in (plots / "site-figures.txt").read_text()

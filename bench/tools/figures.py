@@ -174,6 +174,35 @@ def forest_figure(lines: list[str], title: str) -> bytes | None:
         return svg_bytes(fig)
 
 
+def confusion_figure(record: Record, title: str) -> bytes | None:
+    """The test confusion matrix of one record, each true class's row normalised."""
+    try:
+        npz = record.load_predictions()
+    except (OSError, ValueError, TypeError):
+        return None
+    if "test_probs" not in npz or "test_labels" not in npz:
+        return None
+    k = npz["test_probs"].shape[1]
+    cm = np.zeros((k, k))
+    np.add.at(cm, (npz["test_labels"], npz["test_probs"].argmax(1)), 1)
+    cm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    names = (record.class_names or [])[:k]
+    ticks = names if len(names) == k and max(map(len, names)) <= 12 else [str(i) for i in range(k)]
+    with figure(figsize=(1.6 + 0.45 * k, 1.4 + 0.45 * k)) as fig:
+        ax = fig.add_subplot()
+        ax.imshow(cm, vmin=0, vmax=1, cmap="Blues")
+        for i in range(k):
+            for j in range(k):
+                colour = "white" if cm[i, j] > 0.5 else "black"
+                ax.text(j, i, f"{cm[i, j]:.2f}", ha="center", va="center", fontsize=7, color=colour)
+        ax.set_xticks(range(k), ticks, fontsize=7, rotation=45 if k > 3 else 0)
+        ax.set_yticks(range(k), ticks, fontsize=7)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("true (row normalised)", fontsize=8)
+        ax.set_title(title, fontsize=8)
+        return svg_bytes(fig)
+
+
 def upscale(image: np.ndarray, factor: int) -> np.ndarray:
     """Nearest-neighbour: each pixel becomes a factor x factor block (no smoothing)."""
     return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)

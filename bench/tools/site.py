@@ -25,6 +25,8 @@ from bench.tools.site_rows import Figures, data_uri, shown, table_view
 
 SUITES = ("classification", "generation", "restoration")
 TEMPLATES = Path(__file__).parent / "templates"
+#: the list of the figures the last `bench site` wrote under plots/ (its stale ones are removed)
+MANIFEST = "site-figures.txt"
 
 
 def environment():
@@ -241,12 +243,20 @@ def write_site(results_dir="results", out="leaderboards/index.html", plots_dir=N
     out.write_text(html)
     written = [out]
     plots = Path(plots_dir) if plots_dir else out.parent / "plots"
+    names = sorted(safe_path(name).as_posix() for name in files)
+    manifest = plots / MANIFEST
+    if manifest.is_file():  # what the last build wrote and this one does not: stale, removed
+        for old in set(manifest.read_text().split()) - set(names):
+            if ".." not in old:
+                (plots / old).unlink(missing_ok=True)
     for name, data in sorted(files.items()):
         path = plots / safe_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         written.append(path)
-    return written
+    plots.mkdir(parents=True, exist_ok=True)
+    manifest.write_text("".join(f"{n}\n" for n in names))
+    return written + [manifest]
 
 
 def safe_path(name: str) -> Path:

@@ -16,6 +16,7 @@ from bench.report.aggregate import PRIOR
 from bench.report.cells import fmt_value
 from bench.tools.board import Board, TableCells
 from bench.tools.figures import (
+    confusion_figure,
     forest_figure,
     roc_figure,
     samples_figure,
@@ -110,32 +111,25 @@ def provenance(r: Record) -> dict:
 
 def classification_row_figures(figs: Figures, stem: str, key: str, recs: list[Record]) -> list:
     """The confusion matrix and training curves of a row's lowest seed."""
-    from bench.tasks.classification.plots import confusion_figure, curves_figure
+    from bench.tasks.classification.plots import curves_figure
 
-    if not recs or key.count(PRIOR):
+    if not recs or PRIOR in key:
         return []
     first = recs[0]
-    out = []
+    title = f"{key}, seed {first.seed}"
+    out = [
+        figs.add(
+            f"{stem}-{key}-confusion", confusion_figure(first, title), "svg", f"confusion: {key}"
+        )
+    ]
     with tempfile.TemporaryDirectory() as tmp:
-        made = [
-            (
-                "confusion",
-                confusion_figure(
-                    {key: first},
-                    first.class_names or [],
-                    "Confusion (test)",
-                    Path(tmp) / "c.png",
-                ),
-            ),
-            ("curves", curves_figure({key: first}, "Training curve", Path(tmp) / "t.png")),
-        ]
-        for kind, path in made:
-            if path and Path(path).is_file():
-                out.append(
-                    figs.add(
-                        f"{stem}-{key}-{kind}", Path(path).read_bytes(), "png", f"{kind}: {key}"
-                    )
+        path = curves_figure({key: first}, "Training curve", Path(tmp) / "t.png")
+        if path and Path(path).is_file():
+            out.append(
+                figs.add(
+                    f"{stem}-{key}-curves", Path(path).read_bytes(), "png", f"training curve: {key}"
                 )
+            )
     return [f for f in out if f]
 
 
