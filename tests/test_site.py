@@ -101,3 +101,12 @@ def test_a_figure_the_last_build_wrote_and_this_one_does_not_is_removed(tmp_path
     write_site(results, tmp_path / "index.html", plots)
     assert not stale.exists() and own.exists()
     assert "gone.svg" not in (plots / "site-figures.txt").read_text()
+
+
+def test_a_folder_of_no_registered_suite_is_named_in_the_footer(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    results = evil_results(REPO / "results", tmp_path / "results")
+    (results / "my_suite" / "breastmnist").mkdir(parents=True)
+    html, _ = build_site(results)
+    assert "Not shown: my_suite (unknown suite" in html
+    assert 'id="page-classification"' in html and 'id="page-my_suite"' not in html

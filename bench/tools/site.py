@@ -205,16 +205,25 @@ def footer(boards: list[Board], results_dir: Path) -> dict:
     }
 
 
+def suite_names(results_dir: Path) -> list[str]:
+    """The suites with a folder of records: the three of the harness first, then the others."""
+    present = sorted(
+        p.name
+        for p in (results_dir.iterdir() if results_dir.is_dir() else [])
+        if p.is_dir() and p.name not in ("perf", "sweeps")
+    )
+    return [s for s in SUITES if s in present] + [s for s in present if s not in SUITES]
+
+
 def build_site(results_dir="results") -> tuple[str, dict[str, bytes]]:
     """The page's HTML and its figures ({relative file name: bytes})."""
     results_dir = Path(results_dir)
-    boards = []
-    for name in SUITES:
+    boards, skipped = [], []
+    for name in suite_names(results_dir):
         try:
             boards.append(load_board(name, results_dir))
-        except BenchError as exc:
-            if "no complete records" not in str(exc):
-                raise
+        except BenchError as exc:  # no complete records, or a folder of no registered suite
+            skipped.append(f"{name} ({exc})")
     if not boards:
         raise BenchError(f"no complete records under {results_dir}/ (run `bench run` first)")
     figs = Figures()
@@ -231,7 +240,7 @@ def build_site(results_dir="results") -> tuple[str, dict[str, bytes]]:
             datasets=sorted({s["dataset"] for s in sections_}),
             presets=sorted({s["preset"] for s in sections_}),
             precisions=precisions,
-            footer=footer(boards, results_dir),
+            footer={**footer(boards, results_dir), "skipped": skipped},
             css=(TEMPLATES / "site.css").read_text(),
             script=(TEMPLATES / "site.js").read_text(),
         )
