@@ -35,11 +35,11 @@ from bench.api.dataset import SplitData
 from bench.api.method import ClassificationMethod, RunContext, register_method
 from bench.metrics.classification import METRICS
 from bench.nn.card_net import CARDNet
-from bench.nn.dcg import DCG, dcg_prior_predictions
+from bench.nn.dcg import DCG, dcg_prior_predictions, fit_dcg
 from bench.nn.diffusion import ddpm_scheduler, noise_draws, prior_mean_noising, sample_prior_mean
 from bench.nn.labels import classification_loss, gaussian_mmd, one_hot_targets, require_single_label
 from bench.nn.pretraining import cached_pretraining
-from bench.nn.priors import batched_inference, fit_prior, warmup_cosine
+from bench.nn.priors import batched_inference, warmup_cosine
 from bench.train.batches import Schedule, augmented_batch
 from bench.train.training import Optimisation, Validation, train_loop
 
@@ -106,21 +106,10 @@ class DiffMIC(ClassificationMethod):
         dcg_loss = lambda x, y0: classification_loss(self.dcg(x).fused.float(), y0, False)  # noqa: E731
 
         def pretrain():
-            return fit_prior(
-                self.dcg,
-                dcg_loss,
-                lambda x: self.dcg(x).fused,
-                train,
-                val,
-                ctx,
-                self.spec,
-                lr=cfg.dcg_lr,
-                epochs=cfg.dcg_pretrain_epochs,
-                batch_size=ctx.budget.batch_size,
-                image_size=cfg.image_size,
-                augment=cfg.augment,
-                desc="DCG",
-            )
+            return fit_dcg(
+                self.dcg, dcg_loss, train, val, ctx, self.spec, cfg,
+                epochs=cfg.dcg_pretrain_epochs, batch_size=ctx.budget.batch_size,
+            )  # fmt: skip
 
         keys = (
             "image_size",

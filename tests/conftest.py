@@ -124,3 +124,40 @@ def write_binary_record(results, method: str, pred, labels, selection=None) -> N
         },
         {"test_probs": np.where(np.eye(2, dtype=bool)[pred], 0.9, 0.1), "test_labels": labels, "test_ids": np.arange(n)},
     )  # fmt: skip
+
+
+def tiny_run(tmp_path, *extra, work: bool = True, one_unit: bool = True) -> list[str]:
+    """`bench run` arguments: the tiny suite (with `one_unit`, only ResNet-18 seed 0),
+    records in tmp_path/r (and, with `work`, its work folder in tmp_path/w)."""
+    unit = ["--methods", "resnet18", "--seeds", "0"] if one_unit else []
+    where = ["--results-dir", str(tmp_path / "r")] + (
+        ["--work-dir", str(tmp_path / "w")] if work else []
+    )
+    return ["run", "--suite", TINY_SUITE, *unit, *where, "--no-progress", *extra]
+
+
+def tiny_leaderboard(tmp_path) -> list[str]:
+    """`bench leaderboard` arguments: the tiny suite's records in tmp_path/r, tables to tmp_path/lb."""
+    return [
+        "leaderboard",
+        "--suite",
+        TINY_SUITE,
+        "--results-dir",
+        str(tmp_path / "r"),
+        "--out-dir",
+        str(tmp_path / "lb"),
+    ]
+
+
+#: the data and provenance blocks of a record a test writes by hand (one plausible unit)
+FAKE_DATA = {
+    "split_hash": "h",
+    "files": {},
+    "n": {"test": 156},
+    "duplicates_across_splits": 0,
+    "synthetic": False,
+}
+FAKE_PROVENANCE = {
+    "git_commit": "c0ffee", "device": "cpu", "precision": "fp32", "packages": {"torch": "2.x"},
+    "started": "2026-01-01T00:00:00", "finished": "2026-01-01T01:00:00",
+}  # fmt: skip

@@ -11,7 +11,14 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY_SUITE, real_data_dir, write_binary_record
+from conftest import (
+    REPO,
+    TINY_SUITE,
+    real_data_dir,
+    tiny_leaderboard,
+    tiny_run,
+    write_binary_record,
+)
 
 from bench.api.method import Budget, RunContext
 from bench.cli import main
@@ -120,23 +127,7 @@ def test_a_negative_or_too_large_seed_is_refused_before_anything_runs(tmp_path, 
 def one_record(tmp_path_factory):
     """A tiny real run: one ok record of the tiny suite (resnet18, seed 0)."""
     tmp = tmp_path_factory.mktemp("one")
-    args = [
-        "run",
-        "--suite",
-        TINY_SUITE,
-        "--methods",
-        "resnet18",
-        "--seeds",
-        "0",
-        "--data-dir",
-        str(real_data_dir()),
-    ]
-    assert (
-        main(
-            args + ["--results-dir", str(tmp / "r"), "--work-dir", str(tmp / "w"), "--no-progress"]
-        )
-        == 0
-    )
+    assert main(tiny_run(tmp, "--data-dir", str(real_data_dir()))) == 0
     return tmp
 
 
@@ -161,15 +152,7 @@ def test_a_damaged_record_is_named_by_the_leaderboard_not_a_crash(
     record = copy_results(one_record, tmp_path)
     record.write_text(content)
     code, out = run(
-        [
-            "leaderboard",
-            "--suite",
-            TINY_SUITE,
-            "--results-dir",
-            str(tmp_path / "r"),
-            "--out-dir",
-            str(tmp_path / "lb"),
-        ],
+        tiny_leaderboard(tmp_path),
         capsys,
     )
     assert code == 2 and str(record) in out.err and why in out.err
@@ -181,15 +164,7 @@ def test_a_damaged_record_beside_good_ones_is_listed_under_its_table(one_record,
     bad = good.with_name("seed1.json")
     bad.write_text("[]")
     code, _ = run(
-        [
-            "leaderboard",
-            "--suite",
-            TINY_SUITE,
-            "--results-dir",
-            str(tmp_path / "r"),
-            "--out-dir",
-            str(tmp_path / "lb"),
-        ],
+        tiny_leaderboard(tmp_path),
         capsys,
     )
     md = (tmp_path / "lb" / "tiny.md").read_text()
@@ -200,20 +175,7 @@ def test_a_damaged_record_beside_good_ones_is_listed_under_its_table(one_record,
 def test_a_run_over_a_damaged_record_says_so_and_keeps_its_bytes(one_record, tmp_path, capsys):
     record = copy_results(one_record, tmp_path)
     record.write_text('{"status": "ok", "metr')
-    args = [
-        "run",
-        "--suite",
-        TINY_SUITE,
-        "--methods",
-        "resnet18",
-        "--seeds",
-        "0",
-        "--results-dir",
-        str(tmp_path / "r"),
-        "--work-dir",
-        str(tmp_path / "w"),
-        "--no-progress",
-    ]
+    args = tiny_run(tmp_path)
     code, out = run(args, capsys)
     assert code == 0
     assert (

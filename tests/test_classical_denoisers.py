@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import FAKE_DATA, FAKE_PROVENANCE
 
 from bench.api.registry import METHODS
 from bench.data.load import load_bundle
@@ -138,21 +139,8 @@ def _write_restoration_records(results, methods=tuple(SCORES)):
                     "data_range": 1.0,
                     "degradation": {"kind": "gaussian", "sigma": 0.1},
                 },
-                "data": {
-                    "split_hash": "h",
-                    "files": {},
-                    "n": {"test": 156},
-                    "duplicates_across_splits": 0,
-                    "synthetic": False,
-                },
-                "provenance": {
-                    "git_commit": "c0ffee",
-                    "device": "cpu",
-                    "precision": "fp32",
-                    "packages": {"torch": "2.x"},
-                    "started": "2026-01-01T00:00:00",
-                    "finished": "2026-01-01T01:00:00",
-                },
+                "data": dict(FAKE_DATA),
+                "provenance": dict(FAKE_PROVENANCE),
             }
             write_record(unit_stem(results, "rest", "breast_g10", method, "abc", seed), record)
 

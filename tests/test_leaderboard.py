@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from conftest import TINY_SUITE
+from conftest import FAKE_DATA, FAKE_PROVENANCE, TINY_SUITE
 from scipy import stats as sps
 
 from bench.api.record import Record, Selection
@@ -179,21 +179,8 @@ def test_floors_flag_results_that_do_not_beat_them_and_one_class_models(tmp_path
                 "task": "binary",
                 "class_names": ["m", "b"],
                 "metrics": {"test": compute_all(labels, probs, "binary")},
-                "data": {
-                    "split_hash": "h",
-                    "files": {},
-                    "n": {"test": 156},
-                    "duplicates_across_splits": 0,
-                    "synthetic": False,
-                },
-                "provenance": {
-                    "git_commit": "c0ffee",
-                    "device": "cpu",
-                    "precision": "fp32",
-                    "packages": {"torch": "2.x"},
-                    "started": "2026-01-01T00:00:00",
-                    "finished": "2026-01-01T01:00:00",
-                },
+                "data": dict(FAKE_DATA),
+                "provenance": dict(FAKE_PROVENANCE),
             }
             write_record(
                 unit_stem(tmp_path / "results", "tiny", "breastmnist", method, "abc", seed),

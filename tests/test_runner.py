@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY_SUITE
+from conftest import REPO, TINY_SUITE, tiny_leaderboard, tiny_run
 
 from baselines.timm_classifier import TimmClassifierConfig
 from bench.api.method import ClassificationMethod, MethodSpec
@@ -148,18 +148,7 @@ def test_unknown_method_fails_before_training(tmp_path, capsys):
 
 def test_missing_data_fails_units_or_falls_back_to_synthetic(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path / "nothing"))
-    args = [
-        "run",
-        "--suite",
-        TINY_SUITE,
-        "--methods",
-        "resnet18",
-        "--seeds",
-        "0",
-        "--results-dir",
-        str(tmp_path / "r"),
-        "--no-progress",
-    ]
+    args = tiny_run(tmp_path, work=False)
     assert main(args) == 2  # no dataset can be loaded: one error line, no record
     err = capsys.readouterr().err.strip().splitlines()
     assert (
@@ -171,36 +160,14 @@ def test_missing_data_fails_units_or_falls_back_to_synthetic(tmp_path, monkeypat
     assert "NO REAL DATA for breastmnist" in capsys.readouterr().out
     (rec,) = load_records(tmp_path / "r", "tiny")
     assert rec.dataset == "synthetic_lesions" and rec.data.synthetic
-    assert (
-        main(
-            [
-                "leaderboard",
-                "--suite",
-                TINY_SUITE,
-                "--results-dir",
-                str(tmp_path / "r"),
-                "--out-dir",
-                str(tmp_path / "lb"),
-            ]
-        )
-        == 0
-    )
+    assert main(tiny_leaderboard(tmp_path)) == 0
     md = (tmp_path / "lb" / "tiny.md").read_text()
     assert "SYNTHETIC DATA" in md and "## synthetic_lesions (smoke) — SYNTHETIC" in md
 
 
 def test_killed_run_resumes_with_remaining_units_only(data_dir, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = BENCH + [
-        "run",
-        "--suite",
-        TINY_SUITE,
-        "--results-dir",
-        str(tmp_path / "r"),
-        "--work-dir",
-        str(tmp_path / "w"),
-        "--no-progress",
-    ]
+    cmd = BENCH + tiny_run(tmp_path, one_unit=False)
     proc = subprocess.Popen(
         cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, TINY_SUITE
+from conftest import REPO, tiny_leaderboard, tiny_run
 
 from bench.api import record as record_module
 from bench.api.record import Data, Record
@@ -20,24 +20,6 @@ from bench.engine import records
 from bench.engine.records import load_records, refuse_unpublished, unit_lock
 
 BENCH = [sys.executable, "-m", "bench.cli"]
-
-
-def _args(tmp_path, *extra):
-    return [
-        "run",
-        "--suite",
-        TINY_SUITE,
-        "--methods",
-        "resnet18",
-        "--seeds",
-        "0",
-        "--results-dir",
-        str(tmp_path / "r"),
-        "--work-dir",
-        str(tmp_path / "w"),
-        "--no-progress",
-        *extra,
-    ]
 
 
 def _shuffled_copy(data_dir, target):
@@ -53,11 +35,11 @@ def _shuffled_copy(data_dir, target):
 def test_a_record_made_from_other_data_is_run_again_and_says_what_it_replaced(
     data_dir, tmp_path, monkeypatch, capsys
 ):
-    assert main(_args(tmp_path)) == 0
+    assert main(tiny_run(tmp_path)) == 0
     (first,) = load_records(tmp_path / "r", "tiny")
     monkeypatch.setenv("BENCH_DATA_DIR", str(_shuffled_copy(data_dir, tmp_path / "shuffled")))
     capsys.readouterr()
-    assert main(_args(tmp_path)) == 0
+    assert main(tiny_run(tmp_path)) == 0
     out = capsys.readouterr().out
     assert (
         "1 units run, 0 already complete" in out
@@ -67,10 +49,10 @@ def test_a_record_made_from_other_data_is_run_again_and_says_what_it_replaced(
     assert list(second.data.files.values()) != list(first.data.files.values())
     assert second.replaces["files"] == first.data.files
     assert second.replaces["finished"] == first.provenance.finished
-    assert main(_args(tmp_path)) == 0  # the same data again: complete
+    assert main(tiny_run(tmp_path)) == 0  # the same data again: complete
     assert "0 units run, 1 already complete" in capsys.readouterr().out
     assert (
-        main(_args(tmp_path, "--rerun")) == 0
+        main(tiny_run(tmp_path, "--rerun")) == 0
     )  # asked for: runs even so, and says what it replaced
     assert "1 units run, 0 already complete" in capsys.readouterr().out
     (third,) = load_records(tmp_path / "r", "tiny")
@@ -79,16 +61,7 @@ def test_a_record_made_from_other_data_is_run_again_and_says_what_it_replaced(
 
 def test_two_processes_on_one_results_folder_share_its_units(data_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = BENCH + [
-        "run",
-        "--suite",
-        TINY_SUITE,
-        "--results-dir",
-        str(tmp_path / "r"),
-        "--work-dir",
-        str(tmp_path / "w"),
-        "--no-progress",
-    ]
+    cmd = BENCH + tiny_run(tmp_path, one_unit=False)
     procs = [
         subprocess.Popen(
             cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -150,7 +123,7 @@ def test_a_record_that_cannot_be_written_is_one_error_and_its_rerun_does_not_tra
         real_write(path, write)
 
     monkeypatch.setattr(record_module, "atomic_write", disk_full)
-    assert main(_args(tmp_path)) == 2
+    assert main(tiny_run(tmp_path)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert (
         len(err) == 1
@@ -164,7 +137,7 @@ def test_a_record_that_cannot_be_written_is_one_error_and_its_rerun_does_not_tra
     assert list((tmp_path / "w").rglob("*.resume.pt"))  # the trained state is kept
 
     monkeypatch.setattr(record_module, "atomic_write", real_write)
-    assert main(_args(tmp_path)) == 0
+    assert main(tiny_run(tmp_path)) == 0
     (rec,) = load_records(tmp_path / "r", "tiny")
     epochs = rec.selection.epochs_run
     assert (
@@ -205,7 +178,7 @@ def test_published_records_come_from_committed_code(monkeypatch):
 
 def test_named_dataset_falls_back_to_its_synthetic_twin(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path / "nothing"))
-    assert main(_args(tmp_path, "--datasets", "breastmnist", "--fallback-synthetic")) == 0
+    assert main(tiny_run(tmp_path, "--datasets", "breastmnist", "--fallback-synthetic")) == 0
     assert "NO REAL DATA for breastmnist" in capsys.readouterr().out
     (rec,) = load_records(tmp_path / "r", "tiny")
     assert rec.dataset == "synthetic_lesions"
@@ -214,7 +187,7 @@ def test_named_dataset_falls_back_to_its_synthetic_twin(tmp_path, monkeypatch, c
         b"not a zip file"
     )  # there, but bad: never replaced
     capsys.readouterr()
-    assert main(_args(tmp_path, "--datasets", "breastmnist", "--fallback-synthetic")) == 2
+    assert main(tiny_run(tmp_path, "--datasets", "breastmnist", "--fallback-synthetic")) == 2
     assert "breastmnist.npz: not a readable MedMNIST .npz file" in capsys.readouterr().err
     assert len(load_records(tmp_path / "r", "tiny", status=None)) == 1  # the synthetic record only
 
@@ -225,28 +198,15 @@ def test_a_registered_dataset_outside_the_suite_runs_with_its_methods(data_dir, 
     shutil.copy(
         data_dir / "breastmnist.npz", other / "pneumoniamnist.npz"
     )  # same format, not the official file
-    assert main(_args(tmp_path, "--datasets", "pneumoniamnist", "--data-dir", str(other))) == 0
+    assert main(tiny_run(tmp_path, "--datasets", "pneumoniamnist", "--data-dir", str(other))) == 0
     (rec,) = load_records(tmp_path / "r", "tiny")
     assert rec.dataset == "pneumoniamnist" and rec.method == "resnet18"
     assert any("not the official" in note for note in rec.data.notes), rec.data
-    assert (
-        main(
-            [
-                "leaderboard",
-                "--suite",
-                TINY_SUITE,
-                "--results-dir",
-                str(tmp_path / "r"),
-                "--out-dir",
-                str(tmp_path / "lb"),
-            ]
-        )
-        == 0
-    )
+    assert main(tiny_leaderboard(tmp_path)) == 0
     md = (tmp_path / "lb" / "tiny.md").read_text()
     assert "## pneumoniamnist" in md and "⚠ pneumoniamnist.npz: MD5" in md
     capsys.readouterr()
-    assert main(_args(tmp_path, "--datasets", "pneumoniamnst")) == 2
+    assert main(tiny_run(tmp_path, "--datasets", "pneumoniamnst")) == 2
     err = capsys.readouterr().err
     assert "'pneumoniamnst' is neither in suite 'tiny'" in err and "pneumoniamnist" in err
 

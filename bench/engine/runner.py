@@ -14,6 +14,7 @@ import dataclasses
 import shutil
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 
 from bench.api.dataset import DatasetBundle
 from bench.api.errors import BenchError, DataError
-from bench.api.method import MethodSpec, RunContext
+from bench.api.method import Budget, MethodSpec, RunContext
 from bench.api.record import Data, Memory, Provenance, Record, RunError, Selection, Timings
 from bench.api.registry import TASKS
 from bench.api.task import ScoringRun
@@ -48,46 +49,65 @@ from bench.train.interrupt import Terminated, interrupted_note, mark_interrupted
 from bench.train.resume import SUFFIX, remove_checkpoints
 
 
+@dataclass
+class RunSettings:
+    """What the units of one run share (a `bench run`, a sweep's trials)."""
+
+    suite: Suite
+    preset: Preset
+    accelerator: Any
+    env: dict[str, Any]  # the provenance of the run's environment (`environment`)
+    work_dir: Path
+    progress: bool = True
+    checkpoint_every_s: float = 300.0
+    shared: dict = field(default_factory=dict)  # what a run builds once (an extractor)
+
+
+@dataclass
+class PreparedUnit:
+    """A planned unit with what it runs on: its method's spec and its data, or why the
+    data could not be had (the unit is then recorded as failed)."""
+
+    unit: Unit
+    spec: MethodSpec
+    bundle: DatasetBundle | None
+    data_error: str | None = None
+
+
+def make_context(
+    accelerator, seed: int, budget: Budget, work_dir: Path, checkpoint_dir: Path, **optional
+) -> RunContext:
+    """The one way a RunContext is made (units, rescoring, perf, extractors): checkpoints
+    in `checkpoint_dir`, the pretrained parts shared through `work_dir`/cache; `optional`
+    sets RunContext's other fields (log, progress, data_id, artifact_stem, ...)."""
+    optional = {"log": tqdm.write, "progress": False, "cache_dir": work_dir / "cache", **optional}
+    return RunContext(accelerator, seed, budget, checkpoint_dir, **optional)
+
+
 def run_unit(
-    unit: Unit,
-    spec: MethodSpec,
-    bundle: DatasetBundle,
-    suite: Suite,
-    preset: Preset,
-    accelerator,
-    work_dir: Path,
-    progress: bool,
-    shared: dict | None = None,
-    on_eval=None,
-    checkpoint_every_s: float = 300.0,
+    prepared: PreparedUnit, run: RunSettings, on_eval=None
 ) -> tuple[Record, dict[str, np.ndarray]]:
     """Train and score one unit: its record (which unit, and its results; the
     provenance is `run_and_record`'s) and the arrays of its .npz."""
     from accelerate.utils import set_seed
 
+    unit, bundle, suite, preset = prepared.unit, prepared.bundle, run.suite, run.preset
     set_seed(unit.seed, deterministic=True)
-    method = spec.cls(spec.make_config(unit.config), bundle.spec)
-    ctx = RunContext(
-        accelerator,
-        unit.seed,
-        preset.budget,
-        unit_work_dir(unit, suite, work_dir),
-        tqdm.write,
-        progress,
-        work_dir / "cache",
-        bundle.split_hash,
-        artifact_stem=unit.stem,
-        on_eval=on_eval,
-        checkpoint_every_s=checkpoint_every_s,
-    )
+    method = prepared.spec.cls(prepared.spec.make_config(unit.config), bundle.spec)
+    ctx = make_context(
+        run.accelerator, unit.seed, preset.budget, run.work_dir,
+        unit_work_dir(unit, suite, run.work_dir), progress=run.progress,
+        data_id=bundle.split_hash, artifact_stem=unit.stem, on_eval=on_eval,
+        checkpoint_every_s=run.checkpoint_every_s,
+    )  # fmt: skip
     ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    reset_peak_memory(accelerator.device)
+    reset_peak_memory(run.accelerator.device)
     splits = bundle.splits
     t0 = time.perf_counter()
     selection = method.fit(splits["train"], splits["val"], ctx) or {}
     train_s = time.perf_counter() - t0
-    run = ScoringRun(unit.method, suite.evaluation_for(preset), {} if shared is None else shared)
-    scored = TASKS.get(method.task).score(method, bundle, ctx, run)
+    scoring = ScoringRun(unit.method, suite.evaluation_for(preset), run.shared)
+    scored = TASKS.get(method.task).score(method, bundle, ctx, scoring)
     selection = Selection.from_dict(selection)
     seen, n_out, out_s = selection.train_images_seen, scored.outputs, scored.output_s
     record = Record(
@@ -99,7 +119,7 @@ def run_unit(
             train_images_per_s=seen / (selection.train_compute_s or train_s) if seen else None,
             inference_images_per_s=n_out / out_s if out_s > 0 else None,
         ),
-        memory=Memory.from_dict(peak_memory(accelerator.device)),
+        memory=Memory.from_dict(peak_memory(run.accelerator.device)),
     )
     record.take_scores(scored.fields)
     return record, scored.arrays
@@ -225,8 +245,11 @@ def run_suite(
             f"  {len(other_data)} of them have a record made from other data (split hash, file MD5s or pixels differ): "
             f"run again, the new record says which one it replaces ({other_data[0].label}, ...)"
         )
-    env = environment(accelerator.device, precision, accelerator.num_processes)
-    outcomes, shared = [], {}
+    run = RunSettings(
+        suite, preset, accelerator, environment(accelerator.device, precision, accelerator.num_processes),
+        work_dir, progress, checkpoint_every_s,
+    )  # fmt: skip
+    outcomes = []
     bar = tqdm(
         mine,
         desc=f"rank {accelerator.process_index}" if accelerator.num_processes > 1 else "units",
@@ -247,20 +270,13 @@ def run_suite(
                 if note := interrupted_note(work, SUFFIX):
                     log(f"  {unit.label}: {note}")
                 try:
-                    outcome = run_and_record(
+                    prepared = PreparedUnit(
                         unit,
                         specs[unit.method],
                         bundles.get(unit.dataset),
                         data_errors.get(unit.dataset),
-                        suite,
-                        preset,
-                        accelerator,
-                        env,
-                        work_dir,
-                        progress,
-                        shared,
-                        checkpoint_every_s=checkpoint_every_s,
                     )
+                    outcome = run_and_record(prepared, run)
                 except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: its rerun says what it does
                     mark_interrupted(
                         work, "terminated" if isinstance(stop, Terminated) else "Ctrl-C"
@@ -278,42 +294,19 @@ def skipped(unit: Unit, status: UnitStatus) -> Outcome:
 
 
 def run_and_record(
-    unit,
-    spec,
-    bundle,
-    data_error,
-    suite,
-    preset,
-    accelerator,
-    env,
-    work_dir,
-    progress,
-    shared=None,
-    passthrough: tuple = (),
-    on_eval=None,
-    checkpoint_every_s: float = 300.0,
+    prepared: PreparedUnit, run: RunSettings, passthrough: tuple = (), on_eval=None
 ) -> Outcome:
     """Run one unit and write its record, ok or failed; exceptions of a `passthrough`
     type (a sweep's pruning) propagate instead, and nothing is written."""
+    unit, bundle, suite, preset = prepared.unit, prepared.bundle, run.suite, run.preset
+    work_dir = Path(run.work_dir)
     started = now()
     t0 = time.perf_counter()
     replaces = replaced_record(unit.stem.with_suffix(".json"))
     try:
         if bundle is None:
-            raise DataError(data_error)
-        record, arrays = run_unit(
-            unit,
-            spec,
-            bundle,
-            suite,
-            preset,
-            accelerator,
-            work_dir,
-            progress,
-            shared,
-            on_eval,
-            checkpoint_every_s,
-        )
+            raise DataError(prepared.data_error)
+        record, arrays = run_unit(prepared, run, on_eval)
         record.timings.wall_s = time.perf_counter() - t0
     except passthrough:
         raise
@@ -328,18 +321,18 @@ def run_and_record(
             error=error,
             timings=Timings(wall_s=time.perf_counter() - t0),
         )
-    record.provenance = Provenance.from_dict({**env, "started": started, "finished": now()})
+    record.provenance = Provenance.from_dict({**run.env, "started": started, "finished": now()})
     record.replaces = replaces
     try:
         path = write_record(unit.stem, record, arrays)
     except OSError as exc:
         raise BenchError(
             f"{unit.label}: cannot write its record {unit.stem.with_suffix('.json')} ({exc.strerror or exc}); nothing "
-            f"half-written is left, and its training checkpoints in {unit_work_dir(unit, suite, Path(work_dir))} "
+            f"half-written is left, and its training checkpoints in {unit_work_dir(unit, suite, work_dir)} "
             "are kept, so a rerun writes the record without training again"
         ) from exc
     if record.ok:  # a failed unit keeps them: its rerun resumes
-        remove_checkpoints(unit_work_dir(unit, suite, Path(work_dir)), up_to=Path(work_dir))
+        remove_checkpoints(unit_work_dir(unit, suite, work_dir), up_to=work_dir)
     return Outcome(
         unit.label,
         UnitStatus(record.status),

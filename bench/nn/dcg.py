@@ -12,7 +12,7 @@ import torch.nn as nn
 from bench.api.method import RunContext
 from bench.nn.encoders import GatedAttention, crop_tiles, feature_map, select_roi_cells, timm_trunk
 from bench.nn.labels import prior_probabilities
-from bench.nn.priors import batched_inference
+from bench.nn.priors import batched_inference, fit_prior
 
 
 @dataclass
@@ -93,3 +93,13 @@ def dcg_prior_predictions(
         f"DCG {name}": prior_probabilities(out[:, i], multilabel).numpy().astype(np.float64)
         for i, name in enumerate(("global", "local", "fused"))
     }
+
+
+def fit_dcg(dcg: DCG, loss_fn, train, val, ctx: RunContext, spec, cfg, *, epochs, batch_size):
+    """`fit_prior` for a DCG (DiffMIC and DiffMIC-v2): selected on the validation AUROC
+    of its fused logits, at the method's `dcg_lr`, `image_size` and `augment`."""
+    return fit_prior(
+        dcg, loss_fn, lambda x: dcg(x).fused, train, val, ctx, spec, lr=cfg.dcg_lr,
+        epochs=epochs, batch_size=batch_size, image_size=cfg.image_size, augment=cfg.augment,
+        desc="DCG",
+    )  # fmt: skip

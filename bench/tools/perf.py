@@ -32,7 +32,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from bench.api.errors import BenchError
 from bench.api.method import (
     Budget,
-    RunContext,
     TrainingProbe,
     config_dict,
     config_hash,
@@ -42,6 +41,7 @@ from bench.api.perf_record import PerfRecord, RandomInput
 from bench.api.record import Provenance
 from bench.api.registry import METHODS, TASKS
 from bench.engine.provenance import environment, now, peak_memory, reset_peak_memory
+from bench.engine.runner import make_context
 from bench.train.device import cpu_has_native_bf16, make_accelerator, sync_device
 
 LONG_CALL_S = 20.0  # an inference call longer than this is timed once, not `repeats` times
@@ -136,17 +136,10 @@ def run_perf(
     budget = Budget(epochs=1, batch_size=train_batch_size, eval_batch_size=batch_size)
     probe = TrainingProbe(steps=train_steps)
     with tempfile.TemporaryDirectory(prefix="bench-perf-") as scratch:
-        ctx = RunContext(
-            accelerator,
-            0,
-            budget,
-            Path(scratch),
-            log,
-            False,
-            cache_dir=Path(scratch) / "cache",
-            data_id="perf-random",
-            probe=probe,
-        )
+        ctx = make_context(
+            accelerator, 0, budget, Path(scratch), Path(scratch), log=log,
+            data_id="perf-random", probe=probe,
+        )  # fmt: skip
         torch.manual_seed(0)
         m = cls(config, data_spec)
         reset_peak_memory(device)

@@ -110,7 +110,7 @@ def run_sweep(
     from bench.engine.planning import make_unit
     from bench.engine.provenance import environment
     from bench.engine.records import is_complete, read_record, refuse_unpublished
-    from bench.engine.runner import data_block, run_and_record
+    from bench.engine.runner import PreparedUnit, RunSettings, data_block, run_and_record
     from bench.train.device import make_accelerator
 
     space = declared_space(method, params)
@@ -205,16 +205,8 @@ def run_sweep(
 
         if not is_complete(stem, data_block(bundle)):
             outcome = run_and_record(
-                unit,
-                spec,
-                bundle,
-                None,
-                sweep_suite,
-                preset,
-                accelerator,
-                env,
-                Path(work_dir),
-                progress,
+                PreparedUnit(unit, spec, bundle),
+                RunSettings(sweep_suite, preset, accelerator, env, Path(work_dir), progress),
                 passthrough=(optuna.TrialPruned,),
                 on_eval=report,
             )

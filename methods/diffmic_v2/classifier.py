@@ -15,7 +15,7 @@ from bench.api.method import (
     register_method,
 )
 from bench.metrics.classification import METRICS
-from bench.nn.dcg import DCG, dcg_prior_predictions
+from bench.nn.dcg import DCG, dcg_prior_predictions, fit_dcg
 from bench.nn.diffusion import ddim_scheduler, q_sample
 from bench.nn.labels import (
     classification_loss,
@@ -25,7 +25,7 @@ from bench.nn.labels import (
     scores_to_probabilities,
 )
 from bench.nn.pretraining import cached_pretraining
-from bench.nn.priors import batched_inference, fit_prior
+from bench.nn.priors import batched_inference
 from bench.train.batches import Schedule, augmented_batch
 from bench.train.training import Optimisation, Validation, train_loop
 from methods.diffmic_v2.config import ABLATIONS, DiffMICv2Config, components
@@ -103,21 +103,10 @@ class DiffMICv2(ClassificationMethod):
             ) + classification_loss(out.local.float(), y0, self.multilabel)
 
         def train_dcg():
-            return fit_prior(
-                self.dcg,
-                loss,
-                lambda x: self.dcg(x).fused,
-                train,
-                val,
-                ctx,
-                self.spec,
-                lr=cfg.dcg_lr,
-                epochs=cfg.dcg_epochs,
-                batch_size=cfg.dcg_batch_size,
-                image_size=cfg.image_size,
-                augment=cfg.augment,
-                desc="DCG",
-            )
+            return fit_dcg(
+                self.dcg, loss, train, val, ctx, self.spec, cfg,
+                epochs=cfg.dcg_epochs, batch_size=cfg.dcg_batch_size,
+            )  # fmt: skip
 
         payload = {**self.dcg_payload(), "max_steps": ctx.budget.max_steps}
         summary = cached_pretraining("dcg", payload, self.dcg, train_dcg, ctx)

@@ -92,13 +92,17 @@ def feature_extractor(
 
     import torch
 
+    from bench.engine.runner import make_context
     from bench.nn.pretraining import cached_pretraining
     from bench.nn.timm_models import TimmArch, build_timm_model
     from bench.train.supervised import SupervisedSettings, train_supervised
 
     spec, seed = bundle.spec, settings.extractor_seed
     budget = Budget(epochs=settings.extractor_epochs, batch_size=128, eval_batch_size=256)
-    ctx = RunContext(accelerator, seed, budget, cache_dir, log, False, cache_dir, bundle.split_hash)
+    ctx = make_context(
+        accelerator, seed, budget, cache_dir, cache_dir, log=log, cache_dir=cache_dir,
+        data_id=bundle.split_hash,
+    )  # fmt: skip
     train_settings = SupervisedSettings(
         lr=1e-3,
         weight_decay=0.0,

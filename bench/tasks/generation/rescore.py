@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from bench.api.errors import BenchError
-from bench.api.method import RunContext
 from bench.api.task import ScoringRun
 from bench.engine.records import load_records, refuse_unpublished, write_record
 
@@ -55,7 +54,7 @@ def rescore_generation(
     from bench.engine.config import load_suite
     from bench.engine.planning import resolve_datasets
     from bench.engine.provenance import git_state, now
-    from bench.engine.runner import data_block
+    from bench.engine.runner import data_block, make_context
     from bench.tasks.generation.evaluate import GenerationEval, shared_extractor
     from bench.train.device import make_accelerator
 
@@ -93,17 +92,10 @@ def rescore_generation(
             out.append({"record": where, "status": "skipped: made from other data (rerun it)"})
             continue
         stem = Path(where).with_suffix("")
-        ctx = RunContext(
-            accelerator,
-            record.seed,
-            preset.budget,
-            work_dir / "rescore",
-            log,
-            False,
-            work_dir / "cache",
-            bundle.split_hash,
-            artifact_stem=stem,
-        )
+        ctx = make_context(
+            accelerator, record.seed, preset.budget, work_dir, work_dir / "rescore", log=log,
+            data_id=bundle.split_hash, artifact_stem=stem,
+        )  # fmt: skip
         old_version = record.extractor_info.get("version")
         # the extractor first (built once, then reused by the scoring) to skip what it scored already
         new_version = shared_extractor(settings, bundle, ctx, shared).info.get("version")
