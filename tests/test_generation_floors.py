@@ -166,6 +166,19 @@ def test_fid_is_also_computed_under_other_extractor_seeds(retina, extractor, tmp
     assert all(np.isfinite(v) and v >= 0 for v in by_seed.values()) and by_seed["0"] != by_seed["1"]
 
 
+def as_records(dicts):
+    from bench.api.record import Record
+
+    unit = {
+        "suite": "gen",
+        "preset": "smoke",
+        "dataset": "retinamnist",
+        "config_hash": "h",
+        "status": "ok",
+    }
+    return [Record.from_dict({**unit, **d}) for d in dicts]
+
+
 def test_the_leaderboard_lists_the_fid_spread_over_extractor_seeds():
     from bench.tasks.generation.report import generation_extras
 
@@ -181,7 +194,7 @@ def test_the_leaderboard_lists_the_fid_spread_over_extractor_seeds():
         }
         for s in (0, 1)
     ]
-    text = "\n".join(generation_extras(records, ["odm"], ["fid"]))
+    text = "\n".join(generation_extras(as_records(records), ["odm"], ["fid"]))
     assert "seed 0 (0: 40.0, 1: 46.5, 2: 43.0; spread 6.5)" in text
     assert "seed 1 (0: 41.0, 1: 46.5, 2: 43.0; spread 5.5)" in text
 
@@ -233,12 +246,16 @@ def test_the_leaderboard_marks_samples_brighter_or_darker_than_the_tolerance():
         }
         for s, v in ((0, 1.05), (1, 1.15), (2, 0.85))
     ]
-    line = [t for t in generation_extras(records, ["dm"], ["fid"]) if "Mean intensity" in t]
+    line = [
+        t for t in generation_extras(as_records(records), ["dm"], ["fid"]) if "Mean intensity" in t
+    ]
     assert len(line) == 1, line
     assert "⚠ outside: 2" in line[0] and "dm 1.05, 1.15 ⚠, 0.85 ⚠" in line[0], line[0]
     assert "real training images 1.04" in line[0]
     old = [{k: v for k, v in r.items() if k != "metrics"} for r in records]
-    assert not any("Mean intensity" in t for t in generation_extras(old, ["dm"], ["fid"]))
+    assert not any(
+        "Mean intensity" in t for t in generation_extras(as_records(old), ["dm"], ["fid"])
+    )
 
 
 def test_one_extractor_is_one_version_wherever_its_file_was():
@@ -257,8 +274,8 @@ def test_one_extractor_is_one_version_wherever_its_file_was():
         return {"method": "dm", "seed": seed, "evaluation": {"floors": {}, "extractor_info": info}}
 
     same = [record(0, "abc", "runs/cache"), record(1, "abc", "/elsewhere/runs/cache")]
-    text = "\n".join(generation_extras(same, ["dm"], ["fid"]))
+    text = "\n".join(generation_extras(as_records(same), ["dm"], ["fid"]))
     assert text.count("Extractor:") == 1 and "scored by" not in text
     other = [*same, record(2, "def", "runs/cache")]
-    text = "\n".join(generation_extras(other, ["dm"], ["fid"]))
+    text = "\n".join(generation_extras(as_records(other), ["dm"], ["fid"]))
     assert text.count("Extractor:") == 2 and "scored by 2 extractors" in text
