@@ -4,7 +4,7 @@ against the grades images were generated for, beside its grades of the real imag
 import numpy as np
 import pytest
 import torch
-from test_generation_floors import extractor, retina  # noqa: F401 (module fixtures)
+from test_generation_floors import as_records, extractor, retina  # noqa: F401 (module fixtures)
 
 from bench.tasks.generation.fidelity import Extractor, classifier_input, load_classifier
 from bench.tasks.generation.ordinal import (
@@ -68,17 +68,17 @@ def test_the_table_puts_the_real_images_value_first_as_the_target():
         }
 
     records = [record("odm", 0, 0.8), record("odm", 1, 0.82), record("dm", 0, 0.79)]
-    lines = ordinal_table(records, ["dm", "odm"])
+    lines = ordinal_table(as_records(records), ["dm", "odm"])
     rows = [line for line in lines if line.startswith("| ")]
     assert rows[1].startswith("| _real test images (target)_ | | _0.54_ | _0.50_ |")
     assert rows[2].startswith("| dm | 1 | 0.79 |") and rows[3].startswith(
         "| odm | 2 | 0.81 ± 0.01 |"
     )
     assert "| 1.20 ± 0.00 |" in rows[3]
-    assert ordinal_table([{"method": "cgan", "seed": 0}], ["cgan"]) == []
+    assert ordinal_table(as_records([{"method": "cgan", "seed": 0}]), ["cgan"]) == []
     # an undefined agreement (a grader predicting one class: NaN, stored as null) reads n/a
     undefined = record("dm", 0, None)
     undefined["ordinal_consistency"]["real"] = {"qwk": None, "spearman": None}
-    rows = [x for x in ordinal_table([undefined], ["dm"]) if x.startswith("| ")]
+    rows = [x for x in ordinal_table(as_records([undefined]), ["dm"]) if x.startswith("| ")]
     assert rows[1].startswith("| _real test images (target)_ | | _n/a_ | _n/a_ |")
     assert rows[2].startswith("| dm | 1 | n/a | n/a |")
