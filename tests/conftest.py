@@ -161,3 +161,19 @@ FAKE_PROVENANCE = {
     "git_commit": "c0ffee", "device": "cpu", "precision": "fp32", "packages": {"torch": "2.x"},
     "started": "2026-01-01T00:00:00", "finished": "2026-01-01T01:00:00",
 }  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def site_page(tmp_path_factory) -> Path:
+    """The leaderboard page of the committed records (`bench site`; about 4 MB, so built
+    here once, not committed). BENCH_SITE_PAGE names a page already built instead."""
+    if os.environ.get("BENCH_SITE_PAGE"):
+        return Path(os.environ["BENCH_SITE_PAGE"])
+    from bench.tools.site import write_site
+
+    out, cwd = tmp_path_factory.mktemp("site"), os.getcwd()
+    os.chdir(REPO)  # the page names its results folder as given: `results/`
+    try:
+        return write_site("results", out / "index.html", out / "plots")[0]
+    finally:
+        os.chdir(cwd)

@@ -42,9 +42,10 @@ def test_the_perf_table_is_rebuilt_identically(tmp_path):
 
 
 def test_the_site_is_rebuilt_identically(tmp_path, monkeypatch):
-    """leaderboards/index.html and the figures it wrote into leaderboards/plots/; its
-    generation grids show real test images beside the samples, so where the data files
-    the records name are not here the page differs, and the test says so."""
+    """The figures `bench site` writes into leaderboards/plots/ are the committed ones, and
+    the page (4 MB with its figures inline, so built, not committed: `bench site`) comes
+    out byte-identical twice. Its generation grids show real test images beside the
+    samples, so where the data files the records name are not here the test says so."""
     from bench.tools.figures import real_test_images
     from bench.tools.site import write_site
 
@@ -57,9 +58,8 @@ def test_the_site_is_rebuilt_identically(tmp_path, monkeypatch):
         pytest.skip(f"the page shows real test images, and {'; '.join(sorted(missing))}")
     monkeypatch.chdir(REPO)  # the page names its results folder as given: `results/`
     page, *plots = write_site("results", tmp_path / "index.html", tmp_path / "plots")
-    assert page.read_text() == (TABLES / "index.html").read_text(), (
-        "leaderboards/index.html is stale: run bench site"
-    )
+    again = write_site("results", tmp_path / "again.html", tmp_path / "plots2")[0]
+    assert page.read_bytes() == again.read_bytes(), "two builds of the page differ"
     for path in plots:
         committed = TABLES / "plots" / path.relative_to(tmp_path / "plots")
         assert committed.is_file() and committed.read_bytes() == path.read_bytes(), (

@@ -12,13 +12,12 @@ from site_pages import EVIL, Page, evil_results, md_tables
 from bench.tools.leaderboard import write_leaderboard
 from bench.tools.site import build_site, write_site
 
-PAGE = REPO / "leaderboards" / "index.html"
 SUITES = ("classification", "generation", "restoration")
 
 
 @pytest.fixture(scope="module")
-def page():
-    return Page(PAGE.read_text())
+def page(site_page):
+    return Page(site_page.read_text())
 
 
 def test_every_cell_of_the_page_is_the_markdowns(page):
@@ -31,8 +30,8 @@ def test_every_cell_of_the_page_is_the_markdowns(page):
         assert html_table["rows"] == md_table["rows"], md_table["header"]
 
 
-def test_the_page_is_self_contained(page):
-    text = PAGE.read_text()
+def test_the_page_is_self_contained(page, site_page):
+    text = site_page.read_text()
     assert page.srcs and all(s.startswith("data:image/") for s in page.srcs)
     assert page.scripts == [""]  # one inline script, no src
     assert all(href.startswith("data:") for _, href in page.links)
@@ -45,8 +44,8 @@ def test_the_page_is_self_contained(page):
     assert len(page.ids) == len(set(page.ids)), "duplicate element ids"
 
 
-def test_the_page_has_its_figures(page):
-    text = PAGE.read_text()
+def test_the_page_has_its_figures(page, site_page):
+    text = site_page.read_text()
     for caption in ("ROC: ", "forest plot of the verdict: ", "samples: ", "restoration strip: "):
         assert caption in text, caption
     plots = REPO / "leaderboards" / "plots"

@@ -13,9 +13,6 @@ import pytest
 from conftest import REPO
 from site_pages import EVIL, evil_results
 
-# the committed page; BENCH_SITE_PAGE names another one (a page just built) to look at
-PAGE = Path(os.environ.get("BENCH_SITE_PAGE") or REPO / "leaderboards" / "index.html")
-
 
 def chromium_path() -> str | None:
     for name in (os.environ.get("BENCH_CHROMIUM"), "chromium", "chromium-browser"):
@@ -72,8 +69,8 @@ class Loaded:
 
 
 @pytest.fixture
-def site(browser):
-    loaded = Loaded(browser, PAGE)
+def site(browser, site_page):
+    loaded = Loaded(browser, site_page)
     yield loaded
     loaded.page.close()
 
