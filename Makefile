@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint venv clean
+.PHONY: run test test-fast test-lowest lint venv clean
 
 venv: $(STAMP)
 
@@ -48,9 +48,19 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow" $(PYTEST_ARGS)
 
+# The suite on the lowest versions pyproject.toml allows (uv's lowest-direct resolution:
+# torch 2.4, numpy 1.26, ...; about 3 GB of wheels from PyPI), in its own .venv-lowest:
+# the ranges' floors are what the tests pass with. Not part of CI (the download).
+LOWEST := .venv-lowest
+test-lowest:
+	test -x $(LOWEST)/bin/python || $(PYTHON) -m venv $(LOWEST)
+	$(LOWEST)/bin/python -m pip install -q uv
+	$(LOWEST)/bin/uv pip install -q --python $(LOWEST)/bin/python --resolution lowest-direct -e '.[test]'
+	HF_HUB_OFFLINE=1 $(LOWEST)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal -p no:cacheprovider $(PYTEST_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) $(LOWEST) *.egg-info

@@ -283,7 +283,8 @@ def cmd_fetch(args) -> int:
 def cmd_perf(args) -> int:
     import json
 
-    from bench.tools.perf import PerfInput, run_perf, run_perf_suite, summary_line
+    from bench.api.perf_record import RandomInput
+    from bench.tools.perf import run_perf, run_perf_suite, summary_line
     from bench.tools.perf_table import write_perf_table
 
     if args.suite:
@@ -302,7 +303,9 @@ def cmd_perf(args) -> int:
         )
     elif args.method:
         options = json.loads(args.options) if args.options else {}
-        shape = PerfInput(args.image_size, args.channels, args.classes)
+        shape = RandomInput(
+            image_size=args.image_size, channels=args.channels, classes=args.classes
+        )
         record, path = run_perf(
             args.method,
             options=options,

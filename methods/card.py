@@ -155,7 +155,8 @@ class CARD(ClassificationMethod):
 
     def build(self, ctx: RunContext) -> None:
         cfg, C = self.config, self.spec.num_classes
-        self.ctx = ctx
+        # the precision the networks run in, fixed with their device when built
+        self.autocast = ctx.accelerator.autocast
         self.prior = PriorClassifier(cfg.prior, self.spec.channels, C, cfg.small_input_stem).to(
             ctx.device
         )
@@ -277,13 +278,13 @@ class CARD(ClassificationMethod):
     def sample(self, x: torch.Tensor, num_samples: int, generator: torch.Generator) -> torch.Tensor:
         """[S, B, C] reverse-chain samples of y0 for a batch (encoders run once)."""
         prior = self.prior_probs(x)
-        with self.ctx.accelerator.autocast():
+        with self.autocast():
             feature = self.net.feature(x)
         s, b = num_samples, x.shape[0]
         prior_s, feature_s = prior.repeat(s, 1), feature.repeat(s, 1)
 
         def eps_fn(y_t, t):
-            with self.ctx.accelerator.autocast():
+            with self.autocast():
                 return self.net(y_t, t, prior_s, feature_s)
 
         return sample_prior_mean(eps_fn, prior_s, self.sampler, generator).reshape(s, b, -1)
@@ -298,7 +299,6 @@ class CARD(ClassificationMethod):
     ) -> Prediction:
         """The mean of the samples' probabilities, and the vote, its agreement, the vote
         shares and the interval width per image (`sample_statistics`)."""
-        self.ctx = ctx
         self.net.eval()
         gen = torch.Generator().manual_seed(ctx.seed + 4)
         stats: dict[str, list] = {}

@@ -90,7 +90,8 @@ class DiffMIC(ClassificationMethod):
 
     def build(self, ctx: RunContext) -> None:
         cfg, C = self.config, self.spec.num_classes
-        self.ctx = ctx
+        # the precision the networks run in, fixed with their device when built
+        self.autocast = ctx.accelerator.autocast
         self.dcg = DCG(
             C, self.spec.channels, cfg.dcg_backbone, cfg.dcg_small_stem, cfg.num_rois, cfg.roi_size
         ).to(ctx.device)
@@ -194,19 +195,18 @@ class DiffMIC(ClassificationMethod):
         """The mean over `num_samples` chains of softmax(y0) (the encoders run once)."""
         s, b = self.config.num_samples, x.shape[0]
         prior = torch.softmax(self.dcg(x).fused.float(), dim=1)
-        with self.ctx.accelerator.autocast():
+        with self.autocast():
             feature = self.net.feature(x)
         prior_s, feature_s = prior.repeat(s, 1), feature.repeat(s, 1)
 
         def eps_fn(y_t, t):
-            with self.ctx.accelerator.autocast():
+            with self.autocast():
                 return self.net(y_t, t, prior_s, feature_s)
 
         y0 = sample_prior_mean(eps_fn, prior_s, self.sampler, generator)
         return torch.softmax(y0, dim=1).reshape(s, b, -1).mean(dim=0)
 
     def predict(self, split: SplitData, ctx: RunContext) -> np.ndarray:
-        self.ctx = ctx
         self.models.eval()
         gen = torch.Generator().manual_seed(ctx.seed + 4)
         return (

@@ -232,7 +232,6 @@ def test_diffmic_averages_the_softmax_readouts_of_its_chains(monkeypatch):
         device = torch.device("cpu")
 
     method.build(Ctx)
-    method.ctx = Ctx
     method.models.eval()
     chains = torch.arange(3 * 2 * 3, dtype=torch.float32).reshape(3 * 2, 3) / 7  # [S * B, C]
     monkeypatch.setattr(diffmic_module, "sample_prior_mean", lambda eps_fn, prior, sch, gen: chains)

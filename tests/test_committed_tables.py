@@ -1,6 +1,9 @@
 """Every committed leaderboard and paper table is what the committed code makes from the
 committed records: none is stale or edited by hand."""
 
+import re
+
+import matplotlib
 import pytest
 from conftest import REPO
 
@@ -60,8 +63,12 @@ def test_the_site_is_rebuilt_identically(tmp_path, monkeypatch):
     page, *plots = write_site("results", tmp_path / "index.html", tmp_path / "plots")
     again = write_site("results", tmp_path / "again.html", tmp_path / "plots2")[0]
     assert page.read_bytes() == again.read_bytes(), "two builds of the page differ"
+    # another matplotlib (a lab's own, or the lowest one pyproject.toml allows) writes other
+    # bytes for the same figure: they are compared with the one constraints.txt pins
+    pinned = re.search(r"^matplotlib==(\S+)", (REPO / "constraints.txt").read_text(), re.M)[1]
+    same_drawer = matplotlib.__version__ == pinned
     for path in plots:
         committed = TABLES / "plots" / path.relative_to(tmp_path / "plots")
-        assert committed.is_file() and committed.read_bytes() == path.read_bytes(), (
-            f"leaderboards/plots/{path.relative_to(tmp_path / 'plots')} is stale: run bench site"
-        )
+        assert committed.is_file() and (
+            not same_drawer or committed.read_bytes() == path.read_bytes()
+        ), f"leaderboards/plots/{path.relative_to(tmp_path / 'plots')} is stale: run bench site"

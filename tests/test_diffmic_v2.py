@@ -87,7 +87,6 @@ def make_method(
     if ctx is not None:
         torch.manual_seed(init_seed)
         m.build(ctx)
-        m.ctx = ctx
     return m
 
 

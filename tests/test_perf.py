@@ -6,11 +6,12 @@ from conftest import REPO
 
 from bench.api.errors import BenchError
 from bench.api.method import Budget, RunContext, TrainingProbe, config_hash
+from bench.api.perf_record import RandomInput
 from bench.api.registry import METHODS
 from bench.engine.config import MethodEntry, load_suite
 from bench.engine.records import load_records
 from bench.tasks.restoration.scoring import FLOOR_METHODS
-from bench.tools.perf import PerfInput, run_perf
+from bench.tools.perf import run_perf
 from bench.tools.perf_table import render_perf
 from bench.train.batches import Schedule
 from bench.train.device import cpu_has_native_bf16, make_accelerator, resolve_precision
@@ -27,9 +28,9 @@ TINY_V2 = {
 }
 #: the shape of each suite's smoke data (BreastMNIST; RetinaMNIST; 16 px restoration patches)
 SMOKE_SHAPES = {
-    "classification": PerfInput(28, 1, 2, "breastmnist"),
-    "generation": PerfInput(28, 3, 5, "retinamnist"),
-    "restoration": PerfInput(16, 1, 1, "patches"),
+    "classification": RandomInput(image_size=28, channels=1, classes=2, name="breastmnist"),
+    "generation": RandomInput(image_size=28, channels=3, classes=5, name="retinamnist"),
+    "restoration": RandomInput(image_size=16, channels=1, classes=1, name="patches"),
 }
 #: bf16 where this CPU has it natively; elsewhere it is emulated, minutes a case, so fp32
 NATIVE = "bf16" if cpu_has_native_bf16() else "fp32"
@@ -115,7 +116,7 @@ def test_the_probe_counts_flops_times_steps_and_stops_without_validation(tmp_pat
     assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
 
 
-def _tiny_case(name: str) -> tuple[dict, PerfInput]:
+def _tiny_case(name: str) -> tuple[dict, RandomInput]:
     """The smoke preset's options of the method's task suite where it has some, else the
     method's defaults at 224 px (timm models sized for ImageNet)."""
     spec = METHODS.get(name)
@@ -123,7 +124,9 @@ def _tiny_case(name: str) -> tuple[dict, PerfInput]:
     preset = suite.preset("smoke")
     entry = next((m for m in suite.methods if m.name == name), MethodEntry(name))
     options = suite.options_for(entry, preset, spec.preset_options_of)
-    return options, SMOKE_SHAPES[spec.cls.task] if options else PerfInput(224, 3, 5)
+    return options, SMOKE_SHAPES[spec.cls.task] if options else RandomInput(
+        image_size=224, channels=3, classes=5
+    )
 
 
 @pytest.mark.slow
@@ -174,7 +177,7 @@ def test_perf_records_the_authors_pattern_side_by_side_and_the_table_shows_both(
         record, path = run_perf(
             "diffmic_v2",
             options=TINY_V2,
-            shape=PerfInput(28, 1, 2, "breastmnist"),
+            shape=RandomInput(image_size=28, channels=1, classes=2, name="breastmnist"),
             batch_size=4,
             train_batch_size=4,
             train_steps=1,

@@ -37,6 +37,12 @@ class RandomInput(Section):
     weights: str = "random"
     images: str = "random uint8"
 
+    @classmethod
+    def of(cls, spec) -> RandomInput:
+        """The shape of a dataset's images (its `DatasetSpec`)."""
+        classes = max(1, len(spec.class_names))
+        return cls(image_size=spec.size, channels=spec.channels, classes=classes, name=spec.name)
+
 
 @dataclass(kw_only=True)
 class PerfRecord(Section):

@@ -18,6 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import sklearn.metrics
 
 from bench.api.record import Record
 
@@ -100,7 +101,7 @@ def roc_figure(curves: list[tuple[str, list[Record], str, bool]], title: str) ->
                 c += 1
                 owner[label.split(" ")[0]] = c
             colour = colours[owner.get(label.split(" ")[0], max(c, 0)) % len(colours)]
-            auc = float(np.trapezoid(tpr, FPR))
+            auc = float(sklearn.metrics.auc(FPR, tpr))
             ax.plot(
                 FPR,
                 tpr,

@@ -47,20 +47,6 @@ from bench.train.device import cpu_has_native_bf16, make_accelerator, sync_devic
 LONG_CALL_S = 20.0  # an inference call longer than this is timed once, not `repeats` times
 
 
-@dataclasses.dataclass(frozen=True)
-class PerfInput:
-    """The shape of the random data: image side, channels, classes."""
-
-    image_size: int = 224
-    channels: int = 3
-    classes: int = 5
-    name: str = ""  # the dataset whose shape this is, if any
-
-    @classmethod
-    def of(cls, spec) -> PerfInput:
-        return cls(spec.size, spec.channels, max(1, len(spec.class_names)), spec.name)
-
-
 def matmul_peak(device, dtype: torch.dtype, n: int = 2048, seconds: float = 1.0) -> float:
     """GFLOP/s of an n x n matmul in `dtype` on `device` (best of a short loop)."""
     a = torch.randn(n, n, device=device).to(dtype)
@@ -76,7 +62,7 @@ def matmul_peak(device, dtype: torch.dtype, n: int = 2048, seconds: float = 1.0)
     return best
 
 
-def random_data(task: str, shape: PerfInput, n: int, rng: np.random.Generator):
+def random_data(task: str, shape: RandomInput, n: int, rng: np.random.Generator):
     """(spec, split) of `n` random images with balanced labels, in the task's format."""
     source = f"random uint8 images of {shape.name or 'the given'} shape (bench perf)"
     return TASKS.get(task).random_data(
@@ -96,7 +82,7 @@ def run_perf(
     method: str,
     *,
     options: dict[str, Any] | None = None,
-    shape: PerfInput = PerfInput(),
+    shape: RandomInput | None = None,
     batch_size: int = 64,
     train_batch_size: int = 64,
     train_steps: int = 3,
@@ -120,6 +106,7 @@ def run_perf(
             )
         options.update(pattern)
         precision = "fp32"
+    shape = shape or RandomInput(image_size=224, channels=3, classes=5)
     config = spec_entry.make_config(options)
     accelerator, precision = make_accelerator(precision, cpu)
     device = accelerator.device
@@ -196,7 +183,7 @@ def run_perf(
         config=config_dict(config),
         config_hash=config_hash(method, config_identity(config), budget, precision),
         pattern="authors" if authors_pattern else "ours",
-        input=RandomInput(**dataclasses.asdict(shape)),
+        input=shape,
         batch_size=batch_size,
         train_batch_size=train_batch_size,
         matmul_peak_gflops=peaks,
@@ -241,7 +228,7 @@ def run_perf_suite(
             f"methods {unknown} are not in suite {suite.name!r} ({', '.join(e.name for e in suite.methods)})"
         )
     entry = dataset or suite.datasets[0]
-    shape = PerfInput.of(dataset_source(entry).load(data_dir=data_dir).spec)
+    shape = RandomInput.of(dataset_source(entry).load(data_dir=data_dir).spec)
     paths = []
     for e in entries:
         spec = METHODS.get(e.name)

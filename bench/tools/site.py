@@ -152,7 +152,7 @@ def sweep_curves(results_dir: Path, figs: Figures) -> list[dict]:
     from bench.engine.records import load_records, read_record
     from bench.report.floors import metric_floors
     from bench.tools.figures import sweep_figure
-    from bench.tools.paper import one_factor_groups
+    from bench.tools.paper_sweep import one_factor_groups
 
     paths = sorted((results_dir / "sweeps").rglob("seed*.json"))
     trials = [r for r in (read_record(p)[0] for p in paths) if r and r.ok]

@@ -57,6 +57,8 @@ class DiffMICv2(ClassificationMethod):
     # -------------------------------------------------------------------- building
     def build(self, ctx: RunContext) -> None:
         cfg, C = self.config, self.spec.num_classes
+        # the precision the networks run in, fixed with their device when built
+        self.autocast = ctx.accelerator.autocast
         self.dcg = DCG(
             C, self.spec.channels, cfg.dcg_backbone, cfg.dcg_small_stem, cfg.num_rois, cfg.roi_size
         ).to(ctx.device)
@@ -131,13 +133,12 @@ class DiffMICv2(ClassificationMethod):
         grid = y0[:, :, None, None].expand(-1, -1, n, n)
         noise = torch.randn(grid.shape, generator=generator).to(x.device)
         y_t = q_sample(self.scheduler.alphas_cumprod, grid, t[:, None], noise)
-        with self.ctx.accelerator.autocast():
+        with self.autocast():
             eps = self.net(y_t, t, self.net.conditions(x, dcg)).float()
         return (weights[:, None, None, None] * (eps - noise) ** 2).mean()
 
     def fit(self, train: SplitData, val: SplitData, ctx: RunContext) -> dict:
         cfg = self.config
-        self.ctx = ctx
         self.build(ctx)
         dcg_summary = self.pretrain_dcg(train, val, ctx)
         if not self.comps.diffusion:  # C1: the DCG's global branch is a ResNet-18 trained with CE
@@ -187,7 +188,7 @@ class DiffMICv2(ClassificationMethod):
         dcg = self.dcg(x)
         if not self.comps.diffusion:
             return prior_probabilities(dcg.global_.float(), self.multilabel)
-        with self.ctx.accelerator.autocast():
+        with self.autocast():
             cond = self.net.conditions(x, dcg)
         n, b, c = cfg.num_points, x.shape[0], self.spec.num_classes
         if cfg.sample_init == "authors":
@@ -203,10 +204,10 @@ class DiffMICv2(ClassificationMethod):
         for t in self.sampler.timesteps:
             if cfg.recompute_conditions:  # the authors' pattern: every encoder again at every step
                 dcg = self.dcg(x)
-                with self.ctx.accelerator.autocast():
+                with self.autocast():
                     cond = self.net.conditions(x, dcg)
             t_grid = torch.full((b, n, n), int(t), device=x.device, dtype=torch.long)
-            with self.ctx.accelerator.autocast():
+            with self.autocast():
                 eps = self.net(y, t_grid, cond).float()
             y = self.sampler.step(
                 eps, t, y, eta=0.0, use_clipped_model_output=cfg.ddim_eps == "rederived"
@@ -221,7 +222,6 @@ class DiffMICv2(ClassificationMethod):
     def predict_with_extras(self, split: SplitData, ctx: RunContext) -> Prediction:
         """The probabilities, and with `save_trajectory` the label grids after each
         sampling step (``trajectory``, float16 [N, steps, C * N_p^2])."""
-        self.ctx = ctx
         self.dcg.eval()
         if self.net is not None:
             self.net.eval()
