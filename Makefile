@@ -49,7 +49,7 @@ test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow" $(PYTEST_ARGS)
 
 # The suite on the lowest versions pyproject.toml allows (uv's lowest-direct resolution:
-# torch 2.4, numpy 1.26, ...; about 3 GB of wheels from PyPI), in its own .venv-lowest:
+# torch 2.4, numpy 2.0, ...; about 3 GB of wheels from PyPI), in its own .venv-lowest:
 # the ranges' floors are what the tests pass with. Not part of CI (the download).
 LOWEST := .venv-lowest
 test-lowest:

@@ -66,7 +66,10 @@ def cmd_run(args) -> int:
         for o in failed:
             print(f"  FAILED {o.unit}: {o.error} ({o.record})")
     if state.num_processes > 1:  # left to interpreter exit, gloo's threads may abort a rank
-        state.destroy_process_group()  # ("terminate called without an active exception")
+        # ("terminate called without an active exception"); and a rank destroying its group
+        # after the other has exited can wait for ever (torch 2.4): the ranks leave together
+        state.wait_for_everyone()
+        state.destroy_process_group()
     return 1 if failed else 0
 
 
