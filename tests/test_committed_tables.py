@@ -35,6 +35,18 @@ def test_a_paper_table_is_rebuilt_identically(paper, tmp_path, monkeypatch):
     assert path.read_text() == (TABLES / path.name).read_text(), (
         f"leaderboards/{path.name} is stale: run bench paper {paper}"
     )
+    for plot in tmp_path.glob("*.png"):  # the sweep figures the table shows
+        committed = TABLES / plot.name
+        assert committed.is_file() and (
+            not _pinned_matplotlib() or committed.read_bytes() == plot.read_bytes()
+        ), f"leaderboards/{plot.name} is stale: run bench paper {paper}"
+
+
+def _pinned_matplotlib() -> bool:
+    """Whether this is the matplotlib constraints.txt pins: another version (a lab's own,
+    or the lowest pyproject.toml allows) writes other bytes for the same figure."""
+    pinned = re.search(r"^matplotlib==(\S+)", (REPO / "constraints.txt").read_text(), re.M)[1]
+    return matplotlib.__version__ == pinned
 
 
 def test_the_perf_table_is_rebuilt_identically(tmp_path):
@@ -63,10 +75,7 @@ def test_the_site_is_rebuilt_identically(tmp_path, monkeypatch):
     page, *plots = write_site("results", tmp_path / "index.html", tmp_path / "plots")
     again = write_site("results", tmp_path / "again.html", tmp_path / "plots2")[0]
     assert page.read_bytes() == again.read_bytes(), "two builds of the page differ"
-    # another matplotlib (a lab's own, or the lowest one pyproject.toml allows) writes other
-    # bytes for the same figure: they are compared with the one constraints.txt pins
-    pinned = re.search(r"^matplotlib==(\S+)", (REPO / "constraints.txt").read_text(), re.M)[1]
-    same_drawer = matplotlib.__version__ == pinned
+    same_drawer = _pinned_matplotlib()
     for path in plots:
         committed = TABLES / "plots" / path.relative_to(tmp_path / "plots")
         assert committed.is_file() and (
