@@ -116,17 +116,15 @@ def test_the_probe_counts_flops_times_steps_and_stops_without_validation(tmp_pat
     assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
 
 
-def _tiny_case(name: str) -> tuple[dict, RandomInput]:
+def _tiny_case(name: str) -> tuple[dict, RandomInput | None]:
     """The smoke preset's options of the method's task suite where it has some, else the
-    method's defaults at 224 px (timm models sized for ImageNet)."""
+    method's defaults at bench perf's default shape (224 px: timm models sized for ImageNet)."""
     spec = METHODS.get(name)
     suite = load_suite(spec.cls.task)
     preset = suite.preset("smoke")
     entry = next((m for m in suite.methods if m.name == name), MethodEntry(name))
     options = suite.options_for(entry, preset, spec.preset_options_of)
-    return options, SMOKE_SHAPES[spec.cls.task] if options else RandomInput(
-        image_size=224, channels=3, classes=5
-    )
+    return options, SMOKE_SHAPES[spec.cls.task] if options else None
 
 
 @pytest.mark.slow
@@ -177,7 +175,7 @@ def test_perf_records_the_authors_pattern_side_by_side_and_the_table_shows_both(
         record, path = run_perf(
             "diffmic_v2",
             options=TINY_V2,
-            shape=RandomInput(image_size=28, channels=1, classes=2, name="breastmnist"),
+            shape=SMOKE_SHAPES["classification"],
             batch_size=4,
             train_batch_size=4,
             train_steps=1,
