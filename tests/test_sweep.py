@@ -13,6 +13,7 @@ from conftest import REPO, TINY_SUITE
 
 from bench.api.errors import BenchError
 from bench.tools.sweep import declared_space, run_sweep
+from bench.tools.trial_workers import abandoned_by, worker_identity
 
 
 def sweep(tmp_path, trials=None, params=("lr",), **kw):
@@ -234,3 +235,54 @@ def test_a_grid_of_chosen_values_runs_only_them_in_a_study_of_its_own_seed(data_
     (record,) = (tmp_path / "results" / "sweeps").rglob("seed1.json")
     r = json.loads(record.read_text())
     assert r["config"]["weight_decay"] == 1e-3 and r["seed"] == 1
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_worker_takes_back_only_the_trials_it_abandoned(monkeypatch):
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    me = worker_identity(1)
+    assert me["slurm_task"] == "77_1"
+    # SLURM: the same array task before its requeue, on another node, is this worker's
+    assert abandoned_by(me, {**me, "host": "node-a", "pid": 12345})
+    assert not abandoned_by(me, {**me, "host": "node-a", "worker": 0, "slurm_task": "77_0"})
+    assert not abandoned_by(me, me) and not abandoned_by(me, {})  # itself; a trial of old
+    # one machine: this worker number, this host, its process gone
+    local = {**me, "slurm_task": None}
+    assert abandoned_by(me, {**local, "pid": dead_pid()})
+    assert not abandoned_by(me, {**local, "pid": os.getppid()})  # alive
+    assert not abandoned_by(me, {**local, "pid": dead_pid(), "worker": 0})  # another worker's
+    assert not abandoned_by(me, {**local, "pid": dead_pid(), "host": "elsewhere"})
+
+
+@pytest.mark.slow
+def test_a_grid_point_left_running_by_a_killed_worker_runs_again(data_dir, tmp_path):
+    """A killed worker's trial stays RUNNING in the study; a resumed grid sweep fails it
+    and runs its point again, but leaves alone the point a live worker is running."""
+    name = "resnet18-breastmnist-smoke-wd"
+    storage = f"sqlite:///{tmp_path / 'results' / 'sweeps' / (name + '.db')}"
+    (tmp_path / "results" / "sweeps").mkdir(parents=True)
+    earlier = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    earlier.enqueue_trial({"wd": 0.0})
+    earlier.enqueue_trial({"wd": 1e-3})
+    killed, running = earlier.ask(), earlier.ask()
+    killed.set_user_attr("worker", {**worker_identity(0), "pid": dead_pid()})
+    alive = subprocess.Popen(["sleep", "600"])
+    running.set_user_attr("worker", {**worker_identity(0), "pid": alive.pid})
+    try:
+        out = sweep(tmp_path, params=["wd"], grid=True, values={"wd": ["0", "0.001"]})
+    finally:
+        alive.kill()
+    trials = optuna.load_study(study_name=name, storage=storage).trials
+    State = optuna.trial.TrialState
+    assert [t.state for t in trials[:2]] == [State.FAIL, State.RUNNING]
+    assert [t.params["wd"] for t in trials if t.state == State.COMPLETE] == [0.0]
+    assert out["complete"] == 1 and len(trials) == 3
+    md = (tmp_path / "results" / "sweeps" / f"{name}.md").read_text()
+    (failed,) = [line for line in md.splitlines() if line.startswith("| 0 | fail | 0 |")]
+    assert failed.endswith("|  |")  # not judged by the record its rerun wrote

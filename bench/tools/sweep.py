@@ -6,8 +6,9 @@ written as a normal record under ``results/sweeps/<study>/``; the objective is a
 validation selection value for tasks without validation metrics) and never a test
 number. Seeds are fixed. The study lives in an Optuna RDB storage (SQLite in
 ``results/sweeps/<study>.db`` by default; any URL for several workers): a rerun loads
-it and runs only the trials still missing (finished and pruned trials count), and a
-trial whose record is already complete is not trained again. Intermediate validation
+it and runs only the trials still missing (finished and pruned trials count), a
+trial left running by a killed worker runs again (`trial_workers`), and a trial whose
+record is already complete is not trained again. Intermediate validation
 scores are reported to a median pruner. Outputs: ``<study>.best.json``, a markdown
 table of the trials, and PNG plots (optimisation history, parameter importances,
 metric against each parameter).
@@ -27,6 +28,7 @@ from bench.api.method import Param
 from bench.api.record import Record
 from bench.api.registry import TASKS
 from bench.tools.optuna_storage import open_storage
+from bench.tools.trial_workers import requeue_abandoned_trials, trial_point, worker_identity
 
 
 def declared_space(method: str, params: list[str]) -> dict[str, Param]:
@@ -187,6 +189,7 @@ def run_sweep(
         )
 
     def objective(trial):
+        trial.set_user_attr("worker", worker_identity(worker))
         if grid and "fixed_params" not in trial.system_attrs:
             # another worker took the last queued point between our check and this ask
             raise optuna.TrialPruned("no grid point left to run")
@@ -219,6 +222,13 @@ def run_sweep(
         if trials is not None
         else (int(np.prod([len(v) for v in grid_space.values()])) if grid else 20)
     )
+    requeued = requeue_abandoned_trials(study, worker)
+    if requeued:
+        print(
+            f"{study_name}: trial(s) {', '.join(map(str, requeued))} left running by this worker's "
+            "earlier process (killed or preempted): failed, and their points queued again",
+            flush=True,
+        )
     if grid:
         queue_grid(study, params, grid_space, worker)
         # each worker takes queued points until none is left, so that no point runs twice
@@ -261,7 +271,7 @@ def queue_grid(
         if "grid_queued" in study.user_attrs:
             return
     have = {
-        tuple(t.params.get(p, t.system_attrs.get("fixed_params", {}).get(p)) for p in params)
+        tuple(trial_point(t).get(p) for p in params)
         for t in study.get_trials(deepcopy=False, states=live)
     }
     for combo in itertools.product(*grid_space.values()):
@@ -295,7 +305,12 @@ def write_outputs(study, root: Path, params: list[str], space: dict[str, Param])
         key=lambda t: (t.value is None, -(t.value or 0) if reverse else (t.value or 0)),
     )
     metric = study.user_attrs.get("metric")
-    flags = {t.number: _trial_flag(t.user_attrs.get("record"), metric) for t in rows}
+    flags = {  # a trial judged by its record: a complete one (a failed one's may be its rerun's)
+        t.number: _trial_flag(t.user_attrs.get("record"), metric)
+        if t.state == optuna.trial.TrialState.COMPLETE
+        else ""
+        for t in rows
+    }
     lines = [
         f"# Sweep `{name}`",
         "",
@@ -313,7 +328,7 @@ def write_outputs(study, root: Path, params: list[str], space: dict[str, Param])
             value = f"**{value}**"
         lines.append(
             f"| {t.number} | {t.state.name.lower()} | "
-            + " | ".join(_fmt(t.params.get(p, "")) for p in params)
+            + " | ".join(_fmt(trial_point(t).get(p, "")) for p in params)
             + f" | {value} | {t.user_attrs.get('record', '')} | {'⚠ ' + flags[t.number] if flags[t.number] else ''} |"
         )
     notes = []
