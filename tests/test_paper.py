@@ -357,3 +357,82 @@ def test_a_paper_row_with_an_unquoted_comma_is_refused(tmp_path):
         check_rows(bad, tmp_path / "x.yaml")
     for key in ("diffmic-v2", "dcube", "odm", "survey"):
         load_paper(key)  # every committed paper file passes
+
+
+def test_a_grid_table_chooses_each_methods_point_on_validation_and_compares_them_by_seed(tmp_path):
+    """ODM's weight x guidance grid: test FID per point, each method's point chosen on
+    validation FID among points with 2 seeds and no floor flag, then the chosen points'
+    test FID compared seed by seed with a t interval."""
+    results = tmp_path / "results"
+    floors = {"evaluation": {"floors": {"class-mean image": {"fid": 14.0}}}}
+
+    def trial(method, weight, s, seed, val, test, qwk=0.8, lr=1e-3):
+        write_record(
+            results,
+            f"{method}-study",
+            "retinamnist",
+            method,
+            seed,
+            {"fid": test},
+            preset="standard",
+            sub="sweeps",
+            config={"ordinal_weight": weight, "guidance_scale": s, "lr": lr},
+            extra={
+                "metrics": {"test": {"fid": test}, "val": {"fid": val}},
+                "ordinal_consistency": {"generated": {"qwk": qwk}, "real": {"qwk": 0.5}},
+                **floors,
+            },
+        )
+
+    empty, _ = build_paper("odm", "Grid", results_dir=results)
+    assert "_No grid sweep of odm on retinamnist yet" in empty
+    for seed, jitter in ((0, 0.0), (1, 0.2)):
+        trial("dm", 0.0, 1.0, seed, 6.0, 4.5 + jitter)
+        trial("dm", 0.0, 2.0, seed, 5.0, 4.0 + jitter)  # DM's choice
+        trial("odm", 0.1, 1.0, seed, 5.5, 3.0 + 1.5 * jitter)  # ODM's choice, not its test best
+        trial("odm", 0.1, 2.0, seed, 7.0, 2.0 + jitter, qwk=0.9)
+        trial("odm", 1.0, 1.0, seed, 2.0, 15.0 + jitter)  # best validation, above the FID floor
+    trial("odm", 1.0, 2.0, 0, 1.0, 1.0)  # best of all, but one seed
+    trial("odm", 1.0, 2.0, 1, 0.5, 0.5, lr=1e-4)  # another setting: left out
+    text, _ = build_paper("odm", "Grid", results_dir=results)
+    fid_block, qwk_block = text.split("QWK of the generated grades (target: 0.500):")
+    rows = table_rows(fid_block, "test FID:")
+    assert rows["ordinal weight \\ guidance s"] == ["1", "2"]
+    assert rows["dm (0)"] == ["4.600 (n=2)", "**4.100** (n=2)"]
+    assert rows["odm (0.1)"] == ["**3.150** (n=2)", "2.100 (n=2)"]
+    assert rows["odm (1)"] == ["⚠ 15.100 (n=2)", "1.000 (n=1)"]
+    assert table_rows(qwk_block, "\n")["odm (0.1)"] == ["**0.800** (n=2)", "0.900 (n=2)"]
+    assert "_1 trial records at other options left out._" in text
+    # test FID, odm - dm: -1.0 and -0.9 (t with 1 degree of freedom: 12.71 x 0.0707 / sqrt 2)
+    assert (
+        "odm at ordinal weight 0.1, guidance s 1; dm at ordinal weight 0, guidance s 2" in text
+        and "over 2 matched seeds: -0.950 (95 % t interval [-1.585, -0.315], p = 0.033" in text
+        and "lower is better): odm better." in text
+    )
+
+
+def test_a_sweep_table_bolds_the_lowest_value_of_a_lower_is_better_metric(tmp_path):
+    from bench.tools.paper_sweep import render_sweep
+
+    for weight, fid in ((0.1, 3.0), (1.0, 5.0)):
+        for seed in range(2):
+            write_record(
+                tmp_path,
+                "w",
+                "retinamnist",
+                "odm",
+                seed,
+                {"fid": fid + seed / 10},
+                sub="sweeps",
+                config={"ordinal_weight": weight},
+            )
+    table = {
+        "id": "T",
+        "suite": "generation",
+        "method": "odm",
+        "metrics": {"FID": "fid"},
+        "datasets": [{"ours": "retinamnist"}],
+        "parameters": [{"name": "weight", "field": "ordinal_weight"}],
+    }
+    rows = table_rows("\n".join(render_sweep(table, tmp_path, None)), "\n")
+    assert rows["FID (ours)"] == ["**3.050** (n=2)", "5.050 (n=2)"]

@@ -122,6 +122,7 @@ STATUS = re.compile(r'\.get\("status"')  # a record's status; ``["status"]`` als
 NOT_RECORDS = {
     "bench/tools/paper.py": {"metrics"},  # a paper table's spec
     "bench/tools/paper_sweep.py": {"metrics"},  # a paper table's spec
+    "bench/tools/paper_grid.py": {"metrics"},  # a paper table's spec
     "bench/engine/config.py": {"evaluation"},  # a suite file's preset
     "bench/tasks/classification/calibration.py": {"metrics", "priors"},  # scoring fields
     "bench/tasks/generation/__init__.py": {"evaluation"},  # scoring fields

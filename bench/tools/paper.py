@@ -9,7 +9,8 @@ table's own ``preset:`` (so that a paper's tables come from one preset), else th
 with the most records for that dataset (ties: ``full``; the preset is named), best in bold and
 second underlined among our methods, with paired t-test marks over matched seeds
 against the table's reference (*** p < 0.01, ** p < 0.05, * p < 0.1). Sweep tables
-(DiffMIC-v2 Table V, Fig. 4) read the trial records of ``bench sweep``. Tables without
+(DiffMIC-v2 Table V, Fig. 4) and grid tables (ODM's weight x guidance) read the trial records
+of ``bench sweep``. Tables without
 any record of ours say so instead of being left out.
 """
 
@@ -35,6 +36,7 @@ from bench.report.cells import (
     ranks_by_shown_value,
 )
 from bench.report.floors import at_or_below
+from bench.tools.paper_grid import render_grid
 from bench.tools.paper_sweep import render_sweep
 
 PAPERS_DIR = Path(__file__).parents[1] / "papers"
@@ -249,6 +251,9 @@ def build_paper(
         lines += ["", f"## Table {t['id']}: {t['title']}"]
         if t.get("kind") == "sweep":
             lines += render_sweep(t, Path(results_dir), out_dir)
+            continue
+        if t.get("kind") == "grid":
+            lines += render_grid(t, Path(results_dir))
             continue
         records = load_records(Path(results_dir), t["suite"], status="ok")
         task = TASKS.get(load_suite(t["suite"]).task)

@@ -44,8 +44,8 @@ def one_factor_groups(
             for f in fields
             if len({json.dumps(r.config.get(f), sort_keys=True) for r in trials}) > 1
         }
-        base = _without(trials[0], field)
-        same_but_field = [r for r in suite_records if _without(r, field) == base]
+        base = without_fields(trials[0], field)
+        same_but_field = [r for r in suite_records if without_fields(r, field) == base]
         one_value = not varying and any(
             r.config.get(field) != trials[0].config.get(field) for r in same_but_field
         )  # a one-point study beside the preset's own value still varies `field` alone
@@ -60,14 +60,14 @@ def one_factor_groups(
     return groups
 
 
-def _without(record: Record, field: str) -> str:
-    """What defines a record's unit but `field`: preset, budget, precision, the rest of its config."""
+def without_fields(record: Record, *fields: str) -> str:
+    """What defines a record's unit but `fields`: preset, budget, precision, the rest of its config."""
     return json.dumps(
         {
             "preset": record.preset,
             "budget": budget_identity(record.budget),
             "precision": record.precision,
-            "config": {k: v for k, v in record.config.items() if k != field},
+            "config": {k: v for k, v in record.config.items() if k not in fields},
         },
         sort_keys=True,
     )
@@ -129,7 +129,8 @@ def render_sweep(table: dict, results_dir: Path, out_dir: Path | None) -> list[s
             }
             # a single trial is not a finding: bold only among values with 2 or more
             ranked = [m for v, m in ours_means.items() if v not in flagged and len(groups[v]) > 1]
-            best = max(ranked) if len(ranked) > 1 else None
+            better = max if METRICS.get(metric).higher_is_better else min
+            best = better(ranked) if len(ranked) > 1 else None
             for v in values:
                 p = (param.get("paper") or {}).get(v)
                 paper_row.append("—" if p is None else f"{p[j]:g}")
