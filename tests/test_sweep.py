@@ -286,3 +286,22 @@ def test_a_grid_point_left_running_by_a_killed_worker_runs_again(data_dir, tmp_p
     md = (tmp_path / "results" / "sweeps" / f"{name}.md").read_text()
     (failed,) = [line for line in md.splitlines() if line.startswith("| 0 | fail | 0 |")]
     assert failed.endswith("|  |")  # not judged by the record its rerun wrote
+
+
+def test_a_sweep_plot_leaves_the_process_matplotlib_style_alone(tmp_path):
+    """optuna's plots apply their style to the whole process: without containing it, every
+    later figure of the process (paper plots, the page) came out different (found as a
+    committed figure 'stale' in the parallel test run, after a sweep test in one worker)."""
+    import matplotlib
+
+    from bench.tools.sweep import _save_plot
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    matplotlib.use("Agg")  # as _save_plot does: the backend is not the style
+    before = dict(matplotlib.rcParams)
+    for plot in ("plot_optimization_history", "plot_slice"):
+        _save_plot(study, plot, tmp_path / f"{plot}.png", ["x"])
+        assert (tmp_path / f"{plot}.png").stat().st_size > 1000
+    assert dict(matplotlib.rcParams) == before

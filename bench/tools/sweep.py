@@ -382,12 +382,14 @@ def _save_plot(study, plot: str, path: Path, params: list[str]) -> None:
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
 
-    with warnings.catch_warnings():
+    # optuna's plots apply their style to the whole process (plt.style.use): kept inside
+    # this context, or every later figure of the process (paper plots, the page) changes
+    with warnings.catch_warnings(), matplotlib.rc_context():
         warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental
         kwargs = {"params": params} if plot == "plot_slice" else {}
         ax = getattr(ovm, plot)(study, **kwargs)
-    fig = (ax if hasattr(ax, "figure") else ax.flat[0]).figure
-    fig.set_size_inches(max(6, 3 * len(params)) if plot == "plot_slice" else 6, 4)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+        fig = (ax if hasattr(ax, "figure") else ax.flat[0]).figure
+        fig.set_size_inches(max(6, 3 * len(params)) if plot == "plot_slice" else 6, 4)
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
