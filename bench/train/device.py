@@ -106,6 +106,29 @@ def to_channels_last(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
+class StridedConv2d(torch.nn.Conv2d):
+    """A strided Conv2d that computes in fp32 where oneDNN's bf16 kernel fails: under CPU
+    bf16 autocast, the weight gradient of a strided convolution whose input is 1 pixel
+    high or wide reads uninitialised memory on AVX-512 CPUs (NaN in some runs: a 3x3 / 2
+    conv on a 1 x 1 input, 59 of 60 tries; on 2 x 2 or larger, none; torch 2.4 to 2.14).
+    A ResNet's last stage meets such inputs at 16 px (the smoke and perf shapes)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and min(x.shape[-2:]) == 1 and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                return super().forward(x.float())
+        return super().forward(x)
+
+
+def guard_strided_convs(module: torch.nn.Module) -> torch.nn.Module:
+    """Every plain strided Conv2d of `module` becomes a `StridedConv2d` (same weights,
+    same state dict; the class is swapped in place, so copies, EMA ones included, keep it)."""
+    for m in module.modules():
+        if type(m) is torch.nn.Conv2d and max(m.stride) > 1:
+            m.__class__ = StridedConv2d
+    return module
+
+
 def execution_settings(precision: str) -> dict:
     """What a record says about how the numbers were computed (besides the device)."""
     return {

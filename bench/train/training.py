@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from bench.api.errors import TrainingError
 from bench.api.method import RunContext
 from bench.train.batches import Schedule, batches
-from bench.train.device import sync_device, to_channels_last
+from bench.train.device import guard_strided_convs, sync_device, to_channels_last
 from bench.train.interrupt import checkpoint_window, termination_due
 from bench.train.resume import StageCheckpoint
 
@@ -61,8 +61,8 @@ def train_loop(
 ) -> dict:
     """The optimiser loop every method shares: batches of `schedule`, NaN check,
     `validation` (None: no validation, the last weights are kept), keeping `module`'s best
-    weights. Convolutional modules are put in channels-last memory format
-    (bench/train/device.py).
+    weights. Convolutional modules are put in channels-last memory format, and strided
+    convolutions compute in fp32 on 1-pixel inputs under CPU bf16 (bench/train/device.py).
 
     `train_step(indices)` returns the loss of one batch (it may update other parts
     itself first, e.g. a GAN's discriminator). Raises TrainingError on a non-finite loss.
@@ -79,7 +79,7 @@ def train_loop(
     total_steps, epochs = schedule.total_steps, schedule.epochs
     optimizer, scheduler = optimisation.optimizer, optimisation.scheduler
     metric_name = validation.metric if validation else None
-    to_channels_last(module)
+    guard_strided_convs(to_channels_last(module))
     gen = torch.Generator().manual_seed(ctx.seed)
 
     def update(loss: torch.Tensor, step: int, epoch: int | None = None) -> None:
