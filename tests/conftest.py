@@ -159,7 +159,7 @@ FAKE_DATA = {
 }
 FAKE_PROVENANCE = {
     "git_commit": "c0ffee", "device": "cpu", "precision": "fp32", "packages": {"torch": "2.x"},
-    "started": "2026-01-01T00:00:00", "finished": "2026-01-01T01:00:00",
+    "started": "2026-01-01T00:00:00", "finished": "2026-01-01T01:00:00", "command": "bench run",
 }  # fmt: skip
 
 

@@ -46,6 +46,7 @@ def _write_records(results, preset="smoke", config_hash="abc", precision="fp32",
                 "provenance": {
                     "git_commit": "c0ffee",
                     "git_dirty": False,
+                    "command": f"/repo/bench/cli.py run --suite tiny --seeds {seed}",
                     "device": "cpu",
                     "precision": precision,
                     "packages": {"torch": "2.x"},
@@ -95,6 +96,23 @@ def test_table_ranks_marks_and_is_rebuilt_identically(tmp_path):
     first = md_path.read_bytes()
     write_leaderboard(TINY_SUITE, results_dir=tmp_path / "results", out_dir=tmp_path / "lb")
     assert md_path.read_bytes() == first
+
+
+def test_records_not_made_by_bench_are_named_in_the_header(tmp_path):
+    import json
+
+    _write_records(tmp_path / "results")
+    md = write_leaderboard(TINY_SUITE, results_dir=tmp_path / "results", out_dir=tmp_path / "lb")
+    assert "Not made by" not in md[0].read_text()
+    path = unit_stem(tmp_path / "results", "tiny", "breastmnist", "resnet50", "abc", 2)
+    path = path.with_suffix(".json")
+    record = json.loads(path.read_text())
+    record["provenance"]["command"] = ".gpu/run.py run --suite .gpu/generation.yaml"
+    path.write_text(json.dumps(record))
+    md = write_leaderboard(TINY_SUITE, results_dir=tmp_path / "results", out_dir=tmp_path / "lb")
+    (line,) = [x for x in md[0].read_text().splitlines() if "Not made by" in x]
+    assert "1 of the records were made by another program (`.gpu/run.py`)" in line
+    assert line.endswith(": breastmnist/resnet50/seed2")
 
 
 def test_no_records_is_a_clear_error(tmp_path):

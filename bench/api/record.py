@@ -178,6 +178,13 @@ class Provenance(Section):
         return self.packages.get(name, "?")
 
     @property
+    def made_by_bench(self) -> bool:
+        """Whether the command stored is the `bench` CLI (the console script or
+        `python -m bench.cli`): only then does the record say how to remake it."""
+        program = (self.command or "").split(" ", 1)[0].replace("\\", "/")
+        return program.endswith(("/bench", "bench/cli.py")) or program == "bench"
+
+    @property
     def commit_label(self) -> str:
         """'<commit>' or '<commit> (dirty)', 'unknown' outside a git checkout."""
         return f"{self.git_commit or 'unknown'}{' (dirty)' if self.git_dirty else ''}"

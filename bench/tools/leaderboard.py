@@ -157,6 +157,14 @@ def render_markdown(board: Board) -> str:
             f"- **⚠ Uncommitted code**: {len(dirty)} of the records were made with uncommitted changes (`git_dirty`), "
             "so the code behind them cannot be checked out: " + ", ".join(r.label for r in dirty)
         )
+    foreign = [r for r in records if not r.provenance.made_by_bench]
+    if foreign:
+        programs = sorted({(r.provenance.command or "unknown").split(" ", 1)[0] for r in foreign})
+        lines.append(
+            f"- **⚠ Not made by `bench`**: {len(foreign)} of the records were made by another program "
+            f"({', '.join(f'`{p}`' for p in programs)}), so the command they store does not remake them: "
+            + ", ".join(r.label for r in foreign)
+        )
     if failed:
         lines.append(
             f"- **Failed units** (not in the tables): {len(failed)}: "
