@@ -178,10 +178,15 @@ class Provenance(Section):
         return self.packages.get(name, "?")
 
     @property
+    def program(self) -> str:
+        """The program of the command stored ('unknown' without one)."""
+        return (self.command or "unknown").split(" ", 1)[0]
+
+    @property
     def made_by_bench(self) -> bool:
         """Whether the command stored is the `bench` CLI (the console script or
         `python -m bench.cli`): only then does the record say how to remake it."""
-        program = (self.command or "").split(" ", 1)[0].replace("\\", "/")
+        program = self.program.replace("\\", "/")
         return program.endswith(("/bench", "bench/cli.py")) or program == "bench"
 
     @property

@@ -159,7 +159,7 @@ def render_markdown(board: Board) -> str:
         )
     foreign = [r for r in records if not r.provenance.made_by_bench]
     if foreign:
-        programs = sorted({(r.provenance.command or "unknown").split(" ", 1)[0] for r in foreign})
+        programs = sorted({r.provenance.program for r in foreign})
         lines.append(
             f"- **⚠ Not made by `bench`**: {len(foreign)} of the records were made by another program "
             f"({', '.join(f'`{p}`' for p in programs)}), so the command they store does not remake them: "

@@ -99,7 +99,8 @@ def render_grid(table: dict, results_dir: Path) -> list[str]:
             if key in floors and (v := value_of(r, key)) is not None
         )
 
-    usable = {m: {p: rs for p, rs in pts.items() if not flagged(rs)} for m, pts in cells.items()}
+    flags = {(m, p): flagged(rs) for m, pts in cells.items() for p, rs in pts.items()}
+    usable = {m: {p: rs for p, rs in pts.items() if not flags[m, p]} for m, pts in cells.items()}
     chosen = {m: chosen_point(usable.get(m, {}), select) for m in (method, baseline)}
     row_values = sorted({p[0] for pts in cells.values() for p in pts})
     col_values = sorted({p[1] for pts in cells.values() for p in pts})
@@ -127,7 +128,7 @@ def render_grid(table: dict, results_dir: Path) -> list[str]:
                     cell = f"{np.mean(vals):.3f}"
                     if (rv, cv) == chosen[m]:
                         cell = f"**{cell}**"
-                    row.append(("⚠ " if flagged(rs) else "") + f"{cell} (n={len(vals)})")
+                    row.append(("⚠ " if flags[m, (rv, cv)] else "") + f"{cell} (n={len(vals)})")
                 lines.append("| " + " | ".join(row) + " |")
     return lines + ["", _verdict(table, cells, chosen)]
 

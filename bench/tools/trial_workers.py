@@ -76,7 +76,7 @@ def requeue_abandoned_trials(study, worker: int) -> list[int]:
         if abandoned_by(me, t.user_attrs.get("worker", {}))
     ]
     for t in gone:
-        study._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
         point = trial_point(t)
         if point:
             study.enqueue_trial(point)
