@@ -7,9 +7,12 @@
 # 1. `bench perf` of every classification method of the `full` preset at 28 px (the
 #    H100/H200 targets: >= 5,000 images/s in training and inference, batch-1 latency
 #    <= 5 ms), and DiffMIC-v2 at the paper's 224 px;
-# 2. the generation `standard` units that need a GPU (DM on BreastMNIST and RetinaMNIST,
-#    ODM on RetinaMNIST, 3 seeds each: 9 units) packed on the one GPU with `--jobs 9`,
-#    under CUDA MPS where the daemon can be started.
+# 2. issue 34's sweeps on RetinaMNIST at the generation `standard` preset, seeds 0 and 1:
+#    ODM's ordinal weight x guidance grid (4 x 3) and the DM's guidance (3), each study
+#    shared by several `bench sweep --worker` processes packed on the one GPU (one journal
+#    storage a study), under CUDA MPS where the daemon can be started. Points that differ
+#    only in guidance share one trained model. (This step used to remake the 9 H200
+#    generation `standard` units; `bench run` on the CPU has remade them.)
 # Records go to OUT_DIR/results (copy them into results/ and commit); logs to OUT_DIR.
 # Each step has its own time limit, so one that overruns leaves the others their time.
 # BENCH overrides how bench is called (default: python3 -m bench.cli from this checkout).
@@ -33,8 +36,26 @@ step() {  # step NAME SECONDS bench-args...
 }
 step perf-28px 200 perf --suite classification --preset full --results-dir "$out/results" --out-dir "$out"
 step perf-diffmic_v2-224px 60 perf --method diffmic_v2 --image-size 224 --channels 3 --classes 2 --results-dir "$out/results"
-step generation 330 run --suite generation --preset standard --methods dm,odm \
-  --datasets breastmnist,retinamnist --seeds 0,1,2 --jobs 9 --no-progress \
-  --results-dir "$out/results" --work-dir "$out/work"
+pids=()
+sweep() {  # sweep METHOD PARAMS SEED WORKERS: one grid study, its workers in parallel
+  local method=$1 params=$2 seed=$3 workers=$4 w
+  for ((w = 0; w < workers; w++)); do
+    timeout 360 "${bench[@]}" sweep "$method" --params "$params" --dataset retinamnist \
+      --suite generation --preset standard --grid --values guidance=1.0,1.5,2.0 \
+      --seed "$seed" --worker "$w" --storage "journal://$out/sweeps/$method-seed$seed.log" \
+      --results-dir "$out/results" --work-dir "$out/work" --no-progress \
+      > "$out/sweeps/$method-seed$seed-worker$w.log" 2>&1 &
+    pids+=($!)
+  done
+}
+t0=$SECONDS
+mkdir -p "$out/sweeps"
+for seed in 0 1; do  # guidance first: an ODM study's first 4 workers train its 4 weights at once
+  sweep odm guidance,ordinal_weight "$seed" 4
+  sweep dm guidance "$seed" 1
+done
+failed=0
+for pid in "${pids[@]}"; do wait "$pid" || failed=$((failed + 1)); done
+echo "sweeps: ${#pids[@]} workers, $failed failed or cut, after $((SECONDS - t0)) s (limit 360 s; logs $out/sweeps)"
 echo "records: $(find "$out/results" -name 'seed*.json' 2>/dev/null | wc -l) units," \
   "$(find "$out/results/perf" -name '*.json' 2>/dev/null | wc -l) perf, in $out/results"
