@@ -199,6 +199,40 @@ def test_the_leaderboard_lists_the_fid_spread_over_extractor_seeds():
     assert "seed 1 (0: 41.0, 1: 46.5, 2: 43.0; spread 5.5)" in text
 
 
+def test_each_config_of_a_method_has_its_own_seeds_in_the_notes_and_per_class_table():
+    """A method rerun under a new config hash has two rows, 'odm [old]' and 'odm [new]';
+    every per-seed line and the per-class FID table give each row its own records (they
+    listed all of the method's records under both)."""
+    from bench.tasks.generation.report import generation_extras, per_class_fid_table
+
+    def record(config_hash, seed, fid):
+        return {
+            "method": "odm",
+            "config_hash": config_hash,
+            "seed": seed,
+            "metrics": {"test": {"fid": fid, "intensity_ratio": 0.9 + fid / 100}},
+            "per_class": {"test": {"fid": [fid, 2 * fid], "n_reference": [3, 4]}},
+            "evaluation": {
+                "floors": {},
+                "extractor_info": {"name": "classifier", "version": "abc"},
+                "fid_ci95": [fid - 1, fid + 1],
+                "fid_by_extractor_seed": {"0": fid, "1": fid + 1},
+            },
+        }
+
+    records = as_records([record("old", 0, 4.0), record("old", 1, 5.0), record("new", 0, 3.0)])
+    rows = ["odm [old]", "odm [new]"]
+    text = "\n".join(generation_extras(records, rows, ["fid"]))
+    assert "odm [old] [3.0, 5.0], [4.0, 6.0]; odm [new] [2.0, 4.0]." in text
+    assert "odm [old] 0.94, 0.95; odm [new] 0.93." in text
+    assert "odm [new] seed 0 (0: 3.0, 1: 4.0; spread 1.0)." in text
+    table = [line for line in per_class_fid_table(records, rows) if line.startswith("| odm")]
+    assert table == [
+        "| odm [old] | 4.50 ± 0.71 | 9.00 ± 1.41 |",
+        "| odm [new] | **3.00** | **6.00** |",
+    ]
+
+
 def test_intensity_ratio_finds_a_brightness_drift_that_the_copies_do_not_have(
     retina, extractor, tmp_path
 ):

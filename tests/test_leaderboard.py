@@ -287,3 +287,6 @@ def test_a_method_best_at_its_last_epoch_is_noted_as_not_converged():
         "Not converged (best validation epoch = the last, so more budget may change the number): a 1/2 seeds.",
     ]
     assert convergence_note([rec("b", 10)]) == []
+    rerun = rec("a", 10)
+    rerun.config_hash = "h2"  # two configs of a method: two rows, each noted with its seeds
+    assert convergence_note([rec("a", 25), rerun])[1].endswith(": a [h] 1/1 seeds.")

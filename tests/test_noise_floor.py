@@ -9,7 +9,7 @@ import torch
 from bench.api.record import Record, Selection
 from bench.nn.diffusion import ddpm_scheduler
 from bench.nn.noise_floor import linear_denoiser_mse, pixel_moments
-from bench.report.notes import untrained_note
+from bench.report.notes import untrained_note, untrained_seeds
 from bench.train.batches import to_device_batch
 
 ALPHAS = ddpm_scheduler(1000, 1e-4, 0.02).alphas_cumprod
@@ -67,6 +67,16 @@ def test_a_stage_that_does_not_beat_the_floor_is_flagged_in_the_tables():
         len(note) == 2 and "Untrained diffusion stage" in note[1] and "dcube 1/2 seeds" in note[1]
     )
     assert untrained_note([record("dcube", 0, True)]) == []
+
+
+def test_two_configs_of_a_method_are_flagged_row_by_row():
+    # a method rerun under a new config sits in its table as two rows, 'dcube [hash]':
+    # each row's mark and note count its own seeds (they were pooled under 'dcube')
+    old, new = record("dcube", 0, False), record("dcube", 1, True)
+    new.config_hash = "h2"
+    assert untrained_seeds([old, new, record("dcube", 2, True)]) == {"dcube [h]": (1, 2)}
+    note = untrained_note([old, new])[1]
+    assert "dcube [h] 1/1 seeds" in note and "h2" not in note
 
 
 def test_the_row_of_a_method_whose_stage_did_not_beat_its_floor_carries_the_mark(tmp_path):

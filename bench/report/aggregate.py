@@ -191,6 +191,25 @@ def base_method(label: str) -> str:
     return label.split(" · ")[0].split(" [")[0]
 
 
+def record_labels(records: list[Record]) -> list[str]:
+    """Each record's table row, as `variant_labels` names it ('method', 'method · bf16',
+    'method [hash]'): what a note or a row's extra line about that row must group by."""
+    frame = pd.DataFrame(
+        [
+            {
+                "preset": r.preset,
+                "dataset": r.dataset,
+                "method": r.method,
+                "precision": r.precision,
+                "config_hash": r.config_hash,
+            }
+            for r in records
+        ],
+        columns=["preset", "dataset", "method", "precision", "config_hash"],
+    )
+    return list(variant_labels(frame)) if records else []
+
+
 PAPER_FEATURE_SPACE = (
     "inception-v3-compat"  # the papers' FID/KID/precision/recall (TF-FID Inception)
 )

@@ -7,18 +7,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.api.record import Record
+from bench.report.aggregate import record_labels
 
 
 def convergence_note(records: list[Record]) -> list[str]:
     """Methods whose validation score was best at their last epoch, on how many seeds:
     their training had not converged, and more budget may change their numbers."""
     last, seeds = {}, {}
-    for r in records:
+    for row, r in zip(record_labels(records), records):
         sel = r.selection
         if sel.selection_metric is None or sel.best_epoch is None:
             continue  # no validation (the last weights are the result by design)
-        seeds[r.method] = seeds.get(r.method, 0) + 1
-        last[r.method] = last.get(r.method, 0) + (sel.best_epoch == sel.epochs_run)
+        seeds[row] = seeds.get(row, 0) + 1
+        last[row] = last.get(row, 0) + (sel.best_epoch == sel.epochs_run)
     hit = [f"{m} {n}/{seeds[m]} seeds" for m, n in sorted(last.items()) if n]
     return (
         [
@@ -40,14 +41,14 @@ def noise_floors(block) -> list[dict]:
 
 
 def untrained_seeds(records: list[Record]) -> dict[str, tuple[int, int]]:
-    """method -> (seeds whose diffusion stage did not beat its noise floor, seeds that
-    recorded one), for the methods with at least one such seed."""
+    """table row (`record_labels`) -> (seeds whose diffusion stage did not beat its noise
+    floor, seeds that recorded one), for the rows with at least one such seed."""
     seen, below = {}, {}
-    for r in records:
+    for row, r in zip(record_labels(records), records):
         floors = noise_floors(r.selection.to_dict())
         if floors:
-            seen[r.method] = seen.get(r.method, 0) + 1
-            below[r.method] = below.get(r.method, 0) + any(not f["beaten"] for f in floors)
+            seen[row] = seen.get(row, 0) + 1
+            below[row] = below.get(row, 0) + any(not f["beaten"] for f in floors)
     return {m: (n, seen[m]) for m, n in below.items() if n}
 
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 
 from bench.api.record import Record
-from bench.report.aggregate import base_method
+from bench.report.aggregate import record_labels
 from bench.tasks.generation.floors import INTENSITY_TOLERANCE, REAL_VS_REAL
 
 
 def method_records(records: list[Record], row: str) -> list[Record]:
-    """The records of a table row's method (the row label without its variant), by seed."""
-    method = base_method(row)
-    return sorted((r for r in records if r.method == method), key=lambda r: r.seed)
+    """The records behind a table row (its variant label: method, precision, config), by seed."""
+    rows = record_labels(records)
+    return sorted((r for r, label in zip(records, rows) if label == row), key=lambda r: r.seed)
 
 
 def generation_extras(records: list[Record], methods: list[str], metrics: list[str]) -> list[str]:
@@ -129,10 +129,11 @@ def intensity_line(records: list[Record], methods: list[str], real: dict) -> lis
 def per_class_fid_table(records: list[Record], methods: list[str]) -> list[str]:
     """Generation records: FID per class (mean ± std over seeds), lowest bold (ODM Fig. 4)."""
     rows = {}
-    for r in records:
-        fid = r.per_class("test").get("fid")
-        if fid is not None:
-            rows.setdefault(r.method, []).append([np.nan if v is None else v for v in fid])
+    for m in methods:
+        for r in method_records(records, m):
+            fid = r.per_class("test").get("fid")
+            if fid is not None:
+                rows.setdefault(m, []).append([np.nan if v is None else v for v in fid])
     if not rows:
         return []
     classes = records[0].class_names or [str(i) for i in range(len(next(iter(rows.values()))[0]))]
