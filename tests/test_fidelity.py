@@ -1,6 +1,8 @@
 """Generation metrics (bench.tasks.generation.fidelity): torch-fidelity's FID/KID/precision-recall on
 features of a harness classifier, with input checks and per-class FID."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -33,6 +35,41 @@ def extractor(tmp_path_factory):
         small_input_stem=True,
         trained_on={"test": True},
     )
+
+
+def test_an_extractor_file_appears_whole_and_as_a_direct_save(tmp_path, monkeypatch):
+    """Sweep workers sharing a cache load the extractor file as soon as it exists (one
+    loaded a half-written file: 'failed finding central directory'): it is written
+    elsewhere and renamed into place, with a direct save's bytes (its version)."""
+    import hashlib
+
+    from bench.nn.timm_models import TimmArch, build_timm_model
+    from bench.tasks.generation import fidelity
+
+    torch.manual_seed(0)
+    model = build_timm_model(TimmArch(model="resnet18", small_input_stem=True), 1, 2)
+    target = tmp_path / "cache" / "k.extractor.pt"
+    seen = []
+    real_save = torch.save
+
+    def watched_save(obj, f, *args, **kwargs):
+        seen.append((Path(f), target.exists()))
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(fidelity.torch, "save", watched_save)
+    ex = save_classifier_extractor(
+        target, model, model_name="resnet18", in_chans=1, num_classes=2,
+        input_size=None, small_input_stem=True, trained_on={},
+    )  # fmt: skip
+    monkeypatch.undo()
+    assert len(seen) == 1 and seen[0][0] != target and seen[0][0].name == target.name
+    assert not seen[0][1]  # nothing at the final name while it was being written
+    assert sorted(p.name for p in target.parent.iterdir()) == [target.name]  # no leftovers
+    direct = tmp_path / "direct" / target.name
+    direct.parent.mkdir()
+    torch.save(torch.load(target, weights_only=True), direct)
+    digest = hashlib.sha256(direct.read_bytes()).hexdigest()[:16]
+    assert ex.info["version"] == digest
 
 
 @pytest.fixture(scope="module")

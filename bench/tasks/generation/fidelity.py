@@ -16,6 +16,8 @@ precision/recall, input 1 is the generated set, input 2 the real one.
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,20 +175,26 @@ def save_classifier_extractor(
     small_input_stem: bool,
     trained_on: dict,
 ) -> Extractor:
-    """Store a trained timm classifier as a `bench-classifier` extractor file."""
+    """Store a trained timm classifier as a `bench-classifier` extractor file.
+
+    Another process sharing the cache (a sweep worker, a `--jobs` process) loads the file
+    as soon as it exists, so it is written whole in a private folder and renamed into
+    place. It keeps its own name there: torch.save puts the file's name inside the
+    archive, so the bytes, and with them the extractor's version, are a direct save's."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "model": model_name,
-            "in_chans": in_chans,
-            "num_classes": num_classes,
-            "input_size": input_size,
-            "small_input_stem": small_input_stem,
-            "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        },
-        path,
-    )
+    blob = {
+        "model": model_name,
+        "in_chans": in_chans,
+        "num_classes": num_classes,
+        "input_size": input_size,
+        "small_input_stem": small_input_stem,
+        "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as folder:
+        staged = Path(folder) / path.name
+        torch.save(blob, staged)
+        os.replace(staged, path)
     return classifier_extractor(path, trained_on)
 
 
