@@ -390,11 +390,19 @@ def test_classification_suite_lists_dcube_and_a_syn_variant_sharing_stage1_optio
 
 
 @pytest.mark.slow
-def test_dcube_and_syn_run_in_a_suite_sharing_the_stage1_model(data_dir, tmp_path):
+def test_dcube_and_syn_run_in_a_suite_sharing_the_stage1_model(data_dir, tmp_path, monkeypatch):
     """Real BreastMNIST, tiny budgets: D-Cube records its KS selection and writes the
     p-value plot beside the record; syn:resnet18 reuses D-Cube's cached stage-1 model
-    and balances the classes (147 malignant + 252 synthetic = 399 benign/normal)."""
+    and balances the classes (147 malignant + 252 synthetic = 399 benign/normal); its
+    synthetic set is cached whole or not at all (another unit of the seed may load it)."""
+    import methods.dcube.syn as syn_module
     from bench.engine.runner import run_suite
+
+    cached = []
+    atomic = syn_module.atomic_write
+    monkeypatch.setattr(
+        syn_module, "atomic_write", lambda path, write: (cached.append(path), atomic(path, write))
+    )
 
     stage1 = {**TINY_STAGE1, "epochs": 2}
     suite = tmp_path / "s.yaml"
@@ -468,3 +476,6 @@ def test_dcube_and_syn_run_in_a_suite_sharing_the_stage1_model(data_dir, tmp_pat
         and syn["counts_after"] == [399, 399]
     )
     assert (syn_path.parent / syn["samples_png"]).is_file()
+    assert len(cached) == 1 and cached[0].parent.name == "dcube_syn"
+    with np.load(cached[0]) as f:
+        assert np.bincount(f["labels"]).tolist() == [252] and len(f["images"]) == 252

@@ -19,6 +19,7 @@ from bench.api.method import (
     config_dict,
     register_method_prefix,
 )
+from bench.api.record import atomic_write
 from bench.api.registry import METHODS
 from bench.nn.diffusion import ddim_scheduler, ddpm_scheduler, reverse_process
 from bench.nn.pretraining import cache_key
@@ -179,8 +180,8 @@ class SynAugmented(ClassificationMethod):
                 else torch.zeros(0, self.spec.channels, self.spec.size, self.spec.size)
             )
             images, cache = from_device_batch(x, self.spec.size), "miss"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(path, images=images, labels=labels)
+            # whole or absent: a unit of another base method (same seed, same set) may load it
+            atomic_write(path, lambda f: np.savez_compressed(f, images=images, labels=labels))
         augmented = SplitData(
             np.concatenate([train.images, images]),
             np.concatenate([train.labels, labels]),
