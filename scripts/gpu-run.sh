@@ -36,11 +36,11 @@ step() {  # step NAME SECONDS bench-args...
 }
 step perf-28px 200 perf --suite classification --preset full --results-dir "$out/results" --out-dir "$out"
 step perf-diffmic_v2-224px 60 perf --method diffmic_v2 --image-size 224 --channels 3 --classes 2 --results-dir "$out/results"
-pids=()
+pids=() sweep_limit=360
 sweep() {  # sweep METHOD PARAMS SEED WORKERS: one grid study, its workers in parallel
   local method=$1 params=$2 seed=$3 workers=$4 w
   for ((w = 0; w < workers; w++)); do
-    timeout 360 "${bench[@]}" sweep "$method" --params "$params" --dataset retinamnist \
+    timeout "$sweep_limit" "${bench[@]}" sweep "$method" --params "$params" --dataset retinamnist \
       --suite generation --preset standard --grid --values guidance=1.0,1.5,2.0 \
       --seed "$seed" --worker "$w" --storage "journal://$out/sweeps/$method-seed$seed.log" \
       --results-dir "$out/results" --work-dir "$out/work" --no-progress \
@@ -56,6 +56,6 @@ for seed in 0 1; do  # guidance first: an ODM study's first 4 workers train its 
 done
 failed=0
 for pid in "${pids[@]}"; do wait "$pid" || failed=$((failed + 1)); done
-echo "sweeps: ${#pids[@]} workers, $failed failed or cut, after $((SECONDS - t0)) s (limit 360 s; logs $out/sweeps)"
+echo "sweeps: ${#pids[@]} workers, $failed failed or cut, after $((SECONDS - t0)) s (limit $sweep_limit s; logs $out/sweeps)"
 echo "records: $(find "$out/results" -name 'seed*.json' 2>/dev/null | wc -l) units," \
   "$(find "$out/results/perf" -name '*.json' 2>/dev/null | wc -l) perf, in $out/results"

@@ -210,6 +210,14 @@ def record_labels(records: list[Record]) -> list[str]:
     return list(variant_labels(frame)) if records else []
 
 
+def records_by_row(records: list[Record]) -> dict[str, list[Record]]:
+    """A table's records grouped by their row (`record_labels`), each row's by seed."""
+    rows: dict[str, list[Record]] = {}
+    for label, r in zip(record_labels(records), records):
+        rows.setdefault(label, []).append(r)
+    return {label: sorted(rs, key=lambda r: r.seed) for label, rs in rows.items()}
+
+
 PAPER_FEATURE_SPACE = (
     "inception-v3-compat"  # the papers' FID/KID/precision/recall (TF-FID Inception)
 )

@@ -6,14 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from bench.api.record import Record
-from bench.report.aggregate import record_labels
+from bench.report.aggregate import records_by_row
 from bench.tasks.generation.floors import INTENSITY_TOLERANCE, REAL_VS_REAL
-
-
-def method_records(records: list[Record], row: str) -> list[Record]:
-    """The records behind a table row (its variant label: method, precision, config), by seed."""
-    rows = record_labels(records)
-    return sorted((r for r, label in zip(records, rows) if label == row), key=lambda r: r.seed)
 
 
 def generation_extras(records: list[Record], methods: list[str], metrics: list[str]) -> list[str]:
@@ -50,10 +44,11 @@ def generation_extras(records: list[Record], methods: list[str], metrics: list[s
                 else "."
             ),
         ]
+    by_row = records_by_row(records)
     cis = {
         m: [
             f"[{r.evaluation['fid_ci95'][0]:.1f}, {r.evaluation['fid_ci95'][1]:.1f}]"
-            for r in method_records(records, m)
+            for r in by_row.get(m, [])
             if r.evaluation.get("fid_ci95")
         ]
         for m in methods
@@ -61,7 +56,7 @@ def generation_extras(records: list[Record], methods: list[str], metrics: list[s
     spreads = {
         m: [
             (r.seed, r.evaluation["fid_by_extractor_seed"])
-            for r in method_records(records, m)
+            for r in by_row.get(m, [])
             if len(r.evaluation.get("fid_by_extractor_seed") or {}) > 1
         ]
         for m in methods
@@ -97,10 +92,11 @@ def intensity_line(records: list[Record], methods: list[str], real: dict) -> lis
     """The samples' mean intensity over the reference images', per seed, ⚠ outside the
     tolerance (a brightness drift FID can hide); records scored before it existed are skipped."""
     low, high = 1 - INTENSITY_TOLERANCE, 1 + INTENSITY_TOLERANCE
+    by_row = records_by_row(records)
     per_method = {
         m: [
             r.metric("test", "intensity_ratio")
-            for r in method_records(records, m)
+            for r in by_row.get(m, [])
             if "intensity_ratio" in r.split_metrics("test")
         ]
         for m in methods
@@ -128,9 +124,9 @@ def intensity_line(records: list[Record], methods: list[str], real: dict) -> lis
 
 def per_class_fid_table(records: list[Record], methods: list[str]) -> list[str]:
     """Generation records: FID per class (mean ± std over seeds), lowest bold (ODM Fig. 4)."""
-    rows = {}
+    by_row, rows = records_by_row(records), {}
     for m in methods:
-        for r in method_records(records, m):
+        for r in by_row.get(m, []):
             fid = r.per_class("test").get("fid")
             if fid is not None:
                 rows.setdefault(m, []).append([np.nan if v is None else v for v in fid])
@@ -175,10 +171,11 @@ def ordinal_table(records: list[Record], methods: list[str]) -> list[str]:
     the grades they were generated for (QWK, Spearman), beside its agreement on the real
     reference images (the target: closer is better, more is exaggeration), and each
     grade's mean intensity over the real grade's (bench/tasks/generation/ordinal.py)."""
+    by_row = records_by_row(records)
     blocks = {
         m: [
             r.payload["ordinal_consistency"]
-            for r in method_records(records, m)
+            for r in by_row.get(m, [])
             if r.payload.get("ordinal_consistency")
         ]
         for m in methods

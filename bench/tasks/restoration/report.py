@@ -9,7 +9,7 @@ import pandas as pd
 
 from bench.api.record import Record
 from bench.api.registry import METRICS
-from bench.report.aggregate import base_method, record_labels
+from bench.report.aggregate import base_method, records_by_row
 from bench.report.cells import best_floor, fmt_value, ranked_cells
 from bench.report.floors import at_or_below
 from bench.tasks.restoration.scoring import FLOOR_METHODS, is_floor_method
@@ -151,13 +151,13 @@ def interval_note(records: list[Record], methods: list[str]) -> list[str]:
     """PSNR and SSIM's bootstrap 95 % intervals per seed, over the test source images
     (what difference between two methods is noise at this many images)."""
     lines = []
-    rows = sorted(zip(record_labels(records), records), key=lambda pair: pair[1].seed)
+    by_row = records_by_row(records)
     for metric in ("psnr", "ssim"):
         cis = {
             m: [
                 f"[{ci[0]:.{2 if metric == 'psnr' else 3}f}, {ci[1]:.{2 if metric == 'psnr' else 3}f}]"
-                for label, r in rows
-                if label == m and (ci := (r.evaluation.get("ci95_test") or {}).get(metric))
+                for r in by_row.get(m, [])
+                if (ci := (r.evaluation.get("ci95_test") or {}).get(metric))
             ]
             for m in methods
         }
