@@ -117,3 +117,45 @@ def test_the_verdict_numbers_are_delong_and_the_seed_paired_t(board):
     t_lo, t_hi = (float(v) for v in cells[6].strip("[]").split(","))
     assert t_lo < lo and t_hi > hi  # three seeds: the t interval is the wider here
     assert cells[8] == "no detectable difference" and lo < 0 < hi and np.isfinite(want["se"])
+
+
+def test_a_dataset_at_another_size_is_compared_with_itself_on_the_same_test_images(tmp_path):
+    """breastmnist_64 (MedMNIST+: the same split at 64 px) gets a block of each method
+    against itself on breastmnist, DeLong pairing the same test images; breastmnist (the
+    first of the two) and retinamnist (another split) get none."""
+    src = REPO / "results" / "classification"
+    for dataset in ("breastmnist", "breastmnist_64", "retinamnist"):
+        config = src / dataset / "resnet18" / "b59bd1673f"
+        dest = tmp_path / "results" / "classification" / dataset / "resnet18" / config.name
+        dest.mkdir(parents=True)
+        for f in config.glob("seed[012].*"):
+            shutil.copy(f, dest / f.name)
+    md = write_leaderboard("classification", tmp_path / "results", tmp_path / "lb")[0].read_text()
+    parts = sections(md)
+    assert "**Against" not in parts["## breastmnist (standard)"]
+    assert "**Against" not in parts["## retinamnist (standard)"]
+    block = parts["## breastmnist_64 (standard)"].split("**Against `breastmnist`**")[1]
+    line = next(
+        x for x in block.splitlines() if x.startswith("| resnet18 | itself on `breastmnist` |")
+    )
+    cells = [c.strip() for c in line.split("|")[1:-1]]
+    records = load_records(tmp_path / "results", "classification")
+    by = {
+        d: {r.seed: r.load_predictions() for r in records if r.dataset == d}
+        for d in ("breastmnist", "breastmnist_64")
+    }
+    want = delong_difference(
+        by["breastmnist"][0]["test_labels"],
+        [
+            (
+                by["breastmnist_64"][s]["test_probs"].astype(float),
+                by["breastmnist"][s]["test_probs"].astype(float),
+            )
+            for s in (0, 1, 2)
+        ],
+        "binary",
+    )
+    assert cells[2] == "3"
+    assert float(cells[3]) == pytest.approx(want["difference"], abs=5e-4)
+    lo, hi = (float(v) for v in cells[4].strip("[]").split(","))
+    assert (lo, hi) == pytest.approx((want["ci_low"], want["ci_high"]), abs=5e-4)

@@ -92,6 +92,14 @@ class Task:
         `reference` (and, `with_priors`, against its own prior), with its uncertainty."""
         return []
 
+    def other_size_verdict(
+        self, records, frame, rows, base_records, base_frame, base_rows, base
+    ) -> list[str]:
+        """Markdown lines after a table whose dataset holds dataset `base`'s images at
+        another size (same split hash, other pixels): each method row (`rows`) against the
+        same row of `base`'s table (`base_rows`)."""
+        return []
+
     def table_extras(self, records, methods, metrics) -> list[str]:
         """Markdown lines after a leaderboard table (rows and sections of the task's own)."""
         return []

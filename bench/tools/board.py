@@ -202,6 +202,7 @@ def sections(board: Board) -> list[Section]:
 
     out = []
     task, frame = board.task, board.frame
+    main_tables = {}  # (preset, dataset) -> (its data, records, frame, method rows), for other_size
     for (preset, dataset), by_table in board.summary.groupby(["preset", "dataset"], sort=True):
         recs = [r for r in board.records if r.dataset == dataset and r.preset == preset]
         data = recs[0].data or Data()
@@ -237,6 +238,14 @@ def sections(board: Board) -> list[Section]:
             + precision_check(frame, preset, dataset, board.test, task.key_metrics)
             + extras
         )
+        rows = [r.key for r in cells.rows if r.kind == "method"]
+        main_tables[preset, dataset] = (data, recs, here[here["table"] == ""], rows)
+        same_images = other_size_base(main_tables, preset, dataset)
+        if same_images:
+            _, *theirs = main_tables[preset, same_images]
+            section.blocks.append(
+                task.other_size_verdict(*main_tables[preset, dataset][1:], *theirs, same_images)
+            )
         for base in sorted(set(by_table["table"]) - {""}):
             section.blocks.append(
                 [
@@ -253,3 +262,20 @@ def sections(board: Board) -> list[Section]:
             section.blocks.append(cells)
         out.append(section)
     return out
+
+
+def other_size_base(main_tables: dict, preset: str, dataset: str) -> str | None:
+    """The first dataset of `preset` (in the leaderboard's order) whose images are
+    `dataset`'s at another size: the same split hash (split, labels), other pixels
+    (MedMNIST+'s breastmnist_64 beside breastmnist); None when there is none."""
+    data = main_tables[preset, dataset][0]
+    for (p, other), (theirs, *_) in main_tables.items():
+        same_split = data.split_hash and theirs.split_hash == data.split_hash
+        if (
+            p == preset
+            and other != dataset
+            and same_split
+            and theirs.images_sha256 != data.images_sha256
+        ):
+            return other
+    return None

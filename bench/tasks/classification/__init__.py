@@ -63,6 +63,11 @@ class ClassificationTask(Task):
 
         return verdict_lines(records, frame, rows, reference, with_priors)
 
+    def other_size_verdict(self, records, frame, rows, base_records, base_frame, base_rows, base):
+        from bench.tasks.classification.verdict import other_size_lines
+
+        return other_size_lines(records, frame, rows, base_records, base_frame, base_rows, base)
+
     def split_floors(self, records):
         from bench.tasks.classification.floors import classification_floors
 

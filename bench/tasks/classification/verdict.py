@@ -26,7 +26,9 @@ EXPLANATION = (
     "DeLong's test on the same test images, per seed and combined over the seeds (what another draw of "
     "test images could change, the trained models held fixed), and the seed-paired t interval (what "
     "retraining could change). A difference is called better or worse only when both intervals exclude 0; "
-    "p-values are per comparison, not corrected."
+    "p-values are per comparison, not corrected. A dataset holding another's images at another size "
+    "(the same split, e.g. `breastmnist_64`) ends its table with each method against itself there, in "
+    "the same form: what the image size changes."
 )
 
 
@@ -87,9 +89,9 @@ def compare(a: dict, b: dict, key_a: str, key_b: str) -> tuple[dict, dict] | str
     return delong_difference(labels, pairs, task), paired_t_interval(auc_a, auc_b)
 
 
-def verdict_lines(records, frame, rows, reference, with_priors=True) -> list[str]:
-    """The verdict block of one table: `rows` (variant labels, as `frame`'s ``variant``)
-    against the `reference` row's label and, `with_priors`, against each one's prior."""
+def stored_arrays(records, frame, rows) -> dict[str, dict[int, dict]]:
+    """{row label: {seed: stored predictions}} of the method rows `rows` (variant labels,
+    as `frame`'s ``variant``) whose records kept their test predictions."""
     own = frame[~frame["is_prior"]].drop_duplicates(["method", "config_hash", "precision"])
     label_of = {
         (m, h, p): v
@@ -105,6 +107,36 @@ def verdict_lines(records, frame, rows, reference, with_priors=True) -> list[str
                 continue
             if {"test_probs", "test_labels", "test_ids"} <= set(stored):
                 arrays.setdefault(label, {})[r.seed] = {**stored, "task": r.task}
+    return arrays
+
+
+def verdict_row(label: str, name: str, mine: dict, theirs: dict, key: str) -> str:
+    """One verdict line: `label`'s test AUROC minus `theirs`' (under `key`), named `name`."""
+    try:
+        result = compare(mine, theirs, "test_probs", key)
+    except ValueError as exc:  # e.g. a class missing from the test split
+        result = str(exc)
+    if isinstance(result, str):
+        return f"| {label} | {name} | | | | | | | n/a: {result} |"
+    delong, seeds = result
+    return (
+        f"| {label} | {name} | {delong['seeds']} | {_fmt(delong['difference'])} | "
+        f"[{_fmt(delong['ci_low'])}, {_fmt(delong['ci_high'])}] | {_p(delong['p_value'])} | "
+        f"[{_fmt(seeds['ci_low'])}, {_fmt(seeds['ci_high'])}] | {_p(seeds['p_value'])} | "
+        f"{sentence(delong, seeds)} |"
+    )
+
+
+TABLE_HEAD = [
+    "| method | against | seeds | Δ AUROC | 95 % CI (DeLong) | p (DeLong) | 95 % CI (seeds, t) | p (t) | verdict |",
+    "|---|---|---|---|---|---|---|---|---|",
+]
+
+
+def verdict_lines(records, frame, rows, reference, with_priors=True) -> list[str]:
+    """The verdict block of one table: `rows` (variant labels, as `frame`'s ``variant``)
+    against the `reference` row's label and, `with_priors`, against each one's prior."""
+    arrays = stored_arrays(records, frame, rows)
     out = []
     for label in rows:
         mine = arrays.get(label, {})
@@ -120,29 +152,32 @@ def verdict_lines(records, frame, rows, reference, with_priors=True) -> list[str
         )
         if with_priors and prior:
             against.append((f"its prior{PRIOR}{prior}", mine, f"test_prior_{prior}"))
-        for name, theirs, key in against:
-            try:
-                result = compare(mine, theirs, "test_probs", key)
-            except ValueError as exc:  # e.g. a class missing from the test split
-                result = str(exc)
-            if isinstance(result, str):
-                out.append(f"| {label} | {name} | | | | | | | n/a: {result} |")
-                continue
-            delong, seeds = result
-            out.append(
-                f"| {label} | {name} | {delong['seeds']} | {_fmt(delong['difference'])} | "
-                f"[{_fmt(delong['ci_low'])}, {_fmt(delong['ci_high'])}] | {_p(delong['p_value'])} | "
-                f"[{_fmt(seeds['ci_low'])}, {_fmt(seeds['ci_high'])}] | {_p(seeds['p_value'])} | "
-                f"{sentence(delong, seeds)} |"
-            )
+        out += [verdict_row(label, name, mine, theirs, key) for name, theirs, key in against]
     if not out:
         alone = f"only `{rows[0]}`" if len(rows) == 1 else "no stored test predictions to pair"
         return ["", f"**Verdict**: nothing to compare here yet ({alone})."]
+    return ["", HEADER, "", *TABLE_HEAD, *out]
+
+
+def other_size_lines(records, frame, rows, base_records, base_frame, base_rows, base) -> list[str]:
+    """Each method row of this table (`rows`) against the same row of dataset `base`, the
+    same images at another size (same split, labels and test ids): what the image size
+    changes, with the verdict's two intervals. Rows are matched by their label."""
+    shared = [label for label in rows if label in base_rows]
+    mine = stored_arrays(records, frame, shared)
+    theirs = stored_arrays(base_records, base_frame, shared)
+    out = [
+        verdict_row(label, f"itself on `{base}`", mine[label], theirs[label], "test_probs")
+        for label in shared
+        if label in mine and label in theirs
+    ]
+    if not out:
+        return []
     return [
         "",
-        HEADER,
+        f"**Against `{base}`**, the same images at another size (Δ test AUROC, this table's row "
+        f"minus the same method on `{base}`; the same test images, so DeLong pairs them; seeds matched):",
         "",
-        "| method | against | seeds | Δ AUROC | 95 % CI (DeLong) | p (DeLong) | 95 % CI (seeds, t) | p (t) | verdict |",
-        "|---|---|---|---|---|---|---|---|---|",
+        *TABLE_HEAD,
         *out,
     ]
