@@ -59,21 +59,20 @@ import numpy as np
 SCHEMA_VERSION = "1.0"
 
 
-def atomic_write(path: Path, write) -> None:
-    """Temporary file + rename, so a file that exists is whole; it gets the usual mode
-    (0644 under umask 022)."""
+def atomic_write(path: Path, write, *, by_path: bool = False) -> None:
+    """Write `path` whole or not at all: `write` fills a file of the same name in a private
+    temporary folder beside it (an open binary file, or with `by_path` its path: torch.save
+    stores the file's name inside its archive, so the bytes are a direct save's), which is
+    then renamed into place. The file gets the usual mode (0644 under umask 022)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as folder:
+        staged = Path(folder) / path.name
+        if by_path:
+            write(staged)
+        else:
+            with open(staged, "wb") as f:
+                write(f)
+        os.replace(staged, path)
 
 
 def jsonable(value: Any) -> Any:

@@ -221,8 +221,8 @@ def sections(board: Board) -> list[Section]:
                 + "".join(f" ⚠ {note}." for note in notes),
             ]
         )
-        main = by_table[by_table["table"] == ""]
-        cells = table_cells(main, recs, here[here["table"] == ""], task)
+        main, main_frame = by_table[by_table["table"] == ""], here[here["table"] == ""]
+        cells = table_cells(main, recs, main_frame, task)
         extras = task.table_extras(recs, cells.methods, main_metrics(main))
         if extras[:1] and extras[0].startswith("|"):  # a row that continues the table
             cells.rows.append(extra_row(extras[0]))
@@ -239,7 +239,7 @@ def sections(board: Board) -> list[Section]:
             + extras
         )
         rows = [r.key for r in cells.rows if r.kind == "method"]
-        main_tables[preset, dataset] = (data, recs, here[here["table"] == ""], rows)
+        main_tables[preset, dataset] = (data, recs, main_frame, rows)
         same_images = other_size_base(main_tables, preset, dataset)
         if same_images:
             _, *theirs = main_tables[preset, same_images]

@@ -16,8 +16,6 @@ precision/recall, input 1 is the generated set, input 2 the real one.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.api.errors import BenchError
+from bench.api.record import atomic_write
 
 CLASSIFIER_EXTRACTOR = "bench-classifier"
 
@@ -178,11 +177,9 @@ def save_classifier_extractor(
     """Store a trained timm classifier as a `bench-classifier` extractor file.
 
     Another process sharing the cache (a sweep worker, a `--jobs` process) loads the file
-    as soon as it exists, so it is written whole in a private folder and renamed into
-    place. It keeps its own name there: torch.save puts the file's name inside the
-    archive, so the bytes, and with them the extractor's version, are a direct save's."""
+    as soon as it exists, so it is written whole (`atomic_write`), under its own name so
+    that its bytes, and with them the extractor's version, are a direct save's."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     blob = {
         "model": model_name,
         "in_chans": in_chans,
@@ -191,10 +188,7 @@ def save_classifier_extractor(
         "small_input_stem": small_input_stem,
         "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as folder:
-        staged = Path(folder) / path.name
-        torch.save(blob, staged)
-        os.replace(staged, path)
+    atomic_write(path, lambda staged: torch.save(blob, staged), by_path=True)
     return classifier_extractor(path, trained_on)
 
 
