@@ -389,3 +389,23 @@ def test_a_split_too_small_to_stratify_is_still_made():
     out = make_splits(labels)
     assert sorted(set(out)) == ["test", "train", "val"] and (out == "val").sum() == 3
     assert np.array_equal(out, make_splits(labels))  # deterministic
+
+
+def test_a_download_is_kept_whole_and_only_with_the_expected_md5(tmp_path):
+    """A file URL stands in for the server: the bytes arrive whole under the target name;
+    a wrong MD5 keeps nothing (no target, no partial file) and names both digests."""
+    from bench.data.locate import _download
+
+    source = tmp_path / "served" / "tiny.npz"
+    source.parent.mkdir()
+    source.write_bytes(bytes(range(256)) * 4099)  # > one 1 MiB read
+    cache = tmp_path / "cache"
+    _download(source.as_uri(), cache / "tiny.npz", md5sum(source))
+    assert (cache / "tiny.npz").read_bytes() == source.read_bytes()
+    assert [p.name for p in cache.iterdir()] == ["tiny.npz"]
+    with pytest.raises(DataError, match=r"has MD5 [0-9a-f]{32}, expected 0{32}; not kept"):
+        _download(source.as_uri(), cache / "other.npz", "0" * 32)
+    assert [p.name for p in cache.iterdir()] == ["tiny.npz"]
+    with pytest.raises(DataError, match="could not download"):
+        _download((tmp_path / "missing.npz").as_uri(), cache / "missing.npz", None)
+    assert [p.name for p in cache.iterdir()] == ["tiny.npz"]

@@ -274,3 +274,14 @@ def test_pretrained_parts_in_a_shared_cache_never_resume_from_each_other(tmp_pat
     assert not torch.equal(first.weight, second.weight)
     assert ctx.checkpoint_dir == tmp_path / "unit"
     assert not list((tmp_path / "cache").rglob(f"*{SUFFIX}"))
+
+
+def test_a_checkpoint_that_cannot_be_saved_leaves_the_previous_one_whole(tmp_path):
+    from bench.train.resume import save_checkpoint
+
+    path = tmp_path / "unit" / f"train{SUFFIX}"
+    save_checkpoint(path, {"step": 1, "w": torch.ones(3)})
+    with pytest.raises(Exception, match="pickle"):
+        save_checkpoint(path, {"step": 2, "fn": lambda: None})  # unpicklable: fails mid-save
+    assert torch.load(path, weights_only=True)["step"] == 1
+    assert [p.name for p in path.parent.iterdir()] == [path.name]

@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-import tempfile
 import urllib.request
 import warnings
 from pathlib import Path
 
 from bench.api.errors import DataError, MissingDataError
+from bench.api.record import atomic_write
 
 OFFLINE_VARS = ("BENCH_OFFLINE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 _md5_cache: dict[tuple[str, int, float], str] = {}
@@ -109,26 +109,25 @@ def locate_file(
 
 
 def _download(url: str, target: Path, expected_md5: str | None) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        from tqdm import tqdm
+    """`url` into `target` whole (`atomic_write`), kept only when its MD5 is the expected one."""
+    from tqdm import tqdm
 
-        with urllib.request.urlopen(url, timeout=60) as response, open(tmp_path, "wb") as out:
+    def fetch(out) -> None:
+        digest = hashlib.md5()
+        with urllib.request.urlopen(url, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0)
             with tqdm(
                 total=total, unit="B", unit_scale=True, desc=f"download {target.name}"
             ) as bar:
                 for chunk in iter(lambda: response.read(1 << 20), b""):
                     out.write(chunk)
+                    digest.update(chunk)
                     bar.update(len(chunk))
-        got = md5sum(tmp_path)
+        got = digest.hexdigest()
         if expected_md5 and got != expected_md5:
             raise DataError(f"download of {url} has MD5 {got}, expected {expected_md5}; not kept")
-        os.replace(tmp_path, target)
+
+    try:
+        atomic_write(target, fetch)
     except OSError as exc:
         raise DataError(f"could not download {url}: {exc}") from exc
-    finally:
-        tmp_path.unlink(missing_ok=True)

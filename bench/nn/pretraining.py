@@ -7,7 +7,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from bench.api.method import RunContext
+from bench.api.record import atomic_write
 
 
 def cache_key(payload: dict[str, Any]) -> str:
@@ -77,17 +77,12 @@ def _load_or_train(kind, path: Path, payload, model, train, ctx, own_training) -
         summary = train()
     finally:
         ctx.on_eval, ctx.checkpoint_dir = on_eval, checkpoint_dir
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(
-        {
-            "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "summary": summary,
-            "payload": payload,
-        },
-        tmp,
-    )
-    os.replace(tmp, path)
+    stored = {
+        "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "summary": summary,
+        "payload": payload,
+    }
+    atomic_write(path, lambda staged: torch.save(stored, staged), by_path=True)
     shutil.rmtree(work, ignore_errors=True)  # stored: nothing left to resume
     model.eval()
     return {**summary, "cache": "miss", "file": str(path)}

@@ -13,9 +13,7 @@ uninterrupted one. The runner deletes these files once the unit's record is writ
 from __future__ import annotations
 
 import math
-import os
 import random
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +24,7 @@ import numpy as np
 import torch
 
 from bench.api.naming import safe_name
+from bench.api.record import atomic_write
 
 SUFFIX = ".resume.pt"
 
@@ -68,16 +67,8 @@ def restore_rng_states(states: dict[str, Any], generators: tuple[Generator, ...]
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Atomically (temporary file + rename): a checkpoint that exists is whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Whole or not at all (`atomic_write`): a checkpoint that exists is whole."""
+    atomic_write(path, lambda staged: torch.save(payload, staged), by_path=True)
 
 
 def load_checkpoint(
