@@ -34,6 +34,8 @@ if [ -f "$qdir/superseded.txt" ]; then
   done < "$qdir/superseded.txt"
 fi
 [ -z "$(git status --porcelain -- results)" ] && { echo "publish: nothing new in results/"; exit 0; }
+# the records new or made again, before rescoring touches them
+changed=$(git status --porcelain -uall -- results | grep -E '^(\?\?| M|A |M ) .*seed[0-9]+\.json$')
 step() { "$@" > "$qdir/publish-step.log" 2>&1 || { echo "publish: $* failed:"; tail -n 5 "$qdir/publish-step.log"; exit 1; }; }
 step "$bench" rescore --suite classification --data-dir "$data"
 for suite in classification generation restoration; do step "$bench" leaderboard --suite "$suite"; done
@@ -41,18 +43,19 @@ for paper in diffmic-v2 dcube odm survey; do step "$bench" paper "$paper"; done
 step "$bench" perf --table
 step "$bench" site
 step .venv/bin/python -m pytest -q -x -p no:cacheprovider tests/test_committed_tables.py
-summary=$(git status --porcelain -uall -- results | grep -E '^(\?\?|A )' | grep -E 'seed[0-9]+\.json$' | awk '{print $2}' |
-  .venv/bin/python -c '
+summary=$(echo "$changed" | .venv/bin/python -c '
 import json, sys
 out = []
-for name in sys.stdin.read().split():
+for line in sys.stdin.read().splitlines():
+    state, name = line[:2], line[3:]
     r = json.load(open(name))
     test = (r.get("metrics") or {}).get("test") or {}
     bits = [f"{k} {test[k]:.3f}" for k in ("auroc", "accuracy", "fid", "psnr") if isinstance(test.get(k), float)]
     wall = (r.get("timings") or {}).get("wall_s")
     bits += [f"{wall:.0f} s"] if wall else []
     head = "%s %s seed %s (%s, %s" % tuple(r.get(k) for k in ("dataset", "method", "seed", "preset", "status"))
-    out.append(head + (": " + ", ".join(bits) if bits else "") + ")")
+    again = ", made again" if "M" in state else ""
+    out.append(head + (": " + ", ".join(bits) if bits else "") + again + ")")
 print("; ".join(out))')
 git add -A results leaderboards
 git commit -q -m "${1:-Records published}: ${summary:-superseded records removed}; tables rebuilt" && git log --oneline -1

@@ -37,10 +37,11 @@ while true; do
   # shellcheck disable=SC2086 # the line's arguments, split as written
   (cd "$clone" && "$repo/.venv/bin/python" -m bench.cli $args "${extra[@]}")
   echo "$(date -u +%FT%T) ends with exit $? after $((SECONDS - t0)) s: $line"
-  # the clone's untracked results/ are this line's records: move them over under the lock
-  # (a line with its own --results-dir elsewhere leaves them there)
+  # what changed in the clone's results/ is this line's work (new records, or records it
+  # made again with --rerun): move it over under the lock (a line with its own
+  # --results-dir elsewhere leaves its records there)
   flock "$qdir/publish.lock" sh -c '
-    cd "$1" && git ls-files --others --exclude-standard -- results | grep -v "\.lock$" |
+    cd "$1" && git ls-files --others --modified --exclude-standard -- results | grep -v "\.lock$" |
       while read -r f; do mkdir -p "$2/$(dirname "$f")" && mv "$f" "$2/$f" && echo "harvested $f"; done' _ "$clone" "$repo"
   "$repo/scripts/publish-records.sh" "Records from the queue ($name)" || echo "publish failed; the records wait in results/"
 done

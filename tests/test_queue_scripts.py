@@ -20,9 +20,10 @@ VERSION = {version}
 args = sys.argv[1:]
 out = pathlib.Path(args[args.index("--results-dir") + 1]) / "classification/breastmnist/dcube/abc"
 out.mkdir(parents=True, exist_ok=True)
-(out / "seed0.lock").write_text("")
-(out / "seed0.json").write_text(json.dumps({{
-    "dataset": "breastmnist", "method": "dcube", "seed": 0, "preset": "standard", "status": "ok",
+seed = int(args[args.index("--seeds") + 1]) if "--seeds" in args else 0
+(out / f"seed{{seed}}.lock").write_text("")
+(out / f"seed{{seed}}.json").write_text(json.dumps({{
+    "dataset": "breastmnist", "method": "dcube", "seed": seed, "preset": "standard", "status": "ok",
     "metrics": {{"test": {{"auroc": 0.9}}}}, "timings": {{"wall_s": 12.0}},
     "argv": args, "version": VERSION}}))
 """
@@ -78,15 +79,21 @@ def run(repo, script, *args, queue_dir):
 
 def test_a_worker_runs_the_lines_commit_in_a_clean_clone_and_publishes_its_records(tmp_path):
     repo = make_project(tmp_path)
+    unit = Path("results/classification/breastmnist/dcube/abc")
+    (repo / unit).mkdir(parents=True)
+    (repo / unit / "seed1.json").write_text("{}")  # made again by the second line (--rerun)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "seed 1 as it was")
     first = git(repo, "rev-list", "--max-parents=0", "HEAD")
     queue_dir = tmp_path / "queue"
     queue_dir.mkdir()
-    (queue_dir / "qA.queue").write_text(f"{first} run --suite classification --seeds 0\n")
+    (queue_dir / "qA.queue").write_text(
+        f"{first} run --suite classification --seeds 0\n{first} run --rerun --seeds 1\n"
+    )
     done = run(repo, "queue-worker.sh", "qA", queue_dir=queue_dir)
     assert done.returncode == 0, done.stderr
-    assert "ends with exit 0" in done.stdout and "queue empty" in done.stdout
+    assert done.stdout.count("ends with exit 0") == 2 and "queue empty" in done.stdout
     assert (queue_dir / "qA.queue").read_text() == ""
-    unit = Path("results/classification/breastmnist/dcube/abc")
     record = json.loads((repo / unit / "seed0.json").read_text())
     assert record["version"] == 1  # the line's commit ran, not the newer HEAD
     assert record["argv"] == [
@@ -94,14 +101,17 @@ def test_a_worker_runs_the_lines_commit_in_a_clean_clone_and_publishes_its_recor
         "--results-dir", "results", "--work-dir", f"{queue_dir}/shared-work",
         "--checkpoint-every", "120",
     ]  # fmt: skip
+    assert json.loads((repo / unit / "seed1.json").read_text())["argv"][:2] == ["run", "--rerun"]
     assert not (repo / unit / "seed0.lock").exists()  # locks are not records
     assert not (queue_dir / "qA" / unit / "seed0.json").exists()  # moved, not copied
     calls = (tmp_path / "calls.log").read_text()
     assert "bench rescore --suite classification --data-dir /data" in calls
     assert "bench paper odm" in calls and "pytest" in calls
-    message = git(repo, "log", "-1", "--format=%s")
-    assert message.startswith("Records from the queue (qA): breastmnist dcube seed 0")
-    assert "(standard, ok: auroc 0.900, 12 s)" in message
+    log = git(repo, "log", "-3", "--format=%s").splitlines()
+    assert log[0].startswith("Records from the queue (qA): breastmnist dcube seed 1")
+    assert log[0].endswith("12 s, made again); tables rebuilt")
+    assert log[1].startswith("Records from the queue (qA): breastmnist dcube seed 0")
+    assert "(standard, ok: auroc 0.900, 12 s)" in log[1]
     assert git(repo, "status", "--porcelain") == ""
 
 
