@@ -101,6 +101,16 @@ def data_dir() -> Path:
     return real_data_dir()
 
 
+def whole_checkpoints(work_dir: Path) -> list[Path]:
+    """The resume checkpoints under `work_dir` at their final names: one being written sits
+    in a hidden staging folder beside it (`atomic_write`) and is not a checkpoint yet."""
+    return [
+        p
+        for p in Path(work_dir).rglob("*.resume.pt")
+        if not any(part.startswith(".") for part in p.relative_to(work_dir).parts[:-1])
+    ]
+
+
 def write_binary_record(results, method: str, pred, labels, selection=None) -> None:
     """A `tiny` suite record (BreastMNIST, seed 0) of a binary model that predicts `pred`
     (probability 0.9 for it) on test images with `labels`: for leaderboard tests."""

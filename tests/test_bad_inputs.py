@@ -17,6 +17,7 @@ from conftest import (
     real_data_dir,
     tiny_leaderboard,
     tiny_run,
+    whole_checkpoints,
     write_binary_record,
 )
 
@@ -325,7 +326,7 @@ def test_sigterm_stops_a_run_cleanly_and_its_rerun_says_it_resumes(tmp_path, dat
         cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     deadline = time.time() + 300
-    while not list((tmp_path / "w").rglob("*.resume.pt")) and time.time() < deadline:
+    while not whole_checkpoints(tmp_path / "w") and time.time() < deadline:
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)

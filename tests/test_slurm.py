@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY_SUITE
+from conftest import REPO, TINY_SUITE, whole_checkpoints
 
 from bench.cli import main
 from bench.tools.slurm import SlurmOptions, sbatch_script
@@ -148,9 +148,7 @@ def test_a_preempted_unit_is_requeued_and_resumes(slurm, tmp_path, data_dir, cap
          str(tmp_path / "r"), "--work-dir", str(tmp_path / "w"), "--checkpoint-every", "0"], capsys,
     )  # fmt: skip
     assert code == 0 and job
-    wait_for(
-        lambda: list((tmp_path / "w").rglob("*.resume.pt")), 300, "a first checkpoint", every=0.2
-    )
+    wait_for(lambda: whole_checkpoints(tmp_path / "w"), 300, "a first checkpoint", every=0.2)
     plan = json.loads((tmp_path / "w" / "slurm" / job / "plan.json").read_text())
     task = plan["units"][0]["task"]  # submitit submits a single task as a plain job
     cancel = subprocess.run(
