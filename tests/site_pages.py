@@ -88,16 +88,15 @@ class Page(HTMLParser):
 
 
 def md_cell(text: str) -> tuple[str, str]:
-    """A markdown leaderboard cell as (text, emphasis)."""
-    text = text.strip()
-    bold = re.fullmatch(r"\*\*(.+?)\*\*(\**)", text)
-    if bold:
-        return bold.group(1) + bold.group(2), "b"
-    under = re.fullmatch(r"<u>(.+?)</u>(\**)", text)
-    if under:
-        return under.group(1) + under.group(2), "u"
-    italic = re.fullmatch(r"_(.+)_", text)
-    return (italic.group(1) if italic else text), ""
+    """A markdown leaderboard cell as (text, emphasis); a significance mark's escaped
+    asterisks (`**0.8**\\*\\*`) as the page shows them (`0.8**`)."""
+    text, marks = re.fullmatch(r"(.*?)((?:\\\*)*)", text.strip()).groups()
+    marks = marks.replace("\\", "")
+    for pattern, emphasis in ((r"\*\*(.+?)\*\*", "b"), (r"<u>(.+?)</u>", "u"), (r"_(.+)_", "")):
+        m = re.fullmatch(pattern, text)
+        if m:
+            return m.group(1) + marks, emphasis
+    return text + marks, ""
 
 
 def md_tables(text: str) -> list[dict]:

@@ -11,6 +11,14 @@ from bench.api.registry import METRICS
 from bench.report.floors import at_or_below
 from bench.report.stats import MIN_SEEDS_FOR_TEST, paired_ttest, significance_mark
 
+MARKS_LEGEND = r"\*\*\* p < 0.01, \*\* p < 0.05, \* p < 0.1"  # escaped, as the marks in the cells
+
+
+def md_mark(p: float) -> str:
+    """The significance mark of `p`, its asterisks escaped for Markdown: after a bold cell
+    `**0.8 ± 0.1**\\*\\*`, where `**0.8 ± 0.1****` would read as broken emphasis."""
+    return significance_mark(p).replace("*", "\\*")
+
 
 def ranks_by_shown_value(shown: dict, higher_is_better: bool) -> dict:
     """The rank (0 = best) of each key by its shown value: ties share a rank, and a single
@@ -50,7 +58,7 @@ def ranked_cells(
             continue
         text = f"{r['mean']:.3f} ± {r['std']:.3f}" if np.isfinite(r["std"]) else f"{r['mean']:.3f}"
         text = f"{text} ⚠" if method in flagged else emphasise(text, ranks.get(method))
-        cells[method] = text + significance_mark(r["p_value"])
+        cells[method] = text + md_mark(r["p_value"])
     return cells, len(flagged)
 
 
@@ -72,7 +80,7 @@ def mark_against(cell, ref) -> str:
     common = sorted(set(cell.by_seed) & set(ref.by_seed))
     if len(common) < MIN_SEEDS_FOR_TEST:
         return ""
-    return significance_mark(
+    return md_mark(
         paired_ttest(
             np.array([cell.by_seed[s] for s in common]), np.array([ref.by_seed[s] for s in common])
         )

@@ -2,7 +2,7 @@
 
 Paired tests run on matched units (the same seeds, folds or classes for both methods);
 bootstrap and McNemar run on per-sample predictions of the same test images.
-Marks: ``***`` p < 0.01, ``**`` p < 0.05, ``*`` p < 0.1.
+Marks: ``***`` p < 0.01, ``**`` p < 0.05, ``*`` p < 0.1 (in Markdown cells escaped: see report.cells.md_mark).
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from bench.api.registry import METRICS
 from bench.engine.planning import method_inapplicable
 from bench.metrics.metric import ranked_metrics
 from bench.report.aggregate import TESTS
+from bench.report.cells import MARKS_LEGEND
 from bench.report.stats import MIN_SEEDS_FOR_TEST
 from bench.tools.board import Board, load_board, sections
 
@@ -148,7 +149,7 @@ def render_markdown(board: Board) -> str:
         f"Marks: paired {'t-test' if test == 'ttest' else 'Wilcoxon signed-rank test'} over matched seeds against "
         f"`{reference}`{elsewhere} (a prior's row, `method ▸ prior`: against its own method), on {MIN_SEEDS_FOR_TEST} or more matched seeds only "
         f"(fewer: no mark, whatever the p-value), Holm-corrected over the comparisons of each table and metric: "
-        f"*** p < 0.01, ** p < 0.05, * p < 0.1. **Best** in bold, <u>second</u> underlined; "
+        f"{MARKS_LEGEND}. **Best** in bold, <u>second</u> underlined; "
         f"lower is better for {', '.join(sorted(m for m in ranked_metrics(set(summary['metric'])) if not METRICS.get(m).higher_is_better)) or 'none'}.",
     ]
     dirty = [r for r in records if r.provenance.git_dirty]

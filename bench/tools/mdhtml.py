@@ -1,5 +1,5 @@
 """The little markdown the harness writes (headings, paragraphs, lists, tables, images,
-`code`, **bold**, _italics_, <u>underline</u>, links) as HTML, for the site.
+`code`, **bold**, _italics_, <u>underline</u>, links, `\\*` and `\\_` escapes) as HTML, for the site.
 
 Everything is escaped first, then only that markup is turned into tags: a method or
 dataset name in a table (`<script>`) stays text. Images are looked up beside the
@@ -17,6 +17,7 @@ BOLD = re.compile(r"(?<!\*)\*\*(?![\s*])(.+?)(?<![\s*])\*\*")
 ITALIC = re.compile(r"(?<![\w\\])_(?![\s_])(.+?)(?<![\s_])_(?!\w)")
 UNDERLINE = re.compile(r"&lt;u&gt;(.*?)&lt;/u&gt;")
 IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
+ESCAPED = re.compile(r"\\([*_])")  # a significance mark's asterisks after a bold cell
 LINK = re.compile(r"\[([^\]]+)\]\(((?:https?://|#)[^)\s]+)\)")
 
 
@@ -41,6 +42,7 @@ def inline(text: str, images: dict[str, str] | None = None) -> Markup:
     text = BOLD.sub(r"<strong>\1</strong>", text)
     text = ITALIC.sub(r"<em>\1</em>", text)
     text = UNDERLINE.sub(r"<u>\1</u>", text)
+    text = ESCAPED.sub(r"\1", text)
     text = re.sub("\x00(\\d+)\x00", lambda m: codes[int(m.group(1))], text)
     return Markup(text)
 
