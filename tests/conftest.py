@@ -104,9 +104,11 @@ def data_dir() -> Path:
 def whole_checkpoints(work_dir: Path) -> list[Path]:
     """The resume checkpoints under `work_dir` at their final names: one being written sits
     in a hidden staging folder beside it (`atomic_write`) and is not a checkpoint yet."""
+    from bench.train.resume import SUFFIX
+
     return [
         p
-        for p in Path(work_dir).rglob("*.resume.pt")
+        for p in Path(work_dir).rglob(f"*{SUFFIX}")
         if not any(part.startswith(".") for part in p.relative_to(work_dir).parts[:-1])
     ]
 

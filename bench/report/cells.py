@@ -9,15 +9,21 @@ import pandas as pd
 
 from bench.api.registry import METRICS
 from bench.report.floors import at_or_below
-from bench.report.stats import MIN_SEEDS_FOR_TEST, paired_ttest, significance_mark
+from bench.report.stats import MARK_LEVELS, MIN_SEEDS_FOR_TEST, paired_ttest, significance_mark
 
-MARKS_LEGEND = r"\*\*\* p < 0.01, \*\* p < 0.05, \* p < 0.1"  # escaped, as the marks in the cells
+
+def escaped(mark: str) -> str:
+    """A significance mark's asterisks escaped for Markdown: after a bold cell
+    `**0.8 ± 0.1**\\*\\*`, where `**0.8 ± 0.1****` would read as broken emphasis."""
+    return mark.replace("*", "\\*")
 
 
 def md_mark(p: float) -> str:
-    """The significance mark of `p`, its asterisks escaped for Markdown: after a bold cell
-    `**0.8 ± 0.1**\\*\\*`, where `**0.8 ± 0.1****` would read as broken emphasis."""
-    return significance_mark(p).replace("*", "\\*")
+    """The significance mark of `p` as a Markdown cell shows it."""
+    return escaped(significance_mark(p))
+
+
+MARKS_LEGEND = ", ".join(f"{escaped(mark)} p < {level}" for level, mark in MARK_LEVELS)
 
 
 def ranks_by_shown_value(shown: dict, higher_is_better: bool) -> dict:

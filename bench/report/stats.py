@@ -107,10 +107,13 @@ def holm(p_values) -> np.ndarray:
 MIN_SEEDS_FOR_TEST = 3  # a paired test on 2 seeds (1 degree of freedom) has no power worth a mark
 
 
+MARK_LEVELS = ((0.01, "***"), (0.05, "**"), (0.1, "*"))  # (p below, mark), strictest first
+
+
 def significance_mark(p: float) -> str:
     if not np.isfinite(p):
         return ""
-    return "***" if p < 0.01 else "**" if p < 0.05 else "*" if p < 0.1 else ""
+    return next((mark for level, mark in MARK_LEVELS if p < level), "")
 
 
 def cluster_bootstrap_ci(
