@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import optuna
@@ -13,7 +14,7 @@ from conftest import REPO, TINY_SUITE
 
 from bench.api.errors import BenchError
 from bench.tools.sweep import declared_space, run_sweep
-from bench.tools.trial_workers import abandoned_by, worker_identity
+from bench.tools.trial_workers import abandoned_by, queued_point, trial_point, worker_identity
 
 
 def sweep(tmp_path, trials=None, params=("lr",), **kw):
@@ -258,6 +259,19 @@ def test_a_worker_takes_back_only_the_trials_it_abandoned(monkeypatch):
     assert not abandoned_by(me, {**local, "pid": os.getppid()})  # alive
     assert not abandoned_by(me, {**local, "pid": dead_pid(), "worker": 0})  # another worker's
     assert not abandoned_by(me, {**local, "pid": dead_pid(), "host": "elsewhere"})
+
+
+def test_a_queued_point_is_read_without_optunas_deprecation_warning():
+    study = optuna.create_study()
+    study.enqueue_trial({"lr": 0.01})
+    queued, sampled = study.ask(), study.ask()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert queued_point(queued) == {"lr": 0.01} and queued_point(sampled) == {}
+    assert not [w for w in seen if issubclass(w.category, FutureWarning)]
+    queued.suggest_float("lr", 1e-4, 1.0, log=True)
+    study.tell(queued, 0.5)
+    assert trial_point(study.trials[0]) == {"lr": 0.01}  # a finished trial: its FrozenTrial
 
 
 @pytest.mark.slow

@@ -28,7 +28,12 @@ from bench.api.method import Param
 from bench.api.record import Record
 from bench.api.registry import TASKS
 from bench.tools.optuna_storage import open_storage
-from bench.tools.trial_workers import requeue_abandoned_trials, trial_point, worker_identity
+from bench.tools.trial_workers import (
+    queued_point,
+    requeue_abandoned_trials,
+    trial_point,
+    worker_identity,
+)
 
 
 def declared_space(method: str, params: list[str]) -> dict[str, Param]:
@@ -190,7 +195,7 @@ def run_sweep(
 
     def objective(trial):
         trial.set_user_attr("worker", worker_identity(worker))
-        if grid and "fixed_params" not in trial.system_attrs:
+        if grid and not queued_point(trial):
             # another worker took the last queued point between our check and this ask
             raise optuna.TrialPruned("no grid point left to run")
         values = {p: space[p].suggest(trial, p) for p in params}

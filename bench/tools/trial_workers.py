@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from typing import Any
 
 
@@ -58,10 +59,19 @@ def abandoned_by(me: dict[str, Any], runner: dict[str, Any]) -> bool:
     )
 
 
+def queued_point(trial) -> dict[str, Any]:
+    """The point queued for a trial (`study.enqueue_trial`), empty for a sampled one. Optuna
+    keeps it only in the trial's system attributes, deprecated on a live `Trial` since
+    optuna 3.1 with no public successor: read here without the warning on every trial."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return dict(trial.system_attrs.get("fixed_params", {}))
+
+
 def trial_point(trial) -> dict[str, Any]:
     """A trial's parameter values: suggested, or queued for it (a trial killed before it
     suggested any has only its queued point)."""
-    return {**trial.system_attrs.get("fixed_params", {}), **trial.params}
+    return {**queued_point(trial), **trial.params}
 
 
 def requeue_abandoned_trials(study, worker: int) -> list[int]:
