@@ -109,3 +109,15 @@ def test_a_folder_of_no_registered_suite_is_named_in_the_footer(tmp_path, monkey
     html, _ = build_site(results)
     assert "Not shown: my_suite (unknown suite" in html
     assert 'id="page-classification"' in html and 'id="page-my_suite"' not in html
+
+
+def test_a_resumed_units_wall_time_is_shown_as_its_last_leg():
+    from bench.engine.records import load_records
+    from bench.tools.site_rows import provenance
+
+    record = load_records(REPO / "results", "classification")[0]
+    record.timings.wall_s = 491.2
+    record.selection.other.pop("resumed_after_epoch", None)
+    assert provenance(record)["wall"] == "491 s"
+    record.selection.other["resumed_after_epoch"] = 13
+    assert provenance(record)["wall"] == "491 s (its last leg: resumed after epoch 13)"

@@ -97,14 +97,17 @@ def per_seed(board: Board, preset: str, dataset: str, table: str, key: str, metr
 
 def provenance(r: Record) -> dict:
     p = r.provenance
-    wall = r.timings.wall_s
+    wall = "n/a" if r.timings.wall_s is None else f"{r.timings.wall_s:.0f} s"
+    resumed = r.selection.other.get("resumed_after_epoch")
+    if resumed:  # its wall time is the last leg's (selection.train_compute_s is the whole)
+        wall += f" (its last leg: resumed after epoch {resumed})"
     return {
         "file": shown(r.path),
         "seed": r.seed,
         "commit": (p.git_commit or "unknown")[:10] + (" (dirty)" if p.git_dirty else ""),
         "precision": p.precision,
         "device": p.device,
-        "wall": "n/a" if wall is None else f"{wall:.0f} s",
+        "wall": wall,
         "finished": p.finished,
     }
 
