@@ -93,7 +93,7 @@ def test_a_killed_training_resumes_and_ends_where_an_uninterrupted_one_ends(
 
     with pytest.raises(Killed):
         fit_and_predict(name, bundle, tmp_path / "killed", options, budget, kill_at=2)
-    saved = list((tmp_path / "killed").glob(f"*{SUFFIX}"))
+    saved = list((tmp_path / "killed").rglob(f"*{SUFFIX}"))  # a generator's: under its cache key
     assert len(saved) == 1 and torch.load(saved[0], weights_only=False)["epoch"] == 1
 
     logs = []
@@ -274,6 +274,50 @@ def test_pretrained_parts_in_a_shared_cache_never_resume_from_each_other(tmp_pat
     assert not torch.equal(first.weight, second.weight)
     assert ctx.checkpoint_dir == tmp_path / "unit"
     assert not list((tmp_path / "cache").rglob(f"*{SUFFIX}"))
+
+
+def test_a_shared_training_killed_in_one_unit_resumes_in_another_that_shares_it(tmp_path):
+    """A generator's own training, cached for the units that differ only in how they
+    sample (a guidance grid), keeps its checkpoints under the cache key: killed in one unit,
+    it resumes in whichever unit needs it next (a grid's next run may start at another
+    point), still reporting to that unit's pruner; once stored, nothing is left to resume."""
+    from bench.nn.pretraining import cached_pretraining
+
+    acc = make_accelerator("fp32", cpu=True)[0]
+    reported = []
+
+    def unit(name, kill_at=None):
+        def on_eval(epoch, value):
+            reported.append((name, epoch))
+            if epoch == kill_at:
+                raise Killed
+
+        ctx = RunContext(
+            acc, 0, Budget(epochs=3, batch_size=16), tmp_path / name, print, False,
+            cache_dir=tmp_path / "cache", checkpoint_every_s=0, on_eval=on_eval,
+        )  # fmt: skip
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.randn(64, 4, generator=g), torch.randint(0, 2, (64,), generator=g)
+        model = torch.nn.Linear(4, 2)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        step = lambda idx: torch.nn.functional.cross_entropy(model(x[idx]), y[idx])  # noqa: E731
+
+        def train():
+            return train_loop(
+                model, step, ctx, Schedule(64, 16, 12, 3), Optimisation(opt),
+                Validation(lambda: -step(np.arange(64)).item()),
+            )  # fmt: skip
+
+        return cached_pretraining("diffusion", {"m": 1}, model, train, ctx, own_training=True)
+
+    with pytest.raises(Killed):  # killed in its second epoch's validation, after epoch 1's save
+        unit("guidance-1", kill_at=2)
+    summary = unit("guidance-2")
+    assert summary["cache"] == "miss" and summary["resumed_after_epoch"] == 1
+    first, second = [("guidance-1", e) for e in (1, 2)], [("guidance-2", e) for e in (1, 2, 3)]
+    assert reported == first + second  # the pruner of the resumed unit sees the whole curve
+    assert not list(tmp_path.rglob(f"*{SUFFIX}"))
+    assert unit("guidance-3")["cache"] == "hit"
 
 
 def test_a_checkpoint_that_cannot_be_saved_leaves_the_previous_one_whole(tmp_path):

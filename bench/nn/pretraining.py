@@ -34,10 +34,11 @@ def cached_pretraining(
 ) -> dict:
     """Load `model`'s weights from the shared cache if a run with the same `payload`
     (data + splits, seed, config, budget) trained it before; else train and store them.
-    A pretrained part trains apart from its unit (its checkpoints under the cache, no
-    reports to a sweep's pruner); a method's `own_training` (a generator whose units
-    differ only in how they sample) trains as the unit's own: checkpoints in its work
-    folder, validation scores to the pruner.
+    Its resume checkpoints are kept under the cache, by the same key: a unit killed
+    mid-training resumes there whichever unit needs the part next (a guidance grid whose
+    next run starts at another point). A pretrained part reports nothing to a sweep's
+    pruner; a method's `own_training` (a generator whose units differ only in how they
+    sample) reports its validation scores to the pruner as the unit's own.
 
     Returns the pretraining summary, with ``cache`` = "hit" or "miss" and the file used.
     """
@@ -66,13 +67,16 @@ def _load_or_train(kind, path: Path, payload, model, train, ctx, own_training) -
         model.load_state_dict(blob["state"])
         model.to(ctx.device).eval()
         return {**blob["summary"], "cache": "hit", "file": str(path)}
-    # a sweep prunes on the method's own training, not on its pretraining; and its resume
-    # checkpoints are kept under its own key: in a shared directory (the FID extractor's is
-    # the cache) one part's "train" stage would resume from another's with the same plan
+    # a sweep prunes on the method's own training, not on its pretraining; and the resume
+    # checkpoints are kept under the part's own key: in a shared directory (the FID
+    # extractor's is the cache) one part's "train" stage would resume from another's with
+    # the same plan, and in a unit's work folder another unit sharing the part would not
+    # find them
     on_eval, checkpoint_dir = ctx.on_eval, ctx.checkpoint_dir
     work = root / f"{path.stem}.resume"
+    ctx.checkpoint_dir = work
     if not own_training:
-        ctx.on_eval, ctx.checkpoint_dir = None, work
+        ctx.on_eval = None
     try:
         summary = train()
     finally:

@@ -99,4 +99,8 @@ def interrupted_note(work_dir: Path, checkpoint_suffix: str) -> str | None:
     mark.unlink(missing_ok=True)
     if any(Path(work_dir).glob(f"*{checkpoint_suffix}")):
         return f"its previous run was stopped ({when}): resuming from its checkpoint"
-    return f"its previous run was stopped ({when}) before its first checkpoint: training from the start"
+    return (
+        f"its previous run was stopped ({when}) with no checkpoint in its work folder: what it "
+        "trains alone starts again; what it shares through the cache (a pretrained part, a "
+        "generator's weights) resumes from the cache's checkpoint"
+    )
