@@ -1,6 +1,7 @@
 """Mid-unit training checkpoints, so that a killed run resumes where it stopped.
 
-`train_loop` saves one file per training stage (``<unit work dir>/<desc>.resume.pt``)
+`train_loop` saves one file per training stage (``<unit work dir>/<desc>.resume.pt``, or
+under the cache key of a part trained through the cache: bench/nn/pretraining.py)
 after a validation epoch once ``ctx.checkpoint_every_s`` has passed since the last save
 or the start, and always after the last epoch (so that a unit whose record could not be
 written reruns without training). It holds everything the rest of training
