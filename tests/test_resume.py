@@ -236,12 +236,31 @@ def test_a_budget_without_patience_keeps_the_hash_of_records_made_before_it_exis
     )
 
 
+def train_toy_part(ctx, data_seed, kind, payload, own_training=False):
+    """A linear classifier on 64 random points (from `data_seed`), trained for
+    ctx.budget.epochs epochs of 4 batches through `cached_pretraining`: (model, summary)."""
+    from bench.nn.pretraining import cached_pretraining
+
+    g = torch.Generator().manual_seed(data_seed)
+    x, y = torch.randn(64, 4, generator=g), torch.randint(0, 2, (64,), generator=g)
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    step = lambda idx: torch.nn.functional.cross_entropy(model(x[idx]), y[idx])  # noqa: E731
+    epochs = ctx.budget.epochs
+
+    def train():
+        return train_loop(
+            model, step, ctx, Schedule(64, 16, 4 * epochs, epochs), Optimisation(opt),
+            Validation(lambda: -step(np.arange(64)).item()),
+        )  # fmt: skip
+
+    return model, cached_pretraining(kind, payload, model, train, ctx, own_training=own_training)
+
+
 def test_pretrained_parts_in_a_shared_cache_never_resume_from_each_other(tmp_path):
     """Two cached parts trained with the same plan in one cache directory (the FID
     extractors of two datasets of the same size, the same seed) are trained each from its
     own start; once stored, nothing is left to resume."""
-    from bench.nn.pretraining import cached_pretraining
-
     acc = make_accelerator("fp32", cpu=True)[0]
     ctx = RunContext(
         acc, 0, Budget(epochs=2, batch_size=16), tmp_path / "unit", print, False,
@@ -249,23 +268,7 @@ def test_pretrained_parts_in_a_shared_cache_never_resume_from_each_other(tmp_pat
     )  # fmt: skip
 
     def part(data_seed):
-        g = torch.Generator().manual_seed(data_seed)
-        x, y = torch.randn(64, 4, generator=g), torch.randint(0, 2, (64,), generator=g)
-        model = torch.nn.Linear(4, 2)
-        opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        step = lambda idx: torch.nn.functional.cross_entropy(model(x[idx]), y[idx])  # noqa: E731
-
-        def train():
-            return train_loop(
-                model,
-                step,
-                ctx,
-                Schedule(64, 16, 8, 2),
-                Optimisation(opt),
-                Validation(lambda: -step(np.arange(64)).item()),
-            )
-
-        return model, cached_pretraining("extractor", {"data": data_seed}, model, train, ctx)
+        return train_toy_part(ctx, data_seed, "extractor", {"data": data_seed})
 
     first, first_summary = part(1)
     second, second_summary = part(2)  # the same plan (steps, epochs, batch, n, seed)
@@ -281,8 +284,6 @@ def test_a_shared_training_killed_in_one_unit_resumes_in_another_that_shares_it(
     sample (a guidance grid), keeps its checkpoints under the cache key: killed in one unit,
     it resumes in whichever unit needs it next (a grid's next run may start at another
     point), still reporting to that unit's pruner; once stored, nothing is left to resume."""
-    from bench.nn.pretraining import cached_pretraining
-
     acc = make_accelerator("fp32", cpu=True)[0]
     reported = []
 
@@ -296,19 +297,7 @@ def test_a_shared_training_killed_in_one_unit_resumes_in_another_that_shares_it(
             acc, 0, Budget(epochs=3, batch_size=16), tmp_path / name, print, False,
             cache_dir=tmp_path / "cache", checkpoint_every_s=0, on_eval=on_eval,
         )  # fmt: skip
-        g = torch.Generator().manual_seed(0)
-        x, y = torch.randn(64, 4, generator=g), torch.randint(0, 2, (64,), generator=g)
-        model = torch.nn.Linear(4, 2)
-        opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        step = lambda idx: torch.nn.functional.cross_entropy(model(x[idx]), y[idx])  # noqa: E731
-
-        def train():
-            return train_loop(
-                model, step, ctx, Schedule(64, 16, 12, 3), Optimisation(opt),
-                Validation(lambda: -step(np.arange(64)).item()),
-            )  # fmt: skip
-
-        return cached_pretraining("diffusion", {"m": 1}, model, train, ctx, own_training=True)
+        return train_toy_part(ctx, 0, "diffusion", {"m": 1}, own_training=True)[1]
 
     with pytest.raises(Killed):  # killed in its second epoch's validation, after epoch 1's save
         unit("guidance-1", kill_at=2)
