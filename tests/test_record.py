@@ -60,6 +60,7 @@ def test_what_an_older_file_lacks_reads_as_its_default_and_is_not_written_back()
     old = _minimal(provenance={"git_commit": "c"}, metrics={"test": {"auroc": 0.7}})
     record = Record.from_dict(old)
     assert record.provenance.precision == "fp32" and record.provenance.execution is None
+    assert record.provenance.cpu == "CPU not recorded"
     assert record.ok and record.metric("test", "auroc") == 0.7 and record.metric("val", "x") is None
     assert record.data is None and record.priors == {} and record.predicted_share("test") is None
     assert record.to_dict() == old

@@ -70,6 +70,15 @@ def test_suite_records_are_complete_and_resume_skips(data_dir, tmp_path):
     )
     execution = r.provenance.execution
     assert execution.threads == torch.get_num_threads() and execution.allowed_cores >= 1
+    # the CPU is named (bf16 kernels, and so last digits, differ between microarchitectures)
+    assert execution.cpu_capability == torch.backends.cpu.get_cpu_capability()
+    flags = next(line for line in Path("/proc/cpuinfo").open() if line.startswith("flags")).split()
+    assert set(execution.cpu_isa) <= set(flags) and ("avx2" in execution.cpu_isa) == (
+        "avx2" in flags
+    )
+    assert (
+        r.provenance.cpu.startswith(execution.cpu_model) and "not recorded" not in r.provenance.cpu
+    )
     assert r.timings.train_images_per_s > 0 and r.timings.inference_images_per_s > 0
     assert r.memory.peak_mb > 0
     assert 1 <= r.selection.best_epoch <= r.selection.epochs_run and r.selection.other["steps"] == 4

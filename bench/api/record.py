@@ -150,6 +150,9 @@ class Execution(Section):
     omp_num_threads: str | None = None
     allowed_cores: int | None = None
     cpu_native_bf16: bool | None = None
+    cpu_model: str | None = None  # bench.train.device.cpu_identity; records before it lack it
+    cpu_isa: list[str] | None = None
+    cpu_capability: str | None = None  # ATen's kernel dispatch level (AVX2, AVX512, ...)
     memory_format: str | None = None
 
 
@@ -175,6 +178,16 @@ class Provenance(Section):
 
     def package(self, name: str) -> str:
         return self.packages.get(name, "?")
+
+    @property
+    def cpu(self) -> str:
+        """The CPU that computed, with the instruction sets that set its kernels."""
+        e = self.execution
+        if e is None or e.cpu_model is None:
+            return "CPU not recorded"
+        return (
+            f"{e.cpu_model} [{', '.join(e.cpu_isa or []) or 'no AVX2'}; kernels {e.cpu_capability}]"
+        )
 
     @property
     def program(self) -> str:

@@ -33,14 +33,41 @@ def cpu_has_native_bf16() -> bool:
 
 
 def _cpu_flags() -> set[str]:
+    return set(_cpuinfo().get("flags", "").split())
+
+
+@lru_cache(maxsize=1)
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (empty where there is none)."""
+    info: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                info[key.strip()] = value.strip()
     except OSError:
         pass
-    return set()
+    return info
+
+
+# the instruction sets that decide which kernels (and so which roundings) bf16 and fp32 use
+NUMERIC_ISA = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
+
+
+def cpu_identity() -> dict:
+    """Which CPU computed: a bf16 run on another microarchitecture (another ISA, so other
+    oneDNN kernels) can differ in the last digits, so records name it."""
+    info = _cpuinfo()
+    ids = ("vendor_id", "cpu family", "model", "stepping")
+    return {
+        "cpu_model": f"{info.get('model name', 'unknown')} ("
+        + ", ".join(f"{k} {info[k]}" for k in ids if k in info)
+        + ")",
+        "cpu_isa": [f for f in NUMERIC_ISA if f in _cpu_flags()],
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
 
 
 def resolve_precision(precision: str, use_cpu: bool) -> str:
@@ -138,5 +165,6 @@ def execution_settings(precision: str) -> dict:
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "allowed_cores": allowed_cores(),
         "cpu_native_bf16": cpu_has_native_bf16(),
+        **cpu_identity(),
         "memory_format": "channels_last for convolutional models",
     }
