@@ -207,6 +207,12 @@ class Provenance(Section):
         return f"{self.git_commit or 'unknown'}{' (dirty)' if self.git_dirty else ''}"
 
 
+def machines(provenances) -> str:
+    """The devices and the CPUs that made these records, for a table's Where line."""
+    devices = "; ".join(sorted({p.device for p in provenances}))
+    return f"{devices} ({'; '.join(sorted({p.cpu for p in provenances}))})"
+
+
 @dataclass(kw_only=True)
 class Data(Section):
     """What the unit was computed from."""

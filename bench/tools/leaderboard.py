@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from bench.api.errors import BenchError
+from bench.api.record import machines
 from bench.api.registry import METRICS
 from bench.engine.planning import method_inapplicable
 from bench.metrics.metric import ranked_metrics
@@ -141,7 +142,7 @@ def render_markdown(board: Board) -> str:
         f"- **What**: {suite.description}. Presets: {', '.join(sorted({r.preset for r in records}))}; "
         f"datasets: {', '.join(sorted({r.dataset for r in records}))}; methods: {', '.join(sorted({r.method for r in records}))}; "
         f"seeds: {', '.join(str(s) for s in sorted({r.seed for r in records}))}.",
-        f"- **Where**: {'; '.join(sorted({p.device for p in prov}))} ({'; '.join(sorted({p.cpu for p in prov}))}); "
+        f"- **Where**: {machines(prov)}; "
         f"precision {', '.join(sorted({p.precision for p in prov}))}; "
         f"torch {', '.join(sorted({p.package('torch') for p in prov}))}.",
         f"- **When**: {started} to {finished} (UTC).",

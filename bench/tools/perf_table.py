@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.api.perf_record import PerfRecord
-from bench.api.record import Record
+from bench.api.record import Record, machines
 from bench.api.registry import TASKS
 from bench.engine.records import load_records
 
@@ -183,7 +183,7 @@ def render_perf(results_dir: str | Path) -> str:
         peaks = {k: [r.matmul_peak_gflops[k] for r in records] for k in ("fp32", "bf16")}
         threads = sorted({str(p.execution.threads if p.execution else "?") for p in prov})
         lines += [
-            f"- **Where**: {'; '.join(sorted({p.device for p in prov}))} ({'; '.join(sorted({p.cpu for p in prov}))}); threads {', '.join(threads)}; matmul peak "
+            f"- **Where**: {machines(prov)}; threads {', '.join(threads)}; matmul peak "
             f"fp32 {_range(peaks['fp32'])}, bf16 {_range(peaks['bf16'])} GFLOP/s; torch "
             f"{', '.join(sorted({p.package('torch') for p in prov}))}.",
             f"- **When**: {min(p.finished for p in prov)} to {max(p.finished for p in prov)} (UTC). **Code**: commit "
